@@ -1,0 +1,43 @@
+package config
+
+import "time"
+
+// Target is one (host, probe) pair of a host set after expansion: the unit
+// the scheduler runs once per interval.
+type Target struct {
+	// Set is the host set name (the `set` label).
+	Set string
+	// Host is the expanded host entry as shown in the `host` label, e.g.
+	// "web001.dc1", "10.0.0.7", "db1:2222" or "[2001:db8::1]:22".
+	Host string
+	// Name is the DNS name or IP literal to contact, without port or brackets.
+	Name string
+	// Port is the port given in the host entry, 0 when none was given; probes
+	// fall back to their own configured port.
+	Port int
+	// Probe is one of ProbeICMP, ProbeTCP, ProbeSSH.
+	Probe string
+	// Interval and Timeout are the effective values after defaults and set
+	// and probe overrides.
+	Interval time.Duration
+	Timeout  time.Duration
+	// Labels are the set's static labels (shared, never mutated).
+	Labels map[string]string
+	// ICMP, TCP, SSH point at the set's probe configuration; exactly the one
+	// matching Probe is non-nil.
+	ICMP *ICMPProbe
+	TCP  *TCPProbe
+	SSH  *SSHProbe
+	// Fingerprint changes whenever anything that affects how this target is
+	// probed or labelled changes; reload compares it to decide whether a
+	// running target must be restarted.
+	Fingerprint string
+}
+
+// Key identifies a target across reloads.
+type Key struct {
+	Set, Host, Probe string
+}
+
+// Key returns the target's identity.
+func (t *Target) Key() Key { return Key{Set: t.Set, Host: t.Host, Probe: t.Probe} }
