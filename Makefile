@@ -1,0 +1,47 @@
+# fleet_exporter build and test entry points. `make test` is the README's
+# test command and the one .ci/run calls.
+
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH      ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VERSION_PKG := github.com/prometheus/common/version
+LDFLAGS     := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH)
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build test test-deps vet fmt-check tidy-check lint fuzz bench
+
+all: fmt-check vet build test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o fleet_exporter .
+
+# test installs the real peers the integration tests use (OpenSSH sshd,
+# Prometheus, fping, pdsh, nftables) when they are missing, then runs every test.
+test: test-deps
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+test-deps:
+	@./scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tidy-check:
+	@cp go.mod /tmp/go.mod.bak; cp go.sum /tmp/go.sum.bak; $(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum; \
+	cp /tmp/go.mod.bak go.mod; cp /tmp/go.sum.bak go.sum; exit 1; fi
+
+lint: vet fmt-check
+
+# fuzz runs each fuzz target briefly (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime $(FUZZTIME)
+
+bench:
+	./bench/run.sh

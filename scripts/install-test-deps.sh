@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the real components the integration tests run against, when they
+# are missing: OpenSSH (sshd, ssh-keygen), Prometheus (prometheus, promtool),
+# fping, pdsh, nftables and iproute2. Needs root on Debian/Ubuntu; elsewhere it
+# says what is missing and the tests that need it skip with that message.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have sshd       || need+=(openssh-server)
+have ssh-keygen || need+=(openssh-client)
+have prometheus || need+=(prometheus)
+have promtool   || need+=(prometheus)
+have fping      || need+=(fping)
+have pdsh       || need+=(pdsh)
+have nft        || need+=(nftables)
+have ip         || need+=(iproute2)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+# Deduplicate.
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-test-deps: missing packages: ${need[*]} (not root or no apt-get; tests needing them will skip)" >&2
+  exit 0
+fi
+echo "install-test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The Debian packages start services on install; the tests start their own
+# instances on loopback ports, so stop the system ones where systemd is absent.
