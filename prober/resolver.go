@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +68,7 @@ func NewResolver(ttl time.Duration) *Resolver {
 // Lookup returns the address to probe for name. IP literals (also IPv6 with a
 // zone) are returned as they are, without a query. Names are resolved
 // preferring IPv4: the first IPv4 address if there is one, else the first
-// address. Every error for a name that did not resolve wraps ErrDNS; if ctx
+// address. Names under the reserved TLD "invalid" fail without a query. Every error for a name that did not resolve wraps ErrDNS; if ctx
 // ends first, the error also wraps ctx.Err().
 func (r *Resolver) Lookup(ctx context.Context, name string) (netip.Addr, error) {
 	if addr, err := netip.ParseAddr(name); err == nil {
@@ -75,6 +76,9 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (netip.Addr, error) 
 	}
 	if name == "" {
 		return netip.Addr{}, fmt.Errorf("%w: empty name", ErrDNS)
+	}
+	if resolverIsInvalid(name) {
+		return netip.Addr{}, fmt.Errorf("%w: %s: reserved .invalid name (RFC 6761)", ErrDNS, name)
 	}
 	if e, ok := r.cached(name); ok {
 		return e.addr, e.err
@@ -103,6 +107,18 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (netip.Addr, error) 
 // resolverQueryTimeout bounds one shared query. The system resolver's own
 // default (5s per try, a few tries) is of the same order.
 const resolverQueryTimeout = 15 * time.Second
+
+// resolverIsInvalid reports whether name is under the special-use TLD
+// "invalid", which RFC 6761 section 6.4 says resolver libraries should answer
+// negatively without sending a query. Go's resolver does send one.
+func resolverIsInvalid(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	const tld = "invalid"
+	if len(name) < len(tld) || !strings.EqualFold(name[len(name)-len(tld):], tld) {
+		return false
+	}
+	return len(name) == len(tld) || name[len(name)-len(tld)-1] == '.'
+}
 
 // query runs one lookup and turns its outcome into a cache entry.
 func (r *Resolver) query(ctx context.Context, name string) resolverEntry {
