@@ -1,0 +1,225 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	probing "github.com/prometheus-community/pro-bing"
+	"golang.org/x/net/icmp"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+// ICMPMode is the kind of socket the ICMP prober sends echo requests from.
+type ICMPMode int
+
+const (
+	// ICMPModeUnprivileged uses Linux "ping sockets" (SOCK_DGRAM, IPPROTO_ICMP),
+	// allowed for groups listed in the sysctl net.ipv4.ping_group_range. The
+	// kernel sets the ICMP ID and delivers each socket only its own replies.
+	ICMPModeUnprivileged ICMPMode = iota
+	// ICMPModePrivileged uses raw ICMP sockets, which need CAP_NET_RAW.
+	ICMPModePrivileged
+)
+
+// String returns the mode's name as shown in logs.
+func (m ICMPMode) String() string {
+	switch m {
+	case ICMPModeUnprivileged:
+		return "unprivileged"
+	case ICMPModePrivileged:
+		return "privileged (raw socket)"
+	default:
+		return fmt.Sprintf("ICMPMode(%d)", int(m))
+	}
+}
+
+// icmpMinSize is the smallest payload pro-bing accepts: an 8-byte timestamp
+// and a 16-byte tracker UUID.
+const icmpMinSize = 24
+
+// icmpDefaultInterval is used when a target carries no packet interval;
+// pro-bing panics on a zero interval (time.NewTicker).
+const icmpDefaultInterval = time.Second
+
+// icmpDefaultTimeout is used when neither the target nor the context sets a
+// timeout, so that one round always ends.
+const icmpDefaultTimeout = 10 * time.Second
+
+// DetectICMPMode finds out which ICMP socket this process may open. Unless
+// forcePrivileged is set it first tries an unprivileged ping socket, then a
+// raw socket. If neither can be opened it returns an error saying how to fix
+// that; ICMP probes then fail with ReasonPermission.
+func DetectICMPMode(forcePrivileged bool) (ICMPMode, error) {
+	var dgramErr error
+	if !forcePrivileged {
+		if dgramErr = icmpTryListen("udp4"); dgramErr == nil {
+			return ICMPModeUnprivileged, nil
+		}
+	}
+	rawErr := icmpTryListen("ip4:icmp")
+	if rawErr == nil {
+		return ICMPModePrivileged, nil
+	}
+	if forcePrivileged {
+		return ICMPModePrivileged, fmt.Errorf(
+			"cannot open a raw ICMP socket (%w): grant CAP_NET_RAW "+
+				"(e.g. setcap cap_net_raw+ep on the binary, or --cap-add NET_RAW in a container), "+
+				"or drop the privileged ICMP setting and allow unprivileged ping sockets via "+
+				"sysctl net.ipv4.ping_group_range", rawErr)
+	}
+	return ICMPModeUnprivileged, fmt.Errorf(
+		"cannot open an ICMP socket: unprivileged ping socket: %w; raw socket: %w; "+
+			"allow this process's group in sysctl net.ipv4.ping_group_range "+
+			"(e.g. sysctl -w net.ipv4.ping_group_range=\"0 2147483647\") "+
+			"or grant CAP_NET_RAW (setcap cap_net_raw+ep on the binary, or --cap-add NET_RAW in a container)",
+		dgramErr, rawErr)
+}
+
+// icmpTryListen opens and closes an ICMP socket of the given network.
+func icmpTryListen(network string) error {
+	c, err := icmp.ListenPacket(network, "0.0.0.0")
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// ICMPProber sends one round of ICMP echo requests per probe with pro-bing.
+type ICMPProber struct {
+	res    *Resolver
+	mode   ICMPMode
+	logger *slog.Logger
+}
+
+// NewICMPProber returns an ICMPProber that resolves names through res, opens
+// sockets of the given mode and sends pro-bing's log lines to logger at debug
+// level. A nil logger discards them.
+func NewICMPProber(res *Resolver, mode ICMPMode, logger *slog.Logger) *ICMPProber {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &ICMPProber{res: res, mode: mode, logger: logger}
+}
+
+// Probe resolves the target and sends t.ICMP.Count echo requests,
+// t.ICMP.PacketInterval apart, waiting for replies until the timeout or ctx
+// ends. The probe succeeds when at least one reply arrives; with none the
+// reason is timeout. Result.ICMP is always set and counts the requests
+// actually sent. A socket the kernel refuses gives ReasonPermission.
+func (p *ICMPProber) Probe(ctx context.Context, t *config.Target) Result {
+	start := time.Now()
+	ir := &ICMPResult{}
+	res := Result{ICMP: ir}
+	fail := func(reason Reason, err error) Result {
+		res.Duration = time.Since(start)
+		res.Success, res.Reason, res.Err = false, reason, err
+		return res
+	}
+
+	addr, err := p.res.Lookup(ctx, t.Name)
+	if err != nil {
+		return fail(ReasonFor(err), err)
+	}
+
+	if err := ctx.Err(); err != nil {
+		return fail(ReasonFor(err), fmt.Errorf("icmp %s: %w", t.Host, err))
+	}
+	timeout := icmpTimeout(ctx, t)
+	if timeout <= 0 {
+		return fail(ReasonTimeout, fmt.Errorf("icmp %s: %w", t.Host, context.DeadlineExceeded))
+	}
+
+	pinger := probing.New(addr.String())
+	pinger.SetLogger(icmpLogger{logger: p.logger, host: t.Host})
+	pinger.SetPrivileged(p.mode == ICMPModePrivileged)
+	if addr.Is4() {
+		pinger.SetNetwork("ip4")
+	} else {
+		pinger.SetNetwork("ip6")
+	}
+	// The address comes from our resolver so that pro-bing never resolves
+	// on its own (it would use its own, uncached, context-free lookup).
+	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()})
+	pinger.Count, pinger.Interval, pinger.Size = 1, icmpDefaultInterval, icmpMinSize
+	if c := t.ICMP; c != nil {
+		pinger.Count = max(c.Count, 1)
+		if c.PacketInterval > 0 {
+			pinger.Interval = c.PacketInterval.D()
+		}
+		pinger.Size = max(c.Size, icmpMinSize)
+	}
+	pinger.Timeout = timeout
+	// Only the summary is used; per-packet slices would just be garbage.
+	pinger.RecordRtts, pinger.RecordTTLs = false, false
+
+	runErr := pinger.RunWithContext(ctx)
+	st := pinger.Statistics()
+	ir.Sent, ir.Received = st.PacketsSent, st.PacketsRecv
+	if ir.Received > 0 {
+		ir.RTT = st.AvgRtt
+	}
+	res.Duration = time.Since(start)
+
+	// RunWithContext reports the end of ctx as an error; that is simply the
+	// end of the round, judged by what came back.
+	if runErr != nil && (ctx.Err() == nil || !errors.Is(runErr, ctx.Err())) {
+		return fail(ReasonFor(runErr), fmt.Errorf("icmp %s (%s): %w", t.Host, p.mode, runErr))
+	}
+	if ir.Received == 0 {
+		if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fail(ReasonFor(err), err)
+		}
+		return fail(ReasonTimeout, fmt.Errorf("icmp %s: no echo reply to %d requests", t.Host, ir.Sent))
+	}
+	res.Success = true
+	return res
+}
+
+// icmpTimeout returns how long one round may last: the target's timeout,
+// else the ICMP probe's own, else a default, and never past ctx's deadline.
+func icmpTimeout(ctx context.Context, t *config.Target) time.Duration {
+	timeout := t.Timeout
+	if timeout <= 0 && t.ICMP != nil {
+		timeout = t.ICMP.Timeout.D()
+	}
+	if timeout <= 0 {
+		timeout = icmpDefaultTimeout
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	return timeout
+}
+
+// icmpLogger adapts pro-bing's printf-style logger to slog. Everything goes
+// to debug: pro-bing logs recoverable per-packet trouble as "FATAL", and the
+// probe's result already carries anything that matters.
+type icmpLogger struct {
+	logger *slog.Logger
+	host   string
+}
+
+// log writes one pro-bing line at debug level, formatting it only when debug
+// is enabled.
+func (l icmpLogger) log(level, format string, v ...any) {
+	ctx := context.Background()
+	if !l.logger.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	l.logger.LogAttrs(ctx, slog.LevelDebug, "pro-bing message",
+		slog.String("host", l.host),
+		slog.String("pro_bing_level", level),
+		slog.String("detail", fmt.Sprintf(format, v...)))
+}
+
+// Fatalf, Errorf, Warnf, Infof and Debugf implement probing.Logger.
+func (l icmpLogger) Fatalf(format string, v ...any) { l.log("fatal", format, v...) }
+func (l icmpLogger) Errorf(format string, v ...any) { l.log("error", format, v...) }
+func (l icmpLogger) Warnf(format string, v ...any)  { l.log("warn", format, v...) }
+func (l icmpLogger) Infof(format string, v ...any)  { l.log("info", format, v...) }
+func (l icmpLogger) Debugf(format string, v ...any) { l.log("debug", format, v...) }
