@@ -702,7 +702,7 @@ func TestDashboardQueries(t *testing.T) {
 		return ""
 	}
 	const (
-		base = `job="fleet",instance="exp1:9717",env="prod"`
+		base = `job="fleet",instance="exp1:9922",env="prod"`
 		// 52-bit hashes as the exporter produces them.
 		hashA = "4503599627370495"
 		hashB = "3512345678901234"
