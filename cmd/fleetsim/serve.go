@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// handshakeGrace bounds how long a connection may take from banner to
+// authenticated session on top of the configured delays, like sshd's
+// LoginGraceTime, so a stalled client cannot pin a connection forever.
+const handshakeGrace = time.Minute
+
+// serveOptions configure one serving process (or one shard of the fleet).
+type serveOptions struct {
+	Fleet fleetOptions
+	// AuthorizedKey is the only client key accepted.
+	AuthorizedKey ssh.PublicKey
+	// DelayBanner, DelayAuth and DelayCommand are added before the server
+	// sends its version banner, before it answers the public key check and
+	// before a command starts.
+	DelayBanner, DelayAuth, DelayCommand time.Duration
+	// SlowDelay is how long commands take on slow hosts.
+	SlowDelay time.Duration
+	// Shard and Shards select the hosts [Shard*N/Shards, (Shard+1)*N/Shards);
+	// Shards 0 means the whole fleet.
+	Shard, Shards int
+	// ClassesFile, when set, receives the class of every host of the fleet as
+	// JSON (the same content gen writes to classes.json).
+	ClassesFile string
+	// Ready receives "ready N\n" once every listener of this process is up.
+	Ready io.Writer
+	// Logger must not be nil.
+	Logger *slog.Logger
+}
+
+// shardRange returns the half-open index range of the hosts this process
+// serves.
+func (o *serveOptions) shardRange() (int, int, error) {
+	n := o.Fleet.N
+	if o.Shards == 0 {
+		return 0, n, nil
+	}
+	if o.Shards < 0 || o.Shard < 0 || o.Shard >= o.Shards {
+		return 0, 0, fmt.Errorf("shard %d of %d is out of range", o.Shard, o.Shards)
+	}
+	return o.Shard * n / o.Shards, (o.Shard + 1) * n / o.Shards, nil
+}
+
+// servedHost is a simHost plus its lazily built server configuration: deriving
+// an ed25519 key is cheap, but doing it for 10k hosts at start is wasted when
+// most are never contacted, and the config must stay per host because x/crypto
+// keeps host keys in ssh.ServerConfig.
+type servedHost struct {
+	simHost
+	once sync.Once
+	cfg  *ssh.ServerConfig
+	err  error
+}
+
+// server serves the hosts of one process.
+type server struct {
+	opts       *serveOptions
+	log        *slog.Logger
+	done       <-chan struct{}
+	authorized []byte
+	accept     func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error)
+	reject     func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error)
+	wg         sync.WaitGroup
+
+	// mu guards conns and closed.
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// serve listens on every non-refused host of the selected shard, writes
+// "ready N" to opts.Ready and serves until ctx ends; then it closes all
+// listeners and connections, waits for every goroutine it started and returns
+// nil.
+func serve(ctx context.Context, opts *serveOptions) error {
+	if opts.AuthorizedKey == nil {
+		return errors.New("no authorized key")
+	}
+	if opts.Ready == nil || opts.Logger == nil {
+		return errors.New("serve needs a Ready writer and a Logger")
+	}
+	for name, d := range map[string]time.Duration{
+		"--delay.banner": opts.DelayBanner, "--delay.auth": opts.DelayAuth,
+		"--delay.command": opts.DelayCommand, "--slow-delay": opts.SlowDelay,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s must not be negative, got %s", name, d)
+		}
+	}
+	fleet, err := buildFleet(&opts.Fleet)
+	if err != nil {
+		return err
+	}
+	if opts.ClassesFile != "" {
+		if err := writeClasses(opts.ClassesFile, fleet); err != nil {
+			return err
+		}
+	}
+	lo, hi, err := opts.shardRange()
+	if err != nil {
+		return err
+	}
+
+	s := &server{
+		opts:       opts,
+		log:        opts.Logger,
+		done:       ctx.Done(),
+		authorized: opts.AuthorizedKey.Marshal(),
+		conns:      make(map[net.Conn]struct{}),
+	}
+	s.accept = s.publicKeyCallback(false)
+	s.reject = s.publicKeyCallback(true)
+
+	hosts := make([]servedHost, hi-lo)
+	var counts [numClasses]int
+	drift := 0
+	for i := range hosts {
+		hosts[i].simHost = fleet[lo+i]
+		counts[hosts[i].Class]++
+		if hosts[i].Drift {
+			drift++
+		}
+	}
+	if limit, ok := fdLimit(); ok && uint64(len(hosts)-counts[classRefused]) > limit/2 {
+		s.log.Warn("listeners use more than half of the fd limit; connections may fail, consider --workers",
+			"listeners", len(hosts)-counts[classRefused], "fd_limit", limit)
+	}
+
+	listeners := make([]net.Listener, 0, len(hosts)-counts[classRefused])
+	closeAll := func() {
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+	}
+	var lc net.ListenConfig
+	for i := range hosts {
+		if hosts[i].Class == classRefused {
+			continue
+		}
+		ln, err := lc.Listen(ctx, "tcp", hostPort(hosts[i].Addr, opts.Fleet.Port))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen for host %s: %w", hosts[i].Addr, err)
+		}
+		listeners = append(listeners, ln)
+	}
+	// Start accepting only once every listen succeeded, so a failed start
+	// leaves no goroutine behind.
+	j := 0
+	for i := range hosts {
+		if hosts[i].Class == classRefused {
+			continue
+		}
+		h, ln := &hosts[i], listeners[j]
+		j++
+		s.wg.Go(func() { s.acceptLoop(h, ln) })
+	}
+
+	attrs := []any{"hosts", len(hosts), "listeners", len(listeners), "port", opts.Fleet.Port, "drift", drift}
+	for c := range numClasses {
+		attrs = append(attrs, c.String(), counts[c])
+	}
+	if len(hosts) > 0 {
+		attrs = append(attrs, "first", hosts[0].Addr.String(), "last", hosts[len(hosts)-1].Addr.String())
+	}
+	s.log.Info("serving simulated hosts", attrs...)
+	_, err = fmt.Fprintf(opts.Ready, "ready %d\n", len(hosts))
+	if err != nil {
+		s.log.Error("cannot report readiness", "err", err)
+	}
+
+	<-ctx.Done()
+	closeAll()
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.log.Info("stopped serving simulated hosts")
+	return nil
+}
+
+// acceptLoop accepts connections for one host until its listener is closed.
+func (s *server) acceptLoop(h *servedHost, ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Typically EMFILE: back off briefly instead of spinning.
+			s.log.Warn("accept failed", "host", h.Addr.String(), "err", err)
+			if !s.wait(50*time.Millisecond, nil) {
+				return
+			}
+			continue
+		}
+		if !s.track(c) {
+			_ = c.Close()
+			return
+		}
+		s.wg.Go(func() {
+			defer s.untrack(c)
+			s.handleConn(h, c)
+		})
+	}
+}
+
+// track registers c so shutdown can close it; it returns false once shutdown
+// has begun.
+func (s *server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// wait sleeps for d and reports whether it elapsed; it returns false early
+// when the server shuts down or stop (which may be nil) is closed.
+func (s *server) wait(d time.Duration, stop <-chan struct{}) bool {
+	if d <= 0 {
+		select {
+		case <-s.done:
+			return false
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
+	case <-stop:
+		return false
+	}
+}
+
+// serverConfig returns the host's ssh.ServerConfig, building it on first use.
+func (s *server) serverConfig(h *servedHost) (*ssh.ServerConfig, error) {
+	h.once.Do(func() {
+		signer, err := hostSigner(s.opts.Fleet.Seed, h.Addr)
+		if err != nil {
+			h.err = fmt.Errorf("derive host key: %w", err)
+			return
+		}
+		cfg := &ssh.ServerConfig{
+			ServerVersion:     "SSH-2.0-fleetsim",
+			PublicKeyCallback: s.accept,
+		}
+		if h.Class == classAuthReject {
+			cfg.PublicKeyCallback = s.reject
+		}
+		cfg.AddHostKey(signer)
+		h.cfg = cfg
+	})
+	return h.cfg, h.err
+}
+
+// publicKeyCallback accepts only the authorized key, or nothing when
+// rejectAll is set. x/crypto caches the answer per key and connection, so the
+// auth delay is paid once per key even though clients first query and then
+// sign.
+func (s *server) publicKeyCallback(rejectAll bool) func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+	return func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		if !s.wait(s.opts.DelayAuth, nil) {
+			return nil, errors.New("shutting down")
+		}
+		if rejectAll || !bytes.Equal(key.Marshal(), s.authorized) {
+			return nil, errors.New("public key not authorized")
+		}
+		return &ssh.Permissions{}, nil
+	}
+}
+
+// handleConn runs one connection to completion.
+func (s *server) handleConn(h *servedHost, c net.Conn) {
+	defer c.Close()
+	if h.Class == classTarpit {
+		// Never send a banner; hold the connection until the client (or
+		// shutdown) closes it. Whatever the client sends is discarded.
+		_, _ = io.Copy(io.Discard, c)
+		return
+	}
+	if !s.wait(s.opts.DelayBanner, nil) {
+		return
+	}
+	cfg, err := s.serverConfig(h)
+	if err != nil {
+		s.log.Error("cannot build server config", "host", h.Addr.String(), "err", err)
+		return
+	}
+	_ = c.SetDeadline(time.Now().Add(s.opts.DelayAuth + handshakeGrace))
+	sconn, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		s.log.Debug("handshake failed", "host", h.Addr.String(), "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	defer sconn.Close()
+	_ = c.SetDeadline(time.Time{})
+
+	var wg sync.WaitGroup
+	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	for nc := range chans {
+		if nc.ChannelType() != "session" {
+			_ = nc.Reject(ssh.UnknownChannelType, "only session channels are supported")
+			continue
+		}
+		wg.Go(func() { s.handleSession(h, nc) })
+	}
+	wg.Wait()
+}
+
+// handleSession serves one session channel: a single "exec" request; every
+// other request (pty-req, env, shell, subsystem) is refused.
+func (s *server) handleSession(h *servedHost, nc ssh.NewChannel) {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	// closed is closed once the client has closed the channel (or the
+	// connection is gone): x/crypto closes reqs then.
+	closed := make(chan struct{})
+	var wg sync.WaitGroup
+	started := false
+	for req := range reqs {
+		if req.Type != "exec" || started {
+			_ = req.Reply(false, nil)
+			continue
+		}
+		var payload struct{ Command string }
+		if err := ssh.Unmarshal(req.Payload, &payload); err != nil {
+			_ = req.Reply(false, nil)
+			continue
+		}
+		started = true
+		_ = req.Reply(true, nil)
+		wg.Go(func() { s.runCommand(h, ch, payload.Command, closed) })
+	}
+	close(closed)
+	wg.Wait()
+}
+
+// runCommand answers one exec request according to the host's class.
+func (s *server) runCommand(h *servedHost, ch ssh.Channel, cmd string, closed <-chan struct{}) {
+	if !s.wait(s.opts.DelayCommand, closed) {
+		return
+	}
+	switch h.Class {
+	case classHang:
+		// Never exit; the client has to give up and close the channel.
+		select {
+		case <-closed:
+		case <-s.done:
+		}
+		return
+	case classSlow:
+		if !s.wait(s.opts.SlowDelay, closed) {
+			return
+		}
+	}
+	out, status := commandOutput(s.opts.Fleet.Seed, &h.simHost, cmd)
+	if _, err := ch.Write(out); err != nil {
+		return
+	}
+	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
+	_ = ch.CloseWrite()
+	_ = ch.Close()
+}
