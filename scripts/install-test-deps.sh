@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the integration tests run against, when they
 # are missing: OpenSSH (sshd, ssh-keygen), Prometheus (prometheus, promtool),
-# fping, pdsh, nftables and iproute2. Needs root on Debian/Ubuntu; elsewhere it
+# fping, pdsh, nftables, iproute2, Alertmanager (amtool) and Chromium (status
+# page browser test). Needs root on Debian/Ubuntu; elsewhere it
 # says what is missing and the tests that need it skip with that message.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ have fping      || need+=(fping)
 have pdsh       || need+=(pdsh)
 have nft        || need+=(nftables)
 have ip         || need+=(iproute2)
+have amtool     || need+=(prometheus-alertmanager)
+have chromium   || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
