@@ -1,0 +1,761 @@
+package prober
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+const (
+	// sshDefaultPort is used when neither the host entry nor the probe
+	// configuration gives a port.
+	sshDefaultPort = 22
+	// sshDefaultMaxOutputBytes caps a command's stdout when the probe sets no
+	// max_output_bytes.
+	sshDefaultMaxOutputBytes = 1 << 20
+	// sshClientVersion is the version line we send; it names the exporter in
+	// the server's logs.
+	sshClientVersion = "SSH-2.0-fleet_exporter"
+	// sshBackoffMin is the first reconnect backoff of a pooled connection.
+	sshBackoffMin = time.Second
+	// sshBackoffMaxDefault caps the backoff when the target has no interval.
+	sshBackoffMaxDefault = time.Minute
+)
+
+// SSHProber logs in to a target over SSH and runs its commands, timing the
+// TCP connect, the SSH handshake (banner, key exchange, host key check), the
+// authentication and every command separately.
+//
+// Key, password and known_hosts files are parsed once per file version and
+// cached. With reuse_connections one authenticated connection per target is
+// kept between probes; Close releases them. An SSHProber is safe for
+// concurrent use.
+type SSHProber struct {
+	res    *Resolver
+	logger *slog.Logger
+	files  sshAuthCallbacks
+
+	// opened counts TCP connections established for SSH.
+	opened atomic.Uint64
+
+	// now is the clock for reconnect backoff; tests replace it.
+	now func() time.Time
+
+	// mu guards closed, pool and warned.
+	mu     sync.Mutex
+	closed bool
+	pool   map[config.Key]*sshPooled
+	warned map[config.Key]bool
+}
+
+// sshPooled is the reused connection of one target and its reconnect state.
+type sshPooled struct {
+	// dial serialises the connection checks and (re)connects of one target.
+	// It may be held while taking SSHProber.mu, never the other way round.
+	dial sync.Mutex
+
+	// The fields below are guarded by SSHProber.mu.
+	conn        *sshConn
+	fingerprint string
+	removed     bool
+	failures    int
+	retryAt     time.Time
+	lastReason  Reason
+	lastErr     error
+}
+
+// sshConn is one authenticated SSH connection.
+type sshConn struct {
+	client *ssh.Client
+	nc     net.Conn
+	// dead is closed once the connection has ended.
+	dead chan struct{}
+}
+
+// newSSHConn wraps client and starts the watcher that closes dead; the
+// watcher ends with the connection.
+func newSSHConn(client *ssh.Client, nc net.Conn) *sshConn {
+	c := &sshConn{client: client, nc: nc, dead: make(chan struct{})}
+	go func() {
+		_ = client.Wait()
+		close(c.dead)
+	}()
+	return c
+}
+
+// isDead reports whether the connection has ended.
+func (c *sshConn) isDead() bool {
+	select {
+	case <-c.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// close closes the connection and waits until its watcher is gone, so that
+// a closed connection leaves no goroutine of ours behind.
+func (c *sshConn) close() {
+	_ = c.client.Close()
+	<-c.dead
+}
+
+// alive checks a pooled connection with an OpenSSH keepalive request. Any
+// reply, even a refusal, proves the connection works.
+func (c *sshConn) alive(ctx context.Context) bool {
+	if c.isDead() {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.client.Close() })
+	defer stop()
+	_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+	return err == nil && ctx.Err() == nil
+}
+
+// NewSSHProber returns an SSHProber that resolves names through res and logs
+// to logger. It starts no goroutines.
+func NewSSHProber(res *Resolver, logger *slog.Logger) *SSHProber {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &SSHProber{
+		res:    res,
+		logger: logger.With("component", "ssh_prober"),
+		now:    time.Now,
+		pool:   make(map[config.Key]*sshPooled),
+		warned: make(map[config.Key]bool),
+	}
+}
+
+// ConnectionsOpened returns how many TCP connections the prober has
+// established, over all targets and whether pooled or not.
+func (p *SSHProber) ConnectionsOpened() uint64 { return p.opened.Load() }
+
+// Close closes every pooled connection. Probes running at the same time see
+// their connection fail; later probes still work but no longer pool their
+// connections.
+func (p *SSHProber) Close() {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.takeLocked(func(config.Key) bool { return false })
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
+// Forget closes and drops the pooled connections of every target for which
+// keep returns false, e.g. after a reload removed them.
+func (p *SSHProber) Forget(keep func(config.Key) bool) {
+	p.mu.Lock()
+	conns := p.takeLocked(keep)
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
+// takeLocked removes the pool entries not kept and returns their
+// connections. p.mu must be held.
+func (p *SSHProber) takeLocked(keep func(config.Key) bool) []*sshConn {
+	var conns []*sshConn
+	for k, e := range p.pool {
+		if keep(k) {
+			continue
+		}
+		delete(p.pool, k)
+		delete(p.warned, k)
+		e.removed = true
+		if e.conn != nil {
+			conns = append(conns, e.conn)
+			e.conn = nil
+		}
+	}
+	return conns
+}
+
+// Probe runs one SSH probe of t under ctx, additionally bounded by
+// t.Timeout. See the package documentation of Result for the fields set.
+func (p *SSHProber) Probe(ctx context.Context, t *config.Target) Result {
+	start := time.Now()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+	res := p.probe(ctx, t)
+	res.Duration = time.Since(start)
+	if !res.Success {
+		p.logger.Debug("ssh probe failed", "set", t.Set, "host", t.Host,
+			"reason", string(res.Reason), "err", res.Err)
+	}
+	return res
+}
+
+// probe does the work of Probe.
+func (p *SSHProber) probe(ctx context.Context, t *config.Target) Result {
+	sr := &SSHResult{}
+	res := Result{SSH: sr}
+	cfg := t.SSH
+	if cfg == nil {
+		res.Reason, res.Err = ReasonConfig, fmt.Errorf("%w: target %s has no ssh settings", errSSHConfig, t.Host)
+		return res
+	}
+	if cfg.InsecureSkipHostKeyVerification {
+		p.warnInsecure(t)
+	}
+
+	var (
+		conn   *sshConn
+		owned  bool // close conn after the probe
+		reused bool // conn was established by an earlier probe
+		reason Reason
+		err    error
+	)
+	for attempt := 0; ; attempt++ {
+		if cfg.ReuseConnections {
+			conn, owned, reused, reason, err = p.pooledConn(ctx, t, sr)
+		} else {
+			conn, reason, err = p.connect(ctx, t, sr)
+			owned = true
+		}
+		if err != nil {
+			sshSkipCommands(sr, cfg.Commands, 0)
+			res.Reason, res.Err = reason, err
+			return res
+		}
+		// A reused connection that cannot open a session is dead: drop it and
+		// reconnect within this probe, once.
+		retry := reused && attempt == 0
+		reason, err = p.runCommands(ctx, conn, cfg, sr, retry)
+		if errors.Is(err, errSSHRetry) {
+			p.discard(t.Key(), conn)
+			continue
+		}
+		break
+	}
+	if owned || conn.isDead() || sshExpired(ctx) {
+		// A connection that ended, or was in use when the deadline struck, is
+		// in an unknown state; the next probe starts over.
+		if !owned {
+			p.discard(t.Key(), conn)
+		}
+		conn.close()
+	}
+	res.Success = err == nil
+	res.Reason, res.Err = reason, err
+	return res
+}
+
+// warnInsecure logs once per target that its host key is not verified.
+func (p *SSHProber) warnInsecure(t *config.Target) {
+	k := t.Key()
+	p.mu.Lock()
+	warned := p.warned[k]
+	p.warned[k] = true
+	p.mu.Unlock()
+	if !warned {
+		p.logger.Warn("host key verification disabled by insecure_skip_host_key_verification",
+			"set", t.Set, "host", t.Host)
+	}
+}
+
+// discard removes conn from the pool entry of k if it is still there.
+func (p *SSHProber) discard(k config.Key, conn *sshConn) {
+	p.mu.Lock()
+	if e := p.pool[k]; e != nil && e.conn == conn {
+		e.conn = nil
+	}
+	p.mu.Unlock()
+	conn.close()
+}
+
+// pooledConn returns the target's pooled connection, checking that it is
+// alive, or establishes a new one unless the target is in reconnect backoff.
+// owned is true when the connection could not be pooled (the prober is
+// closed or the target was forgotten) and the caller must close it.
+func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHResult) (conn *sshConn, owned, reused bool, reason Reason, err error) {
+	k := t.Key()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn, reason, err = p.connect(ctx, t, sr)
+		return conn, true, false, reason, err
+	}
+	e := p.pool[k]
+	if e == nil {
+		e = &sshPooled{}
+		p.pool[k] = e
+	}
+	p.mu.Unlock()
+
+	e.dial.Lock()
+	defer e.dial.Unlock()
+
+	p.mu.Lock()
+	old, fp := e.conn, e.fingerprint
+	p.mu.Unlock()
+	if old != nil {
+		if fp == t.Fingerprint && old.alive(ctx) {
+			return old, false, true, ReasonNone, nil
+		}
+		p.discard(k, old)
+	}
+
+	p.mu.Lock()
+	retryAt, lastReason, lastErr := e.retryAt, e.lastReason, e.lastErr
+	p.mu.Unlock()
+	if now := p.now(); now.Before(retryAt) {
+		return nil, false, false, lastReason, fmt.Errorf("reconnect backoff for %s: %w",
+			retryAt.Sub(now).Round(time.Millisecond), lastErr)
+	}
+
+	conn, reason, err = p.connect(ctx, t, sr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if reason != ReasonConfig {
+			e.failures++
+			e.retryAt = p.now().Add(sshBackoff(e.failures, t.Interval))
+			e.lastReason, e.lastErr = reason, err
+		}
+		return nil, false, false, reason, err
+	}
+	if e.removed || p.closed {
+		return conn, true, false, ReasonNone, nil
+	}
+	e.failures, e.retryAt, e.lastReason, e.lastErr = 0, time.Time{}, ReasonNone, nil
+	e.conn, e.fingerprint = conn, t.Fingerprint
+	return conn, false, false, ReasonNone, nil
+}
+
+// sshBackoff returns the reconnect backoff after n consecutive failures:
+// 1s doubling per failure, capped at the target's interval.
+func sshBackoff(n int, interval time.Duration) time.Duration {
+	limit := interval
+	if limit <= 0 {
+		limit = sshBackoffMaxDefault
+	}
+	d := sshBackoffMin << min(n-1, 30)
+	return min(d, limit)
+}
+
+// sshTargetPort returns the port to connect to: the host entry's, else the
+// probe's, else 22.
+func sshTargetPort(t *config.Target) int {
+	switch {
+	case t.Port != 0:
+		return t.Port
+	case t.SSH != nil && t.SSH.Port != 0:
+		return t.SSH.Port
+	default:
+		return sshDefaultPort
+	}
+}
+
+// connect resolves, dials and authenticates a new connection to t, recording
+// the Connect, Handshake and Auth phases in sr. The returned connection has
+// no deadline when the target reuses connections, else ctx's deadline.
+func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *SSHResult) (*sshConn, Reason, error) {
+	cfg := t.SSH
+	port := sshTargetPort(t)
+	if port <= 0 || port > 65535 {
+		return nil, ReasonConfig, fmt.Errorf("%w: no valid port for %s: %d", errSSHConfig, t.Host, port)
+	}
+	kh, err := p.files.hostKey(cfg)
+	if err != nil {
+		return nil, ReasonConfig, err
+	}
+	auth, err := p.files.auth(ctx, cfg)
+	if err != nil {
+		return nil, ReasonConfig, err
+	}
+	defer auth.close()
+
+	ip, err := p.res.Lookup(ctx, t.Name)
+	if err != nil {
+		if !errors.Is(err, ErrDNS) {
+			err = fmt.Errorf("%w: %w", ErrDNS, sshWithContext(ctx, err))
+		}
+		return nil, ReasonDNS, err
+	}
+	raddr := netip.AddrPortFrom(ip, uint16(port))
+	// knownhosts matches on the name as configured, with the port
+	// (knownhosts.Normalize rules), not on the resolved address.
+	hostport := net.JoinHostPort(t.Name, strconv.Itoa(port))
+
+	t0 := time.Now()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", raddr.String())
+	sr.Connect = time.Since(t0)
+	if err != nil {
+		err = sshWithContext(ctx, err)
+		return nil, ReasonFor(err), fmt.Errorf("connect %s: %w", raddr, err)
+	}
+	p.opened.Add(1)
+	sr.NewConnection = true
+
+	t1 := time.Now()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	// Deadlines bound every read and write; closing on ctx.Done covers a
+	// cancellation without deadline.
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	bc := &sshBannerConn{Conn: nc}
+	hs := &sshHandshake{check: kh.callback}
+	ccfg := &ssh.ClientConfig{
+		User:              cfg.User,
+		Auth:              auth.methods(hs.markAuth),
+		HostKeyCallback:   hs.hostKey,
+		HostKeyAlgorithms: kh.hostKeyAlgorithms(hostport, net.TCPAddrFromAddrPort(raddr)),
+		ClientVersion:     sshClientVersion,
+	}
+	c, chans, reqs, err := ssh.NewClientConn(bc, hostport, ccfg)
+	end := time.Now()
+	stopped := stop()
+	if authStart := hs.authStart(); authStart.IsZero() {
+		sr.Handshake = end.Sub(t1)
+	} else {
+		sr.Handshake = authStart.Sub(t1)
+		sr.Auth = end.Sub(authStart)
+	}
+	if err == nil && !stopped {
+		// ctx ended just as the handshake finished and closed the socket.
+		_ = c.Close()
+		err = sshWithContext(ctx, net.ErrClosed)
+	}
+	if err != nil {
+		_ = nc.Close()
+		reason, err := hs.classify(ctx, bc, err)
+		return nil, reason, fmt.Errorf("ssh %s: %w", hostport, err)
+	}
+	if cfg.ReuseConnections {
+		// A pooled connection idles between probes; each probe bounds its
+		// use with its own context instead.
+		_ = nc.SetDeadline(time.Time{})
+	}
+	return newSSHConn(ssh.NewClient(c, chans, reqs), nc), ReasonNone, nil
+}
+
+// sshWithContext makes sure an error caused by ctx ending says so: a socket
+// closed by context.AfterFunc or cut by its deadline reports only
+// "use of closed network connection" or "i/o timeout".
+func sshWithContext(ctx context.Context, err error) error {
+	ctxErr := ctx.Err()
+	if ctxErr == nil && sshExpired(ctx) {
+		ctxErr = context.DeadlineExceeded
+	}
+	if ctxErr != nil && !errors.Is(err, ctxErr) {
+		return fmt.Errorf("%w (%w)", err, ctxErr)
+	}
+	return err
+}
+
+// sshExpired reports whether ctx is done or its deadline has passed. The
+// socket deadline and ctx's own timer are separate timers, so an I/O error
+// caused by the deadline can be seen a moment before ctx.Err is set.
+func sshExpired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// errSSHHostKey marks a host key rejected by known_hosts.
+var errSSHHostKey = errors.New("host key verification failed")
+
+// sshHandshake tracks how far the SSH handshake of one connection got, so a
+// failure can be attributed to its phase. The host key callback runs on the
+// transport's goroutine, the auth callbacks on the dialling one.
+type sshHandshake struct {
+	check ssh.HostKeyCallback
+
+	// mu guards hostKeyErr, hostKeyOK and authAt.
+	mu         sync.Mutex
+	hostKeyErr error
+	hostKeyOK  bool
+	authAt     time.Time
+}
+
+// hostKey is the ssh.HostKeyCallback: it delegates to check and records the
+// outcome. Rejecting the key aborts the handshake before any auth message
+// is sent.
+func (h *sshHandshake) hostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	err := h.check(hostname, remote, key)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.hostKeyErr = fmt.Errorf("%w: %w", errSSHHostKey, err)
+		return h.hostKeyErr
+	}
+	h.hostKeyOK = true
+	return nil
+}
+
+// markAuth records the first invocation of an auth method.
+func (h *sshHandshake) markAuth() {
+	h.mu.Lock()
+	if h.authAt.IsZero() {
+		h.authAt = time.Now()
+	}
+	h.mu.Unlock()
+}
+
+// authStart returns when authentication began, or zero.
+func (h *sshHandshake) authStart() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.authAt
+}
+
+// classify maps a failed ssh.NewClientConn to its Reason by the phase that
+// was reached: no banner line, key exchange, host key, or authentication.
+func (h *sshHandshake) classify(ctx context.Context, bc *sshBannerConn, err error) (Reason, error) {
+	h.mu.Lock()
+	hostKeyErr, hostKeyOK, authStarted := h.hostKeyErr, h.hostKeyOK, !h.authAt.IsZero()
+	h.mu.Unlock()
+	err = sshWithContext(ctx, err)
+	switch {
+	case hostKeyErr != nil:
+		if !errors.Is(err, errSSHHostKey) {
+			err = fmt.Errorf("%w: %w", hostKeyErr, err)
+		}
+		return ReasonHostKey, err
+	case !bc.sawBanner():
+		return ReasonBanner, fmt.Errorf("no SSH version line received: %w", err)
+	case !hostKeyOK:
+		return ReasonHandshake, err
+	case authStarted:
+		if ReasonFor(err) == ReasonTimeout {
+			return ReasonTimeout, err
+		}
+		return ReasonAuth, err
+	case strings.Contains(err.Error(), "ssh: unable to authenticate"):
+		// The server rejected "none" and we had no method it accepts. The
+		// library returns an untyped error for this.
+		return ReasonAuth, err
+	default:
+		return ReasonHandshake, err
+	}
+}
+
+// sshBannerConn watches the start of the stream for a complete line that
+// begins with "SSH-", the server's version line. Everything before it is
+// allowed by RFC 4253 section 4.2; a connection that never delivers it
+// (tarpit, other protocol, garbage) failed at the banner.
+type sshBannerConn struct {
+	net.Conn
+
+	seen atomic.Bool
+	// Line state, only touched by Read until seen is set; the SSH client
+	// reads the version exchange from one goroutine.
+	prefix [4]byte
+	n      int
+}
+
+// Read implements net.Conn.
+func (c *sshBannerConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if !c.seen.Load() {
+		for _, ch := range b[:n] {
+			if ch == '\n' {
+				if c.n >= len(c.prefix) && string(c.prefix[:]) == "SSH-" {
+					c.seen.Store(true)
+					break
+				}
+				c.n = 0
+				continue
+			}
+			if c.n < len(c.prefix) {
+				c.prefix[c.n] = ch
+			}
+			c.n++
+		}
+	}
+	return n, err
+}
+
+// sawBanner reports whether a full "SSH-" line has been read.
+func (c *sshBannerConn) sawBanner() bool { return c.seen.Load() }
+
+// errSSHRetry asks probe to reconnect: the first session on a reused
+// connection could not be opened.
+var errSSHRetry = errors.New("session open failed on reused connection")
+
+// sshSkipCommands records cmds[from:] as not run.
+func sshSkipCommands(sr *SSHResult, cmds []config.Command, from int) {
+	if sr.Commands == nil && len(cmds) > 0 {
+		sr.Commands = make([]CommandResult, len(cmds))
+	}
+	for i := from; i < len(cmds); i++ {
+		sr.Commands[i] = CommandResult{Name: sshCommandName(cmds[i]), ExitStatus: -1}
+	}
+}
+
+// sshCommandName is the command's name, or its command line when unnamed.
+func sshCommandName(c config.Command) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Run
+}
+
+// runCommands runs cfg.Commands in order, each in a new session on conn, and
+// returns the first failure. After a connection-level failure the rest are
+// marked not run. With retry set, a failure to open the very first session
+// returns errSSHRetry instead.
+func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.SSHProbe, sr *SSHResult, retry bool) (Reason, error) {
+	// The deadline on a fresh connection covers reads and writes; closing on
+	// ctx.Done also covers pooled connections, which have none.
+	stop := context.AfterFunc(ctx, func() { _ = conn.client.Close() })
+	defer stop()
+
+	if len(cfg.Commands) == 0 {
+		return ReasonNone, nil
+	}
+	limit := cfg.MaxOutputBytes
+	if limit <= 0 {
+		limit = sshDefaultMaxOutputBytes
+	}
+	sr.Commands = make([]CommandResult, len(cfg.Commands))
+	var (
+		reason Reason
+		err    error
+	)
+	for i, c := range cfg.Commands {
+		cr := &sr.Commands[i]
+		opened := sshRunCommand(ctx, conn, c, limit, cr)
+		if retry && i == 0 && !opened && !sshExpired(ctx) && cr.Reason == ReasonSession {
+			sr.Commands = nil
+			return cr.Reason, errSSHRetry
+		}
+		if cr.Reason != ReasonNone && err == nil {
+			reason, err = cr.Reason, fmt.Errorf("command %q: %w", cr.Name, cr.Err)
+		}
+		if !opened || sshExpired(ctx) || conn.isDead() ||
+			(cr.Reason == ReasonSession && !conn.alive(ctx)) {
+			// A session that ended without exit status may mean the
+			// connection dropped; the watcher may not have noticed yet, a
+			// keepalive round trip tells for sure.
+			sshSkipCommands(sr, cfg.Commands, i+1)
+			break
+		}
+	}
+	return reason, err
+}
+
+// sshRunCommand runs c in a new session and fills cr. It reports whether the
+// session could be opened. Duration spans session open, exec, reading all of
+// stdout and the exit status.
+func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit int64, cr *CommandResult) (opened bool) {
+	*cr = CommandResult{Name: sshCommandName(c), ExitStatus: -1}
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout.D())
+		defer cancel()
+	}
+	start := time.Now()
+	defer func() { cr.Duration = time.Since(start) }()
+
+	fail := func(r Reason, err error) {
+		if sshExpired(ctx) {
+			r, err = ReasonTimeout, sshWithContext(ctx, err)
+		}
+		cr.Reason, cr.Err = r, err
+	}
+
+	// Opening a channel has no timeout of its own; a server that does not
+	// answer within the command's time is treated as dead.
+	stopOpen := context.AfterFunc(ctx, func() { _ = conn.client.Close() })
+	sess, err := conn.client.NewSession()
+	stopOpen()
+	if err != nil {
+		fail(ReasonSession, fmt.Errorf("open session: %w", err))
+		return false
+	}
+	defer sess.Close()
+	// Closing the session ends a command that outlives its timeout without
+	// giving up the connection.
+	stopRun := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer stopRun()
+
+	// Stderr stays nil: the library then discards it while streaming, so a
+	// flood costs no memory.
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		fail(ReasonSession, err)
+		return true
+	}
+	if err := sess.Start(c.Run); err != nil {
+		fail(ReasonSession, fmt.Errorf("exec: %w", err))
+		return true
+	}
+	cr.Ran = true
+
+	h := sshHashWriter{h: sha256.New(), limit: limit}
+	n, rerr := io.Copy(&h, io.LimitReader(stdout, limit+1))
+	cr.Bytes = min(n, limit)
+	cr.Hash = binary.BigEndian.Uint64(h.h.Sum(nil)[:8]) >> 12
+	if n > limit {
+		// Stop the command: its remaining output is not wanted.
+		_ = sess.Close()
+		cr.Reason, cr.Err = ReasonOutputLimit, fmt.Errorf("stdout exceeded max_output_bytes (%d)", limit)
+		return true
+	}
+	werr := sess.Wait()
+	var exitErr *ssh.ExitError
+	var missing *ssh.ExitMissingError
+	switch {
+	case werr == nil && rerr == nil:
+		cr.ExitStatus = 0
+	case werr == nil:
+		fail(ReasonSession, fmt.Errorf("read stdout: %w", rerr))
+	case sshExpired(ctx):
+		fail(ReasonTimeout, werr)
+	case errors.As(werr, &exitErr) && exitErr.Signal() != "":
+		cr.Reason, cr.Err = ReasonCommand, werr
+	case errors.As(werr, &exitErr):
+		cr.ExitStatus = exitErr.ExitStatus()
+		cr.Reason, cr.Err = ReasonCommand, werr
+	case errors.As(werr, &missing):
+		fail(ReasonSession, werr)
+	default:
+		fail(ReasonSession, werr)
+	}
+	return true
+}
+
+// sshHashWriter hashes the first limit bytes written to it and counts none:
+// the caller counts.
+type sshHashWriter struct {
+	h     hash.Hash
+	limit int64
+	n     int64
+}
+
+// Write implements io.Writer.
+func (w *sshHashWriter) Write(b []byte) (int, error) {
+	if rest := w.limit - w.n; rest > 0 {
+		_, _ = w.h.Write(b[:min(int64(len(b)), rest)])
+	}
+	w.n += int64(len(b))
+	return len(b), nil
+}

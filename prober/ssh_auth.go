@@ -1,0 +1,430 @@
+package prober
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+// errSSHConfig marks errors caused by the probe's own settings (missing or
+// unparsable key, password or known_hosts file); they map to ReasonConfig.
+// Error texts built on it name the file and the problem but never include
+// file contents: no key material, passwords or passphrases.
+var errSSHConfig = errors.New("ssh probe configuration")
+
+// sshConfigErrorf returns an error wrapping errSSHConfig.
+func sshConfigErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errSSHConfig, fmt.Sprintf(format, args...))
+}
+
+// SSHCheckKeyFilePermissions returns an error describing the problem when
+// the private key file at path is accessible by its group or by others, the
+// same rule OpenSSH enforces. It returns nil when the mode is safe, and the
+// stat error when the file cannot be examined. Callers log the result as a
+// warning; the prober itself still uses such a key.
+func SSHCheckKeyFilePermissions(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("private key file %s is accessible by group or others (mode %04o); use chmod 600", path, perm)
+	}
+	return nil
+}
+
+// sshFileStamp identifies one version of a file: a change of content is
+// assumed to change its modification time or size.
+type sshFileStamp struct {
+	path string
+	mod  time.Time
+	size int64
+}
+
+// sshStat returns the stamp of path.
+func sshStat(path string) (sshFileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return sshFileStamp{}, err
+	}
+	return sshFileStamp{path: path, mod: fi.ModTime(), size: fi.Size()}, nil
+}
+
+// sshCacheEntry is one cached value and the file versions it was built from.
+type sshCacheEntry[T any] struct {
+	stamps []sshFileStamp
+	val    T
+	err    error
+}
+
+// sshCache holds values parsed from files so that key material and
+// known_hosts files are read once per file version, not once per probe.
+// An entry stays valid while every source file keeps its stamp.
+type sshCache[T any] struct {
+	// mu guards entries.
+	mu      sync.Mutex
+	entries map[string]sshCacheEntry[T]
+}
+
+// get returns the cached value for key if none of paths changed since it was
+// loaded, and otherwise calls load and caches its result (errors included,
+// so a broken file is not re-parsed on every probe). what names the setting
+// in errors about a path that cannot be examined.
+func (c *sshCache[T]) get(key string, paths, what []string, load func() (T, error)) (T, error) {
+	var zero T
+	stamps := make([]sshFileStamp, len(paths))
+	for i, path := range paths {
+		st, err := sshStat(path)
+		if err != nil {
+			return zero, sshConfigErrorf("%s %q: %v", what[i], path, sshPathError(err))
+		}
+		stamps[i] = st
+	}
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && slices.Equal(e.stamps, stamps) {
+		return e.val, e.err
+	}
+	val, err := load()
+	// Only cache what is known to match the stamps: a file replaced while it
+	// was being read is loaded again next time.
+	for i, path := range paths {
+		if st, serr := sshStat(path); serr != nil || st != stamps[i] {
+			return val, err
+		}
+	}
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = make(map[string]sshCacheEntry[T])
+	}
+	c.entries[key] = sshCacheEntry[T]{stamps: stamps, val: val, err: err}
+	c.mu.Unlock()
+	return val, err
+}
+
+// sshPathError reduces an os error to its cause; the caller names the path.
+func sshPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// sshReadSecretFile reads a password or passphrase file and strips the
+// trailing line break an editor leaves behind.
+func sshReadSecretFile(what, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", sshConfigErrorf("%s %q: %v", what, path, sshPathError(err))
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	clear(b)
+	return s, nil
+}
+
+// sshLoadSigners parses the private key (and optional certificate) of cfg.
+// The certificate signer, when present, comes first so that it is offered
+// before the plain key.
+func sshLoadSigners(cfg *config.SSHProbe) ([]ssh.Signer, error) {
+	pem, err := os.ReadFile(cfg.PrivateKeyFile)
+	if err != nil {
+		return nil, sshConfigErrorf("private_key_file %q: %v", cfg.PrivateKeyFile, sshPathError(err))
+	}
+	defer clear(pem)
+	signer, err := ssh.ParsePrivateKey(pem)
+	var missing *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &missing):
+		if cfg.PassphraseFile == "" {
+			return nil, sshConfigErrorf("private_key_file %q is encrypted and no passphrase_file is set", cfg.PrivateKeyFile)
+		}
+		pass, perr := sshReadSecretFile("passphrase_file", cfg.PassphraseFile)
+		if perr != nil {
+			return nil, perr
+		}
+		signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, []byte(pass))
+		if err != nil {
+			// The library's message says whether the passphrase was wrong or
+			// the key damaged; it never echoes the input.
+			return nil, sshConfigErrorf("private_key_file %q: cannot decrypt with passphrase_file %q: %v",
+				cfg.PrivateKeyFile, cfg.PassphraseFile, err)
+		}
+	case err != nil:
+		return nil, sshConfigErrorf("private_key_file %q: cannot parse private key: %v", cfg.PrivateKeyFile, err)
+	}
+	if cfg.CertificateFile == "" {
+		return []ssh.Signer{signer}, nil
+	}
+	b, err := os.ReadFile(cfg.CertificateFile)
+	if err != nil {
+		return nil, sshConfigErrorf("certificate_file %q: %v", cfg.CertificateFile, sshPathError(err))
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, sshConfigErrorf("certificate_file %q: cannot parse certificate: %v", cfg.CertificateFile, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, sshConfigErrorf("certificate_file %q holds a plain public key, not a certificate", cfg.CertificateFile)
+	}
+	certSigner, err := ssh.NewCertSigner(cert, signer)
+	if err != nil {
+		return nil, sshConfigErrorf("certificate_file %q does not match private_key_file %q: %v",
+			cfg.CertificateFile, cfg.PrivateKeyFile, err)
+	}
+	return []ssh.Signer{certSigner, signer}, nil
+}
+
+// sshAuth is the credential set of one target: file-based material is cached,
+// the agent connection is per connection attempt.
+type sshAuth struct {
+	signers     []ssh.Signer
+	password    string
+	hasPassword bool
+	// agentConn is the open agent socket, closed by close once the SSH
+	// connection is authenticated (or failed).
+	agentConn net.Conn
+}
+
+// close releases the agent connection, if any.
+func (a *sshAuth) close() {
+	if a.agentConn != nil {
+		_ = a.agentConn.Close()
+	}
+}
+
+// sshAuthCallbacks holds the file caches used to build credentials.
+type sshAuthCallbacks struct {
+	keys       sshCache[[]ssh.Signer]
+	passwords  sshCache[string]
+	knownHosts sshCache[*sshKnownHosts]
+}
+
+// auth loads the credentials of cfg. File errors wrap errSSHConfig. When
+// cfg.Agent is set the agent at SSH_AUTH_SOCK is dialled under ctx and its
+// keys are appended after the file key; the caller must call close.
+func (c *sshAuthCallbacks) auth(ctx context.Context, cfg *config.SSHProbe) (*sshAuth, error) {
+	a := &sshAuth{}
+	if cfg.PrivateKeyFile != "" {
+		paths := []string{cfg.PrivateKeyFile}
+		what := []string{"private_key_file"}
+		if cfg.PassphraseFile != "" {
+			paths = append(paths, cfg.PassphraseFile)
+			what = append(what, "passphrase_file")
+		}
+		if cfg.CertificateFile != "" {
+			paths = append(paths, cfg.CertificateFile)
+			what = append(what, "certificate_file")
+		}
+		signers, err := c.keys.get(strings.Join(paths, "\x00"), paths, what, func() ([]ssh.Signer, error) {
+			return sshLoadSigners(cfg)
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.signers = append(a.signers, signers...)
+	} else if cfg.CertificateFile != "" {
+		return nil, sshConfigErrorf("certificate_file %q is set without private_key_file", cfg.CertificateFile)
+	}
+	if cfg.PasswordFile != "" {
+		pw, err := c.passwords.get(cfg.PasswordFile, []string{cfg.PasswordFile}, []string{"password_file"}, func() (string, error) {
+			return sshReadSecretFile("password_file", cfg.PasswordFile)
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.password, a.hasPassword = pw, true
+	}
+	if cfg.Agent {
+		if err := a.dialAgent(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// dialAgent connects to the SSH agent and appends its signers. The socket
+// gets the context's deadline so a stuck agent cannot outlive the probe.
+func (a *sshAuth) dialAgent(ctx context.Context) error {
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return sshConfigErrorf("agent is enabled but SSH_AUTH_SOCK is not set")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return sshConfigErrorf("agent: cannot connect to SSH_AUTH_SOCK: %v", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	signers, err := agent.NewClient(conn).Signers()
+	if err != nil {
+		_ = conn.Close()
+		return sshConfigErrorf("agent: cannot list keys: %v", err)
+	}
+	a.agentConn = conn
+	a.signers = append(a.signers, signers...)
+	return nil
+}
+
+// methods returns the auth methods for an ssh.ClientConfig. Every method is
+// a callback that calls mark first, so the first invocation records when
+// authentication began.
+func (a *sshAuth) methods(mark func()) []ssh.AuthMethod {
+	var m []ssh.AuthMethod
+	if len(a.signers) > 0 {
+		m = append(m, ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			mark()
+			return a.signers, nil
+		}))
+	}
+	if a.hasPassword {
+		m = append(m, ssh.PasswordCallback(func() (string, error) {
+			mark()
+			return a.password, nil
+		}))
+		// Servers that disable "password" but allow keyboard-interactive
+		// usually ask exactly one hidden question: the password.
+		m = append(m, ssh.KeyboardInteractive(func(_, _ string, questions []string, echos []bool) ([]string, error) {
+			mark()
+			if len(questions) == 0 {
+				return nil, nil
+			}
+			if len(questions) != 1 || echos[0] {
+				return nil, errors.New("ssh: unsupported keyboard-interactive prompt")
+			}
+			return []string{a.password}, nil
+		}))
+	}
+	return m
+}
+
+// sshKnownHosts is a parsed known_hosts file.
+type sshKnownHosts struct {
+	callback ssh.HostKeyCallback
+	// hasCA is true when the file has @cert-authority lines.
+	hasCA bool
+	// probe is a throwaway key that matches no line; checking it lists the
+	// keys known for a host (knownhosts.KeyError.Want).
+	probe ssh.PublicKey
+}
+
+// loadKnownHosts parses path.
+func sshLoadKnownHosts(path string) (*sshKnownHosts, error) {
+	cb, err := knownhosts.New(path)
+	if err != nil {
+		return nil, sshConfigErrorf("known_hosts_file %q: %v", path, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, sshConfigErrorf("known_hosts_file %q: %v", path, sshPathError(err))
+	}
+	kh := &sshKnownHosts{callback: cb}
+	for rest := b; len(rest) > 0; {
+		var marker string
+		marker, _, _, _, rest, err = ssh.ParseKnownHosts(rest)
+		if err != nil {
+			break // io.EOF at the end; knownhosts.New already validated the file
+		}
+		if marker == "cert-authority" {
+			kh.hasCA = true
+		}
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if kh.probe, err = ssh.NewPublicKey(pub); err != nil {
+		return nil, err
+	}
+	return kh, nil
+}
+
+// hostKeyAlgorithms orders the client's host key algorithms so that the
+// server is asked for a key type known_hosts actually lists for hostport.
+// Without this the client takes its default preference (ECDSA before
+// Ed25519) and a server holding both keys would fail verification against a
+// known_hosts file that only lists its Ed25519 key. Certificate algorithms
+// are offered only when the file has @cert-authority lines, since otherwise
+// a host certificate can never verify. It returns nil (library defaults)
+// when nothing is known about the host.
+func (k *sshKnownHosts) hostKeyAlgorithms(hostport string, remote net.Addr) []string {
+	if k.probe == nil {
+		return nil
+	}
+	supported := ssh.SupportedAlgorithms().HostKeys
+	// Legacy SHA-1 RSA stays acceptable last, as in the library defaults.
+	supported = append(supported, ssh.KeyAlgoRSA, ssh.CertAlgoRSAv01)
+	var want []string
+	var ke *knownhosts.KeyError
+	if err := k.callback(hostport, remote, k.probe); errors.As(err, &ke) {
+		for _, kk := range ke.Want {
+			for _, algo := range sshAlgorithmsForKeyType(kk.Key.Type()) {
+				if !slices.Contains(want, algo) {
+					want = append(want, algo)
+				}
+			}
+		}
+	}
+	if len(want) == 0 && !k.hasCA {
+		return nil
+	}
+	var algos []string
+	if k.hasCA {
+		for _, a := range supported {
+			if strings.Contains(a, "-cert-") {
+				algos = append(algos, a)
+			}
+		}
+	}
+	algos = append(algos, want...)
+	for _, a := range supported {
+		if !strings.Contains(a, "-cert-") && !slices.Contains(algos, a) {
+			algos = append(algos, a)
+		}
+	}
+	return algos
+}
+
+// sshAlgorithmsForKeyType maps a public key type to the host key signature
+// algorithms that use it.
+func sshAlgorithmsForKeyType(keyType string) []string {
+	if keyType == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSA}
+	}
+	return []string{keyType}
+}
+
+// hostKey returns the host key callback and algorithm preference for the
+// target, from the cached known_hosts file or, only when the config opts out
+// explicitly, a callback accepting any key.
+func (c *sshAuthCallbacks) hostKey(cfg *config.SSHProbe) (*sshKnownHosts, error) {
+	if cfg.InsecureSkipHostKeyVerification {
+		return &sshKnownHosts{callback: ssh.InsecureIgnoreHostKey()}, nil
+	}
+	if cfg.KnownHostsFile == "" {
+		return nil, sshConfigErrorf("known_hosts_file is not set and insecure_skip_host_key_verification is false")
+	}
+	path := cfg.KnownHostsFile
+	return c.knownHosts.get(path, []string{path}, []string{"known_hosts_file"}, func() (*sshKnownHosts, error) {
+		return sshLoadKnownHosts(path)
+	})
+}
