@@ -44,8 +44,10 @@ const (
 //
 // Key, password and known_hosts files are parsed once per file version and
 // cached. With reuse_connections one authenticated connection per target is
-// kept between probes; Close releases them. An SSHProber is safe for
-// concurrent use.
+// kept between probes and checked with a keepalive before use; after a
+// failed (re)connect the target backs off (1s doubling up to its interval)
+// and its probes fail fast with the last reason meanwhile. Close releases
+// the pooled connections. An SSHProber is safe for concurrent use.
 type SSHProber struct {
 	res    *Resolver
 	logger *slog.Logger
@@ -664,7 +666,9 @@ func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.
 
 // sshRunCommand runs c in a new session and fills cr. It reports whether the
 // session could be opened. Duration spans session open, exec, reading all of
-// stdout and the exit status.
+// stdout and the exit status. Stdout is hashed while streaming, never held;
+// at most limit+1 bytes are read, and on overflow Bytes and Hash cover the
+// first limit bytes.
 func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit int64, cr *CommandResult) (opened bool) {
 	*cr = CommandResult{Name: sshCommandName(c), ExitStatus: -1}
 	if c.Timeout > 0 {
