@@ -1,0 +1,38 @@
+package prober
+
+import (
+	"fmt"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+// SSHCheckFiles loads every private key, certificate, passphrase, password
+// and known_hosts file the SSH probes of cfg name, so that a config whose
+// credentials are missing or unusable is refused at start and on reload
+// (the running config then stays in place) instead of failing every probe
+// with reason config. Errors name the set and the file, never its content.
+func SSHCheckFiles(cfg *config.Config) error {
+	for i := range cfg.HostSets {
+		hs := &cfg.HostSets[i]
+		s := hs.Probes.SSH
+		if s == nil {
+			continue
+		}
+		if s.PrivateKeyFile != "" {
+			if _, err := sshLoadSigners(s); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+		if s.PasswordFile != "" {
+			if _, err := sshReadSecretFile("password_file", s.PasswordFile); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+		if !s.InsecureSkipHostKeyVerification {
+			if _, err := sshLoadKnownHosts(s.KnownHostsFile); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+	}
+	return nil
+}
