@@ -1,0 +1,111 @@
+package collector
+
+import (
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+// benchStore returns a store with hosts hosts in 10 sets, every target with a
+// result; a tenth of them failing. withSSH adds an SSH target with one
+// command per host next to the ICMP one.
+func benchStore(b *testing.B, hosts int, withSSH bool) *Store {
+	b.Helper()
+	var targets []*config.Target
+	var results []prober.Result
+	for i := range hosts {
+		set := fmt.Sprintf("set%02d", i%10)
+		labels := map[string]string{"dc": fmt.Sprintf("dc%d", i%3), "team": "net"}
+		host := fmt.Sprintf("host%06d.example.net", i)
+		icmp := icmpTarget(set, host, labels)
+		targets = append(targets, icmp)
+		if i%10 == 0 {
+			results = append(results, icmpResult(icmp, 0, 3, 0, 0))
+		} else {
+			results = append(results, icmpResult(icmp, 0, 3, 3, time.Millisecond))
+		}
+		if withSSH {
+			ssh := sshTarget(set, host, labels, "uname")
+			targets = append(targets, ssh)
+			results = append(results, sshResult(ssh, 0, true, "", &prober.SSHResult{
+				Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
+				Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
+			}))
+		}
+	}
+	s := NewStore()
+	s.SetTargets(targets)
+	for _, r := range results {
+		s.Update(r)
+	}
+	return s
+}
+
+var benchCases = []struct {
+	name    string
+	hosts   int
+	withSSH bool
+}{
+	{"10k_icmp+ssh", 10_000, true},
+	{"100k_icmp", 100_000, false},
+}
+
+// BenchmarkCollect measures Collect alone, drained by a single consumer.
+func BenchmarkCollect(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			c := NewCollector(benchStore(b, bc.hosts, bc.withSSH))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var series int
+			for b.Loop() {
+				ch := make(chan prometheus.Metric, 1024)
+				done := make(chan int)
+				go func() {
+					n := 0
+					for range ch {
+						n++
+					}
+					done <- n
+				}()
+				c.Collect(ch)
+				close(ch)
+				series = <-done
+			}
+			b.ReportMetric(float64(series), "series")
+		})
+	}
+}
+
+// BenchmarkScrape measures a whole scrape: gathering through a registry and
+// encoding the text format.
+func BenchmarkScrape(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(NewCollector(benchStore(b, bc.hosts, bc.withSSH)))
+			format := expfmt.NewFormat(expfmt.TypeTextPlain)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				mfs, err := reg.Gather()
+				if err != nil {
+					b.Fatal(err)
+				}
+				enc := expfmt.NewEncoder(io.Discard, format)
+				for _, mf := range mfs {
+					if err := enc.Encode(mf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,410 @@
+// Package collector owns the results store and the Prometheus collector of
+// fleet_exporter. The Store is the single source of truth for what the probers
+// measured: the last result of every configured target, its failure streak,
+// cumulative counters and per-command output history. The collector turns one
+// Snapshot of the store per scrape into const metrics.
+//
+// The package imports prober for its Result types only and never runs a probe;
+// the pool hands results to Store.Update through a sink that main wires up.
+package collector
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+// TargetState is what the store knows about one configured target. Values in
+// a Snapshot are copies; the pointers they hold (Target, SSH) point at data
+// that is never mutated after it was published, so readers may keep them.
+type TargetState struct {
+	// Target is the current configuration of the target (from the last
+	// SetTargets), so label changes take effect without losing history.
+	Target *config.Target
+	// HasResult is false until the first result arrives; the fields below
+	// are meaningful only when it is true.
+	HasResult bool
+	// Success, Reason and Duration describe the last result. Reason is empty
+	// when Success is true.
+	Success  bool
+	Reason   prober.Reason
+	Duration time.Duration
+	// LastRun is the end time of the last probe.
+	LastRun time.Time
+	// LastSuccess is the end time of the last successful probe; zero before
+	// the first success.
+	LastSuccess time.Time
+	// FailingSince is the end time of the first failed probe of the current
+	// failure streak; zero while the last probe succeeded.
+	FailingSince time.Time
+	// ConsecutiveFailures counts the failed probes since the last success.
+	ConsecutiveFailures int
+	// ICMP holds the cumulative packet counters and the last RTT; it stays
+	// zero for targets of other probe types.
+	ICMP ICMPState
+	// SSH is nil for targets of other probe types and before the first
+	// result. The store never mutates an SSHState it has published: Update
+	// replaces the pointer, so snapshots can share it without copying.
+	SSH *SSHState
+
+	// setIdx is the index of the target's (set, probe) entry in the store's
+	// sets slice, so Update counts probes without a map lookup.
+	setIdx int32
+}
+
+// ICMPState holds the ICMP measurements of one target.
+type ICMPState struct {
+	// PacketsSent and PacketsReceived are cumulative over every probe since
+	// the target was first configured.
+	PacketsSent, PacketsReceived uint64
+	// LastSent and LastReceived are the packet counts of the last probe.
+	LastSent, LastReceived int
+	// RTT is the mean round-trip time of the last probe; zero when no reply
+	// came.
+	RTT time.Duration
+}
+
+// SSHState holds the SSH measurements of one target. It is immutable once
+// stored.
+type SSHState struct {
+	// Connect, Handshake and Auth are the phase durations of the last probe
+	// that established a TCP connection; a phase that probe did not reach is
+	// zero. Probes that reused a connection or never connected leave them
+	// unchanged.
+	Connect, Handshake, Auth time.Duration
+	// HasPhases is true once some probe established a connection.
+	HasPhases bool
+	// Commands holds one entry per configured command that has ever been
+	// reported, in the order of the last report.
+	Commands []CommandState
+}
+
+// CommandState is the history of one SSH command of one target.
+type CommandState struct {
+	// Name is the configured command name (the `command` label).
+	Name string
+	// Ran is true when the command was started by the last SSH probe; the
+	// fields Duration, ExitStatus, Reason and OutputRead describe that run.
+	Ran        bool
+	Duration   time.Duration
+	ExitStatus int
+	Reason     prober.Reason
+	// OutputRead is true when the last run produced an output hash.
+	OutputRead bool
+	// Hash and Bytes describe the last output that was read; they keep their
+	// value when a later run read no output.
+	Hash  uint64
+	Bytes int64
+	// HashChanged is the end time of the probe that first saw the current
+	// Hash: set when the hash differs from the previously known one and also
+	// at the first observation (there is no earlier hash to compare with).
+	// Zero while no output has ever been read.
+	HashChanged time.Time
+}
+
+// SetProbeState holds the exporter-health counts of one (set, probe) pair.
+type SetProbeState struct {
+	Set, Probe string
+	// Targets is the number of configured targets.
+	Targets int
+	// Successes and Failures count the results received since the pair was
+	// first configured.
+	Successes, Failures uint64
+}
+
+// Snapshot is a consistent copy of the store, taken by Store.Snapshot. It is
+// read-only: its slices may share backing data with other snapshots.
+type Snapshot struct {
+	// LabelNames is the sorted union of the static label names of every
+	// configured set.
+	LabelNames []string
+	// Targets is sorted by set, host and probe, so the probes of one host
+	// are adjacent.
+	Targets []TargetState
+	// SetProbes is sorted by set and probe.
+	SetProbes []SetProbeState
+
+	// order lists the indices of Targets in exposition order (see
+	// expositionOrder); the collector emits series in that order.
+	order []int32
+}
+
+type setProbeKey struct{ set, probe string }
+
+// Store keeps the last result and the cumulative counters of every configured
+// target. It is safe for concurrent use.
+type Store struct {
+	// mu guards targets, index, sets, setIndex and labelNames.
+	mu sync.RWMutex
+	// targets is sorted by key; index maps a key to its position.
+	targets []TargetState
+	index   map[config.Key]int32
+	// sets is sorted by set and probe; setIndex maps a pair to its position.
+	sets     []SetProbeState
+	setIndex map[setProbeKey]int32
+	// labelNames and order are replaced wholesale, never mutated, so
+	// snapshots share them.
+	labelNames []string
+	order      []int32
+}
+
+// NewStore returns an empty store. Until SetTargets is called every result is
+// ignored.
+func NewStore() *Store {
+	return &Store{
+		index:    map[config.Key]int32{},
+		setIndex: map[setProbeKey]int32{},
+	}
+}
+
+func compareKeys(a, b *config.Target) int {
+	return cmp.Or(
+		cmp.Compare(a.Set, b.Set),
+		cmp.Compare(a.Host, b.Host),
+		cmp.Compare(a.Probe, b.Probe),
+	)
+}
+
+// expositionOrder returns the indices of targets in the order in which the
+// registry sorts their series: by the values of set, host and the static
+// labels taken in label-name order, then by probe. Emitting series already
+// in that order turns the registry's per-family sort into a linear pass,
+// which is a large part of the cost of a big scrape. The probes of one host
+// stay adjacent, because every label but probe is the same for them.
+func expositionOrder(targets []*config.Target, labelNames []string) []int32 {
+	names := slices.Sorted(slices.Values(append([]string{labelSet, labelHost}, labelNames...)))
+	values := make([][]string, len(targets))
+	for i, t := range targets {
+		v := make([]string, len(names))
+		for j, name := range names {
+			switch name {
+			case labelSet:
+				v[j] = t.Set
+			case labelHost:
+				v[j] = t.Host
+			default:
+				v[j] = t.Labels[name]
+			}
+		}
+		values[i] = v
+	}
+	order := make([]int32, len(targets))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		return cmp.Or(slices.Compare(values[a], values[b]), cmp.Compare(targets[a].Probe, targets[b].Probe))
+	})
+	return order
+}
+
+// SetTargets replaces the configured target list. State of targets whose Key
+// is still present is kept, even when the Fingerprint changed (labels then
+// come from the new Target); state of removed targets is dropped, so their
+// series disappear, and so are the probe counters of removed (set, probe)
+// pairs. Command history is pruned to the commands still configured.
+// A duplicate key keeps its first occurrence.
+func (s *Store) SetTargets(targets []*config.Target) {
+	// Sorting and the label union need no lock.
+	sorted := slices.DeleteFunc(slices.Clone(targets), func(t *config.Target) bool { return t == nil })
+	slices.SortStableFunc(sorted, compareKeys)
+	sorted = slices.CompactFunc(sorted, func(a, b *config.Target) bool { return compareKeys(a, b) == 0 })
+	names := map[string]struct{}{}
+	for _, t := range sorted {
+		for name := range t.Labels {
+			names[name] = struct{}{}
+		}
+	}
+	labelNames := slices.Sorted(maps.Keys(names))
+	order := expositionOrder(sorted, labelNames)
+
+	var sets []SetProbeState
+	for _, t := range sorted {
+		// Probe types interleave within a set, so this only skips runs;
+		// sort and compact below remove the rest.
+		if n := len(sets); n == 0 || sets[n-1].Set != t.Set || sets[n-1].Probe != t.Probe {
+			sets = append(sets, SetProbeState{Set: t.Set, Probe: t.Probe})
+		}
+	}
+	slices.SortFunc(sets, func(a, b SetProbeState) int {
+		return cmp.Or(cmp.Compare(a.Set, b.Set), cmp.Compare(a.Probe, b.Probe))
+	})
+	sets = slices.CompactFunc(sets, func(a, b SetProbeState) bool { return a.Set == b.Set && a.Probe == b.Probe })
+	setIndex := make(map[setProbeKey]int32, len(sets))
+	for i, sp := range sets {
+		setIndex[setProbeKey{sp.Set, sp.Probe}] = int32(i)
+	}
+
+	states := make([]TargetState, len(sorted))
+	index := make(map[config.Key]int32, len(sorted))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, t := range sorted {
+		k := t.Key()
+		index[k] = int32(i)
+		st := &states[i]
+		if j, ok := s.index[k]; ok {
+			*st = s.targets[j]
+		}
+		st.Target = t
+		st.SSH = pruneCommands(st.SSH, t.SSH)
+		st.setIdx = setIndex[setProbeKey{t.Set, t.Probe}]
+		sets[st.setIdx].Targets++
+	}
+	for i := range sets {
+		if j, ok := s.setIndex[setProbeKey{sets[i].Set, sets[i].Probe}]; ok {
+			sets[i].Successes = s.sets[j].Successes
+			sets[i].Failures = s.sets[j].Failures
+		}
+	}
+	s.targets, s.index = states, index
+	s.sets, s.setIndex = sets, setIndex
+	s.labelNames = labelNames
+	s.order = order
+}
+
+// pruneCommands returns st without the commands that cfg no longer lists,
+// copying st only when something is dropped.
+func pruneCommands(st *SSHState, cfg *config.SSHProbe) *SSHState {
+	if st == nil || cfg == nil {
+		return st
+	}
+	configured := func(name string) bool {
+		return slices.ContainsFunc(cfg.Commands, func(c config.Command) bool { return c.Name == name })
+	}
+	for _, c := range st.Commands {
+		if !configured(c.Name) {
+			n := *st
+			n.Commands = slices.DeleteFunc(slices.Clone(st.Commands), func(c CommandState) bool { return !configured(c.Name) })
+			return &n
+		}
+	}
+	return st
+}
+
+// Update records one probe result. Results for keys that are not configured
+// (a late result of a removed target) are ignored. A failed result without a
+// reason is recorded with prober.ReasonError.
+func (s *Store) Update(r prober.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.index[r.Key]
+	if !ok {
+		return
+	}
+	st := &s.targets[i]
+	end := r.End()
+
+	st.HasResult = true
+	st.Success = r.Success
+	st.Duration = r.Duration
+	st.LastRun = end
+	sp := &s.sets[st.setIdx]
+	if r.Success {
+		st.Reason = prober.ReasonNone
+		st.LastSuccess = end
+		st.FailingSince = time.Time{}
+		st.ConsecutiveFailures = 0
+		sp.Successes++
+	} else {
+		st.Reason = cmp.Or(r.Reason, prober.ReasonError)
+		if st.ConsecutiveFailures == 0 {
+			st.FailingSince = end
+		}
+		st.ConsecutiveFailures++
+		sp.Failures++
+	}
+
+	switch st.Target.Probe {
+	case config.ProbeICMP:
+		st.ICMP.LastSent, st.ICMP.LastReceived, st.ICMP.RTT = 0, 0, 0
+		if r.ICMP != nil {
+			st.ICMP.LastSent, st.ICMP.LastReceived = r.ICMP.Sent, r.ICMP.Received
+			st.ICMP.PacketsSent += uint64(max(r.ICMP.Sent, 0))
+			st.ICMP.PacketsReceived += uint64(max(r.ICMP.Received, 0))
+			if r.ICMP.Received > 0 {
+				st.ICMP.RTT = r.ICMP.RTT
+			}
+		}
+	case config.ProbeSSH:
+		st.SSH = nextSSHState(st.SSH, r.SSH, end)
+	}
+}
+
+// outputRead reports whether the prober read a command's output. The prober
+// always sets Hash when it read the output (SHA-256 of any output, the empty
+// one included, has non-zero top 52 bits except with probability 2^-52), and
+// leaves it zero otherwise.
+func outputRead(c *prober.CommandResult) bool { return c.Ran && c.Hash != 0 }
+
+// nextSSHState builds the state that follows prev after the SSH result r
+// (nil when the probe failed before producing one). prev is not modified.
+func nextSSHState(prev *SSHState, r *prober.SSHResult, end time.Time) *SSHState {
+	next := &SSHState{}
+	if prev != nil {
+		next.Connect, next.Handshake, next.Auth, next.HasPhases = prev.Connect, prev.Handshake, prev.Auth, prev.HasPhases
+	}
+	if r != nil && (r.NewConnection || r.Connect > 0) {
+		next.Connect, next.Handshake, next.Auth, next.HasPhases = r.Connect, r.Handshake, r.Auth, true
+	}
+
+	var reported []prober.CommandResult
+	if r != nil {
+		reported = r.Commands
+	}
+	var prevCmds []CommandState
+	if prev != nil {
+		prevCmds = prev.Commands
+	}
+	cmds := make([]CommandState, 0, max(len(reported), len(prevCmds)))
+	for i := range reported {
+		c := &reported[i]
+		cs := CommandState{Name: c.Name}
+		if j := slices.IndexFunc(prevCmds, func(p CommandState) bool { return p.Name == c.Name }); j >= 0 {
+			p := prevCmds[j]
+			cs.Hash, cs.Bytes, cs.HashChanged = p.Hash, p.Bytes, p.HashChanged
+		}
+		cs.Ran = c.Ran
+		if c.Ran {
+			cs.Duration, cs.ExitStatus, cs.Reason = c.Duration, c.ExitStatus, c.Reason
+		}
+		if outputRead(c) {
+			cs.OutputRead = true
+			if cs.HashChanged.IsZero() || cs.Hash != c.Hash {
+				cs.HashChanged = end
+			}
+			cs.Hash, cs.Bytes = c.Hash, c.Bytes
+		}
+		cmds = append(cmds, cs)
+	}
+	// Commands the last probe did not report keep their output history but
+	// did not run.
+	for _, p := range prevCmds {
+		if !slices.ContainsFunc(reported, func(c prober.CommandResult) bool { return c.Name == p.Name }) {
+			cmds = append(cmds, CommandState{Name: p.Name, Hash: p.Hash, Bytes: p.Bytes, HashChanged: p.HashChanged})
+		}
+	}
+	if len(cmds) == 0 {
+		cmds = nil
+	}
+	next.Commands = cmds
+	return next
+}
+
+// Snapshot returns a consistent copy of the store, taken under the read lock.
+func (s *Store) Snapshot() *Snapshot {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &Snapshot{
+		LabelNames: s.labelNames,
+		Targets:    slices.Clone(s.targets),
+		SetProbes:  slices.Clone(s.sets),
+		order:      s.order,
+	}
+}

@@ -1,0 +1,317 @@
+package collector
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+// end returns the end time of the n-th fake result.
+func end(n int) time.Time { return t0.Add(time.Duration(n)*time.Minute + probeDuration) }
+
+func TestStoreTargetState(t *testing.T) {
+	tcp := tcpTarget("a", "h1", nil)
+	icmp := icmpTarget("a", "h1", nil)
+	ignore := cmpopts.IgnoreUnexported(TargetState{})
+
+	tests := []struct {
+		name    string
+		target  *config.Target
+		results []prober.Result
+		want    TargetState
+	}{
+		{
+			name:   "no result",
+			target: tcp,
+			want:   TargetState{Target: tcp},
+		},
+		{
+			name:    "failure streak starts at the first failure",
+			target:  tcp,
+			results: []prober.Result{result(tcp, 0, true, ""), result(tcp, 1, false, prober.ReasonTimeout), result(tcp, 2, false, prober.ReasonRefused)},
+			want: TargetState{
+				Target: tcp, HasResult: true, Reason: prober.ReasonRefused, Duration: probeDuration,
+				LastRun: end(2), LastSuccess: end(0), FailingSince: end(1), ConsecutiveFailures: 2,
+			},
+		},
+		{
+			name:    "success ends the streak",
+			target:  tcp,
+			results: []prober.Result{result(tcp, 0, false, prober.ReasonTimeout), result(tcp, 1, true, "")},
+			want: TargetState{
+				Target: tcp, HasResult: true, Success: true, Duration: probeDuration,
+				LastRun: end(1), LastSuccess: end(1),
+			},
+		},
+		{
+			name:   "icmp counters accumulate and rtt follows the last probe",
+			target: icmp,
+			results: []prober.Result{
+				icmpResult(icmp, 0, 3, 3, time.Millisecond),
+				icmpResult(icmp, 1, 3, 1, 2*time.Millisecond),
+				icmpResult(icmp, 2, 3, 0, 0),
+			},
+			want: TargetState{
+				Target: icmp, HasResult: true, Reason: prober.ReasonTimeout, Duration: probeDuration,
+				LastRun: end(2), LastSuccess: end(1), FailingSince: end(2), ConsecutiveFailures: 1,
+				ICMP: ICMPState{PacketsSent: 9, PacketsReceived: 4, LastSent: 3},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore()
+			s.SetTargets([]*config.Target{tc.target})
+			for _, r := range tc.results {
+				s.Update(r)
+			}
+			snap := s.Snapshot()
+			if len(snap.Targets) != 1 {
+				t.Fatalf("snapshot has %d targets, want 1", len(snap.Targets))
+			}
+			if diff := cmp.Diff(tc.want, snap.Targets[0], ignore); diff != "" {
+				t.Errorf("target state mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStoreCommandHistory(t *testing.T) {
+	ssh := sshTarget("a", "h1", nil, "uname", "df")
+	cmd := func(name string, hash uint64) prober.CommandResult {
+		return prober.CommandResult{Name: name, Ran: true, Duration: time.Millisecond, Hash: hash, Bytes: 1}
+	}
+	probe := func(n int, cmds ...prober.CommandResult) prober.Result {
+		return sshResult(ssh, n, true, "", &prober.SSHResult{Commands: cmds})
+	}
+
+	tests := []struct {
+		name    string
+		results []prober.Result
+		want    []CommandState
+	}{
+		{
+			name:    "first observation sets the changed time",
+			results: []prober.Result{probe(0, cmd("uname", 7))},
+			want: []CommandState{
+				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
+			},
+		},
+		{
+			name:    "same hash keeps the changed time",
+			results: []prober.Result{probe(0, cmd("uname", 7)), probe(1, cmd("uname", 7))},
+			want: []CommandState{
+				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
+			},
+		},
+		{
+			name:    "new hash moves the changed time",
+			results: []prober.Result{probe(0, cmd("uname", 7)), probe(1, cmd("uname", 8))},
+			want: []CommandState{
+				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 8, Bytes: 1, HashChanged: end(1)},
+			},
+		},
+		{
+			name: "hash survives runs without output and probes without the command",
+			results: []prober.Result{
+				probe(0, cmd("uname", 7), cmd("df", 9)),
+				probe(1, prober.CommandResult{Name: "uname", Ran: true, ExitStatus: -1, Reason: prober.ReasonTimeout}),
+				probe(2, cmd("uname", 7)),
+			},
+			want: []CommandState{
+				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
+				{Name: "df", Hash: 9, Bytes: 1, HashChanged: end(0)},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore()
+			s.SetTargets([]*config.Target{ssh})
+			for _, r := range tc.results {
+				s.Update(r)
+			}
+			got := s.Snapshot().Targets[0].SSH
+			if got == nil {
+				t.Fatal("no SSH state")
+			}
+			if diff := cmp.Diff(tc.want, got.Commands); diff != "" {
+				t.Errorf("commands mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStorePrunesRemovedCommands(t *testing.T) {
+	ssh := sshTarget("a", "h1", nil, "uname", "df")
+	s := NewStore()
+	s.SetTargets([]*config.Target{ssh})
+	s.Update(sshResult(ssh, 0, true, "", &prober.SSHResult{Commands: []prober.CommandResult{
+		{Name: "uname", Ran: true, Hash: 1}, {Name: "df", Ran: true, Hash: 2},
+	}}))
+	before := s.Snapshot()
+
+	s.SetTargets([]*config.Target{sshTarget("a", "h1", nil, "df")})
+	after := s.Snapshot()
+
+	want := []CommandState{{Name: "df", Ran: true, OutputRead: true, Hash: 2, HashChanged: end(0)}}
+	if diff := cmp.Diff(want, after.Targets[0].SSH.Commands); diff != "" {
+		t.Errorf("commands after reload mismatch (-want +got):\n%s", diff)
+	}
+	// The earlier snapshot must not see the pruning.
+	if n := len(before.Targets[0].SSH.Commands); n != 2 {
+		t.Errorf("earlier snapshot has %d commands, want 2", n)
+	}
+}
+
+func TestSnapshotIsolation(t *testing.T) {
+	icmp := icmpTarget("a", "h1", nil)
+	ssh := sshTarget("a", "h1", nil, "uname")
+	s := NewStore()
+	s.SetTargets([]*config.Target{icmp, ssh})
+	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
+	s.Update(sshResult(ssh, 0, true, "", &prober.SSHResult{Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
+	snap := s.Snapshot()
+	want := deepCopy(snap)
+
+	s.Update(icmpResult(icmp, 1, 3, 0, 0))
+	s.Update(sshResult(ssh, 1, false, prober.ReasonAuth, &prober.SSHResult{Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
+	s.SetTargets(nil)
+
+	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{})); diff != "" {
+		t.Errorf("snapshot changed after later updates (-before +after):\n%s", diff)
+	}
+}
+
+// deepCopy copies s including everything its pointers lead to, except the
+// config targets.
+func deepCopy(s *Snapshot) *Snapshot {
+	c := &Snapshot{
+		LabelNames: slices.Clone(s.LabelNames),
+		Targets:    slices.Clone(s.Targets),
+		SetProbes:  slices.Clone(s.SetProbes),
+		order:      slices.Clone(s.order),
+	}
+	for i := range c.Targets {
+		if ssh := c.Targets[i].SSH; ssh != nil {
+			cp := *ssh
+			cp.Commands = slices.Clone(ssh.Commands)
+			c.Targets[i].SSH = &cp
+		}
+	}
+	return c
+}
+
+func TestUpdateIgnoresUnknownKeys(t *testing.T) {
+	a := tcpTarget("a", "h1", nil)
+	s := NewStore()
+	s.Update(result(a, 0, true, "")) // before any configuration
+	s.SetTargets([]*config.Target{a})
+	s.Update(result(tcpTarget("a", "gone", nil), 0, true, ""))
+	s.Update(result(icmpTarget("a", "h1", nil), 0, true, "")) // same host, other probe
+
+	snap := s.Snapshot()
+	if snap.Targets[0].HasResult {
+		t.Errorf("target has a result from before it was configured")
+	}
+	want := []SetProbeState{{Set: "a", Probe: config.ProbeTCP, Targets: 1}}
+	if diff := cmp.Diff(want, snap.SetProbes); diff != "" {
+		t.Errorf("set probes mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestSnapshotOrderAndLabelNames(t *testing.T) {
+	targets := []*config.Target{
+		tcpTarget("b", "h1", map[string]string{"zone": "z"}),
+		icmpTarget("a", "h2", map[string]string{"dc": "x"}),
+		tcpTarget("a", "h1", map[string]string{"dc": "x"}),
+		icmpTarget("a", "h1", map[string]string{"dc": "x"}),
+		tcpTarget("a", "h1", map[string]string{"dc": "x"}), // duplicate key
+	}
+	s := NewStore()
+	s.SetTargets(targets)
+	snap := s.Snapshot()
+
+	var keys []config.Key
+	for _, ts := range snap.Targets {
+		keys = append(keys, ts.Target.Key())
+	}
+	wantKeys := []config.Key{
+		{Set: "a", Host: "h1", Probe: "icmp"}, {Set: "a", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h2", Probe: "icmp"}, {Set: "b", Host: "h1", Probe: "tcp"},
+	}
+	if diff := cmp.Diff(wantKeys, keys); diff != "" {
+		t.Errorf("target order mismatch (-want +got):\n%s", diff)
+	}
+	// Exposition order: dc, host, set, zone, then probe; set b has dc="".
+	var expo []config.Key
+	for _, i := range snap.order {
+		expo = append(expo, snap.Targets[i].Target.Key())
+	}
+	wantExpo := []config.Key{
+		{Set: "b", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h1", Probe: "icmp"}, {Set: "a", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h2", Probe: "icmp"},
+	}
+	if diff := cmp.Diff(wantExpo, expo); diff != "" {
+		t.Errorf("exposition order mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"dc", "zone"}, snap.LabelNames); diff != "" {
+		t.Errorf("label names mismatch (-want +got):\n%s", diff)
+	}
+	wantSets := []SetProbeState{
+		{Set: "a", Probe: "icmp", Targets: 2}, {Set: "a", Probe: "tcp", Targets: 1}, {Set: "b", Probe: "tcp", Targets: 1},
+	}
+	if diff := cmp.Diff(wantSets, snap.SetProbes); diff != "" {
+		t.Errorf("set probes mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestStoreMemoryPerICMPTarget checks the store's own footprint (targets
+// themselves belong to the config) stays under 1 KiB per ICMP target.
+func TestStoreMemoryPerICMPTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates a large store")
+	}
+	const n = 20000
+	labels := map[string]string{"dc": "fra", "team": "net"}
+	targets := make([]*config.Target, n)
+	for i := range targets {
+		targets[i] = icmpTarget("edge", fmt.Sprintf("host%05d.example.net", i), labels)
+	}
+	results := make([]prober.Result, n)
+	for i, tg := range targets {
+		results[i] = icmpResult(tg, 0, 3, 3, time.Millisecond)
+	}
+
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	s := NewStore()
+	s.SetTargets(targets)
+	for _, r := range results {
+		s.Update(r)
+	}
+	after := heap()
+	runtime.KeepAlive(s)
+	runtime.KeepAlive(targets)
+	runtime.KeepAlive(results)
+
+	perTarget := (int64(after) - int64(before)) / n
+	t.Logf("store uses %d bytes per ICMP target", perTarget)
+	if perTarget >= 1024 {
+		t.Errorf("store uses %d bytes per ICMP target, want < 1024", perTarget)
+	}
+}
