@@ -1,0 +1,521 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxRangeDigits bounds a range bound's digits so that it fits a uint64.
+const maxRangeDigits = 18
+
+// numRange is one "[lo-hi]" numeric range of a host entry.
+type numRange struct {
+	lo, hi uint64
+	// width is the zero-padded width, 0 when the start had no leading zero.
+	width int
+}
+
+// hostEntry is one parsed host entry: a CIDR block, or a template of literal
+// text and numeric ranges (a plain host is a template without ranges).
+type hostEntry struct {
+	raw    string
+	prefix netip.Prefix // valid for a CIDR block
+	lits   []string     // len(lits) == len(ranges)+1 for a template
+	ranges []numRange
+	// count is the number of hosts the entry expands to, saturated at
+	// math.MaxUint64. It is known before anything is expanded.
+	count uint64
+}
+
+// hostAddr is one expanded host.
+type hostAddr struct {
+	host string // the `host` label
+	name string // DNS name or IP literal, without port or brackets
+	port int    // 0 when the entry gave none
+}
+
+// parseEntry parses a host entry and counts its expansion without
+// enumerating it.
+func parseEntry(raw string) (*hostEntry, error) {
+	e := &hostEntry{raw: raw, count: 1}
+	if raw == "" {
+		return nil, errors.New("empty host entry")
+	}
+	if strings.Contains(raw, "/") {
+		p, err := netip.ParsePrefix(raw)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q is not a valid CIDR block", raw)
+		}
+		if m := p.Masked(); m != p {
+			return nil, fmt.Errorf("entry %q has host bits set: did you mean %q?", raw, m.String())
+		}
+		e.prefix = p
+		hostBits := p.Addr().BitLen() - p.Bits()
+		switch {
+		case hostBits >= 64:
+			e.count = math.MaxUint64
+		case p.Addr().Is4() && hostBits >= 2:
+			// Skip the network and broadcast addresses; /31 and /32 have none.
+			e.count = 1<<hostBits - 2
+		default:
+			e.count = 1 << hostBits
+		}
+		return e, nil
+	}
+
+	last := 0
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '[' {
+			continue
+		}
+		j := strings.IndexByte(raw[i:], ']')
+		if j < 0 {
+			return nil, fmt.Errorf("entry %q has an unclosed '['", raw)
+		}
+		inner := raw[i+1 : i+j]
+		if i == 0 && (strings.Contains(inner, ":") || !strings.Contains(inner, "-")) {
+			// "[v6]" or "[v6]:port": parsed (and refused if need be) by
+			// parseHost.
+			i += j
+			continue
+		}
+		r, err := parseRange(inner)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", raw, err)
+		}
+		e.lits = append(e.lits, raw[last:i])
+		e.ranges = append(e.ranges, r)
+		hi, lo := bits.Mul64(e.count, r.hi-r.lo+1)
+		if hi != 0 {
+			e.count = math.MaxUint64
+		} else {
+			e.count = lo
+		}
+		i += j
+		last = i + 1
+	}
+	e.lits = append(e.lits, raw[last:])
+	if len(e.ranges) == 0 {
+		// Check a plain host now, so that parse errors name it directly.
+		if _, err := parseHost(raw); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", raw, err)
+		}
+	}
+	return e, nil
+}
+
+// parseRange parses the inside of "[lo-hi]".
+func parseRange(s string) (numRange, error) {
+	loS, hiS, ok := strings.Cut(s, "-")
+	if !ok || !isDigits(loS) || !isDigits(hiS) {
+		return numRange{}, fmt.Errorf("invalid range [%s]: want [start-end] with decimal numbers, e.g. [01-20]", s)
+	}
+	if len(loS) > maxRangeDigits || len(hiS) > maxRangeDigits {
+		return numRange{}, fmt.Errorf("invalid range [%s]: bounds have more than %d digits", s, maxRangeDigits)
+	}
+	lo, _ := strconv.ParseUint(loS, 10, 64)
+	hi, _ := strconv.ParseUint(hiS, 10, 64)
+	if hi < lo {
+		return numRange{}, fmt.Errorf("invalid range [%s]: end %d is less than start %d", s, hi, lo)
+	}
+	r := numRange{lo: lo, hi: hi}
+	if len(loS) > 1 && loS[0] == '0' {
+		r.width = len(loS)
+	}
+	return r, nil
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// each calls fn for every host of the entry, in order, stopping at the first
+// error. It allocates nothing beyond the host strings it passes.
+func (e *hostEntry) each(fn func(hostAddr) error) error {
+	if e.prefix.IsValid() {
+		a := e.prefix.Addr()
+		if a.Is4() && e.prefix.Bits() <= 30 {
+			a = a.Next()
+		}
+		for k := uint64(0); k < e.count; k++ {
+			s := a.String()
+			if err := fn(hostAddr{host: s, name: s}); err != nil {
+				return err
+			}
+			a = a.Next()
+		}
+		return nil
+	}
+	if len(e.ranges) == 0 {
+		a, err := parseHost(e.raw)
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", e.raw, err)
+		}
+		return fn(a)
+	}
+	cur := make([]uint64, len(e.ranges))
+	for i, r := range e.ranges {
+		cur[i] = r.lo
+	}
+	var b strings.Builder
+	for {
+		b.Reset()
+		for i, r := range e.ranges {
+			b.WriteString(e.lits[i])
+			n := strconv.FormatUint(cur[i], 10)
+			for k := len(n); k < r.width; k++ {
+				b.WriteByte('0')
+			}
+			b.WriteString(n)
+		}
+		b.WriteString(e.lits[len(e.ranges)])
+		s := b.String()
+		a, err := parseHost(s)
+		if err != nil {
+			return fmt.Errorf("entry %q expands to %q: %w", e.raw, s, err)
+		}
+		if err := fn(a); err != nil {
+			return err
+		}
+		// Odometer: the last range varies fastest.
+		i := len(cur) - 1
+		for ; i >= 0; i-- {
+			if cur[i] < e.ranges[i].hi {
+				cur[i]++
+				break
+			}
+			cur[i] = e.ranges[i].lo
+		}
+		if i < 0 {
+			return nil
+		}
+	}
+}
+
+// parseHost parses one literal host: a DNS name or IPv4 address with an
+// optional ":port", a bare IPv6 address, or "[IPv6]" with an optional
+// ":port".
+func parseHost(s string) (hostAddr, error) {
+	if s == "" {
+		return hostAddr{}, errors.New("empty host")
+	}
+	if s[0] == '[' {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return hostAddr{}, errors.New("missing ']' after IPv6 address")
+		}
+		a, err := parseIPv6(s[1:end])
+		if err != nil {
+			return hostAddr{}, err
+		}
+		name := a.String()
+		rest := s[end+1:]
+		if rest == "" {
+			return hostAddr{host: name, name: name}, nil
+		}
+		ps, ok := strings.CutPrefix(rest, ":")
+		if !ok {
+			return hostAddr{}, fmt.Errorf("unexpected %q after ']'", rest)
+		}
+		port, err := parsePort(ps)
+		if err != nil {
+			return hostAddr{}, err
+		}
+		return hostAddr{host: "[" + name + "]:" + strconv.Itoa(port), name: name, port: port}, nil
+	}
+	if strings.Count(s, ":") > 1 {
+		a, err := parseIPv6(s)
+		if err != nil {
+			return hostAddr{}, fmt.Errorf("%w (write [address]:port to give a port)", err)
+		}
+		return hostAddr{host: a.String(), name: a.String()}, nil
+	}
+	name, ps, hasPort := strings.Cut(s, ":")
+	port := 0
+	if hasPort {
+		var err error
+		if port, err = parsePort(ps); err != nil {
+			return hostAddr{}, err
+		}
+	}
+	if a, err := netip.ParseAddr(name); err == nil && a.Is4() {
+		name = a.String()
+	} else if err := checkHostname(name); err != nil {
+		return hostAddr{}, err
+	}
+	host := name
+	if hasPort {
+		host += ":" + strconv.Itoa(port)
+	}
+	return hostAddr{host: host, name: name, port: port}, nil
+}
+
+func parseIPv6(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() {
+		return netip.Addr{}, fmt.Errorf("invalid IPv6 address %q", s)
+	}
+	if z := a.Zone(); z != "" && !isName(z) {
+		return netip.Addr{}, fmt.Errorf("invalid IPv6 zone %q", z)
+	}
+	return a, nil
+}
+
+func parsePort(s string) (int, error) {
+	if !isDigits(s) || len(s) > 5 {
+		return 0, fmt.Errorf("invalid port %q", s)
+	}
+	p, _ := strconv.Atoi(s)
+	if p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %d is out of range 1-65535", p)
+	}
+	return p, nil
+}
+
+// checkHostname checks DNS name syntax: dot-separated labels of 1 to 63
+// letters, digits, '-' or '_' (not starting or ending with '-'), at most 253
+// characters, an optional trailing dot, and a last label that is not all
+// digits (that would be a mistyped IPv4 address).
+func checkHostname(s string) error {
+	name := strings.TrimSuffix(s, ".")
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("invalid host name %q: want 1 to 253 characters", s)
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return fmt.Errorf("invalid host name %q: labels must be 1 to 63 characters", s)
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("invalid host name %q: a label starts or ends with '-'", s)
+		}
+		for i := 0; i < len(l); i++ {
+			if !isAlnum(l[i]) && l[i] != '-' && l[i] != '_' {
+				return fmt.Errorf("invalid host name %q: character %q is not allowed", s, rune(l[i]))
+			}
+		}
+	}
+	if isDigits(labels[len(labels)-1]) {
+		return fmt.Errorf("invalid IPv4 address or host name %q", s)
+	}
+	return nil
+}
+
+// entryError is a host entry's error with the entry's index in the set.
+type entryError struct {
+	index int
+	err   error
+}
+
+// parseSetEntries parses every entry of a set and refuses the set when the
+// entries together expand to more than limit hosts, before any expansion.
+func parseSetEntries(hosts []string, limit int) ([]*hostEntry, []entryError) {
+	var (
+		entries []*hostEntry
+		errs    []entryError
+		total   uint64
+	)
+	for j, raw := range hosts {
+		e, err := parseEntry(raw)
+		if err != nil {
+			errs = append(errs, entryError{j, err})
+			continue
+		}
+		entries = append(entries, e)
+		sum, carry := bits.Add64(total, e.count, 0)
+		if carry != 0 || sum > uint64(max(limit, 0)) {
+			errs = append(errs, entryError{j, fmt.Errorf(
+				"entry %q expands to %s hosts, taking the set past max_targets_per_set (%d)",
+				raw, formatCount(e.count), limit)})
+			return entries, errs
+		}
+		total = sum
+	}
+	return entries, errs
+}
+
+// setCount is the number of hosts of entries that passed parseSetEntries.
+func setCount(entries []*hostEntry) uint64 {
+	var n uint64
+	for _, e := range entries {
+		n += e.count // bounded by the set's limit
+	}
+	return n
+}
+
+func formatCount(n uint64) string {
+	if n == math.MaxUint64 {
+		return "2^64 or more"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+// expandEntry expands one entry, refusing more than limit hosts.
+func expandEntry(raw string, limit int) ([]hostAddr, error) {
+	entries, errs := parseSetEntries([]string{raw}, limit)
+	if len(errs) > 0 {
+		return nil, errs[0].err
+	}
+	out := make([]hostAddr, 0, entries[0].count)
+	err := entries[0].each(func(a hostAddr) error {
+		out = append(out, a)
+		return nil
+	})
+	return out, err
+}
+
+// probeRef is one enabled probe of a set with the canonical encoding of
+// everything about it that is shared by the set's targets.
+type probeRef struct {
+	name    string
+	timeout time.Duration
+	icmp    *ICMPProbe
+	tcp     *TCPProbe
+	ssh     *SSHProbe
+	shared  []byte
+}
+
+func setProbes(hs *HostSet) ([]probeRef, error) {
+	var refs []probeRef
+	if p := hs.Probes.ICMP; p != nil {
+		refs = append(refs, probeRef{name: ProbeICMP, timeout: p.Timeout.D(), icmp: p})
+	}
+	if p := hs.Probes.TCP; p != nil {
+		refs = append(refs, probeRef{name: ProbeTCP, timeout: p.Timeout.D(), tcp: p})
+	}
+	if p := hs.Probes.SSH; p != nil {
+		refs = append(refs, probeRef{name: ProbeSSH, timeout: p.Timeout.D(), ssh: p})
+	}
+	for i := range refs {
+		r := &refs[i]
+		// encoding/json is canonical enough here: struct fields in
+		// declaration order, map keys sorted.
+		b, err := json.Marshal(struct {
+			Set      string
+			Probe    string
+			Interval time.Duration
+			Timeout  time.Duration
+			Labels   map[string]string
+			ICMP     *ICMPProbe
+			TCP      *TCPProbe
+			SSH      *SSHProbe
+		}{hs.Name, r.name, hs.Interval.D(), r.timeout, hs.Labels, r.icmp, r.tcp, r.ssh})
+		if err != nil {
+			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
+		}
+		r.shared = b
+	}
+	return refs, nil
+}
+
+// fingerprint hashes the shared probe encoding and the host's own fields,
+// each length-prefixed so that no two different inputs encode alike.
+func (r *probeRef) fingerprint(a hostAddr) string {
+	h := sha256.New()
+	var buf [8]byte
+	for _, s := range []string{string(r.shared), a.host, a.name} {
+		binary.BigEndian.PutUint64(buf[:], uint64(len(s)))
+		h.Write(buf[:])
+		h.Write([]byte(s))
+	}
+	binary.BigEndian.PutUint64(buf[:], uint64(a.port))
+	h.Write(buf[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Targets expands every host set into one Target per (host, enabled probe),
+// in set order, then entry order, then probe order (icmp, tcp, ssh). A host
+// that appears again within a set (compared case-insensitively) is dropped,
+// and each entry that lost hosts that way yields one warning. The targets
+// share the set's Labels map and probe configuration, which must not be
+// modified.
+func (c *Config) Targets() ([]*Target, []string, error) {
+	limit := c.Global.MaxTargetsPerSet
+	if limit <= 0 {
+		limit = DefaultMaxTargetsPerSet
+	}
+	var (
+		targets  []*Target
+		warnings []string
+		allHosts uint64
+	)
+	for i := range c.HostSets {
+		hs := &c.HostSets[i]
+		entries, errs := parseSetEntries(hs.Hosts, limit)
+		if len(errs) > 0 {
+			return nil, nil, fmt.Errorf("host set %q: hosts[%d]: %w", hs.Name, errs[0].index, errs[0].err)
+		}
+		probes, err := setProbes(hs)
+		if err != nil {
+			return nil, nil, err
+		}
+		total := setCount(entries)
+		if total > MaxHostsTotal || allHosts+total > MaxHostsTotal {
+			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than %d hosts in total", hs.Name, MaxHostsTotal)
+		}
+		// One block per set; its capacity is never exceeded, so the
+		// pointers into it stay valid.
+		allHosts += total
+		block := make([]Target, 0, total*uint64(len(probes)))
+		seen := make(map[string]struct{}, total)
+		for _, e := range entries {
+			dups, firstDup := 0, ""
+			err := e.each(func(a hostAddr) error {
+				k := strings.ToLower(a.host)
+				if _, dup := seen[k]; dup {
+					if dups == 0 {
+						firstDup = a.host
+					}
+					dups++
+					return nil
+				}
+				seen[k] = struct{}{}
+				for pi := range probes {
+					p := &probes[pi]
+					block = append(block, Target{
+						Set:         hs.Name,
+						Host:        a.host,
+						Name:        a.name,
+						Port:        a.port,
+						Probe:       p.name,
+						Interval:    hs.Interval.D(),
+						Timeout:     p.timeout,
+						Labels:      hs.Labels,
+						ICMP:        p.icmp,
+						TCP:         p.tcp,
+						SSH:         p.ssh,
+						Fingerprint: p.fingerprint(a),
+					})
+					targets = append(targets, &block[len(block)-1])
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+			if dups > 0 {
+				warnings = append(warnings, fmt.Sprintf(
+					"host set %q: entry %q: %d duplicate host(s) dropped, first %q", hs.Name, e.raw, dups, firstDup))
+			}
+		}
+	}
+	return targets, warnings, nil
+}
