@@ -69,6 +69,8 @@ type builds struct {
 // the first test to need a binary builds both, later tests reuse them.
 var bins builds
 
+// TestMain checks every test for leaked goroutines and removes the build
+// directory after the run.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fleet-e2e-bin-")
 	if err != nil {
