@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dockerBuildLine extracts the `go build` command of the Dockerfile's build
+// stage, so the test builds exactly what the image would contain.
+func dockerBuildLine(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	re := regexp.MustCompile(`^RUN (CGO_ENABLED=0 go build .*) -o /out/fleet_exporter \.$`)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatal("Dockerfile has no `RUN CGO_ENABLED=0 go build ... -o /out/fleet_exporter .` line")
+	return ""
+}
+
+// buildBinary builds fleet_exporter as the Dockerfile does, once per test
+// binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	line := dockerBuildLine(t)
+	out := filepath.Join(t.TempDir(), "fleet_exporter")
+	cmd := exec.Command("sh", "-c", line+` -o "$OUT" .`)
+	cmd.Env = append(os.Environ(), "OUT="+out, "VERSION=1.2.3-test", "REVISION=abc123")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build as in Dockerfile (%s): %v\n%s", line, err, b)
+	}
+	return out
+}
+
+func TestDockerfileBuild(t *testing.T) {
+	bin := buildBinary(t)
+
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("binary has an ELF interpreter: it is not static")
+		}
+	}
+	ef.Close()
+
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1.2.3-test") || !strings.Contains(string(out), "abc123") {
+		t.Errorf("--version: %v %q, want version 1.2.3-test revision abc123 from -ldflags", err, out)
+	}
+	out, err = exec.Command(bin, "--config.check", "--config.file=config.example.yml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is valid") {
+		t.Errorf("--config.check on config.example.yml: %v %q", err, out)
+	}
+	bad := writeFile(t, t.TempDir(), "bad.yml", "global:\n  intervall: 1s\n")
+	cmd := exec.Command(bin, "--config.check", "--config.file="+bad)
+	out, err = cmd.CombinedOutput()
+	if err == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "bad.yml:2") {
+		t.Errorf("--config.check on a bad file: %v %q, want exit 1 naming bad.yml:2", err, out)
+	}
+}
+
+// TestBinarySignals runs the real binary: SIGHUP reloads, SIGTERM exits
+// within 5 s, and a real scrape passes `promtool check metrics`.
+func TestBinarySignals(t *testing.T) {
+	bin := buildBinary(t)
+	open := tcpListener(t)
+	dir := t.TempDir()
+	cfgText := func(set string) string {
+		return fmt.Sprintf("global: {interval: 1s, timeout: 500ms}\nhost_sets:\n  - name: %s\n    labels: {env: ci}\n    hosts: [\"127.0.0.1:%d\", \"127.0.0.3:%d\"]\n    probes:\n      tcp: {}\n      icmp: {count: 2, packet_interval: 10ms}\n", set, open, freePort(t))
+	}
+	cfgFile := writeFile(t, dir, "fleet.yml", cfgText("one"))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "--config.file="+cfgFile, "--web.listen-address="+addr)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	scrape := func() string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return b.String()
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		s := scrape()
+		return strings.Contains(s, `fleet_probe_success{env="ci",host="127.0.0.1:`) && strings.Contains(s, `probe="icmp",set="one"}`) &&
+			strings.Contains(s, `reason="refused"`)
+	})
+
+	if promtool, err := exec.LookPath("promtool"); err != nil {
+		t.Log("promtool not found (Debian package prometheus); skipping promtool check metrics")
+	} else {
+		c := exec.Command(promtool, "check", "metrics")
+		c.Stdin = strings.NewReader(scrape())
+		if out, err := c.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	}
+
+	writeFile(t, dir, "fleet.yml", cfgText("two"))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		s := scrape()
+		return strings.Contains(s, `set="two"}`) && !strings.Contains(s, `set="one"}`)
+	})
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("exit took %v after SIGTERM, want < 5s", d)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatalf("still running 6s after SIGTERM\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "ICMP socket mode") {
+		t.Errorf("startup log does not say which ICMP mode is in use:\n%s", logs.String())
+	}
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleet-exporter/fleet_exporter/collector"
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+// shutdownGrace bounds how long in-flight probes and HTTP requests may take
+// to finish after SIGTERM; the issue requires exit within 5 s.
+const shutdownGrace = 3 * time.Second
+
+// fleet wires the probers, pool, scheduler and store for one process.
+type fleet struct {
+	logger *slog.Logger
+	store  *collector.Store
+	pool   *prober.Pool
+	sched  *prober.Scheduler
+	ssh    *prober.SSHProber
+}
+
+// newFleet builds the probing pipeline: config -> scheduler -> pool ->
+// probers -> sink -> store. Nothing runs until Run is called.
+func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(prober.Result)) (*fleet, error) {
+	mode, err := prober.DetectICMPMode(opts.icmpPrivileged)
+	if err != nil {
+		logger.Error("ICMP sockets are not permitted; ICMP probes will fail with reason permission", "err", err)
+	} else {
+		logger.Info("ICMP socket mode", "mode", mode.String())
+	}
+	res := prober.NewResolver(time.Minute)
+	sshProber := prober.NewSSHProber(res, logger.With("component", "ssh"))
+	probers := map[string]prober.Prober{
+		config.ProbeICMP: prober.NewICMPProber(res, mode, logger.With("component", "icmp")),
+		config.ProbeTCP:  prober.NewTCPProber(res),
+		config.ProbeSSH:  sshProber,
+	}
+	f := &fleet{logger: logger, store: collector.NewStore(), ssh: sshProber}
+	storeSink := func(r prober.Result) {
+		f.store.Update(r)
+		if !r.Success {
+			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
+		}
+		if sink != nil {
+			sink(r)
+		}
+	}
+	pool, err := prober.NewPool(cfg.Global, probers, storeSink, logger.With("component", "pool"), reg)
+	if err != nil {
+		sshProber.Close()
+		return nil, err
+	}
+	f.pool = pool
+	f.sched = prober.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
+	f.apply(cfg, targets)
+	return f, nil
+}
+
+// apply hands a validated config to every component. Components keep the
+// state of targets whose key and fingerprint did not change.
+func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
+	warnConfig(f.logger, cfg)
+	for _, w := range prober.CapacityWarnings(cfg.Global, targets) {
+		f.logger.Warn("Pool limits cannot cover the fleet within one interval", "detail", w)
+	}
+	configured := make(map[config.Key]struct{}, len(targets))
+	for _, t := range targets {
+		configured[t.Key()] = struct{}{}
+	}
+	keep := func(k config.Key) bool { _, ok := configured[k]; return ok }
+	f.pool.SetLimits(cfg.Global)
+	f.store.SetTargets(targets)
+	f.sched.Update(targets)
+	f.pool.Forget(keep)
+	f.ssh.Forget(keep)
+}
+
+// warnConfig logs the warnings an operator must see about a config that is
+// valid but risky.
+func warnConfig(logger *slog.Logger, cfg *config.Config) {
+	for _, hs := range cfg.HostSets {
+		s := hs.Probes.SSH
+		if s == nil {
+			continue
+		}
+		if s.InsecureSkipHostKeyVerification {
+			logger.Warn("Host key verification is disabled; any machine can impersonate these hosts", "set", hs.Name)
+		}
+		if s.PrivateKeyFile != "" {
+			if err := prober.SSHCheckKeyFilePermissions(s.PrivateKeyFile); err != nil {
+				logger.Warn("Private key file permissions are too open", "set", hs.Name, "err", err)
+			}
+		}
+	}
+}
+
+// runDaemon serves /metrics and probes until ctx ends.
+func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger) int {
+	logStartup(logger, cfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(versioncollector.NewCollector(exporterName))
+	if !opts.disableExporterMetrics {
+		reg.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+	}
+	f, err := newFleet(opts, cfg, targets, logger, reg, nil)
+	if err != nil {
+		logger.Error("Cannot start the probe pool", "err", err)
+		return 1
+	}
+	defer f.ssh.Close()
+	reg.MustRegister(collector.NewCollector(f.store))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleet_ssh_connections_opened_total",
+		Help: "SSH connections opened by the SSH prober, fresh or reused.",
+	}, func() float64 { return float64(f.ssh.ConnectionsOpened()) }))
+
+	rl := newReloader(opts.configFile, cfg, f, logger.With("component", "reload"), reg)
+	srv := &http.Server{
+		Handler:           newMux(opts, reg, rl, f, logger),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return f.pool.Run(gctx) })
+	g.Go(func() error { return f.sched.Run(gctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				_ = rl.reload()
+			}
+		}
+	})
+	g.Go(func() error {
+		err := web.ListenAndServe(srv, opts.webFlags, logger)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("http server: %w", err)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	rl.ready.Store(true)
+	err = g.Wait()
+	if err != nil {
+		logger.Error("Exiting on error", "err", err)
+		return 1
+	}
+	logger.Info("Shut down cleanly")
+	return 0
+}
+
+// reloader re-reads the config file on SIGHUP or POST /-/reload. It keeps
+// the running config whenever the new one does not load completely.
+type reloader struct {
+	filename string
+	fleet    *fleet
+	logger   *slog.Logger
+	ready    atomic.Bool
+
+	reloadOK        prometheus.Gauge
+	reloadTimestamp prometheus.Gauge
+
+	// mu serialises reloads and guards current.
+	mu      sync.Mutex
+	current *config.Config
+}
+
+func newReloader(filename string, cfg *config.Config, f *fleet, logger *slog.Logger, reg prometheus.Registerer) *reloader {
+	rl := &reloader{
+		filename: filename,
+		fleet:    f,
+		logger:   logger,
+		current:  cfg,
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleet_config_last_reload_successful",
+			Help: "Whether the last configuration reload attempt was successful (1) or not (0).",
+		}),
+		reloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleet_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load.",
+		}),
+	}
+	rl.reloadOK.Set(1)
+	rl.reloadTimestamp.SetToCurrentTime()
+	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
+	return rl
+}
+
+// configName names the running config for the status pages.
+func (rl *reloader) configName() string {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.current.Filename
+}
+
+// errNoConfigFile is returned by a reload when the daemon runs on the
+// embedded default.
+var errNoConfigFile = errors.New("no --config.file given: the embedded default cannot be reloaded")
+
+// reload reads the config file once; unchanged bytes are a no-op, a bad
+// file keeps the running config.
+func (rl *reloader) reload() error {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.filename == "" {
+		rl.logger.Warn("Reload requested", "err", errNoConfigFile)
+		return errNoConfigFile
+	}
+	err := rl.reloadLocked()
+	if err != nil {
+		rl.reloadOK.Set(0)
+		rl.logger.Error("Reload failed; keeping the running configuration", "file", rl.filename, "err", err)
+		return err
+	}
+	rl.reloadOK.Set(1)
+	rl.reloadTimestamp.SetToCurrentTime()
+	return nil
+}
+
+func (rl *reloader) reloadLocked() error {
+	data, err := config.ReadFile(rl.filename)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if hex.EncodeToString(sum[:]) == rl.current.Hash {
+		rl.logger.Info("Configuration unchanged", "file", rl.filename)
+		return nil
+	}
+	cfg, err := config.Parse(data, rl.filename)
+	if err != nil {
+		return err
+	}
+	targets, warnings, err := prepareConfig(cfg)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		rl.logger.Warn("Host set expansion", "file", cfg.Filename, "warning", w)
+	}
+	rl.fleet.apply(cfg, targets)
+	rl.current = cfg
+	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(targets))
+	return nil
+}

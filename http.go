@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+
+	"github.com/fleet-exporter/fleet_exporter/status"
+)
+
+// newMux builds the exporter's routes on its own ServeMux.
+func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: opts.maxRequests,
+		Registry:            reg,
+	})
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, metrics))
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintln(w, "Healthy")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !rl.ready.Load() {
+			http.Error(w, "Not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = fmt.Fprintln(w, "Ready")
+	})
+	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := rl.reload(); err != nil {
+			http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = fmt.Fprintln(w, "Reloaded")
+	})
+	if opts.enablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	links := []status.Link{}
+	if opts.enablePprof {
+		links = append(links, status.Link{Address: "debug/pprof/", Text: "Profiling"})
+	}
+	pages, err := status.NewHandler(f.store.Snapshot, status.Info{
+		Version:    version.Info(),
+		ConfigFile: rl.configName(),
+		ExtraLinks: links,
+	}, logger.With("component", "status"))
+	if err != nil {
+		// The templates are embedded and parsed by the tests; this cannot
+		// fail in a released binary, but never serve without metrics.
+		logger.Error("Cannot build the status pages", "err", err)
+	} else {
+		pages.Register(mux)
+	}
+	return mux
+}

@@ -1,0 +1,202 @@
+// Command fleet_exporter polls host sets with ICMP, TCP and SSH probes
+// through a rate-limited, concurrency-bounded pool and exposes per-host
+// reachability, SSH phase latency and command-output hashes to Prometheus.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+const exporterName = "fleet_exporter"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options is everything the command line decides.
+type options struct {
+	configFile             string
+	configCheck            bool
+	once                   bool
+	onceFormat             string
+	icmpPrivileged         bool
+	enablePprof            bool
+	disableExporterMetrics bool
+	maxRequests            int
+	webFlags               *web.FlagConfig
+	logConfig              *promslog.Config
+}
+
+// run parses args, runs the requested mode until SIGINT/SIGTERM and returns
+// the process exit code. It is main without os.Exit, so every path is testable.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
+
+// runContext is run with the lifetime given by ctx instead of signals.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, code, done := parseFlags(args, stdout, stderr)
+	if done {
+		return code
+	}
+	logger := promslog.New(opts.logConfig)
+
+	cfg, err := loadConfig(opts.configFile)
+	var targets []*config.Target
+	var warnings []string
+	if err == nil {
+		targets, warnings, err = prepareConfig(cfg)
+	}
+	if err != nil {
+		if opts.configCheck {
+			fmt.Fprintf(stderr, "config check failed: %v\n", err)
+		} else {
+			logger.Error("Invalid configuration", "err", err)
+		}
+		return 1
+	}
+	if opts.configCheck {
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
+		printConfigSummary(stdout, cfg, targets)
+		return 0
+	}
+	for _, w := range warnings {
+		logger.Warn("Host set expansion", "file", cfg.Filename, "warning", w)
+	}
+
+	if opts.once {
+		return runOnce(ctx, opts, cfg, targets, stdout, stderr, logger)
+	}
+	return runDaemon(ctx, opts, cfg, targets, logger)
+}
+
+// parseFlags builds a local kingpin application. done reports that the
+// process should exit with code (help, version or a flag error).
+func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code int, done bool) {
+	opts = &options{logConfig: &promslog.Config{Writer: stderr}}
+	app := kingpin.New(exporterName, "Polls host sets with ICMP, TCP and SSH probes and exposes the results to Prometheus.")
+	app.Flag("config.file", "Configuration file. Without it an embedded default watches localhost.").
+		PlaceHolder("FILE").StringVar(&opts.configFile)
+	app.Flag("config.check", "Validate the configuration, print a summary of sets and target counts, and exit.").
+		BoolVar(&opts.configCheck)
+	app.Flag("once", "Run every probe once, print the results and exit; exit code 1 if any probe failed.").
+		BoolVar(&opts.once)
+	app.Flag("once.format", "Output format of --once: table or json.").
+		Default("table").EnumVar(&opts.onceFormat, "table", "json")
+	app.Flag("icmp.privileged", "Force raw ICMP sockets (needs CAP_NET_RAW) instead of unprivileged datagram sockets.").
+		BoolVar(&opts.icmpPrivileged)
+	app.Flag("web.enable-pprof", "Expose /debug/pprof (off by default).").BoolVar(&opts.enablePprof)
+	app.Flag("web.disable-exporter-metrics", "Exclude the Go runtime and process metrics from /metrics.").
+		BoolVar(&opts.disableExporterMetrics)
+	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
+		Default("40").IntVar(&opts.maxRequests)
+	opts.webFlags = kingpinflag.AddFlags(app, ":9922")
+	promslogflag.AddFlags(app, opts.logConfig)
+	showVersion := app.Flag("version", "Show the version and exit.").Bool()
+	app.HelpFlag.Short('h')
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	exited := -1
+	app.Terminate(func(c int) {
+		if exited < 0 {
+			exited = c
+		}
+	})
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v, try --help\n", exporterName, err)
+		return nil, 2, true
+	}
+	if exited >= 0 {
+		return nil, exited, true
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Print(exporterName))
+		return nil, 0, true
+	}
+	return opts, 0, false
+}
+
+// loadConfig reads the file, or returns the embedded default.
+func loadConfig(filename string) (*config.Config, error) {
+	if filename == "" {
+		return config.Default(), nil
+	}
+	return config.Load(filename)
+}
+
+// prepareConfig expands a parsed config into targets and checks that every
+// SSH credential and known_hosts file it names is usable, so that a config
+// that would only fail at probe time is refused at load and reload.
+func prepareConfig(cfg *config.Config) ([]*config.Target, []string, error) {
+	targets, warnings, err := cfg.Targets()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := prober.SSHCheckFiles(cfg); err != nil {
+		return nil, nil, err
+	}
+	return targets, warnings, nil
+}
+
+// printConfigSummary prints one line per set with its target counts.
+func printConfigSummary(w io.Writer, cfg *config.Config, targets []*config.Target) {
+	type counts struct{ hosts, icmp, tcp, ssh int }
+	per := make(map[string]*counts, len(cfg.HostSets))
+	hostsSeen := make(map[[2]string]bool)
+	for _, t := range targets {
+		c := per[t.Set]
+		if c == nil {
+			c = &counts{}
+			per[t.Set] = c
+		}
+		if k := [2]string{t.Set, t.Host}; !hostsSeen[k] {
+			hostsSeen[k] = true
+			c.hosts++
+		}
+		switch t.Probe {
+		case config.ProbeICMP:
+			c.icmp++
+		case config.ProbeTCP:
+			c.tcp++
+		case config.ProbeSSH:
+			c.ssh++
+		}
+	}
+	fmt.Fprintf(w, "configuration %s is valid (%d host sets, %d targets)\n", cfg.Filename, len(cfg.HostSets), len(targets))
+	tw := newTable(w, "SET", "HOSTS", "ICMP", "TCP", "SSH", "INTERVAL", "TIMEOUT")
+	for _, hs := range cfg.HostSets {
+		c := per[hs.Name]
+		if c == nil {
+			c = &counts{}
+		}
+		tw.row(hs.Name, c.hosts, c.icmp, c.tcp, c.ssh, hs.Interval.D(), hs.Timeout.D())
+	}
+	tw.flush()
+}
+
+// logStartup says which ICMP mode is in use and other facts an operator
+// wants to see once.
+func logStartup(logger *slog.Logger, cfg *config.Config) {
+	logger.Info("Starting "+exporterName, "version", version.Info(), "config", cfg.Filename, "sets", len(cfg.HostSets))
+	logger.Info("Build context", "build_context", version.BuildContext())
+}
