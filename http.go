@@ -52,7 +52,7 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		links = append(links, status.Link{Address: "debug/pprof/", Text: "Profiling"})
 	}
 	pages, err := status.NewHandler(f.store.Snapshot, status.Info{
-		Version:    version.Info(),
+		Version:    versionString(),
 		ConfigFile: rl.configName(),
 		ExtraLinks: links,
 	}, logger.With("component", "status"))
@@ -64,4 +64,13 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		pages.Register(mux)
 	}
 	return mux
+}
+
+// versionString is the short version shown on the pages.
+func versionString() string {
+	v := version.Version
+	if v == "" {
+		v = "dev"
+	}
+	return fmt.Sprintf("%s (revision %s)", v, version.GetRevision())
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
 )
 
 func TestMain(m *testing.M) {
@@ -223,10 +227,25 @@ func (b *syncBuffer) String() string {
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	port := freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", port), cancel: cancel, done: make(chan int, 1), stderr: newSyncBuffer()}
+	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	args = append([]string{"--web.listen-address=" + d.addr}, args...)
+	startDaemonWith(t, d, args, func() bool {
+		resp, err := http.Get("http://" + d.addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return d
+}
+
+// startDaemonWith runs runContext(args) in the background until the test
+// ends and waits until ready reports true.
+func startDaemonWith(t *testing.T, d *daemon, args []string, ready func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel, d.done, d.stderr = cancel, make(chan int, 1), newSyncBuffer()
 	go func() { d.done <- runContext(ctx, args, io.Discard, d.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -236,15 +255,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 			t.Error("daemon did not stop within 10s")
 		}
 	})
-	waitFor(t, 10*time.Second, func() bool {
-		resp, err := http.Get("http://" + d.addr + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return d
+	waitFor(t, 10*time.Second, ready)
 }
 
 func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
@@ -390,5 +401,62 @@ func TestDaemonEmbeddedDefaultServesMetrics(t *testing.T) {
 	// The embedded default cannot be reloaded: say so, keep running.
 	if code, body := httpDo(t, "POST", "http://"+d.addr+"/-/reload"); code != 500 || !strings.Contains(body, "embedded default") {
 		t.Errorf("reload without --config.file: %d %q", code, body)
+	}
+}
+
+// TestReloadKeepsConfigWhenKeyFileVanishes changes the config while the
+// private key it names is gone: the reload must fail, keep the running
+// config and say which file is missing.
+func TestReloadKeepsConfigWhenKeyFileVanishes(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeFile(t, dir, "id_ed25519", string(pem.EncodeToMemory(block)))
+	writeFile(t, dir, "known_hosts", "")
+	closed := freePort(t)
+	cfgText := func(interval string) string {
+		return fmt.Sprintf(`
+global: {interval: %s, timeout: 500ms}
+host_sets:
+  - name: ssh
+    hosts: ["127.0.0.1:%d"]
+    probes:
+      ssh:
+        user: monitor
+        private_key_file: id_ed25519
+        known_hosts_file: known_hosts
+`, interval, closed)
+	}
+	cfgFile := writeFile(t, dir, "fleet.yml", cfgText("1s"))
+	d := startDaemon(t, "--config.file="+cfgFile)
+	base := "http://" + d.addr
+	waitFor(t, 5*time.Second, func() bool {
+		_, body := httpDo(t, "GET", base+"/metrics")
+		return strings.Contains(body, `fleet_probe_failure_info{host="127.0.0.1:`+fmt.Sprint(closed)+`",probe="ssh",reason="refused",set="ssh"} 1`)
+	})
+
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "fleet.yml", cfgText("2s"))
+	code, body := httpDo(t, "POST", base+"/-/reload")
+	if code != 500 || !strings.Contains(body, "id_ed25519") {
+		t.Errorf("reload with a vanished key file: %d %q, want 500 naming the key file", code, body)
+	}
+	_, metrics := httpDo(t, "GET", base+"/metrics")
+	if !strings.Contains(metrics, "fleet_config_last_reload_successful 0") {
+		t.Error("reload metric is not 0")
+	}
+	if !strings.Contains(metrics, `fleet_targets{probe="ssh",set="ssh"} 1`) {
+		t.Error("the running config was dropped")
+	}
+	if logs := d.stderr.String(); !strings.Contains(logs, "keeping the running configuration") || !strings.Contains(logs, "id_ed25519") {
+		t.Errorf("log does not say why the reload failed:\n%s", logs)
 	}
 }
