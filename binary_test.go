@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // dockerBuildLine extracts the `go build` command of the Dockerfile's build
@@ -160,5 +162,81 @@ func TestBinarySignals(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "ICMP socket mode") {
 		t.Errorf("startup log does not say which ICMP mode is in use:\n%s", logs.String())
+	}
+}
+
+// openPTY returns the master and slave ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		t.Skipf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		t.Skipf("ptsname: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Skipf("open slave: %v", err)
+	}
+	return m, s
+}
+
+// TestOnceProgressOnTerminal runs --once with stderr on a pseudo-terminal:
+// a progress line must appear there, and never in piped output.
+func TestOnceProgressOnTerminal(t *testing.T) {
+	bin := buildBinary(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for ICMP to loopback (raw sockets when ping_group_range excludes us)")
+	}
+	var hosts []string
+	for i := 1; i <= 20; i++ {
+		hosts = append(hosts, fmt.Sprintf("127.0.9.%d", i))
+	}
+	cfg := writeFile(t, t.TempDir(), "fleet.yml", "global: {timeout: 5s}\nhost_sets:\n  - name: slow\n    hosts: ["+
+		strings.Join(hosts, ", ")+"]\n    probes:\n      icmp: {count: 4, packet_interval: 500ms}\n")
+
+	master, slave := openPTY(t)
+	defer master.Close()
+	var stdout bytes.Buffer
+	cmd := exec.Command(bin, "--once", "--config.file="+cfg)
+	cmd.Stdout = &stdout
+	cmd.Stderr = slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var tty bytes.Buffer
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = tty.ReadFrom(master) // ends with EIO once the child exits
+	}()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("--once: %v\nstdout %s\ntty %q", err, stdout.String(), tty.String())
+	}
+	master.Close()
+	<-copied
+	if !strings.Contains(tty.String(), "/20 probes done, 0 failed") {
+		t.Errorf("no progress line on the terminal: %q", tty.String())
+	}
+	if strings.Contains(stdout.String(), "probes done") {
+		t.Error("progress line leaked into stdout")
+	}
+	if n := strings.Count(stdout.String(), "\nslow "); n != 20 {
+		t.Errorf("want 20 result rows, got %d:\n%s", n, stdout.String())
+	}
+
+	// Piped stderr gets no progress line.
+	out, err := exec.Command(bin, "--once", "--config.file="+cfg).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "probes done") {
+		t.Errorf("piped run: %v, progress present: %v", err, strings.Contains(string(out), "probes done"))
 	}
 }
