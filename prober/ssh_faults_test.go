@@ -854,3 +854,52 @@ func faultRaceEnabled() bool {
 	}
 	return false
 }
+
+// TestSSHKeyCacheLoadsOnce checks that targets sharing a key file that miss
+// the cache at the same time (the first round after start, or after the
+// file changed) load it once, not once each: decrypting a bcrypt-protected
+// key costs ~100 ms of CPU, and a fleet of targets decrypting it at once
+// times out every probe of a --once run.
+func TestSSHKeyCacheLoadsOnce(t *testing.T) {
+	path := sshWriteFile(t, t.TempDir(), "key", []byte("material"))
+	var c sshCache[int]
+	var loads atomic.Int64
+	release := make(chan struct{})
+	load := func() (int, error) {
+		loads.Add(1)
+		<-release
+		return 42, nil
+	}
+	const callers = 16
+	var started, wg sync.WaitGroup
+	started.Add(callers)
+	got := make([]int, callers)
+	for i := range callers {
+		wg.Go(func() {
+			started.Done()
+			v, err := c.get(path, []string{path}, []string{"private_key_file"}, load)
+			if err != nil {
+				t.Errorf("get: %v", err)
+			}
+			got[i] = v
+		})
+	}
+	started.Wait()
+	for loads.Load() == 0 {
+		runtime.Gosched()
+	}
+	// Give the other callers time to reach the cache while the first load
+	// is held: without collapsing, each would start a load of its own. The
+	// pause cannot make a correct cache fail.
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if n := loads.Load(); n != 1 {
+		t.Errorf("%d concurrent callers loaded the file %d times, want once", callers, n)
+	}
+	for i, v := range got {
+		if v != 42 {
+			t.Errorf("caller %d got %d, want 42", i, v)
+		}
+	}
+}
