@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Issue 4: credentials must never show up in logs (debug level included),
+// metrics, status pages, --once output, --config.check output or reload
+// errors, whatever fails.
+
+// secretSSHUser is the user the probes log in as.
+const secretSSHUser = "probe"
+
+// secretSSHServer is an in-process SSH server on 127.0.0.1:0 that rejects
+// every authentication. It records the passwords it is offered, which proves
+// that the probe really used (and could have leaked) the planted secret.
+type secretSSHServer struct {
+	ln   net.Listener
+	port int
+	cfg  *ssh.ServerConfig
+
+	// mu guards passwords, keys and conns.
+	mu        sync.Mutex
+	passwords []string
+	keys      int
+	conns     map[net.Conn]struct{}
+
+	wg sync.WaitGroup
+}
+
+// secretStartSSH starts the server with host key host; it stops on cleanup.
+func secretStartSSH(t *testing.T, host ssh.Signer) *secretSSHServer {
+	t.Helper()
+	s := &secretSSHServer{conns: make(map[net.Conn]struct{})}
+	s.cfg = &ssh.ServerConfig{
+		PasswordCallback: func(_ ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			s.mu.Lock()
+			s.passwords = append(s.passwords, string(pw))
+			s.mu.Unlock()
+			return nil, errors.New("password rejected")
+		},
+		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+			s.mu.Lock()
+			s.keys++
+			s.mu.Unlock()
+			return nil, errors.New("key rejected")
+		},
+	}
+	s.cfg.AddHostKey(host)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln, s.port = ln, ln.Addr().(*net.TCPAddr).Port
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[nc] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+				if conn, _, _, err := ssh.NewServerConn(nc, s.cfg); err == nil {
+					_ = conn.Close() // cannot happen: every method is rejected
+				}
+				s.mu.Lock()
+				delete(s.conns, nc)
+				s.mu.Unlock()
+				_ = nc.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.mu.Lock()
+		for nc := range s.conns {
+			_ = nc.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// offered returns the passwords offered so far and the number of public
+// keys tried.
+func (s *secretSSHServer) offered() ([]string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.passwords...), s.keys
+}
+
+// secretValue returns a random string that cannot occur by chance in any
+// output.
+func secretValue(t *testing.T, prefix string) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// secretFixture is a config with an encrypted key, a passphrase file and a
+// password file, for one host that rejects every login and one that refuses
+// connections.
+type secretFixture struct {
+	dir                  string
+	srv                  *secretSSHServer
+	password, passphrase string
+	// keyLine is a line of the encrypted key's body: key material.
+	keyLine string
+	keyFile string
+	// config writes a config file using passphraseFile and returns its path.
+	config func(name, passphraseFile string) string
+	// passphraseFile holds the right passphrase.
+	passphraseFile string
+}
+
+func secretNewFixture(t *testing.T) *secretFixture {
+	t.Helper()
+	f := &secretFixture{
+		dir:        t.TempDir(),
+		password:   secretValue(t, "password"),
+		passphrase: secretValue(t, "passphrase"),
+	}
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := ssh.NewSignerFromSigner(hostPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = secretStartSSH(t, host)
+	refused := freePort(t)
+
+	_, userPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(userPriv, "secret test key", []byte(f.passphrase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(block)
+	f.keyLine = strings.Split(string(keyPEM), "\n")[2]
+	// Readable by others on purpose: the daemon must warn about it.
+	f.keyFile = writeFile(t, f.dir, "id_ed25519", string(keyPEM))
+	if err := os.Chmod(f.keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.passphraseFile = writeFile(t, f.dir, "passphrase", f.passphrase+"\n")
+	passwordFile := writeFile(t, f.dir, "password", f.password+"\n")
+	hostport := net.JoinHostPort("127.0.0.1", strconv.Itoa(f.srv.port))
+	known := writeFile(t, f.dir, "known_hosts",
+		knownhosts.Line([]string{knownhosts.Normalize(hostport)}, host.PublicKey())+"\n")
+
+	f.config = func(name, passphraseFile string) string {
+		return writeFile(t, f.dir, name, fmt.Sprintf(`
+global:
+  interval: 3s
+  timeout: 3s
+host_sets:
+  - name: secrets
+    hosts: ["%s", "127.0.0.1:%d"]
+    probes:
+      ssh:
+        user: %s
+        private_key_file: %s
+        passphrase_file: %s
+        password_file: %s
+        known_hosts_file: %s
+        commands:
+          - name: check
+            run: "echo hi"
+`, hostport, refused, secretSSHUser, f.keyFile, passphraseFile, passwordFile, known))
+	}
+	return f
+}
+
+// secretCheck fails the test if out contains any of the secrets.
+func secretCheck(t *testing.T, where, out string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("%s contains the secret %q:\n%s", where, s, out)
+		}
+	}
+}
+
+func TestSecretsNeverLeak(t *testing.T) {
+	f := secretNewFixture(t)
+	secrets := []string{f.password, f.passphrase, f.keyLine}
+	cfgFile := f.config("fleet.yml", f.passphraseFile)
+
+	t.Run("daemon", func(t *testing.T) {
+		d := startDaemon(t, "--config.file="+cfgFile, "--log.level=debug")
+		base := "http://" + d.addr
+		// Wait for both failures: the login rejected after the key and the
+		// password were offered, and the refused connection.
+		waitFor(t, 20*time.Second, func() bool {
+			_, body := httpDo(t, "GET", base+"/metrics")
+			return strings.Contains(body, `reason="auth"`) && strings.Contains(body, `reason="refused"`)
+		})
+		pws, keys := f.srv.offered()
+		if len(pws) == 0 || pws[0] != f.password || keys == 0 {
+			t.Fatalf("the server was offered %d passwords (want the planted one) and %d keys: the secrets were not in play", len(pws), keys)
+		}
+
+		pages := map[string]string{}
+		for _, path := range []string{"/metrics", "/", "/sets/secrets"} {
+			code, body := httpDo(t, "GET", base+path)
+			if code != 200 {
+				t.Errorf("GET %s: %d", path, code)
+			}
+			pages[path] = body
+		}
+		if !strings.Contains(pages["/sets/secrets"], "auth") {
+			t.Errorf("the set page does not show the auth failure:\n%s", pages["/sets/secrets"])
+		}
+		// A reload that fails on the key still says why, not what.
+		badCfg := f.config("bad.yml", writeFile(t, f.dir, "wrong-passphrase", secretValue(t, "wrong")+"\n"))
+		if err := os.Rename(badCfg, cfgFile); err != nil {
+			t.Fatal(err)
+		}
+		code, body := httpDo(t, "POST", base+"/-/reload")
+		if code != 500 || !strings.Contains(body, "passphrase") {
+			t.Errorf("reload with a wrong passphrase: %d %q, want 500 naming the passphrase", code, body)
+		}
+		pages["POST /-/reload"] = body
+		for where, body := range pages {
+			secretCheck(t, where, body, secrets...)
+		}
+
+		logs := d.stderr.String()
+		if !strings.Contains(logs, "level=DEBUG") {
+			t.Errorf("no debug lines in the log; was --log.level=debug applied?\n%s", logs)
+		}
+		secretCheck(t, "the daemon log", logs, secrets...)
+		warned := false
+		for line := range strings.SplitSeq(logs, "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, f.keyFile) {
+				warned = true
+			}
+		}
+		if !warned {
+			t.Errorf("no warning naming the world-readable key file %s:\n%s", f.keyFile, logs)
+		}
+	})
+
+	wrong := secretValue(t, "wrong")
+	wrongCfg := f.config("wrong.yml", writeFile(t, f.dir, "wrong-passphrase-2", wrong+"\n"))
+	secrets = append(secrets, wrong)
+	tests := []struct {
+		name string
+		args []string
+		want int
+		// check inspects stdout and stderr beyond the secret check.
+		check func(t *testing.T, stdout, stderr string)
+	}{
+		{"once json", []string{"--once", "--once.format=json", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
+			func(t *testing.T, stdout, _ string) {
+				var rows []map[string]any
+				if err := json.Unmarshal([]byte(stdout), &rows); err != nil || len(rows) != 2 {
+					t.Fatalf("want 2 JSON results, got %v: %s", err, stdout)
+				}
+				reasons := map[any]bool{rows[0]["reason"]: true, rows[1]["reason"]: true}
+				if !reasons["auth"] || !reasons["refused"] {
+					t.Errorf("reasons %v, want auth and refused", reasons)
+				}
+			}},
+		{"once table", []string{"--once", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
+			func(t *testing.T, stdout, _ string) {
+				if !strings.Contains(stdout, "auth") || !strings.Contains(stdout, "refused") {
+					t.Errorf("table lacks the auth and refused failures:\n%s", stdout)
+				}
+			}},
+		{"config check", []string{"--config.check", "--log.level=debug", "--config.file=" + f.config("check.yml", f.passphraseFile)}, 0,
+			func(t *testing.T, stdout, _ string) {
+				if !strings.Contains(stdout, "is valid") {
+					t.Errorf("stdout %q does not say the config is valid", stdout)
+				}
+			}},
+		{"config check with a wrong passphrase", []string{"--config.check", "--log.level=debug", "--config.file=" + wrongCfg}, 1,
+			func(t *testing.T, _, stderr string) {
+				if !strings.Contains(stderr, "passphrase") || !strings.Contains(stderr, f.keyFile) {
+					t.Errorf("stderr %q does not name the key file and the passphrase", stderr)
+				}
+			}},
+		{"daemon with a wrong passphrase", []string{"--log.level=debug", "--web.listen-address=127.0.0.1:0", "--config.file=" + wrongCfg}, 1,
+			func(t *testing.T, _, stderr string) {
+				if !strings.Contains(stderr, "passphrase") {
+					t.Errorf("stderr %q does not say the passphrase is wrong", stderr)
+				}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			if code := runContext(ctx, tc.args, &stdout, &stderr); code != tc.want {
+				t.Errorf("exit %d, want %d; stdout %q stderr %q", code, tc.want, stdout.String(), stderr.String())
+			}
+			secretCheck(t, "stdout", stdout.String(), secrets...)
+			secretCheck(t, "stderr", stderr.String(), secrets...)
+			if tc.check != nil {
+				tc.check(t, stdout.String(), stderr.String())
+			}
+		})
+	}
+}
