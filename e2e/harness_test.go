@@ -195,6 +195,8 @@ func startProcess(t *testing.T, dir, name, bin string, args ...string) *process 
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// A test binary killed by -timeout must not leave its peers behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
 		t.Fatalf("start %s: %v", name, err)

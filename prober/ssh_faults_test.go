@@ -638,6 +638,8 @@ func faultFleetsim(t *testing.T, dir string) string {
 func faultServeFleet(t *testing.T, bin string, n int, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	// A test binary killed by -timeout must not leave the simulator behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
