@@ -345,6 +345,8 @@ func (s *Server) start(tb testing.TB) error {
 	// -D: stay in the foreground, so the PID we hold is the listener;
 	// -e: log to stderr (our file) instead of syslog.
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", s.ConfigFile)
+	// A test binary killed by -timeout must not leave sshd behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	err = cmd.Start()
