@@ -164,6 +164,7 @@ func TestICMPProbe(t *testing.T) {
 						t.Skipf("%s ICMP socket for %s not available (IPv6 loopback disabled?)", mode, tc.family)
 					}
 					p := NewICMPProber(resolverOffline(t, time.Minute), mode, slog.New(slog.DiscardHandler))
+					defer p.Close()
 					ctx, cancel := context.WithTimeout(t.Context(), tc.target.Timeout)
 					defer cancel()
 					got := p.Probe(ctx, tc.target)
@@ -232,6 +233,7 @@ func TestICMPProbeStopsWithContext(t *testing.T) {
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
 					p := NewICMPProber(resolverOffline(t, time.Minute), mode, nil)
+					defer p.Close()
 					target := icmpTarget("127.0.0.1", 5, time.Second)
 					target.Timeout = 10 * time.Second
 					ctx, cancel := tc.ctx()
@@ -261,6 +263,7 @@ func TestICMPProbeTimeoutBoundsRound(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			p := NewICMPProber(resolverOffline(t, time.Minute), mode, nil)
+			defer p.Close()
 			target := icmpTarget("127.0.0.1", 10, 200*time.Millisecond)
 			target.Timeout = 300 * time.Millisecond
 			got := p.Probe(t.Context(), target)
@@ -292,6 +295,7 @@ func TestICMPProbePermission(t *testing.T) {
 	for _, mode := range denied {
 		t.Run(mode.String(), func(t *testing.T) {
 			p := NewICMPProber(resolverOffline(t, time.Minute), mode, nil)
+			defer p.Close()
 			got := p.Probe(t.Context(), icmpTarget("127.0.0.1", 1, 10*time.Millisecond))
 			if got.Success || got.Reason != ReasonPermission {
 				t.Fatalf("Probe = success %v reason %q (err %v), want reason %q", got.Success, got.Reason, got.Err, ReasonPermission)
@@ -407,6 +411,7 @@ func BenchmarkICMPProbe(b *testing.B) {
 		b.Skipf("no ICMP socket permitted (%v)", err)
 	}
 	p := NewICMPProber(NewResolver(time.Minute), mode, nil)
+	defer p.Close()
 	target := icmpTarget(netip.MustParseAddr("127.0.0.1").String(), 1, 10*time.Millisecond)
 	b.ReportAllocs()
 	for b.Loop() {
