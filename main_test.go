@@ -36,10 +36,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// tcpListener accepts and closes connections until the test ends.
+// tcpListener accepts and closes connections on 127.0.0.1 until the test
+// ends and returns its port.
 func tcpListener(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return tcpListenerOn(t, "127.0.0.1:0")
+}
+
+// tcpListenerOn is tcpListener on a given address.
+func tcpListenerOn(t *testing.T, addr string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
