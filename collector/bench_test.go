@@ -16,13 +16,14 @@ import (
 // benchStore returns a store with hosts hosts in 10 sets, every target with a
 // result; a tenth of them failing. withSSH adds an SSH target with one
 // command per host next to the ICMP one.
-func benchStore(b *testing.B, hosts int, withSSH bool) *Store {
+func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 	b.Helper()
 	var targets []*config.Target
 	var results []prober.Result
 	for i := range hosts {
 		set := fmt.Sprintf("set%02d", i%10)
-		labels := map[string]string{"dc": fmt.Sprintf("dc%d", i%3), "team": "net"}
+		// Static labels belong to a set, as in a config.
+		labels := map[string]string{"dc": fmt.Sprintf("dc%d", i%10%3), "team": "net"}
 		host := fmt.Sprintf("host%06d.example.net", i)
 		icmp := icmpTarget(set, host, labels)
 		targets = append(targets, icmp)
@@ -108,4 +109,36 @@ func BenchmarkScrape(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkWriteText measures the text fast path over the same fleets as
+// BenchmarkScrape: a snapshot and its text exposition per iteration, with a
+// TextWriter reused across scrapes as the /metrics handler does. Compare
+// with BenchmarkScrape in the same run; the machine is noisy.
+func BenchmarkWriteText(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			s := benchStore(b, bc.hosts, bc.withSSH)
+			w := NewTextWriter()
+			var out countingWriter
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				out = countingWriter{}
+				if err := w.Write(&out, s.Snapshot(), nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+			b.ReportMetric(float64(out.n), "bytes")
+		})
+	}
+}
+
+// countingWriter discards what it is given and counts the bytes.
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
 }

@@ -1,0 +1,545 @@
+package collector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+// registryText is the reference: the store gathered by a Registry holding
+// only NewCollector and encoded by expfmt in the text format.
+func registryText(t testing.TB, s *Store) string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(s))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	var b bytes.Buffer
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+	}
+	return b.String()
+}
+
+func writeText(t testing.TB, w *TextWriter, s *Snapshot, keep func(string) bool) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := w.Write(&b, s, keep); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	return b.String()
+}
+
+// escapingStore covers every family, static labels whose union leaves
+// values empty, label values that need escaping, and the layouts in which
+// the registry's order differs from the store's exposition order: one host
+// name in several sets, several commands per host, static label names
+// sorting before, between and after the collector's own labels.
+func escapingStore() *Store {
+	// "az" sorts before command, "env" between command and host, "pod"
+	// between phase and probe, "rack" between reason and set, "zone" last.
+	lA := map[string]string{"az": `a\z`, "env": "prod \"blue\"", "pod": "p\n1", "zone": "z1"}
+	lB := map[string]string{"rack": `r"7"`, "zone": ""}
+	lC := map[string]string{"env": "prod \"blue\"", "az": "b"}
+
+	var targets []*config.Target
+	add := func(t *config.Target) *config.Target { targets = append(targets, t); return t }
+	// One host name in three sets, with differing probes.
+	aICMP := add(icmpTarget("alpha", "shared\\host", lA))
+	aTCP := add(tcpTarget("alpha", "shared\\host", lA))
+	aSSH := add(sshTarget("alpha", "shared\\host", lA, "uname", "df -h", "cat \"x\""))
+	bICMP := add(icmpTarget("beta\n2", "shared\\host", lB))
+	bSSH := add(sshTarget("beta\n2", "shared\\host", lB, "uname", "df -h"))
+	cTCP := add(tcpTarget("gamma", "shared\\host", lC))
+	dTCP := add(tcpTarget("delta", "shared\\host", nil))
+	// Hosts of one set only.
+	bOnly := add(icmpTarget("beta\n2", "b-only", lB))
+	cSSH := add(sshTarget("gamma", "c1", lC, "df -h"))
+	cNoResult := add(tcpTarget("gamma", "c2", lC))
+	aNoResult := add(icmpTarget("alpha", "a2", lA))
+	_, _ = cNoResult, aNoResult
+
+	s := NewStore()
+	s.SetTargets(targets)
+	ns := func(n int) time.Duration { return time.Duration(n)*time.Millisecond + 123456*time.Nanosecond }
+	// alpha: icmp ok, tcp failing, ssh with every command state.
+	s.Update(icmpResult(aICMP, 0, 3, 2, ns(3)))
+	s.Update(result(aTCP, 0, true, prober.ReasonNone))
+	s.Update(result(aTCP, 1, false, prober.ReasonRefused))
+	s.Update(sshResult(aSSH, 0, true, prober.ReasonNone, &prober.SSHResult{
+		Connect: ns(1), Handshake: ns(2), Auth: ns(3), NewConnection: true,
+		Commands: []prober.CommandResult{
+			{Name: "uname", Ran: true, Duration: ns(4), Hash: 0xabcdef0123456, Bytes: 6},
+			{Name: "df -h", Ran: true, Duration: ns(5), Hash: 1 << 51, Bytes: 1 << 40},
+			{Name: "cat \"x\"", Ran: true, Duration: ns(6), Hash: 42, Bytes: 0},
+		},
+	}))
+	s.Update(sshResult(aSSH, 1, false, prober.ReasonCommand, &prober.SSHResult{
+		Commands: []prober.CommandResult{
+			{Name: "uname", Ran: true, Duration: ns(7), ExitStatus: 2, Hash: 0xabcdef0123456, Bytes: 6},
+			{Name: "df -h", Ran: true, Duration: ns(8), ExitStatus: -1, Reason: prober.ReasonTimeout},
+			{Name: "cat \"x\"", Ran: false},
+		},
+	}))
+	// beta: icmp without reply (no rtt), ssh with a phase not reached.
+	s.Update(icmpResult(bICMP, 0, 3, 0, 0))
+	s.Update(sshResult(bSSH, 0, false, prober.ReasonAuth, &prober.SSHResult{
+		Connect: ns(9), Handshake: ns(10), NewConnection: true,
+	}))
+	s.Update(icmpResult(bOnly, 0, 5, 5, ns(11)))
+	// gamma: failing tcp with another reason; ssh before any phase.
+	s.Update(result(cTCP, 0, false, prober.ReasonTimeout))
+	s.Update(result(dTCP, 0, true, prober.ReasonNone))
+	s.Update(sshResult(cSSH, 0, false, prober.ReasonDNS, nil))
+	s.Update(sshResult(cSSH, 1, true, prober.ReasonNone, &prober.SSHResult{
+		Commands: []prober.CommandResult{{Name: "df -h", Ran: true, Duration: 0, Hash: 7, Bytes: 3}},
+	}))
+	return s
+}
+
+// randomStore builds a fleet from a seeded source: overlapping host names
+// across sets, random static labels (names before, between and after the
+// collector's own), random probe types, commands and outcomes.
+func randomStore(seed uint64, hosts int) *Store {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	labelNames := []string{"az", "dc", "env", "owner", "pod", "rack", "team", "zone"}
+	values := []string{"", "a", "b", `x\y`, "q\"", "n\nl", "zz"}
+	commands := []string{"a", "b c", "uname", "z\"q"}
+	reasons := prober.Reasons
+	sets := make([]string, 1+rng.IntN(5))
+	setLabels := make([]map[string]string, len(sets))
+	for i := range sets {
+		// Unique names in random order.
+		sets[i] = fmt.Sprintf("s%d%d", rng.IntN(10), i)
+		setLabels[i] = map[string]string{}
+		for _, n := range labelNames {
+			if rng.IntN(3) == 0 {
+				setLabels[i][n] = values[rng.IntN(len(values))]
+			}
+		}
+	}
+	var targets []*config.Target
+	for range hosts {
+		si := rng.IntN(len(sets))
+		host := fmt.Sprintf("h%d", rng.IntN(hosts))
+		for _, p := range config.ProbeTypes {
+			if rng.IntN(2) == 0 {
+				continue
+			}
+			switch p {
+			case config.ProbeICMP:
+				targets = append(targets, icmpTarget(sets[si], host, setLabels[si]))
+			case config.ProbeTCP:
+				targets = append(targets, tcpTarget(sets[si], host, setLabels[si]))
+			default:
+				var cmds []string
+				for _, c := range commands {
+					if rng.IntN(2) == 0 {
+						cmds = append(cmds, c)
+					}
+				}
+				targets = append(targets, sshTarget(sets[si], host, setLabels[si], cmds...))
+			}
+		}
+	}
+	s := NewStore()
+	s.SetTargets(targets)
+	d := func() time.Duration {
+		return time.Duration(rng.IntN(3)) * time.Duration(rng.Int64N(int64(time.Second)))
+	}
+	for _, t := range targets {
+		for n := range rng.IntN(3) {
+			ok := rng.IntN(3) > 0
+			reason := prober.ReasonNone
+			if !ok {
+				reason = reasons[rng.IntN(len(reasons))]
+			}
+			r := result(t, n, ok, reason)
+			r.Duration = d()
+			switch t.Probe {
+			case config.ProbeICMP:
+				recv := rng.IntN(4)
+				r.ICMP = &prober.ICMPResult{Sent: 3, Received: recv, RTT: d()}
+			case config.ProbeSSH:
+				if rng.IntN(4) > 0 {
+					sr := &prober.SSHResult{NewConnection: rng.IntN(2) == 0, Connect: d(), Handshake: d(), Auth: d()}
+					for _, c := range t.SSH.Commands {
+						sr.Commands = append(sr.Commands, prober.CommandResult{
+							Name: c.Name, Ran: rng.IntN(4) > 0, Duration: d(), ExitStatus: rng.IntN(3) - 1,
+							Hash: rng.Uint64N(1 << 52), Bytes: rng.Int64N(1 << 20),
+						})
+					}
+					rng.Shuffle(len(sr.Commands), func(i, j int) { sr.Commands[i], sr.Commands[j] = sr.Commands[j], sr.Commands[i] })
+					r.SSH = sr
+				}
+			}
+			s.Update(r)
+		}
+	}
+	return s
+}
+
+// TestWriteTextMatchesRegistry proves that WriteText writes byte for byte
+// what the Registry + expfmt path writes for NewCollector.
+func TestWriteTextMatchesRegistry(t *testing.T) {
+	tests := []struct {
+		name  string
+		store func() *Store
+		// families that must be present, so the comparison is not vacuous.
+		wantFamilies []string
+	}{
+		{name: "empty store", store: NewStore},
+		{name: "configured without results", store: func() *Store {
+			s := NewStore()
+			s.SetTargets([]*config.Target{icmpTarget("a", "h", map[string]string{"dc": "x"}), tcpTarget("b", "h", nil)})
+			return s
+		}, wantFamilies: []string{"fleet_targets", "fleet_probes_total"}},
+		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: TextFamilies()},
+		{name: "full store of the collector tests", store: fullStore},
+		{name: "bench fleet", store: func() *Store { return benchStore(t, 300, true) }, wantFamilies: TextFamilies()},
+	}
+	for seed := range uint64(20) {
+		tests = append(tests, struct {
+			name         string
+			store        func() *Store
+			wantFamilies []string
+		}{name: fmt.Sprintf("random seed %d", seed), store: func() *Store { return randomStore(seed, 60) }})
+	}
+	w := NewTextWriter()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.store()
+			want := registryText(t, s)
+			for _, f := range tc.wantFamilies {
+				if !strings.Contains(want, "\n# TYPE "+f+" ") {
+					t.Errorf("reference output lacks family %s", f)
+				}
+			}
+			snap := s.Snapshot()
+			// A fresh writer, a reused one (buffers from the previous case)
+			// and a snapshot without the store's order must all agree.
+			if got := writeText(t, NewTextWriter(), snap, nil); got != want {
+				t.Errorf("fresh TextWriter differs from the registry (-registry +text):\n%s", cmp.Diff(want, got))
+			}
+			if got := writeText(t, w, snap, nil); got != want {
+				t.Errorf("reused TextWriter differs from the registry (-registry +text):\n%s", cmp.Diff(want, got))
+			}
+			var b bytes.Buffer
+			if err := snap.WriteText(&b); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != want {
+				t.Errorf("Snapshot.WriteText differs from the registry (-registry +text):\n%s", cmp.Diff(want, b.String()))
+			}
+			unordered := *snap
+			unordered.order = nil
+			if got := writeText(t, w, &unordered, nil); got != want {
+				t.Errorf("snapshot without exposition order differs (-registry +text):\n%s", cmp.Diff(want, got))
+			}
+		})
+	}
+}
+
+// TestWriteTextSortsWhereTheStoreOrderDiffers makes sure the escaping store
+// exercises the re-sorting: in the cases below the registry's order is not
+// the store's host-by-host order, so a writer that never sorted would fail
+// TestWriteTextMatchesRegistry.
+func TestWriteTextSortsWhereTheStoreOrderDiffers(t *testing.T) {
+	s := escapingStore()
+	ref := registryText(t, s)
+	got := writeText(t, NewTextWriter(), s.Snapshot(), nil)
+	tests := []struct {
+		name string
+		// first comes before second in the registry's output although the
+		// store reports second first.
+		first, second string
+	}{
+		{
+			// Commands sort by name, not in the order the prober reported.
+			name:   "command before host",
+			first:  `fleet_ssh_command_duration_seconds{az="a\\z",command="df -h"`,
+			second: `fleet_ssh_command_duration_seconds{az="a\\z",command="uname"`,
+		},
+		{
+			// One host name in two sets whose labels agree up to probe:
+			// the probe label decides before the set label does.
+			name:   "probe before set",
+			first:  `fleet_probe_success{az="",env="",host="shared\\host",pod="",probe="icmp",rack="r\"7\"",set="beta\n2"`,
+			second: `fleet_probe_success{az="",env="",host="shared\\host",pod="",probe="tcp",rack="",set="delta"`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, out := range map[string]string{"registry": ref, "text": got} {
+				i, j := strings.Index(out, tc.first), strings.Index(out, tc.second)
+				if i < 0 || j < 0 {
+					t.Fatalf("%s output lacks %q (at %d) or %q (at %d):\n%s", name, tc.first, i, tc.second, j, out)
+				}
+				if i > j {
+					t.Errorf("%s output has %q after %q", name, tc.first, tc.second)
+				}
+			}
+		})
+	}
+	// The store's own order puts delta's host (rack="") before beta's.
+	snap := s.Snapshot()
+	pos := map[config.Key]int{}
+	for i, ti := range snap.order {
+		pos[snap.Targets[ti].Target.Key()] = i
+	}
+	beta := pos[config.Key{Set: "beta\n2", Host: `shared\host`, Probe: config.ProbeICMP}]
+	delta := pos[config.Key{Set: "delta", Host: `shared\host`, Probe: config.ProbeTCP}]
+	if beta < delta {
+		t.Errorf("store order has beta's icmp target (%d) before delta's tcp target (%d): the case tests nothing", beta, delta)
+	}
+}
+
+func TestWriteTextFilter(t *testing.T) {
+	s := escapingStore()
+	snap := s.Snapshot()
+	full := registryText(t, s)
+	tests := []struct {
+		name string
+		keep []string
+	}{
+		{"one host family", []string{"fleet_host_up"}},
+		{"health only", []string{"fleet_targets", "fleet_probes_total"}},
+		{"commands and phases", []string{"fleet_ssh_phase_seconds", "fleet_ssh_command_output_hash"}},
+		{"unknown family", []string{"fleet_nope"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			keep := func(name string) bool { return slices.Contains(tc.keep, name) }
+			got := writeText(t, NewTextWriter(), snap, keep)
+			// The expected text is the reference restricted to the kept
+			// families.
+			var want strings.Builder
+			for block := range strings.SplitSeq(full, "# HELP ") {
+				if block == "" {
+					continue
+				}
+				name, _, _ := strings.Cut(block, " ")
+				if keep(name) {
+					want.WriteString("# HELP " + block)
+				}
+			}
+			if got != want.String() {
+				t.Errorf("filtered output (-want +got):\n%s", cmp.Diff(want.String(), got))
+			}
+		})
+	}
+}
+
+func TestTextFamilies(t *testing.T) {
+	got := TextFamilies()
+	want := familyNames()
+	if diff := cmp.Diff(want, got, cmpSortStrings); diff != "" {
+		t.Errorf("TextFamilies differs from the collector's families (-collector +text):\n%s", diff)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i-1] >= got[i] {
+			t.Errorf("TextFamilies not sorted: %q before %q", got[i-1], got[i])
+		}
+	}
+}
+
+var cmpSortStrings = cmp.Transformer("sort", func(in []string) []string {
+	return slices.Sorted(slices.Values(in))
+})
+
+func TestAppendFloatMatchesExpfmt(t *testing.T) {
+	tests := []struct {
+		name string
+		v    float64
+	}{
+		{"zero", 0}, {"negative zero", math.Copysign(0, -1)}, {"one", 1}, {"minus one", -1},
+		{"nan", math.NaN()}, {"+inf", math.Inf(1)}, {"-inf", math.Inf(-1)},
+		{"fraction", 0.25}, {"timestamp", 1.70000000025e9}, {"timestamp nanos", 1700000000.123456789},
+		{"large integer", float64(1<<52 - 1)}, {"huge", 1e21}, {"tiny", 5e-324}, {"negative", -42.5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// The reference: expfmt's text encoding of a gauge with value v.
+			reg := prometheus.NewRegistry()
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "h"})
+			g.Set(tc.v)
+			reg.MustRegister(g)
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if _, err := expfmt.MetricFamilyToText(&b, mfs[0]); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			want := strings.TrimPrefix(lines[len(lines)-1], "g ")
+			if got := string(appendFloat(nil, tc.v)); got != want {
+				t.Errorf("appendFloat(%v) = %q, expfmt writes %q", tc.v, got, want)
+			}
+		})
+	}
+}
+
+func TestAppendEscaped(t *testing.T) {
+	tests := []struct {
+		name, in, want, wantHelp string
+	}{
+		{"plain", "abc", "abc", "abc"},
+		{"backslash", `a\b`, `a\\b`, `a\\b`},
+		{"quote", `a"b`, `a\"b`, `a"b`},
+		{"newline", "a\nb", `a\nb`, `a\nb`},
+		{"all at the end", "x\\\"\n", `x\\\"\n`, `x\\"\n`},
+		{"utf8", "zürich", "zürich", "zürich"},
+		{"empty", "", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(appendEscaped([]byte("p"), tc.in)); got != "p"+tc.want {
+				t.Errorf("appendEscaped(%q) = %q, want %q", tc.in, got, "p"+tc.want)
+			}
+			if got := string(appendEscapedHelp(nil, tc.in)); got != tc.wantHelp {
+				t.Errorf("appendEscapedHelp(%q) = %q, want %q", tc.in, got, tc.wantHelp)
+			}
+		})
+	}
+}
+
+// failingWriter fails every write after the first n bytes.
+type failingWriter struct {
+	n      int
+	writes int
+}
+
+var errWrite = errors.New("write failed")
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.writes++
+	if len(p) > f.n {
+		n := f.n
+		f.n = 0
+		return n, errWrite
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+func TestWriteTextReturnsWriteErrors(t *testing.T) {
+	snap := benchStore(t, 5000, true).Snapshot()
+	tests := []struct {
+		name string
+		n    int
+	}{
+		{"first write", 0},
+		{"after some output", 3 * textFlushSize},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fw := &failingWriter{n: tc.n}
+			err := NewTextWriter().Write(fw, snap, nil)
+			if !errors.Is(err, errWrite) {
+				t.Fatalf("Write error = %v, want %v", err, errWrite)
+			}
+			// The writer stops at the first error.
+			if fw.writes > tc.n/textFlushSize+1 {
+				t.Errorf("%d writes after the error, want none", fw.writes-(tc.n/textFlushSize+1))
+			}
+		})
+	}
+}
+
+// TestWriteTextConcurrentWithUpdates writes snapshots while several
+// goroutines update the store and reconfigure it; under -race this proves
+// that writing reads only the snapshot's copies. Every output must parse.
+func TestWriteTextConcurrentWithUpdates(t *testing.T) {
+	s := escapingStore()
+	targets := make([]*config.Target, 0)
+	for _, ts := range s.Snapshot().Targets {
+		targets = append(targets, ts.Target)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := range 4 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tg := targets[(n+g)%len(targets)]
+				switch tg.Probe {
+				case config.ProbeICMP:
+					s.Update(icmpResult(tg, n, 3, n%4, time.Millisecond))
+				case config.ProbeSSH:
+					s.Update(sshResult(tg, n, n%3 > 0, prober.ReasonAuth, &prober.SSHResult{
+						NewConnection: n%2 == 0, Connect: time.Millisecond,
+						Commands: []prober.CommandResult{{Name: "df -h", Ran: true, Hash: uint64(n%7 + 1), Bytes: 1}},
+					}))
+				default:
+					s.Update(result(tg, n, n%2 == 0, prober.ReasonRefused))
+				}
+				if g == 0 && n%50 == 0 {
+					s.SetTargets(targets[:len(targets)-n/50%3])
+				}
+			}
+		})
+	}
+	w := NewTextWriter()
+	for i := range 200 {
+		var b bytes.Buffer
+		if err := w.Write(&b, s.Snapshot(), nil); err != nil {
+			t.Fatal(err)
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		if _, err := p.TextToMetricFamilies(&b); err != nil {
+			t.Fatalf("scrape %d does not parse: %v", i, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func TestWriteTextAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counting is slow with -short")
+	}
+	snap := benchStore(t, 2000, true).Snapshot()
+	w := NewTextWriter()
+	var b bytes.Buffer
+	b.Grow(4 << 20)
+	if err := w.Write(&b, snap, nil); err != nil { // warm the buffers
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		b.Reset()
+		if err := w.Write(&b, snap, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// A warm writer should not allocate per series (2000 hosts write
+	// about 30,000 series).
+	if allocs > 50 {
+		t.Errorf("warm Write allocates %v times per scrape, want at most 50", allocs)
+	}
+}
