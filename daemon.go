@@ -131,7 +131,8 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		return 1
 	}
 	defer f.ssh.Close()
-	reg.MustRegister(collector.NewCollector(f.store))
+	// The store's families are written by the /metrics handler straight
+	// from a snapshot (metrics_handler.go), not gathered through reg.
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleet_ssh_connections_opened_total",
 		Help: "SSH connections opened by the SSH prober, fresh or reused.",

@@ -16,13 +16,8 @@ import (
 // newMux builds the exporter's routes on its own ServeMux.
 func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: opts.maxRequests,
-		Registry:            reg,
-	})
-	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, metrics))
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg,
+		newMetricsHandler(reg, f.store.Snapshot, opts.maxRequests, logger.With("component", "metrics"))))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "Healthy")
 	})
