@@ -1,0 +1,370 @@
+// Package main is the scrape benchmark of fleet_exporter (issue 3, scenario
+// 5): it fills a collector.Store with synthetic results (no probing) for
+// 10,000 hosts with ICMP and SSH (one command) and for 100,000 ICMP-only
+// hosts, serves /metrics over loopback HTTP the way the exporter does, and
+// measures scrape time, body size and CPU, plain and gzip, for the registry
+// path (prometheus.Registry + NewCollector + promhttp) and the text fast
+// path (collector.TextWriter after the self-metrics registry).
+package main
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
+	"github.com/fleet-exporter/fleet_exporter/collector"
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/prober"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// dataset is one synthetic fleet.
+type dataset struct {
+	name    string
+	hosts   int
+	withSSH bool
+	// target is the wall time a plain scrape must stay within.
+	target time.Duration
+}
+
+// handlerPath is one way of serving /metrics.
+type handlerPath struct {
+	name string
+	// build returns the /metrics handler for store.
+	build func(store *collector.Store) http.Handler
+}
+
+// run is the whole program; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("scrape", "Scrape benchmark of fleet_exporter's /metrics (loopback only).")
+	app.UsageWriter(stderr)
+	app.ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	runs := app.Flag("runs", "Scrapes per configuration (the median is reported).").Default("5").Int()
+	out := app.Flag("out", "Markdown file the results are appended to; empty for none.").Default("BENCHMARKS.md").String()
+	small := app.Flag("hosts.ssh", "Hosts of the ICMP+SSH fleet.").Default("10000").Int()
+	large := app.Flag("hosts.icmp", "Hosts of the ICMP-only fleet.").Default("100000").Int()
+	smallTarget := app.Flag("target.ssh", "Target: plain scrape of the ICMP+SSH fleet.").Default("150ms").Duration()
+	largeTarget := app.Flag("target.icmp", "Target: plain scrape of the ICMP-only fleet.").Default("1.5s").Duration()
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "scrape: %v\n", err)
+		return 2
+	}
+	if *runs < 1 {
+		fmt.Fprintln(stderr, "scrape: --runs must be at least 1")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	start, machine := time.Now(), benchenv.DescribeMachine()
+	sets := []dataset{
+		{fmt.Sprintf("%d hosts ICMP+SSH (1 command)", *small), *small, true, *smallTarget},
+		{fmt.Sprintf("%d hosts ICMP only", *large), *large, false, *largeTarget},
+	}
+	paths := []handlerPath{
+		{"registry (promhttp + NewCollector)", registryHandler},
+		{"text fast path (TextWriter)", textHandler},
+	}
+	tb := benchenv.NewTable("fleet", "handler", "encoding", "series", "body bytes", "scrape ms", "CPU ms/scrape", "target", "result")
+	checks := benchenv.NewTable("check", "value")
+	for _, ds := range sets {
+		store := syntheticStore(ds.hosts, ds.withSSH)
+		plain := map[string]float64{}
+		for _, p := range paths {
+			for _, gz := range []bool{false, true} {
+				if ctx.Err() != nil {
+					return 1
+				}
+				m, err := measure(ctx, p.build(store), gz, *runs)
+				if err != nil {
+					fmt.Fprintf(stderr, "scrape: %s, %s: %v\n", ds.name, p.name, err)
+					return 1
+				}
+				enc, series := "plain", fmt.Sprint(m.series)
+				if gz {
+					enc, series = "gzip", "(same)"
+				} else {
+					plain[p.name] = m.wall
+				}
+				// Prometheus asks for gzip, so the target holds for both.
+				verdict := benchenv.Verdict(time.Duration(m.wall*float64(time.Millisecond)) <= ds.target)
+				fmt.Fprintf(stdout, "%s | %s | %s: %.1f ms, %d bytes, cpu %.1f ms, load %s\n",
+					ds.name, p.name, enc, m.wall, m.bytes, m.cpu, benchenv.LoadAvg())
+				tb.Row(ds.name, p.name, enc, series, m.bytes, fmt.Sprintf("%.1f", m.wall), fmt.Sprintf("%.1f", m.cpu),
+					fmt.Sprintf("≤ %.0f ms", ms(ds.target)), verdict)
+			}
+		}
+		checks.Row(ds.name+": plain scrape registry ÷ text fast path",
+			fmt.Sprintf("%.1fx", plain[paths[0].name]/plain[paths[1].name]))
+	}
+	var body strings.Builder
+	fmt.Fprintf(&body, "Synthetic results in a collector.Store (10 sets, 2 static labels, a tenth of the ICMP targets "+
+		"failing), served over HTTP on 127.0.0.1 and read in full by a Go client; median of %d scrapes after one "+
+		"unmeasured warm-up. The registry path is promhttp.HandlerFor on a registry with the Go, process and build "+
+		"collectors plus NewCollector, as the exporter served /metrics before the fast path; the text path gathers "+
+		"the same self-metrics with expfmt and appends collector.TextWriter's output through a 64 KiB buffer and gzip.BestSpeed, as main/metrics_handler.go does (mirrored in the bench: package main cannot be imported). "+
+		"CPU is RUSAGE_SELF per scrape and includes the client's reading (and gunzipping is not done: the body is "+
+		"counted as sent).\n\n", *runs)
+	body.WriteString(tb.Markdown())
+	body.WriteString("\n")
+	body.WriteString(checks.Markdown())
+	s := benchenv.Section{
+		Title: "Scenario 5: /metrics scrape time and size", Start: start, Machine: machine, LoadEnd: benchenv.LoadAvg(),
+		Command: "go run ./bench/scrape " + strings.Join(args, " "), Body: body.String(),
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, s.Markdown())
+	if err := s.Append(*out); err != nil {
+		fmt.Fprintf(stderr, "scrape: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// selfRegistry returns a registry with the exporter's process-level
+// collectors (the ones --web.disable-exporter-metrics leaves out).
+func selfRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// registryHandler serves store through a registry, the way http.go did
+// before the fast path: promhttp.HandlerFor wrapped by
+// InstrumentMetricHandler.
+func registryHandler(store *collector.Store) http.Handler {
+	reg := selfRegistry()
+	reg.MustRegister(collector.NewCollector(store))
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 40,
+		Registry:            reg,
+	})
+	return promhttp.InstrumentMetricHandler(reg, h)
+}
+
+// textHandler mirrors main/metrics_handler.go (which package main cannot
+// export): gather the self-metrics registry with expfmt, then append the
+// store's snapshot through a pooled collector.TextWriter, through a 64 KiB
+// bufio.Writer and, when the client accepts it, a pooled gzip.BestSpeed
+// writer.
+func textHandler(store *collector.Store) http.Handler {
+	reg := selfRegistry()
+	var writers, gzips, bufs sync.Pool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		snap := store.Snapshot()
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		var out io.Writer = w
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			gz, _ := gzips.Get().(*gzip.Writer)
+			if gz == nil {
+				gz, _ = gzip.NewWriterLevel(w, gzip.BestSpeed)
+			} else {
+				gz.Reset(w)
+			}
+			defer func() {
+				_ = gz.Close()
+				gzips.Put(gz)
+			}()
+			out = gz
+		}
+		bw, _ := bufs.Get().(*bufio.Writer)
+		if bw == nil {
+			bw = bufio.NewWriterSize(out, 64<<10)
+		} else {
+			bw.Reset(out)
+		}
+		defer func() {
+			bw.Reset(nil)
+			bufs.Put(bw)
+		}()
+		enc := expfmt.NewEncoder(bw, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				return
+			}
+		}
+		tw, _ := writers.Get().(*collector.TextWriter)
+		if tw == nil {
+			tw = collector.NewTextWriter()
+		}
+		defer writers.Put(tw)
+		if err := tw.Write(bw, snap, nil); err != nil {
+			return
+		}
+		_ = bw.Flush()
+	})
+	return promhttp.InstrumentMetricHandler(reg, h)
+}
+
+// measurement is the median of several scrapes.
+type measurement struct {
+	wall, cpu float64 // milliseconds
+	bytes     int64
+	series    int
+}
+
+// measure serves h on a loopback listener and scrapes it runs times after
+// one warm-up.
+func measure(ctx context.Context, h http.Handler, gz bool, runs int) (measurement, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return measurement{}, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(l)
+	}()
+	defer func() {
+		_ = srv.Close()
+		<-served
+	}()
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	url := "http://" + l.Addr().String() + "/metrics"
+
+	scrape := func() (int64, int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		if gz {
+			req.Header.Set("Accept-Encoding", "gzip")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, 0, fmt.Errorf("status %s", resp.Status)
+		}
+		if gz != (resp.Header.Get("Content-Encoding") == "gzip") {
+			return 0, 0, fmt.Errorf("asked gzip=%v, got Content-Encoding %q", gz, resp.Header.Get("Content-Encoding"))
+		}
+		if gz {
+			n, err := io.Copy(io.Discard, resp.Body)
+			return n, 0, err
+		}
+		cw := &lineCounter{}
+		n, err := io.Copy(cw, resp.Body)
+		return n, cw.samples, err
+	}
+	if _, _, err := scrape(); err != nil {
+		return measurement{}, err
+	}
+	var walls, cpus []float64
+	var m measurement
+	for range runs {
+		benchenv.Settle()
+		c0, t0 := benchenv.CPUSelf(), time.Now()
+		n, series, err := scrape()
+		if err != nil {
+			return measurement{}, err
+		}
+		walls = append(walls, ms(time.Since(t0)))
+		cpus = append(cpus, ms(benchenv.CPUSelf()-c0))
+		m.bytes, m.series = n, series
+	}
+	m.wall, m.cpu = benchenv.Median(walls), benchenv.Median(cpus)
+	return m, nil
+}
+
+// lineCounter counts sample lines (those not starting with '#').
+type lineCounter struct {
+	samples int
+	bol     bool
+	started bool
+}
+
+// Write implements io.Writer.
+func (c *lineCounter) Write(b []byte) (int, error) {
+	for _, ch := range b {
+		if !c.started || c.bol {
+			c.started = true
+			c.bol = false
+			if ch != '#' && ch != '\n' {
+				c.samples++
+			}
+		}
+		if ch == '\n' {
+			c.bol = true
+		}
+	}
+	return len(b), nil
+}
+
+// syntheticStore returns a store with hosts hosts in 10 sets, each with an
+// ICMP result (a tenth failing) and, with withSSH, an SSH target running one
+// command.
+func syntheticStore(hosts int, withSSH bool) *collector.Store {
+	now := time.Now()
+	targets := make([]*config.Target, 0, hosts*2)
+	results := make([]prober.Result, 0, hosts*2)
+	icmp := &config.ICMPProbe{Count: 3}
+	sshCfg := &config.SSHProbe{Commands: []config.Command{{Name: "uname", Run: "uname -a"}}}
+	labels := make([]map[string]string, 30)
+	for i := range labels {
+		labels[i] = map[string]string{"dc": fmt.Sprintf("dc%d", i%3), "team": "net"}
+	}
+	for i := range hosts {
+		set := fmt.Sprintf("set%02d", i%10)
+		host := fmt.Sprintf("host%06d.example.net", i)
+		t := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeICMP,
+			Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], ICMP: icmp}
+		targets = append(targets, t)
+		r := prober.Result{Key: t.Key(), Due: now, Start: now, Duration: time.Millisecond, Success: true,
+			ICMP: &prober.ICMPResult{Sent: 3, Received: 3, RTT: 300 * time.Microsecond}}
+		if i%10 == 0 {
+			r.Success, r.Reason, r.ICMP = false, prober.ReasonTimeout, &prober.ICMPResult{Sent: 3}
+		}
+		results = append(results, r)
+		if withSSH {
+			st := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeSSH,
+				Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], SSH: sshCfg}
+			targets = append(targets, st)
+			results = append(results, prober.Result{Key: st.Key(), Due: now, Start: now, Duration: 8 * time.Millisecond, Success: true,
+				SSH: &prober.SSHResult{Connect: time.Millisecond, Handshake: 3 * time.Millisecond, Auth: 2 * time.Millisecond, NewConnection: true,
+					Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: 2 * time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
+		}
+	}
+	s := collector.NewStore()
+	s.SetTargets(targets)
+	for _, r := range results {
+		s.Update(r)
+	}
+	return s
+}
