@@ -421,7 +421,7 @@ func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *SSHResult
 	// cancellation without deadline.
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	bc := &sshBannerConn{Conn: nc}
-	hs := &sshHandshake{check: kh.callback}
+	hs := &sshHandshake{check: kh.check}
 	ccfg := &ssh.ClientConfig{
 		User:              cfg.User,
 		Auth:              auth.methods(hs.markAuth),
