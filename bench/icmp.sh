@@ -39,12 +39,14 @@ go build -o "$tmp/icmpbench" ./bench/icmp
 
 # Privileged: smokeping_prober with one raw socket per target collapses
 # (every raw socket sees every reply); it is measured unprivileged only.
-"$tmp/icmpbench" suite --mode privileged --runs "$runs" --duration "$duration" --no-smokeping >>"$jsonl"
+"$tmp/icmpbench" suite --mode privileged --runs "$runs" --duration "$duration" --no-smokeping >>"$jsonl" ||
+  echo "icmp.sh: some privileged measurements failed (see their error field)" >&2
 
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
 ip netns exec "$ns" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
-ip netns exec "$ns" "$tmp/icmpbench" suite --mode unprivileged --runs "$runs" --duration "$duration" >>"$jsonl"
+ip netns exec "$ns" "$tmp/icmpbench" suite --mode unprivileged --runs "$runs" --duration "$duration" >>"$jsonl" ||
+  echo "icmp.sh: some unprivileged measurements failed (see their error field)" >&2
 
 {
   echo "# ICMP at scale, $date"

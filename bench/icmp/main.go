@@ -94,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	suiteMode := suiteCmd.Flag("mode", "privileged or unprivileged.").Default("privileged").Enum("privileged", "unprivileged")
 	suiteRuns := suiteCmd.Flag("runs", "Repetitions of each measurement.").Default("3").Int()
 	suiteDuration := suiteCmd.Flag("duration", "Measurement window.").Default("10s").Duration()
-	suiteSmoke := suiteCmd.Flag("smokeping", "Also measure smokeping_prober at 10,000 targets.").Default("true").Bool()
+	suiteSmoke := suiteCmd.Flag("smokeping", "Also measure smokeping_prober (and the engine) at 1,000 targets.").Default("true").Bool()
 	reportCmd := app.Command("report", "Read suite JSON lines on stdin, write Markdown medians.")
 
 	cmd, err := app.Parse(args)
@@ -369,7 +369,7 @@ func runSmokeping(ctx context.Context, c common, port int) (Measurement, error) 
 		priv = "--no-privileged"
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	ctx, cancel := context.WithTimeout(ctx, c.duration+10*c.interval+2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, c.duration+10*c.interval+10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+file, "--web.listen-address="+addr, priv, "--log.level=warn")
 	var stderr strings.Builder
@@ -385,7 +385,9 @@ func runSmokeping(ctx context.Context, c common, port int) (Measurement, error) 
 
 	// Wait (bounded) until it serves metrics, then one warm-up interval.
 	url := "http://" + addr + "/metrics"
-	deadline := time.Now().Add(time.Minute)
+	// 10,000 pingers take a while to start, and a scrape of their
+	// histograms is slow while they saturate the CPUs.
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if _, _, err := scrapeSmokeping(ctx, url); err == nil {
 			break
@@ -451,7 +453,7 @@ func procCPU(pid string) (time.Duration, error) {
 // scrapeSmokeping sums smokeping_requests_total and
 // smokeping_response_duration_seconds_count over all targets.
 func scrapeSmokeping(ctx context.Context, url string) (sent, recv int64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -527,10 +529,15 @@ func runSuite(ctx context.Context, mode string, runs int, duration time.Duration
 			one(append([]string{"engine"}, common...)...)
 			one(append([]string{"fping"}, common...)...)
 		}
-		if smoke && sc.targets == 10000 && sc.count == 1 {
-			for range runs {
-				one(append([]string{"smokeping"}, common...)...)
-			}
+	}
+	if smoke {
+		// smokeping_prober 0.6.1 does not finish starting 10,000 pingers on
+		// a 2-core host (it saturates both CPUs first), so it and the engine
+		// are compared at 1,000 targets a second.
+		common := []string{"--targets", "1000", "--count", "1", "--interval", "1s", "--duration", duration.String(), "--mode", mode}
+		for range runs {
+			one(append([]string{"smokeping"}, common...)...)
+			one(append([]string{"engine"}, common...)...)
 		}
 	}
 	if failed {
