@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -36,6 +37,10 @@ const (
 	sshBackoffMin = time.Second
 	// sshBackoffMaxDefault caps the backoff when the target has no interval.
 	sshBackoffMaxDefault = time.Minute
+	// sshIdleDefault is how long a pooled connection may go without a
+	// completed session before it is checked with a keepalive, when the
+	// target has no interval.
+	sshIdleDefault = time.Minute
 )
 
 // SSHProber logs in to a target over SSH and runs its commands, timing the
@@ -44,10 +49,13 @@ const (
 //
 // Key, password and known_hosts files are parsed once per file version and
 // cached. With reuse_connections one authenticated connection per target is
-// kept between probes and checked with a keepalive before use; after a
-// failed (re)connect the target backs off (1s doubling up to its interval)
-// and its probes fail fast with the last reason meanwhile. Close releases
-// the pooled connections. An SSHProber is safe for concurrent use.
+// kept between probes. It is checked with a keepalive before use only when
+// it has not completed a session within the target's interval (or the
+// probe runs no command); otherwise a dead connection shows when the first
+// session cannot be opened, and the probe reconnects once. After a failed
+// (re)connect the target backs off (1s doubling up to its interval) and its
+// probes fail fast with the last reason meanwhile. Close releases the
+// pooled connections. An SSHProber is safe for concurrent use.
 type SSHProber struct {
 	res    *Resolver
 	logger *slog.Logger
@@ -55,9 +63,14 @@ type SSHProber struct {
 
 	// opened counts TCP connections established for SSH.
 	opened atomic.Uint64
+	// keepalives counts keepalive requests sent to check pooled
+	// connections.
+	keepalives atomic.Uint64
 
-	// now is the clock for reconnect backoff; tests replace it.
-	now func() time.Time
+	// now is the clock for reconnect backoff and connection idleness; tests
+	// replace it. epoch is the origin of sshConn.usedAt.
+	now   func() time.Time
+	epoch time.Time
 
 	// mu guards closed, pool and warned.
 	mu     sync.Mutex
@@ -88,12 +101,21 @@ type sshConn struct {
 	nc     net.Conn
 	// dead is closed once the connection has ended.
 	dead chan struct{}
+	// usedAt is when a probe last completed sessions on the connection
+	// with no sign of a connection failure, in nanoseconds since
+	// SSHProber.epoch, or sshNeverUsed.
+	usedAt atomic.Int64
 }
+
+// sshNeverUsed is sshConn.usedAt of a connection without a completed
+// session since its last failure.
+const sshNeverUsed = math.MinInt64
 
 // newSSHConn wraps client and starts the watcher that closes dead; the
 // watcher ends with the connection.
 func newSSHConn(client *ssh.Client, nc net.Conn) *sshConn {
 	c := &sshConn{client: client, nc: nc, dead: make(chan struct{})}
+	c.usedAt.Store(sshNeverUsed)
 	go func() {
 		_ = client.Wait()
 		close(c.dead)
@@ -140,6 +162,7 @@ func NewSSHProber(res *Resolver, logger *slog.Logger) *SSHProber {
 		res:    res,
 		logger: logger.With("component", "ssh_prober"),
 		now:    time.Now,
+		epoch:  time.Now(),
 		pool:   make(map[config.Key]*sshPooled),
 		warned: make(map[config.Key]bool),
 	}
@@ -314,7 +337,7 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 	old, fp := e.conn, e.fingerprint
 	p.mu.Unlock()
 	if old != nil {
-		if fp == t.Fingerprint && old.alive(ctx) {
+		if fp == t.Fingerprint && p.usable(ctx, old, t) {
 			return old, false, true, ReasonNone, nil
 		}
 		p.discard(k, old)
@@ -345,6 +368,35 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 	e.failures, e.retryAt, e.lastReason, e.lastErr = 0, time.Time{}, ReasonNone, nil
 	e.conn, e.fingerprint = conn, t.Fingerprint
 	return conn, false, false, ReasonNone, nil
+}
+
+// usable reports whether the pooled connection c can serve the next probe
+// of t. A keepalive round trip before every poll cost as much client CPU as
+// the session itself (issue 3), so it is sent only when it is the sole
+// evidence: when c has not completed a session within t's interval (it may
+// have been cut by a NAT timeout or a server restart meanwhile), or when
+// the probe runs no command that would show a dead connection. A recently
+// used connection that died anyway fails to open the first session, and
+// the probe reconnects (errSSHRetry).
+func (p *SSHProber) usable(ctx context.Context, c *sshConn, t *config.Target) bool {
+	if c.isDead() {
+		return false
+	}
+	idle := t.Interval
+	if idle <= 0 {
+		idle = sshIdleDefault
+	}
+	if used := c.usedAt.Load(); used != sshNeverUsed && len(t.SSH.Commands) > 0 &&
+		p.now().Sub(p.epoch)-time.Duration(used) < idle {
+		return true
+	}
+	return p.keepalive(ctx, c)
+}
+
+// keepalive checks c with a keepalive request and counts it.
+func (p *SSHProber) keepalive(ctx context.Context, c *sshConn) bool {
+	p.keepalives.Add(1)
+	return c.alive(ctx)
 }
 
 // sshBackoff returns the reconnect backoff after n consecutive failures:
@@ -641,19 +693,37 @@ func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.
 	var (
 		reason Reason
 		err    error
+		// healthy stays true while every command got an answer from the
+		// server: an exit status, or output beyond the limit.
+		healthy = true
 	)
+	defer func() {
+		// Remember when the connection last proved to work, so that the
+		// next poll can skip the keepalive (see usable).
+		if healthy {
+			conn.usedAt.Store(int64(p.now().Sub(p.epoch)))
+		} else {
+			conn.usedAt.Store(sshNeverUsed)
+		}
+	}()
 	for i, c := range cfg.Commands {
 		cr := &sr.Commands[i]
 		opened := sshRunCommand(ctx, conn, c, limit, cr)
 		if retry && i == 0 && !opened && !sshExpired(ctx) && cr.Reason == ReasonSession {
 			sr.Commands = nil
+			healthy = false
 			return cr.Reason, errSSHRetry
+		}
+		switch cr.Reason {
+		case ReasonNone, ReasonCommand, ReasonOutputLimit:
+		default:
+			healthy = false
 		}
 		if cr.Reason != ReasonNone && err == nil {
 			reason, err = cr.Reason, fmt.Errorf("command %q: %w", cr.Name, cr.Err)
 		}
 		if !opened || sshExpired(ctx) || conn.isDead() ||
-			(cr.Reason == ReasonSession && !conn.alive(ctx)) {
+			(cr.Reason == ReasonSession && !p.keepalive(ctx, conn)) {
 			// A session that ended without exit status may mean the
 			// connection dropped; the watcher may not have noticed yet, a
 			// keepalive round trip tells for sure.
@@ -687,8 +757,13 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	}
 
 	// Opening a channel has no timeout of its own; a server that does not
-	// answer within the command's time is treated as dead.
-	stopOpen := context.AfterFunc(ctx, func() { _ = conn.client.Close() })
+	// answer within the command's time is treated as dead. Without a
+	// command timeout ctx is the probe's, on which runCommands already
+	// closes the connection.
+	stopOpen := func() bool { return false }
+	if c.Timeout > 0 {
+		stopOpen = context.AfterFunc(ctx, func() { _ = conn.client.Close() })
+	}
 	sess, err := conn.client.NewSession()
 	stopOpen()
 	if err != nil {

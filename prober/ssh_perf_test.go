@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/ssh"
@@ -285,6 +287,241 @@ func TestSSHProbeKnownHostsIndex(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// sshDropProxy forwards TCP connections to a backend. After drop, the
+// connections it carried stop delivering the server's bytes, and the next
+// byte a client sends on one is answered with a reset: the server side has
+// silently forgotten the connection, as after a reboot or a NAT timeout,
+// and the client cannot tell until it sends something. Connections
+// accepted later are forwarded normally.
+type sshDropProxy struct {
+	ln      net.Listener
+	backend string
+
+	// mu guards conns.
+	mu    sync.Mutex
+	conns []*sshProxiedConn
+
+	wg sync.WaitGroup
+}
+
+// sshProxiedConn is one forwarded connection.
+type sshProxiedConn struct {
+	client, server *net.TCPConn
+	// dropped is closed by drop.
+	dropped     chan struct{}
+	dropPending bool
+}
+
+// sshStartDropProxy starts a proxy to backend; it is closed on cleanup.
+func sshStartDropProxy(t testing.TB, backend string) *sshDropProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &sshDropProxy{ln: ln, backend: backend}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.client.Close()
+			_ = c.server.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// port returns the proxy's port.
+func (p *sshDropProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// serve accepts and forwards connections.
+func (p *sshDropProxy) serve() {
+	defer p.wg.Done()
+	for {
+		nc, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		sc, err := net.Dial("tcp", p.backend)
+		if err != nil {
+			_ = nc.Close()
+			continue
+		}
+		c := &sshProxiedConn{client: nc.(*net.TCPConn), server: sc.(*net.TCPConn), dropped: make(chan struct{}), dropPending: true}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.upstream(c)
+		go p.downstream(c)
+	}
+}
+
+// upstream copies client to server; after drop, the first bytes from the
+// client are answered with a reset.
+func (p *sshDropProxy) upstream(c *sshProxiedConn) {
+	defer p.wg.Done()
+	var buf [32 << 10]byte
+	for {
+		n, err := c.client.Read(buf[:])
+		select {
+		case <-c.dropped:
+			_ = c.client.SetLinger(0)
+			_ = c.client.Close()
+			_ = c.server.Close()
+			return
+		default:
+		}
+		if n > 0 {
+			if _, werr := c.server.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = c.server.CloseWrite()
+			return
+		}
+	}
+}
+
+// downstream copies server to client until drop, then discards.
+func (p *sshDropProxy) downstream(c *sshProxiedConn) {
+	defer p.wg.Done()
+	var buf [32 << 10]byte
+	for {
+		n, err := c.server.Read(buf[:])
+		select {
+		case <-c.dropped:
+			n = 0
+		default:
+		}
+		if n > 0 {
+			if _, werr := c.client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// drop makes every connection carried so far a silently dead one.
+func (p *sshDropProxy) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if c.dropPending {
+			c.dropPending = false
+			close(c.dropped)
+		}
+	}
+}
+
+// TestSSHProbeReuseSilentDrop checks that a pooled connection the server
+// has silently forgotten right after a successful poll is replaced within
+// the next probe: its session open fails (the keepalive before it is
+// skipped for a connection used moments ago) and the probe reconnects.
+func TestSSHProbeReuseSilentDrop(t *testing.T) {
+	f := sshNewFixture(t, sshTestServerConfig{})
+	proxy := sshStartDropProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(f.srv.port)))
+	f.knownHosts = sshWriteFile(t, f.dir, "known_hosts_proxy", []byte(sshKnownHostsFor(proxy.port(), f.host.pub)))
+	p := sshNewProber(t)
+	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
+	cfg.ReuseConnections = true
+	tg := sshTarget(proxy.port(), cfg)
+
+	for i := range 3 {
+		res := p.Probe(context.Background(), tg)
+		sshCheck(t, res, ReasonNone)
+		if got, want := res.SSH.NewConnection, i == 0; got != want {
+			t.Fatalf("probe %d: NewConnection=%v, want %v", i, got, want)
+		}
+		proxy.drop()
+		res = p.Probe(context.Background(), tg)
+		sshCheck(t, res, ReasonNone)
+		if !res.SSH.NewConnection || res.SSH.Connect <= 0 {
+			t.Fatalf("probe after drop %d: NewConnection=%v connect=%v", i, res.SSH.NewConnection, res.SSH.Connect)
+		}
+		if got := res.SSH.Commands[0]; got.ExitStatus != 0 || got.Bytes != 3 {
+			t.Errorf("command after reconnect: %+v", got)
+		}
+	}
+	if got, want := p.ConnectionsOpened(), uint64(4); got != want {
+		t.Errorf("ConnectionsOpened = %d, want %d", got, want)
+	}
+	if got := p.keepalives.Load(); got != 0 {
+		t.Errorf("%d keepalives sent on connections used within the interval", got)
+	}
+}
+
+// TestSSHProbeReuseKeepalive checks when a pooled connection is checked
+// with a keepalive before use: not while it completed a session within the
+// target's interval, but once it has been idle longer, and never for a new
+// connection.
+func TestSSHProbeReuseKeepalive(t *testing.T) {
+	f := sshNewFixture(t, sshTestServerConfig{})
+	p := sshNewProber(t)
+	clock := &sshFakeClock{now: time.Unix(1e9, 0)}
+	p.now = clock.Now
+	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
+	cfg.ReuseConnections = true
+	tg := sshTarget(f.srv.port, cfg)
+	tg.Interval = 10 * time.Second
+
+	steps := []struct {
+		name       string
+		advance    time.Duration
+		command    string
+		keepalives uint64
+		want       Reason
+	}{
+		{"first probe connects", 0, "echo hi", 0, ReasonNone},
+		{"right after", time.Second, "echo hi", 0, ReasonNone},
+		{"just within the interval", 10*time.Second - time.Nanosecond, "echo hi", 0, ReasonNone},
+		{"idle one interval", 10 * time.Second, "echo hi", 1, ReasonNone},
+		{"used again just now", time.Second, "echo hi", 0, ReasonNone},
+		// A non-zero exit still proves the connection works.
+		{"failing command", time.Second, "exit 3", 0, ReasonCommand},
+		{"after a failing command", time.Second, "echo hi", 0, ReasonNone},
+		// A session ending without exit status is checked at once, and
+		// the connection once more before the next use.
+		{"session without exit status", time.Second, "noexit", 1, ReasonSession},
+		{"after a broken session", time.Second, "echo hi", 1, ReasonNone},
+		{"idle long", time.Hour, "echo hi", 1, ReasonNone},
+	}
+	for _, s := range steps {
+		clock.Advance(s.advance)
+		before := p.keepalives.Load()
+		tg.SSH = f.cfg(config.Command{Name: "c", Run: s.command})
+		tg.SSH.ReuseConnections = true
+		res := p.Probe(context.Background(), tg)
+		sshCheck(t, res, s.want)
+		if got := p.keepalives.Load() - before; got != s.keepalives {
+			t.Errorf("%s: %d keepalives, want %d", s.name, got, s.keepalives)
+		}
+		if res.SSH.NewConnection != (s.name == "first probe connects") {
+			t.Errorf("%s: NewConnection=%v", s.name, res.SSH.NewConnection)
+		}
+	}
+	// A probe without commands has nothing but the keepalive to show the
+	// connection works.
+	tg.SSH = f.cfg()
+	tg.SSH.ReuseConnections = true
+	before := p.keepalives.Load()
+	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	if got := p.keepalives.Load() - before; got != 1 {
+		t.Errorf("probe without commands: %d keepalives, want 1", got)
+	}
+	if got := p.ConnectionsOpened(); got != 1 {
+		t.Errorf("ConnectionsOpened = %d, want 1", got)
 	}
 }
 
