@@ -37,6 +37,13 @@ type fleet struct {
 	pool   *prober.Pool
 	sched  *prober.Scheduler
 	ssh    *prober.SSHProber
+	icmp   *prober.ICMPProber
+}
+
+// close releases the probers' sockets and pooled connections.
+func (f *fleet) close() {
+	f.ssh.Close()
+	f.icmp.Close()
 }
 
 // newFleet builds the probing pipeline: config -> scheduler -> pool ->
@@ -50,12 +57,13 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 	}
 	res := prober.NewResolver(time.Minute)
 	sshProber := prober.NewSSHProber(res, logger.With("component", "ssh"))
+	icmpProber := prober.NewICMPProber(res, mode, logger.With("component", "icmp"))
 	probers := map[string]prober.Prober{
-		config.ProbeICMP: prober.NewICMPProber(res, mode, logger.With("component", "icmp")),
+		config.ProbeICMP: icmpProber,
 		config.ProbeTCP:  prober.NewTCPProber(res),
 		config.ProbeSSH:  sshProber,
 	}
-	f := &fleet{logger: logger, store: collector.NewStore(), ssh: sshProber}
+	f := &fleet{logger: logger, store: collector.NewStore(), ssh: sshProber, icmp: icmpProber}
 	storeSink := func(r prober.Result) {
 		f.store.Update(r)
 		if !r.Success {
@@ -67,7 +75,7 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 	}
 	pool, err := prober.NewPool(cfg.Global, probers, storeSink, logger.With("component", "pool"), reg)
 	if err != nil {
-		sshProber.Close()
+		f.close()
 		return nil, err
 	}
 	f.pool = pool
@@ -130,7 +138,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		logger.Error("Cannot start the probe pool", "err", err)
 		return 1
 	}
-	defer f.ssh.Close()
+	defer f.close()
 	// The store's families are written by the /metrics handler straight
 	// from a snapshot (metrics_handler.go), not gathered through reg.
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -80,7 +80,7 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 		logger.Error("Cannot start the probe pool", "err", err)
 		return 1
 	}
-	defer f.ssh.Close()
+	defer f.close()
 
 	runCtx, cancel := context.WithCancel(ctx)
 	poolDone := make(chan struct{})
