@@ -49,11 +49,11 @@ const (
 	// clamped to the interval it applies to.
 	DefaultTimeout = 10 * time.Second
 	// DefaultConcurrency is global.concurrency's default.
-	DefaultConcurrency = 512
+	DefaultConcurrency = 4096
 	// DefaultMaxTargetsPerSet is global.max_targets_per_set's default.
 	DefaultMaxTargetsPerSet = 65536
 	// DefaultICMPConcurrency is global.limits.icmp.concurrency's default.
-	DefaultICMPConcurrency = 512
+	DefaultICMPConcurrency = 4096
 	// DefaultTCPConcurrency is global.limits.tcp.concurrency's default.
 	DefaultTCPConcurrency = 256
 	// DefaultSSHConcurrency is global.limits.ssh.concurrency's default.

@@ -139,14 +139,14 @@ func TestParseValid(t *testing.T) {
 		return &ICMPProbe{Count: 1, PacketInterval: Duration(time.Second), Size: 56, Timeout: Duration(timeout)}
 	}
 	defaultLimits := ProbeLimits{
-		ICMP: Limit{Concurrency: 512},
+		ICMP: Limit{Concurrency: 4096},
 		TCP:  Limit{Concurrency: 256},
 		SSH:  Limit{Concurrency: 64},
 	}
 	defaultGlobalWant := Global{
 		Interval:         Duration(time.Minute),
 		Timeout:          Duration(10 * time.Second),
-		Concurrency:      512,
+		Concurrency:      4096,
 		MaxTargetsPerSet: 65536,
 		Limits:           defaultLimits,
 	}
@@ -188,9 +188,9 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
-					Concurrency: 512, MaxTargetsPerSet: 65536,
+					Concurrency: 4096, MaxTargetsPerSet: 65536,
 					Limits: ProbeLimits{
-						ICMP: Limit{Concurrency: 512, Rate: 2.5, Burst: 2},
+						ICMP: Limit{Concurrency: 4096, Rate: 2.5, Burst: 2},
 						TCP:  Limit{Concurrency: 256, Rate: 10, Burst: 3},
 						SSH:  Limit{Concurrency: 64, Rate: 0.2, Burst: 1},
 					},
@@ -211,7 +211,7 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(5 * time.Second), Timeout: Duration(5 * time.Second),
-					Concurrency: 512, MaxTargetsPerSet: 65536, Limits: defaultLimits,
+					Concurrency: 4096, MaxTargetsPerSet: 65536, Limits: defaultLimits,
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
