@@ -467,3 +467,25 @@ host_sets:
 		t.Errorf("log does not say why the reload failed:\n%s", logs)
 	}
 }
+
+// TestStartupWarnsWhenLimitsCannotCoverFleet: 200 TCP targets with a 1s
+// timeout every 2s need up to 100 slots; one slot must draw a warning.
+func TestStartupWarnsWhenLimitsCannotCoverFleet(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "fleet.yml", `
+global:
+  interval: 2s
+  timeout: 1s
+  limits:
+    tcp: {concurrency: 1}
+host_sets:
+  - name: big
+    hosts: ["127.2.0.[1-200]"]
+    probes:
+      tcp: {port: 9}
+`)
+	d := startDaemon(t, "--config.file="+cfg)
+	logs := d.stderr.String()
+	if !strings.Contains(logs, "Pool limits cannot cover the fleet within one interval") || !strings.Contains(logs, "limits.tcp.concurrency is 1") {
+		t.Errorf("no capacity warning at startup:\n%s", logs)
+	}
+}
