@@ -92,15 +92,16 @@ func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
 		f.logger.Warn("Pool limits cannot cover the fleet within one interval", "detail", w)
 	}
 	configured := make(map[config.Key]struct{}, len(targets))
+	pairs := make(map[[2]string]struct{})
 	for _, t := range targets {
 		configured[t.Key()] = struct{}{}
+		pairs[[2]string{t.Set, t.Probe}] = struct{}{}
 	}
-	keep := func(k config.Key) bool { _, ok := configured[k]; return ok }
 	f.pool.SetLimits(cfg.Global)
 	f.store.SetTargets(targets)
 	f.sched.Update(targets)
-	f.pool.Forget(keep)
-	f.ssh.Forget(keep)
+	f.pool.Forget(func(set, probe string) bool { _, ok := pairs[[2]string{set, probe}]; return ok })
+	f.ssh.Forget(func(k config.Key) bool { _, ok := configured[k]; return ok })
 }
 
 // warnConfig logs the warnings an operator must see about a config that is

@@ -462,14 +462,13 @@ func (p *Pool) SetLimits(g config.Global) {
 	}
 }
 
-// Forget deletes the fleet_probes_skipped_total series of every set for
-// which keep returns false. Series are per set and probe type, so keep is
-// called with Key.Host empty.
-func (p *Pool) Forget(keep func(config.Key) bool) {
+// Forget deletes the fleet_probes_skipped_total series of every (set, probe
+// type) pair for which keep returns false.
+func (p *Pool) Forget(keep func(set, probe string) bool) {
 	p.seriesMu.Lock()
 	defer p.seriesMu.Unlock()
 	for s := range p.series {
-		if keep(config.Key{Set: s[0], Probe: s[1]}) {
+		if keep(s[0], s[1]) {
 			continue
 		}
 		p.skipped.DeleteLabelValues(s[0], s[1])
