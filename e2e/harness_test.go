@@ -257,6 +257,36 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// stablePort returns a free port on ip below the kernel's ephemeral range.
+// A host the test takes down and brings back must get its port again: a
+// port from the ephemeral range may meanwhile be the source port of one of
+// the many connections the exporter, Prometheus and other tests open.
+func stablePort(t *testing.T, ip string) int {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const from = 10000
+	if low <= from+100 {
+		return freePort(t, ip)
+	}
+	for range 100 {
+		port := from + rand.IntN(low-from)
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err == nil {
+			_ = l.Close()
+			return port
+		}
+	}
+	t.Fatalf("no free port below %d on %s", low, ip)
+	return 0
+}
+
 // tcpHost is a loopback TCP listener the test can take down and bring back on
 // the same address. It accepts and closes every connection.
 type tcpHost struct {
@@ -269,7 +299,7 @@ type tcpHost struct {
 
 func newTCPHost(t *testing.T, ip string) *tcpHost {
 	t.Helper()
-	h := &tcpHost{addr: net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))}
+	h := &tcpHost{addr: net.JoinHostPort(ip, strconv.Itoa(stablePort(t, ip)))}
 	h.up(t)
 	t.Cleanup(h.down)
 	return h
@@ -369,7 +399,7 @@ func startEnv(t *testing.T, opts envOptions) *env {
 	// fleetsim: a random /24 in 127.100-199.x keeps concurrent test runs
 	// apart; gen and serve get the same shared flags.
 	base := fmt.Sprintf("127.%d.%d.1", 100+rand.IntN(100), 1+rand.IntN(254))
-	simPort := strconv.Itoa(freePort(t, base))
+	simPort := strconv.Itoa(stablePort(t, base))
 	simDir := filepath.Join(e.dir, "fleetsim")
 	shared := []string{"--n", "2", "--base", base, "--port", simPort, "--seed", "e2e"}
 	gen := exec.Command(fleetsimBin, append([]string{"gen", "--out", simDir,
@@ -397,7 +427,7 @@ func startEnv(t *testing.T, opts envOptions) *env {
 	if err := os.WriteFile(cfgPath, []byte(e.exporterConfig(simDir, simPort)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.exporter = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "127.0.0.1")))
+	e.exporter = net.JoinHostPort("127.0.0.1", strconv.Itoa(stablePort(t, "127.0.0.1")))
 	exp := startProcess(t, e.dir, "exporter", exporterBin,
 		"--config.file="+cfgPath, "--web.listen-address="+e.exporter)
 	eventually(t, startTimeout, "exporter ready", func() (bool, string) {
@@ -518,7 +548,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.prom = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "127.0.0.1")))
+	e.prom = net.JoinHostPort("127.0.0.1", strconv.Itoa(stablePort(t, "127.0.0.1")))
 	p := startProcess(t, e.dir, "prometheus", bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(promDir, "data"),
