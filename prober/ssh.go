@@ -219,7 +219,9 @@ func (p *SSHProber) takeLocked(keep func(config.Key) bool) []*sshConn {
 // t.Timeout. See the package documentation of Result for the fields set.
 func (p *SSHProber) Probe(ctx context.Context, t *config.Target) Result {
 	start := time.Now()
-	if t.Timeout > 0 {
+	// The pool already bounds ctx by t.Timeout; another timer context
+	// would only cost CPU on every poll.
+	if dl, ok := ctx.Deadline(); t.Timeout > 0 && (!ok || dl.After(start.Add(t.Timeout))) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
@@ -772,9 +774,12 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	}
 	defer sess.Close()
 	// Closing the session ends a command that outlives its timeout without
-	// giving up the connection.
-	stopRun := context.AfterFunc(ctx, func() { _ = sess.Close() })
-	defer stopRun()
+	// giving up the connection. Without a command timeout the probe's
+	// context ends first, and runCommands closes the connection.
+	if c.Timeout > 0 {
+		stopRun := context.AfterFunc(ctx, func() { _ = sess.Close() })
+		defer stopRun()
+	}
 
 	// Stderr stays nil: the library then discards it while streaming, so a
 	// flood costs no memory.
@@ -783,10 +788,19 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 		fail(ReasonSession, err)
 		return true
 	}
+	// With Stdin unset the library starts a goroutine per command that
+	// copies nothing and then sends EOF; closing the pipe sends the EOF
+	// directly.
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		fail(ReasonSession, err)
+		return true
+	}
 	if err := sess.Start(c.Run); err != nil {
 		fail(ReasonSession, fmt.Errorf("exec: %w", err))
 		return true
 	}
+	_ = stdin.Close()
 	cr.Ran = true
 
 	h := sshHashWriter{h: sha256.New(), limit: limit}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 )
 
 // sshVerdict renders a host key callback result for comparison: "ok", or
@@ -522,6 +523,40 @@ func TestSSHProbeReuseKeepalive(t *testing.T) {
 	}
 	if got := p.ConnectionsOpened(); got != 1 {
 		t.Errorf("ConnectionsOpened = %d, want 1", got)
+	}
+}
+
+// TestSSHDStdinEOF checks that commands see end of input at once (the
+// prober closes stdin itself instead of letting the library copy an empty
+// reader), on fresh and on reused connections against OpenSSH.
+func TestSSHDStdinEOF(t *testing.T) {
+	s := sshdtest.Start(t, sshdtest.Options{HostKeyTypes: []string{sshdtest.KeyEd25519}})
+	k := s.ClientKey(t, "id", sshdtest.KeyEd25519, "")
+	s.Authorize(t, k)
+	kh := s.KnownHosts(t, "known_hosts", sshdtest.KnownHostsPlain)
+	p := sshdNewProber(t)
+	for _, reuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+			cfg := &config.SSHProbe{
+				User: s.User, PrivateKeyFile: k.Private, KnownHostsFile: kh, ReuseConnections: reuse,
+				Commands: []config.Command{
+					{Name: "stdin", Run: "wc -c", Timeout: config.Duration(5 * time.Second)},
+					{Name: "stdin again", Run: "cat; echo done", Timeout: config.Duration(5 * time.Second)},
+				},
+			}
+			for i := range 2 {
+				res := p.Probe(context.Background(), sshdTarget(s, cfg))
+				sshCheck(t, res, ReasonNone)
+				for j, want := range []string{"0\n", "done\n"} {
+					if got := res.SSH.Commands[j]; got.Hash != sshHashOf([]byte(want)) || got.ExitStatus != 0 {
+						t.Errorf("probe %d command %d: %+v, want output %q", i, j, got, want)
+					}
+				}
+				if reuse && i > 0 && res.SSH.NewConnection {
+					t.Errorf("probe %d: connection not reused", i)
+				}
+			}
+		})
 	}
 }
 
