@@ -97,8 +97,8 @@ func runReuse(ctx context.Context, o reuseOptions, stdout io.Writer) error {
 		"(a new session and one command on the live connection, concurrency %d); CPU per poll is the median over "+
 		"those steady rounds of RUSAGE_SELF ÷ hosts. RSS per host is the growth of this process's VmRSS from before "+
 		"connecting to after the first round, both read after runtime.GC + debug.FreeOSMemory, ÷ hosts. "+
-		"The exporter sends an OpenSSH keepalive on every reused connection before opening the session; the minimal "+
-		"loop does not.\n\n", o.runs, o.concurrency)
+		"The exporter sends an OpenSSH keepalive before opening the session only when the connection has not "+
+		"completed a healthy poll within the target's interval; the minimal loop never does.\n\n", o.runs, o.concurrency)
 	body.WriteString(tb.Markdown())
 	body.WriteString("\n")
 	body.WriteString(checks.Markdown())
