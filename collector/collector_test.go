@@ -511,6 +511,42 @@ func TestCollect(t *testing.T) {
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
 			},
 		},
+		{
+			// The prober times a failed dial in Connect but leaves
+			// NewConnection false: no connection was established, so the
+			// phases of the last one stay (a blackholed host must not show
+			// its timeout as the connect phase).
+			name:    "ssh failed connect keeps the phases of the last connection",
+			targets: []*config.Target{sshC},
+			results: []prober.Result{
+				sshResult(sshC, 0, true, prober.ReasonNone, &prober.SSHResult{
+					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
+					NewConnection: true,
+				}),
+				sshResult(sshC, 1, false, prober.ReasonTimeout, &prober.SSHResult{
+					Connect: 10 * time.Second,
+					Commands: []prober.CommandResult{
+						{Name: "uname"},
+						{Name: "df"},
+					},
+				}),
+			},
+			want: []string{
+				`fleet_host_up{host="db1",set="db"} 0`,
+				`fleet_probe_success{host="db1",probe="ssh",set="db"} 0`,
+				`fleet_probe_duration_seconds{host="db1",probe="ssh",set="db"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_last_success_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000000.25`,
+				`fleet_probe_consecutive_failures{host="db1",probe="ssh",set="db"} 1`,
+				`fleet_probe_failure_info{host="db1",probe="ssh",reason="timeout",set="db"} 1`,
+				`fleet_ssh_phase_seconds{host="db1",phase="auth",set="db"} 0.03`,
+				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.01`,
+				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.02`,
+				`fleet_targets{probe="ssh",set="db"} 1`,
+				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
+				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

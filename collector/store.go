@@ -350,7 +350,10 @@ func nextSSHState(prev *SSHState, r *prober.SSHResult, end time.Time) *SSHState 
 	if prev != nil {
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = prev.Connect, prev.Handshake, prev.Auth, prev.HasPhases
 	}
-	if r != nil && (r.NewConnection || r.Connect > 0) {
+	// Only NewConnection says a connection was established: the prober
+	// also times a failed dial in Connect, and that must not replace the
+	// phases of the last real connection.
+	if r != nil && r.NewConnection {
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = r.Connect, r.Handshake, r.Auth, true
 	}
 
