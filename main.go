@@ -194,8 +194,8 @@ func printConfigSummary(w io.Writer, cfg *config.Config, targets []*config.Targe
 	tw.flush()
 }
 
-// logStartup says which ICMP mode is in use and other facts an operator
-// wants to see once.
+// logStartup logs the version, build context and config an operator wants
+// to see once; newFleet logs the ICMP socket mode.
 func logStartup(logger *slog.Logger, cfg *config.Config) {
 	logger.Info("Starting "+exporterName, "version", version.Info(), "config", cfg.Filename, "sets", len(cfg.HostSets))
 	logger.Info("Build context", "build_context", version.BuildContext())

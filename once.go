@@ -186,7 +186,7 @@ func printOnceTable(w io.Writer, rows []onceResult) {
 	t.flush()
 }
 
-// startProgress draws "done/total, failures, rate" on stderr once a second
+// startProgress draws "done/total, failures, rate" on stderr twice a second
 // while --once runs, but only when stderr is a terminal. The returned func
 // stops it and clears the line.
 func startProgress(stderr io.Writer, total int, done, failed *atomic.Int64) func() {
