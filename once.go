@@ -82,17 +82,11 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 	}
 	defer f.close()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	poolDone := make(chan struct{})
-	go func() {
-		defer close(poolDone)
-		_ = f.pool.Run(runCtx)
-	}()
+	// RunOnce dispatches on its own while it runs, under the same limits
+	// as the daemon.
 	stopProgress := startProgress(stderr, len(targets), &done, &failed)
 	f.pool.RunOnce(ctx, targets)
 	stopProgress()
-	cancel()
-	<-poolDone
 
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "interrupted")

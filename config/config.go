@@ -638,7 +638,8 @@ func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *uint6
 // isName reports whether s is a valid set or command name: non-empty,
 // [a-zA-Z0-9_.-]+.
 func isName(s string) bool {
-	if s == "" {
+	// "." and ".." would be path segments in the status page URLs.
+	if strings.Trim(s, ".") == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

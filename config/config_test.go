@@ -62,6 +62,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-limit-burst.yml", `global.limits.ssh.burst: burst must be >= 0`, 5},
 		{"invalid-set-name-empty.yml", `host_sets[1].name: name is required`, 5},
 		{"invalid-set-name-chars.yml", `host_sets[0] ("web servers").name: set name "web servers" is invalid`, 2},
+		{"invalid-set-name-dots.yml", `host_sets[0] ("..").name: set name ".." is invalid`, 2},
 		{"invalid-set-name-duplicate.yml", `host_sets[1] ("web").name: set name "web" is already used by host_sets[0]`, 5},
 		{"invalid-set-timeout.yml", `host_sets[0] ("web").timeout: timeout 6s exceeds the interval 5s`, 4},
 		{"invalid-probe-timeout.yml", `host_sets[0] ("web").probes.tcp.timeout: timeout 30s exceeds the set's interval 20s`, 8},

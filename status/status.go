@@ -264,7 +264,7 @@ func (h *Handler) setPage(w http.ResponseWriter, r *http.Request) {
 		hosts = slices.DeleteFunc(slices.Clone(hosts), func(hv HostView) bool { return hv.State != filter })
 	}
 	// Down hosts first within the grid would reorder it on every change;
-	// keep config order (sorted by host) so the grid is stable.
+	// sort by host name so the grid stays put.
 	slices.SortStableFunc(hosts, func(a, b HostView) int { return cmp.Compare(a.Host, b.Host) })
 	h.render(w, "set.html", setData{Info: h.info, Now: h.now(), Set: set, Filter: filter, States: States, Hosts: hosts})
 }
