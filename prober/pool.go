@@ -295,6 +295,7 @@ func (p *Pool) dispatch(ctx context.Context, pt *poolType, probes *sync.WaitGrou
 			pt.done(job.t.Key())
 			pt.waiting.Add(-1)
 			pt.waitingGauge.Dec()
+			job.batch.finish()
 			return
 		}
 		start := time.Now()
@@ -430,12 +431,14 @@ func (pt *poolType) done(k config.Key) {
 	pt.mu.Unlock()
 }
 
-// drop discards the queued jobs when Run ends.
+// drop discards the queued jobs when Run ends. A dropped RunOnce job counts
+// as finished, so that a RunOnce waiting alongside Run returns when Run does.
 func (pt *poolType) drop() {
 	pt.mu.Lock()
 	n := len(pt.queue) - pt.head
 	for _, job := range pt.queue[pt.head:] {
 		delete(pt.active, job.t.Key())
+		job.batch.finish()
 	}
 	clear(pt.queue)
 	pt.queue = pt.queue[:0]

@@ -205,8 +205,9 @@ func (p *SSHProber) Forget(keep func(config.Key) bool) {
 	}
 }
 
-// takeLocked removes the pool entries not kept and returns their
-// connections. p.mu must be held.
+// takeLocked removes the pool entries and insecure-mode warnings not kept
+// and returns the pooled connections. Targets without reuse_connections have
+// a warning but no pool entry, so both maps are walked. p.mu must be held.
 func (p *SSHProber) takeLocked(keep func(config.Key) bool) []*sshConn {
 	var conns []*sshConn
 	for k, e := range p.pool {
@@ -214,11 +215,15 @@ func (p *SSHProber) takeLocked(keep func(config.Key) bool) []*sshConn {
 			continue
 		}
 		delete(p.pool, k)
-		delete(p.warned, k)
 		e.removed = true
 		if e.conn != nil {
 			conns = append(conns, e.conn)
 			e.conn = nil
+		}
+	}
+	for k := range p.warned {
+		if !keep(k) {
+			delete(p.warned, k)
 		}
 	}
 	return conns
