@@ -102,6 +102,9 @@ type sshPooled struct {
 	retryAt     time.Time
 	lastReason  Reason
 	lastErr     error
+	// failedFingerprint is the target's Fingerprint at the failures above:
+	// a reload that changes the target's settings ends the backoff.
+	failedFingerprint string
 }
 
 // sshConn is one authenticated SSH connection.
@@ -361,10 +364,14 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 
 	p.mu.Lock()
 	retryAt, lastReason, lastErr := e.retryAt, e.lastReason, e.lastErr
+	if e.failedFingerprint != t.Fingerprint {
+		retryAt = time.Time{}
+	}
 	p.mu.Unlock()
-	if now := p.now(); now.Before(retryAt) {
+	start := p.now()
+	if start.Before(retryAt) {
 		return nil, false, false, lastReason, fmt.Errorf("reconnect backoff for %s: %w",
-			retryAt.Sub(now).Round(time.Millisecond), lastErr)
+			retryAt.Sub(start).Round(time.Millisecond), lastErr)
 	}
 
 	conn, reason, err = p.connect(ctx, t, sr)
@@ -372,16 +379,22 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 	defer p.mu.Unlock()
 	if err != nil {
 		if reason != ReasonConfig {
+			if e.failedFingerprint != t.Fingerprint {
+				e.failures = 0
+			}
 			e.failures++
-			e.retryAt = p.now().Add(sshBackoff(e.failures, t.Interval))
-			e.lastReason, e.lastErr = reason, err
+			// Counted from the attempt's start, so that at the cap (the
+			// interval) the next turn of a dead host connects again
+			// instead of failing on the backoff every other interval.
+			e.retryAt = start.Add(sshBackoff(e.failures, t.Interval))
+			e.lastReason, e.lastErr, e.failedFingerprint = reason, err, t.Fingerprint
 		}
 		return nil, false, false, reason, err
 	}
 	if e.removed || p.closed {
 		return conn, true, false, ReasonNone, nil
 	}
-	e.failures, e.retryAt, e.lastReason, e.lastErr = 0, time.Time{}, ReasonNone, nil
+	e.failures, e.retryAt, e.lastReason, e.lastErr, e.failedFingerprint = 0, time.Time{}, ReasonNone, nil, ""
 	e.conn, e.fingerprint = conn, t.Fingerprint
 	return conn, false, false, ReasonNone, nil
 }

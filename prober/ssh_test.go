@@ -877,11 +877,16 @@ func TestSSHProbeReuseBackoff(t *testing.T) {
 		}
 	}
 
-	// Fixing the problem ends the backoff once it has elapsed.
+	// Fixing the problem by a reload (a new fingerprint) ends the backoff
+	// at once: the next probe dials with the new settings.
+	clock.Advance(time.Millisecond)
+	if res := p.Probe(context.Background(), tg); !strings.Contains(res.Err.Error(), "backoff") {
+		t.Fatalf("probe right after a failure is not in backoff: %v", res.Err)
+	}
 	cfg2 := f.cfg()
 	cfg2.ReuseConnections = true
 	tg.SSH = cfg2
-	clock.Advance(3 * time.Second)
+	tg.Fingerprint = "fixed"
 	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
 }
 
