@@ -60,6 +60,9 @@ const (
 	DefaultSSHConcurrency = 64
 	// DefaultICMPCount is the ICMP probe's default echo request count.
 	DefaultICMPCount = 1
+	// MaxICMPCount is the largest icmp.count: one round's sequence numbers
+	// must stay unique within 16 bits.
+	MaxICMPCount = 65535
 	// DefaultICMPPacketInterval is the ICMP probe's default time between
 	// echo requests.
 	DefaultICMPPacketInterval = time.Second
@@ -493,8 +496,10 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 	pp := at(sp, "probes")
 	if icmp := p.ICMP; icmp != nil {
 		ip := at(pp, ProbeICMP)
-		if icmp.Count < 1 {
-			v.add(at(ip, "count"), "count must be at least 1, got %d", icmp.Count)
+		// The ICMP sequence number is 16 bits: a longer round could not
+		// tell its replies apart.
+		if icmp.Count < 1 || icmp.Count > MaxICMPCount {
+			v.add(at(ip, "count"), "count must be between 1 and %d, got %d", MaxICMPCount, icmp.Count)
 		}
 		if icmp.Size < 0 || icmp.Size > 65500 {
 			v.add(at(ip, "size"), "size must be between 0 and 65500, got %d", icmp.Size)
