@@ -2,6 +2,7 @@ package prober
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 )
@@ -27,6 +28,9 @@ func SSHCheckFiles(cfg *config.Config) error {
 			if _, err := sshReadSecretFile("password_file", s.PasswordFile); err != nil {
 				return fmt.Errorf("host set %q: %w", hs.Name, err)
 			}
+		}
+		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
+			return fmt.Errorf("host set %q: agent: true but SSH_AUTH_SOCK is not set in the exporter's environment", hs.Name)
 		}
 		if !s.InsecureSkipHostKeyVerification {
 			if _, err := sshLoadKnownHosts(s.KnownHostsFile); err != nil {

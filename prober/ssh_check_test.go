@@ -58,6 +58,12 @@ func TestSSHCheckFiles(t *testing.T) {
 		{name: "password vanished", probe: config.SSHProbe{PasswordFile: missing, KnownHostsFile: kh}, wantErr: []string{"password_file", missing}},
 		{name: "known_hosts vanished", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: missing}, wantErr: []string{"known_hosts_file", missing}},
 	}
+	tests = append(tests, struct {
+		name    string
+		probe   config.SSHProbe
+		wantErr []string
+	}{name: "agent without SSH_AUTH_SOCK", probe: config.SSHProbe{Agent: true, KnownHostsFile: kh}, wantErr: []string{`host set "s"`, "SSH_AUTH_SOCK"}})
+	t.Setenv("SSH_AUTH_SOCK", "")
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.probe
