@@ -23,6 +23,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 )
 
@@ -48,7 +49,7 @@ func (f *fleet) close() {
 
 // newFleet builds the probing pipeline: config -> scheduler -> pool ->
 // probers -> sink -> store. Nothing runs until Run is called.
-func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(prober.Result)) (*fleet, error) {
+func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
 	mode, err := prober.DetectICMPMode(opts.icmpPrivileged)
 	if err != nil {
 		logger.Error("ICMP sockets are not permitted; ICMP probes will fail with reason permission", "err", err)
@@ -58,13 +59,13 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 	res := prober.NewResolver(time.Minute)
 	sshProber := prober.NewSSHProber(res, logger.With("component", "ssh"))
 	icmpProber := prober.NewICMPProber(res, mode, logger.With("component", "icmp"))
-	probers := map[string]prober.Prober{
+	probers := map[string]probe.Prober{
 		config.ProbeICMP: icmpProber,
 		config.ProbeTCP:  prober.NewTCPProber(res),
 		config.ProbeSSH:  sshProber,
 	}
 	f := &fleet{logger: logger, store: collector.NewStore(), ssh: sshProber, icmp: icmpProber}
-	storeSink := func(r prober.Result) {
+	storeSink := func(r probe.Result) {
 		f.store.Update(r)
 		if !r.Success {
 			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)

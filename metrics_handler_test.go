@@ -27,7 +27,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // handlerStore builds a store of hosts hosts in a few sets with static
@@ -35,7 +35,7 @@ import (
 // command; every tenth host fails.
 func handlerStore(hosts int, withSSH bool) (*collector.Store, []*config.Target) {
 	var targets []*config.Target
-	var results []prober.Result
+	var results []probe.Result
 	t0 := time.Unix(1_700_000_000, 0)
 	for i := range hosts {
 		set := fmt.Sprintf("set%02d", i%7)
@@ -43,19 +43,19 @@ func handlerStore(hosts int, withSSH bool) (*collector.Store, []*config.Target) 
 		host := fmt.Sprintf("host%06d.example.net", i)
 		icmp := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeICMP, Labels: labels, ICMP: &config.ICMPProbe{Count: 3}}
 		targets = append(targets, icmp)
-		r := prober.Result{Key: icmp.Key(), Start: t0, Duration: 250 * time.Millisecond, Success: i%10 != 0,
-			ICMP: &prober.ICMPResult{Sent: 3, Received: 3, RTT: time.Millisecond}}
+		r := probe.Result{Key: icmp.Key(), Start: t0, Duration: 250 * time.Millisecond, Success: i%10 != 0,
+			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: time.Millisecond}}
 		if !r.Success {
-			r.Reason, r.ICMP.Received = prober.ReasonTimeout, 0
+			r.Reason, r.ICMP.Received = probe.ReasonTimeout, 0
 		}
 		results = append(results, r)
 		if withSSH {
 			ssh := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeSSH, Labels: labels,
 				SSH: &config.SSHProbe{Commands: []config.Command{{Name: "uname", Run: "uname"}}}}
 			targets = append(targets, ssh)
-			results = append(results, prober.Result{Key: ssh.Key(), Start: t0, Duration: time.Second, Success: true,
-				SSH: &prober.SSHResult{Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
-					Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
+			results = append(results, probe.Result{Key: ssh.Key(), Start: t0, Duration: time.Second, Success: true,
+				SSH: &probe.SSHResult{Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
+					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
 		}
 	}
 	s := collector.NewStore()
@@ -456,15 +456,15 @@ func TestMetricsHandlerConcurrentScrapes(t *testing.T) {
 				default:
 				}
 				tg := targets[(n*7+g)%len(targets)]
-				r := prober.Result{Key: tg.Key(), Start: t0.Add(time.Duration(n) * time.Second), Duration: time.Millisecond, Success: n%3 > 0}
+				r := probe.Result{Key: tg.Key(), Start: t0.Add(time.Duration(n) * time.Second), Duration: time.Millisecond, Success: n%3 > 0}
 				if !r.Success {
-					r.Reason = prober.ReasonTimeout
+					r.Reason = probe.ReasonTimeout
 				}
 				if tg.Probe == config.ProbeSSH {
-					r.SSH = &prober.SSHResult{NewConnection: n%2 == 0, Connect: time.Millisecond,
-						Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%9 + 1), Bytes: 3}}}
+					r.SSH = &probe.SSHResult{NewConnection: n%2 == 0, Connect: time.Millisecond,
+						Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%9 + 1), Bytes: 3}}}
 				} else {
-					r.ICMP = &prober.ICMPResult{Sent: 3, Received: n % 4, RTT: time.Millisecond}
+					r.ICMP = &probe.ICMPResult{Sent: 3, Received: n % 4, RTT: time.Millisecond}
 				}
 				store.Update(r)
 				if g == 0 && n%100 == 0 {

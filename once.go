@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // onceResult is one line of --once output. Its JSON field names are part of
@@ -62,11 +62,11 @@ type onceCommand struct {
 func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, stdout, stderr io.Writer, logger *slog.Logger) int {
 	var (
 		mu      sync.Mutex
-		results = make([]prober.Result, 0, len(targets))
+		results = make([]probe.Result, 0, len(targets))
 		done    atomic.Int64
 		failed  atomic.Int64
 	)
-	sink := func(r prober.Result) {
+	sink := func(r probe.Result) {
 		mu.Lock()
 		results = append(results, r)
 		mu.Unlock()
@@ -96,7 +96,7 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 	for _, t := range targets {
 		byKey[t.Key()] = t
 	}
-	slices.SortFunc(results, func(a, b prober.Result) int {
+	slices.SortFunc(results, func(a, b probe.Result) int {
 		return strings.Compare(a.Key.Set+"\x00"+a.Key.Host+"\x00"+a.Key.Probe, b.Key.Set+"\x00"+b.Key.Host+"\x00"+b.Key.Probe)
 	})
 	anyFailed := false
@@ -125,7 +125,7 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 	return 0
 }
 
-func toOnceResult(r prober.Result, t *config.Target) onceResult {
+func toOnceResult(r probe.Result, t *config.Target) onceResult {
 	o := onceResult{
 		Set:             r.Key.Set,
 		Host:            r.Key.Host,

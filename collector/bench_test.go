@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // benchStore returns a store with hosts hosts in 10 sets, every target with a
@@ -19,7 +19,7 @@ import (
 func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 	b.Helper()
 	var targets []*config.Target
-	var results []prober.Result
+	var results []probe.Result
 	for i := range hosts {
 		set := fmt.Sprintf("set%02d", i%10)
 		// Static labels belong to a set, as in a config.
@@ -35,9 +35,9 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 		if withSSH {
 			ssh := sshTarget(set, host, labels, "uname")
 			targets = append(targets, ssh)
-			results = append(results, sshResult(ssh, 0, true, "", &prober.SSHResult{
+			results = append(results, sshResult(ssh, 0, true, "", &probe.SSHResult{
 				Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
-				Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
+				Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
 			}))
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // Label names set by the collector itself. Static labels of a set must not
@@ -196,7 +196,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		src:    make([]*dto.LabelPair, 2+len(d.labelNames)+2),
 		probes: map[string]*dto.LabelPair{},
 		sets:   map[string][]*dto.LabelPair{},
-		reason: map[prober.Reason]*dto.LabelPair{},
+		reason: map[probe.Reason]*dto.LabelPair{},
 	}
 	// In label value order, the order of the exposition.
 	e.phases = [3]*dto.LabelPair{
@@ -293,7 +293,7 @@ type emitter struct {
 	sets   map[string][]*dto.LabelPair
 	// probes, reason and phases cache label pairs with constant values.
 	probes map[string]*dto.LabelPair
-	reason map[prober.Reason]*dto.LabelPair
+	reason map[probe.Reason]*dto.LabelPair
 	phases [3]*dto.LabelPair
 }
 
@@ -364,7 +364,7 @@ func (e *emitter) probePair(probe string) *dto.LabelPair {
 	return p
 }
 
-func (e *emitter) reasonPair(r prober.Reason) *dto.LabelPair {
+func (e *emitter) reasonPair(r probe.Reason) *dto.LabelPair {
 	p, ok := e.reason[r]
 	if !ok {
 		p = e.pair(e.d.names[labelReason], string(r))

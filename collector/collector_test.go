@@ -11,7 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // t0 is the start of the first probe in every test.
@@ -47,24 +47,24 @@ func sshTarget(set, host string, labels map[string]string, commands ...string) *
 }
 
 // result returns the n-th result of t (starting at t0 + n minutes).
-func result(t *config.Target, n int, success bool, reason prober.Reason) prober.Result {
+func result(t *config.Target, n int, success bool, reason probe.Reason) probe.Result {
 	start := t0.Add(time.Duration(n) * time.Minute)
-	return prober.Result{
+	return probe.Result{
 		Key: t.Key(), Due: start, Start: start, Duration: probeDuration,
 		Success: success, Reason: reason,
 	}
 }
 
-func icmpResult(t *config.Target, n, sent, received int, rtt time.Duration) prober.Result {
-	r := result(t, n, received > 0, prober.ReasonNone)
+func icmpResult(t *config.Target, n, sent, received int, rtt time.Duration) probe.Result {
+	r := result(t, n, received > 0, probe.ReasonNone)
 	if received == 0 {
-		r.Reason = prober.ReasonTimeout
+		r.Reason = probe.ReasonTimeout
 	}
-	r.ICMP = &prober.ICMPResult{Sent: sent, Received: received, RTT: rtt}
+	r.ICMP = &probe.ICMPResult{Sent: sent, Received: received, RTT: rtt}
 	return r
 }
 
-func sshResult(t *config.Target, n int, success bool, reason prober.Reason, s *prober.SSHResult) prober.Result {
+func sshResult(t *config.Target, n int, success bool, reason probe.Reason, s *probe.SSHResult) probe.Result {
 	r := result(t, n, success, reason)
 	r.SSH = s
 	return r
@@ -164,7 +164,7 @@ func TestCollect(t *testing.T) {
 	tests := []struct {
 		name    string
 		targets []*config.Target
-		results []prober.Result
+		results []probe.Result
 		want    []string
 	}{
 		{
@@ -179,7 +179,7 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "icmp success",
 			targets: []*config.Target{icmpA},
-			results: []prober.Result{icmpResult(icmpA, 0, 3, 3, 2*time.Millisecond)},
+			results: []probe.Result{icmpResult(icmpA, 0, 3, 3, 2*time.Millisecond)},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 1`,
 				`fleet_probe_success{` + icmpL + `} 1`,
@@ -198,7 +198,7 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "failure with reason and no success yet",
 			targets: []*config.Target{tcpA},
-			results: []prober.Result{result(tcpA, 0, false, prober.ReasonRefused)},
+			results: []probe.Result{result(tcpA, 0, false, probe.ReasonRefused)},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 0`,
 				`fleet_probe_success{` + tcpL + `} 0`,
@@ -214,7 +214,7 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "failure without reason is reported as error",
 			targets: []*config.Target{tcpA},
-			results: []prober.Result{result(tcpA, 0, false, prober.ReasonNone)},
+			results: []probe.Result{result(tcpA, 0, false, probe.ReasonNone)},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 0`,
 				`fleet_probe_success{` + tcpL + `} 0`,
@@ -230,10 +230,10 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "consecutive failures count and keep the last success",
 			targets: []*config.Target{tcpA},
-			results: []prober.Result{
-				result(tcpA, 0, true, prober.ReasonNone),
-				result(tcpA, 1, false, prober.ReasonTimeout),
-				result(tcpA, 2, false, prober.ReasonRefused),
+			results: []probe.Result{
+				result(tcpA, 0, true, probe.ReasonNone),
+				result(tcpA, 1, false, probe.ReasonTimeout),
+				result(tcpA, 2, false, probe.ReasonRefused),
 			},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 0`,
@@ -251,7 +251,7 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "success resets consecutive failures and clears failure info; icmp counters accumulate",
 			targets: []*config.Target{icmpA},
-			results: []prober.Result{
+			results: []probe.Result{
 				icmpResult(icmpA, 0, 3, 0, 0),
 				icmpResult(icmpA, 1, 3, 0, 0),
 				icmpResult(icmpA, 2, 3, 2, 4*time.Millisecond),
@@ -274,7 +274,7 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "rtt absent when the last icmp probe got no reply",
 			targets: []*config.Target{icmpA},
-			results: []prober.Result{
+			results: []probe.Result{
 				icmpResult(icmpA, 0, 3, 3, 2*time.Millisecond),
 				icmpResult(icmpA, 1, 3, 0, 0),
 			},
@@ -298,9 +298,9 @@ func TestCollect(t *testing.T) {
 			// that only looked at the last probe would report the host down.
 			name:    "host up when any probe of the host succeeded; hosts without results absent",
 			targets: []*config.Target{icmpA, tcpA, icmpB},
-			results: []prober.Result{
+			results: []probe.Result{
 				icmpResult(icmpA, 0, 3, 3, time.Millisecond),
-				result(tcpA, 0, false, prober.ReasonRefused),
+				result(tcpA, 0, false, probe.ReasonRefused),
 			},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 1`,
@@ -328,9 +328,9 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "host down when every probe with a result failed",
 			targets: []*config.Target{icmpA, tcpA},
-			results: []prober.Result{
+			results: []probe.Result{
 				icmpResult(icmpA, 0, 3, 0, 0),
-				result(tcpA, 0, false, prober.ReasonRefused),
+				result(tcpA, 0, false, probe.ReasonRefused),
 			},
 			want: []string{
 				`fleet_host_up{` + hostL + `} 0`,
@@ -361,10 +361,10 @@ func TestCollect(t *testing.T) {
 				tcpTarget("b", "y", map[string]string{"zone": "z1"}),
 				tcpTarget("c", "z", nil),
 			},
-			results: []prober.Result{
-				result(tcpTarget("a", "x", nil), 0, true, prober.ReasonNone),
-				result(tcpTarget("b", "y", nil), 0, true, prober.ReasonNone),
-				result(tcpTarget("c", "z", nil), 0, true, prober.ReasonNone),
+			results: []probe.Result{
+				result(tcpTarget("a", "x", nil), 0, true, probe.ReasonNone),
+				result(tcpTarget("b", "y", nil), 0, true, probe.ReasonNone),
+				result(tcpTarget("c", "z", nil), 0, true, probe.ReasonNone),
 			},
 			want: []string{
 				`fleet_host_up{dc="fra",host="x",set="a",zone=""} 1`,
@@ -399,19 +399,19 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "ssh phases of the last new connection and output hash change timestamps",
 			targets: []*config.Target{sshC},
-			results: []prober.Result{
-				sshResult(sshC, 0, true, prober.ReasonNone, &prober.SSHResult{
+			results: []probe.Result{
+				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
 					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
 					NewConnection: true,
-					Commands: []prober.CommandResult{
+					Commands: []probe.CommandResult{
 						{Name: "uname", Ran: true, Duration: 100 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6},
 						{Name: "df", Ran: true, Duration: 200 * time.Millisecond, Hash: 0x1111111111111, Bytes: 120},
 					},
 				}),
 				// A reused connection: no phases; uname's output is unchanged,
 				// df's changed.
-				sshResult(sshC, 1, true, prober.ReasonNone, &prober.SSHResult{
-					Commands: []prober.CommandResult{
+				sshResult(sshC, 1, true, probe.ReasonNone, &probe.SSHResult{
+					Commands: []probe.CommandResult{
 						{Name: "uname", Ran: true, Duration: 150 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6},
 						{Name: "df", Ran: true, Duration: 250 * time.Millisecond, Hash: 0x2222222222222, Bytes: 130},
 					},
@@ -445,21 +445,21 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "ssh phases reached only, commands that did not run absent, hash only when read",
 			targets: []*config.Target{sshC},
-			results: []prober.Result{
-				sshResult(sshC, 0, true, prober.ReasonNone, &prober.SSHResult{
+			results: []probe.Result{
+				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
 					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
 					NewConnection: true,
-					Commands: []prober.CommandResult{
+					Commands: []probe.CommandResult{
 						{Name: "uname", Ran: true, Duration: 100 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6},
 						{Name: "df", Ran: true, Duration: 200 * time.Millisecond, Hash: 0x1111111111111, Bytes: 120},
 					},
 				}),
 				// uname timed out without output; df never started.
-				sshResult(sshC, 1, false, prober.ReasonTimeout, &prober.SSHResult{
+				sshResult(sshC, 1, false, probe.ReasonTimeout, &probe.SSHResult{
 					Connect: 15 * time.Millisecond, Handshake: 25 * time.Millisecond,
 					NewConnection: true,
-					Commands: []prober.CommandResult{
-						{Name: "uname", Ran: true, Duration: 200 * time.Millisecond, ExitStatus: -1, Reason: prober.ReasonTimeout},
+					Commands: []probe.CommandResult{
+						{Name: "uname", Ran: true, Duration: 200 * time.Millisecond, ExitStatus: -1, Reason: probe.ReasonTimeout},
 						{Name: "df"},
 					},
 				}),
@@ -485,15 +485,15 @@ func TestCollect(t *testing.T) {
 		{
 			name:    "ssh failure before any result part drops command series",
 			targets: []*config.Target{sshC},
-			results: []prober.Result{
-				sshResult(sshC, 0, true, prober.ReasonNone, &prober.SSHResult{
+			results: []probe.Result{
+				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
 					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
 					NewConnection: true,
-					Commands: []prober.CommandResult{
+					Commands: []probe.CommandResult{
 						{Name: "uname", Ran: true, Duration: 100 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6},
 					},
 				}),
-				sshResult(sshC, 1, false, prober.ReasonDNS, nil),
+				sshResult(sshC, 1, false, probe.ReasonDNS, nil),
 			},
 			want: []string{
 				`fleet_host_up{host="db1",set="db"} 0`,
@@ -518,14 +518,14 @@ func TestCollect(t *testing.T) {
 			// its timeout as the connect phase).
 			name:    "ssh failed connect keeps the phases of the last connection",
 			targets: []*config.Target{sshC},
-			results: []prober.Result{
-				sshResult(sshC, 0, true, prober.ReasonNone, &prober.SSHResult{
+			results: []probe.Result{
+				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
 					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
 					NewConnection: true,
 				}),
-				sshResult(sshC, 1, false, prober.ReasonTimeout, &prober.SSHResult{
+				sshResult(sshC, 1, false, probe.ReasonTimeout, &probe.SSHResult{
 					Connect: 10 * time.Second,
-					Commands: []prober.CommandResult{
+					Commands: []probe.CommandResult{
 						{Name: "uname"},
 						{Name: "df"},
 					},
@@ -571,11 +571,11 @@ func fullStore() *Store {
 	s := NewStore()
 	s.SetTargets([]*config.Target{icmp, tcp, ssh})
 	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
-	s.Update(result(tcp, 0, true, prober.ReasonNone))
-	s.Update(result(tcp, 1, false, prober.ReasonRefused))
-	s.Update(sshResult(ssh, 0, true, prober.ReasonNone, &prober.SSHResult{
+	s.Update(result(tcp, 0, true, probe.ReasonNone))
+	s.Update(result(tcp, 1, false, probe.ReasonRefused))
+	s.Update(sshResult(ssh, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond, NewConnection: true,
-		Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: 42, Bytes: 6}},
+		Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: 42, Bytes: 6}},
 	}))
 	return s
 }
@@ -648,12 +648,12 @@ func TestSetTargets(t *testing.T) {
 			s := NewStore()
 			s.SetTargets(tc.before)
 			for _, tg := range tc.before {
-				s.Update(result(tg, 0, true, prober.ReasonNone))
+				s.Update(result(tg, 0, true, probe.ReasonNone))
 			}
 			s.SetTargets(tc.after)
 			// Late results of removed targets must be ignored.
 			for _, tg := range tc.before {
-				s.Update(result(tg, 1, true, prober.ReasonNone))
+				s.Update(result(tg, 1, true, probe.ReasonNone))
 			}
 			want := expo(t, tc.want...)
 			if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader(want),
@@ -668,7 +668,7 @@ func TestSetTargetsReaddedSetStartsFromZero(t *testing.T) {
 	a1 := tcpTarget("a", "h1", nil)
 	s := NewStore()
 	s.SetTargets([]*config.Target{a1})
-	s.Update(result(a1, 0, true, prober.ReasonNone))
+	s.Update(result(a1, 0, true, probe.ReasonNone))
 	s.SetTargets(nil)
 	if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader("")); err != nil {
 		t.Errorf("unexpected exposition with no targets:\n%v", err)
@@ -688,8 +688,8 @@ func TestSetTargetsKeepsStateOnLabelChange(t *testing.T) {
 	old := tcpTarget("a", "h1", map[string]string{"dc": "fra"})
 	s := NewStore()
 	s.SetTargets([]*config.Target{old})
-	s.Update(result(old, 0, false, prober.ReasonRefused))
-	s.Update(result(old, 1, false, prober.ReasonRefused))
+	s.Update(result(old, 0, false, probe.ReasonRefused))
+	s.Update(result(old, 1, false, probe.ReasonRefused))
 
 	changed := tcpTarget("a", "h1", map[string]string{"dc": "ams", "rack": "r1"})
 	changed.Fingerprint = "changed"
@@ -713,7 +713,7 @@ func TestDescCacheFollowsLabelUnion(t *testing.T) {
 	s := NewStore()
 	c := NewCollector(s)
 	s.SetTargets([]*config.Target{tg})
-	s.Update(result(tg, 0, true, prober.ReasonNone))
+	s.Update(result(tg, 0, true, probe.ReasonNone))
 
 	steps := []struct {
 		name   string
@@ -755,9 +755,9 @@ func TestConcurrentUpdateCollect(t *testing.T) {
 						s.Update(icmpResult(tg, n, 3, (n+w)%4, time.Millisecond))
 						continue
 					}
-					s.Update(sshResult(tg, n, true, prober.ReasonNone, &prober.SSHResult{
+					s.Update(sshResult(tg, n, true, probe.ReasonNone, &probe.SSHResult{
 						Connect: time.Millisecond, NewConnection: true,
-						Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%3 + 1), Bytes: 1}},
+						Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%3 + 1), Bytes: 1}},
 					}))
 				}
 			}

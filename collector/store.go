@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // TargetState is what the store knows about one configured target. Values in
@@ -32,7 +32,7 @@ type TargetState struct {
 	// Success, Reason and Duration describe the last result. Reason is empty
 	// when Success is true.
 	Success  bool
-	Reason   prober.Reason
+	Reason   probe.Reason
 	Duration time.Duration
 	// LastRun is the end time of the last probe.
 	LastRun time.Time
@@ -93,7 +93,7 @@ type CommandState struct {
 	Ran        bool
 	Duration   time.Duration
 	ExitStatus int
-	Reason     prober.Reason
+	Reason     probe.Reason
 	// OutputRead is true when the last run produced an output hash.
 	OutputRead bool
 	// Hash and Bytes describe the last output that was read; they keep their
@@ -290,8 +290,8 @@ func pruneCommands(st *SSHState, cfg *config.SSHProbe) *SSHState {
 
 // Update records one probe result. Results for keys that are not configured
 // (a late result of a removed target) are ignored. A failed result without a
-// reason is recorded with prober.ReasonError.
-func (s *Store) Update(r prober.Result) {
+// reason is recorded with probe.ReasonError.
+func (s *Store) Update(r probe.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.index[r.Key]
@@ -307,13 +307,13 @@ func (s *Store) Update(r prober.Result) {
 	st.LastRun = end
 	sp := &s.sets[st.setIdx]
 	if r.Success {
-		st.Reason = prober.ReasonNone
+		st.Reason = probe.ReasonNone
 		st.LastSuccess = end
 		st.FailingSince = time.Time{}
 		st.ConsecutiveFailures = 0
 		sp.Successes++
 	} else {
-		st.Reason = cmp.Or(r.Reason, prober.ReasonError)
+		st.Reason = cmp.Or(r.Reason, probe.ReasonError)
 		if st.ConsecutiveFailures == 0 {
 			st.FailingSince = end
 		}
@@ -341,11 +341,11 @@ func (s *Store) Update(r prober.Result) {
 // always sets Hash when it read the output (SHA-256 of any output, the empty
 // one included, has non-zero top 52 bits except with probability 2^-52), and
 // leaves it zero otherwise.
-func outputRead(c *prober.CommandResult) bool { return c.Ran && c.Hash != 0 }
+func outputRead(c *probe.CommandResult) bool { return c.Ran && c.Hash != 0 }
 
 // nextSSHState builds the state that follows prev after the SSH result r
 // (nil when the probe failed before producing one). prev is not modified.
-func nextSSHState(prev *SSHState, r *prober.SSHResult, end time.Time) *SSHState {
+func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 	next := &SSHState{}
 	if prev != nil {
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = prev.Connect, prev.Handshake, prev.Auth, prev.HasPhases
@@ -357,7 +357,7 @@ func nextSSHState(prev *SSHState, r *prober.SSHResult, end time.Time) *SSHState 
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = r.Connect, r.Handshake, r.Auth, true
 	}
 
-	var reported []prober.CommandResult
+	var reported []probe.CommandResult
 	if r != nil {
 		reported = r.Commands
 	}
@@ -389,7 +389,7 @@ func nextSSHState(prev *SSHState, r *prober.SSHResult, end time.Time) *SSHState 
 	// Commands the last probe did not report keep their output history but
 	// did not run.
 	for _, p := range prevCmds {
-		if !slices.ContainsFunc(reported, func(c prober.CommandResult) bool { return c.Name == p.Name }) {
+		if !slices.ContainsFunc(reported, func(c probe.CommandResult) bool { return c.Name == p.Name }) {
 			cmds = append(cmds, CommandState{Name: p.Name, Hash: p.Hash, Bytes: p.Bytes, HashChanged: p.HashChanged})
 		}
 	}

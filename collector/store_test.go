@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // end returns the end time of the n-th fake result.
@@ -25,7 +25,7 @@ func TestStoreTargetState(t *testing.T) {
 	tests := []struct {
 		name    string
 		target  *config.Target
-		results []prober.Result
+		results []probe.Result
 		want    TargetState
 	}{
 		{
@@ -36,16 +36,16 @@ func TestStoreTargetState(t *testing.T) {
 		{
 			name:    "failure streak starts at the first failure",
 			target:  tcp,
-			results: []prober.Result{result(tcp, 0, true, ""), result(tcp, 1, false, prober.ReasonTimeout), result(tcp, 2, false, prober.ReasonRefused)},
+			results: []probe.Result{result(tcp, 0, true, ""), result(tcp, 1, false, probe.ReasonTimeout), result(tcp, 2, false, probe.ReasonRefused)},
 			want: TargetState{
-				Target: tcp, HasResult: true, Reason: prober.ReasonRefused, Duration: probeDuration,
+				Target: tcp, HasResult: true, Reason: probe.ReasonRefused, Duration: probeDuration,
 				LastRun: end(2), LastSuccess: end(0), FailingSince: end(1), ConsecutiveFailures: 2,
 			},
 		},
 		{
 			name:    "success ends the streak",
 			target:  tcp,
-			results: []prober.Result{result(tcp, 0, false, prober.ReasonTimeout), result(tcp, 1, true, "")},
+			results: []probe.Result{result(tcp, 0, false, probe.ReasonTimeout), result(tcp, 1, true, "")},
 			want: TargetState{
 				Target: tcp, HasResult: true, Success: true, Duration: probeDuration,
 				LastRun: end(1), LastSuccess: end(1),
@@ -54,13 +54,13 @@ func TestStoreTargetState(t *testing.T) {
 		{
 			name:   "icmp counters accumulate and rtt follows the last probe",
 			target: icmp,
-			results: []prober.Result{
+			results: []probe.Result{
 				icmpResult(icmp, 0, 3, 3, time.Millisecond),
 				icmpResult(icmp, 1, 3, 1, 2*time.Millisecond),
 				icmpResult(icmp, 2, 3, 0, 0),
 			},
 			want: TargetState{
-				Target: icmp, HasResult: true, Reason: prober.ReasonTimeout, Duration: probeDuration,
+				Target: icmp, HasResult: true, Reason: probe.ReasonTimeout, Duration: probeDuration,
 				LastRun: end(2), LastSuccess: end(1), FailingSince: end(2), ConsecutiveFailures: 1,
 				ICMP: ICMPState{PacketsSent: 9, PacketsReceived: 4, LastSent: 3},
 			},
@@ -86,45 +86,45 @@ func TestStoreTargetState(t *testing.T) {
 
 func TestStoreCommandHistory(t *testing.T) {
 	ssh := sshTarget("a", "h1", nil, "uname", "df")
-	cmd := func(name string, hash uint64) prober.CommandResult {
-		return prober.CommandResult{Name: name, Ran: true, Duration: time.Millisecond, Hash: hash, Bytes: 1}
+	cmd := func(name string, hash uint64) probe.CommandResult {
+		return probe.CommandResult{Name: name, Ran: true, Duration: time.Millisecond, Hash: hash, Bytes: 1}
 	}
-	probe := func(n int, cmds ...prober.CommandResult) prober.Result {
-		return sshResult(ssh, n, true, "", &prober.SSHResult{Commands: cmds})
+	probeN := func(n int, cmds ...probe.CommandResult) probe.Result {
+		return sshResult(ssh, n, true, "", &probe.SSHResult{Commands: cmds})
 	}
 
 	tests := []struct {
 		name    string
-		results []prober.Result
+		results []probe.Result
 		want    []CommandState
 	}{
 		{
 			name:    "first observation sets the changed time",
-			results: []prober.Result{probe(0, cmd("uname", 7))},
+			results: []probe.Result{probeN(0, cmd("uname", 7))},
 			want: []CommandState{
 				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
 			},
 		},
 		{
 			name:    "same hash keeps the changed time",
-			results: []prober.Result{probe(0, cmd("uname", 7)), probe(1, cmd("uname", 7))},
+			results: []probe.Result{probeN(0, cmd("uname", 7)), probeN(1, cmd("uname", 7))},
 			want: []CommandState{
 				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
 			},
 		},
 		{
 			name:    "new hash moves the changed time",
-			results: []prober.Result{probe(0, cmd("uname", 7)), probe(1, cmd("uname", 8))},
+			results: []probe.Result{probeN(0, cmd("uname", 7)), probeN(1, cmd("uname", 8))},
 			want: []CommandState{
 				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 8, Bytes: 1, HashChanged: end(1)},
 			},
 		},
 		{
 			name: "hash survives runs without output and probes without the command",
-			results: []prober.Result{
-				probe(0, cmd("uname", 7), cmd("df", 9)),
-				probe(1, prober.CommandResult{Name: "uname", Ran: true, ExitStatus: -1, Reason: prober.ReasonTimeout}),
-				probe(2, cmd("uname", 7)),
+			results: []probe.Result{
+				probeN(0, cmd("uname", 7), cmd("df", 9)),
+				probeN(1, probe.CommandResult{Name: "uname", Ran: true, ExitStatus: -1, Reason: probe.ReasonTimeout}),
+				probeN(2, cmd("uname", 7)),
 			},
 			want: []CommandState{
 				{Name: "uname", Ran: true, Duration: time.Millisecond, OutputRead: true, Hash: 7, Bytes: 1, HashChanged: end(0)},
@@ -154,7 +154,7 @@ func TestStorePrunesRemovedCommands(t *testing.T) {
 	ssh := sshTarget("a", "h1", nil, "uname", "df")
 	s := NewStore()
 	s.SetTargets([]*config.Target{ssh})
-	s.Update(sshResult(ssh, 0, true, "", &prober.SSHResult{Commands: []prober.CommandResult{
+	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{
 		{Name: "uname", Ran: true, Hash: 1}, {Name: "df", Ran: true, Hash: 2},
 	}}))
 	before := s.Snapshot()
@@ -178,12 +178,12 @@ func TestSnapshotIsolation(t *testing.T) {
 	s := NewStore()
 	s.SetTargets([]*config.Target{icmp, ssh})
 	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
-	s.Update(sshResult(ssh, 0, true, "", &prober.SSHResult{Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
+	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
 	snap := s.Snapshot()
 	want := deepCopy(snap)
 
 	s.Update(icmpResult(icmp, 1, 3, 0, 0))
-	s.Update(sshResult(ssh, 1, false, prober.ReasonAuth, &prober.SSHResult{Commands: []prober.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
+	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
 	s.SetTargets(nil)
 
 	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{})); diff != "" {
@@ -287,7 +287,7 @@ func TestStoreMemoryPerICMPTarget(t *testing.T) {
 	for i := range targets {
 		targets[i] = icmpTarget("edge", fmt.Sprintf("host%05d.example.net", i), labels)
 	}
-	results := make([]prober.Result, n)
+	results := make([]probe.Result, n)
 	for i, tg := range targets {
 		results[i] = icmpResult(tg, 0, 3, 3, time.Millisecond)
 	}

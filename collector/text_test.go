@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // registryText is the reference: the store gathered by a Registry holding
@@ -84,35 +84,35 @@ func escapingStore() *Store {
 	ns := func(n int) time.Duration { return time.Duration(n)*time.Millisecond + 123456*time.Nanosecond }
 	// alpha: icmp ok, tcp failing, ssh with every command state.
 	s.Update(icmpResult(aICMP, 0, 3, 2, ns(3)))
-	s.Update(result(aTCP, 0, true, prober.ReasonNone))
-	s.Update(result(aTCP, 1, false, prober.ReasonRefused))
-	s.Update(sshResult(aSSH, 0, true, prober.ReasonNone, &prober.SSHResult{
+	s.Update(result(aTCP, 0, true, probe.ReasonNone))
+	s.Update(result(aTCP, 1, false, probe.ReasonRefused))
+	s.Update(sshResult(aSSH, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: ns(1), Handshake: ns(2), Auth: ns(3), NewConnection: true,
-		Commands: []prober.CommandResult{
+		Commands: []probe.CommandResult{
 			{Name: "uname", Ran: true, Duration: ns(4), Hash: 0xabcdef0123456, Bytes: 6},
 			{Name: "df -h", Ran: true, Duration: ns(5), Hash: 1 << 51, Bytes: 1 << 40},
 			{Name: "cat \"x\"", Ran: true, Duration: ns(6), Hash: 42, Bytes: 0},
 		},
 	}))
-	s.Update(sshResult(aSSH, 1, false, prober.ReasonCommand, &prober.SSHResult{
-		Commands: []prober.CommandResult{
+	s.Update(sshResult(aSSH, 1, false, probe.ReasonCommand, &probe.SSHResult{
+		Commands: []probe.CommandResult{
 			{Name: "uname", Ran: true, Duration: ns(7), ExitStatus: 2, Hash: 0xabcdef0123456, Bytes: 6},
-			{Name: "df -h", Ran: true, Duration: ns(8), ExitStatus: -1, Reason: prober.ReasonTimeout},
+			{Name: "df -h", Ran: true, Duration: ns(8), ExitStatus: -1, Reason: probe.ReasonTimeout},
 			{Name: "cat \"x\"", Ran: false},
 		},
 	}))
 	// beta: icmp without reply (no rtt), ssh with a phase not reached.
 	s.Update(icmpResult(bICMP, 0, 3, 0, 0))
-	s.Update(sshResult(bSSH, 0, false, prober.ReasonAuth, &prober.SSHResult{
+	s.Update(sshResult(bSSH, 0, false, probe.ReasonAuth, &probe.SSHResult{
 		Connect: ns(9), Handshake: ns(10), NewConnection: true,
 	}))
 	s.Update(icmpResult(bOnly, 0, 5, 5, ns(11)))
 	// gamma: failing tcp with another reason; ssh before any phase.
-	s.Update(result(cTCP, 0, false, prober.ReasonTimeout))
-	s.Update(result(dTCP, 0, true, prober.ReasonNone))
-	s.Update(sshResult(cSSH, 0, false, prober.ReasonDNS, nil))
-	s.Update(sshResult(cSSH, 1, true, prober.ReasonNone, &prober.SSHResult{
-		Commands: []prober.CommandResult{{Name: "df -h", Ran: true, Duration: 0, Hash: 7, Bytes: 3}},
+	s.Update(result(cTCP, 0, false, probe.ReasonTimeout))
+	s.Update(result(dTCP, 0, true, probe.ReasonNone))
+	s.Update(sshResult(cSSH, 0, false, probe.ReasonDNS, nil))
+	s.Update(sshResult(cSSH, 1, true, probe.ReasonNone, &probe.SSHResult{
+		Commands: []probe.CommandResult{{Name: "df -h", Ran: true, Duration: 0, Hash: 7, Bytes: 3}},
 	}))
 	return s
 }
@@ -125,7 +125,7 @@ func randomStore(seed uint64, hosts int) *Store {
 	labelNames := []string{"az", "dc", "env", "owner", "pod", "rack", "team", "zone"}
 	values := []string{"", "a", "b", `x\y`, "q\"", "n\nl", "zz"}
 	commands := []string{"a", "b c", "uname", "z\"q"}
-	reasons := prober.Reasons
+	reasons := probe.Reasons()
 	sets := make([]string, 1+rng.IntN(5))
 	setLabels := make([]map[string]string, len(sets))
 	for i := range sets {
@@ -170,7 +170,7 @@ func randomStore(seed uint64, hosts int) *Store {
 	for _, t := range targets {
 		for n := range rng.IntN(3) {
 			ok := rng.IntN(3) > 0
-			reason := prober.ReasonNone
+			reason := probe.ReasonNone
 			if !ok {
 				reason = reasons[rng.IntN(len(reasons))]
 			}
@@ -179,12 +179,12 @@ func randomStore(seed uint64, hosts int) *Store {
 			switch t.Probe {
 			case config.ProbeICMP:
 				recv := rng.IntN(4)
-				r.ICMP = &prober.ICMPResult{Sent: 3, Received: recv, RTT: d()}
+				r.ICMP = &probe.ICMPResult{Sent: 3, Received: recv, RTT: d()}
 			case config.ProbeSSH:
 				if rng.IntN(4) > 0 {
-					sr := &prober.SSHResult{NewConnection: rng.IntN(2) == 0, Connect: d(), Handshake: d(), Auth: d()}
+					sr := &probe.SSHResult{NewConnection: rng.IntN(2) == 0, Connect: d(), Handshake: d(), Auth: d()}
 					for _, c := range t.SSH.Commands {
-						sr.Commands = append(sr.Commands, prober.CommandResult{
+						sr.Commands = append(sr.Commands, probe.CommandResult{
 							Name: c.Name, Ran: rng.IntN(4) > 0, Duration: d(), ExitStatus: rng.IntN(3) - 1,
 							Hash: rng.Uint64N(1 << 52), Bytes: rng.Int64N(1 << 20),
 						})
@@ -492,12 +492,12 @@ func TestWriteTextConcurrentWithUpdates(t *testing.T) {
 				case config.ProbeICMP:
 					s.Update(icmpResult(tg, n, 3, n%4, time.Millisecond))
 				case config.ProbeSSH:
-					s.Update(sshResult(tg, n, n%3 > 0, prober.ReasonAuth, &prober.SSHResult{
+					s.Update(sshResult(tg, n, n%3 > 0, probe.ReasonAuth, &probe.SSHResult{
 						NewConnection: n%2 == 0, Connect: time.Millisecond,
-						Commands: []prober.CommandResult{{Name: "df -h", Ran: true, Hash: uint64(n%7 + 1), Bytes: 1}},
+						Commands: []probe.CommandResult{{Name: "df -h", Ran: true, Hash: uint64(n%7 + 1), Bytes: 1}},
 					}))
 				default:
-					s.Update(result(tg, n, n%2 == 0, prober.ReasonRefused))
+					s.Update(result(tg, n, n%2 == 0, probe.ReasonRefused))
 				}
 				if g == 0 && n%50 == 0 {
 					s.SetTargets(targets[:len(targets)-n/50%3])

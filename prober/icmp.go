@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // ICMPMode is the kind of socket the ICMP prober sends echo requests from.
@@ -55,7 +56,7 @@ const icmpDefaultTimeout = 10 * time.Second
 // DetectICMPMode finds out which ICMP socket this process may open. Unless
 // forcePrivileged is set it first tries an unprivileged ping socket, then a
 // raw socket. If neither can be opened it returns an error saying how to fix
-// that; ICMP probes then fail with ReasonPermission.
+// that; ICMP probes then fail with probe.ReasonPermission.
 func DetectICMPMode(forcePrivileged bool) (ICMPMode, error) {
 	var dgramErr error
 	if !forcePrivileged {
@@ -153,14 +154,14 @@ func (p *ICMPProber) Close() {
 // Probe resolves the target and sends t.ICMP.Count echo requests,
 // t.ICMP.PacketInterval apart, waiting for replies until all have come, the
 // timeout passes or ctx ends. The probe succeeds when at least one reply
-// arrives; with none the reason is timeout. Result.ICMP is always set and
+// arrives; with none the reason is timeout. probe.Result.ICMP is always set and
 // counts the requests actually sent. A socket the kernel refuses gives
-// ReasonPermission.
-func (p *ICMPProber) Probe(ctx context.Context, t *config.Target) Result {
+// probe.ReasonPermission.
+func (p *ICMPProber) Probe(ctx context.Context, t *config.Target) probe.Result {
 	start := time.Now()
-	ir := &ICMPResult{}
-	res := Result{ICMP: ir}
-	fail := func(reason Reason, err error) Result {
+	ir := &probe.ICMPResult{}
+	res := probe.Result{ICMP: ir}
+	fail := func(reason probe.Reason, err error) probe.Result {
 		res.Duration = time.Since(start)
 		res.Success, res.Reason, res.Err = false, reason, err
 		return res
@@ -168,15 +169,15 @@ func (p *ICMPProber) Probe(ctx context.Context, t *config.Target) Result {
 
 	addr, err := p.res.Lookup(ctx, t.Name)
 	if err != nil {
-		return fail(ReasonFor(err), err)
+		return fail(probe.ReasonFor(err), err)
 	}
 
 	if err := ctx.Err(); err != nil {
-		return fail(ReasonFor(err), fmt.Errorf("icmp %s: %w", t.Host, err))
+		return fail(probe.ReasonFor(err), fmt.Errorf("icmp %s: %w", t.Host, err))
 	}
 	timeout := icmpTimeout(ctx, t)
 	if timeout <= 0 {
-		return fail(ReasonTimeout, fmt.Errorf("icmp %s: %w", t.Host, context.DeadlineExceeded))
+		return fail(probe.ReasonTimeout, fmt.Errorf("icmp %s: %w", t.Host, context.DeadlineExceeded))
 	}
 	round := icmpRound{addr: addr, count: 1, interval: icmpDefaultInterval, size: icmpMinSize, timeout: timeout}
 	if c := t.ICMP; c != nil {
@@ -201,13 +202,13 @@ func (p *ICMPProber) Probe(ctx context.Context, t *config.Target) Result {
 	res.Duration = time.Since(start)
 
 	if runErr != nil {
-		return fail(ReasonFor(runErr), fmt.Errorf("icmp %s (%s): %w", t.Host, p.mode, runErr))
+		return fail(probe.ReasonFor(runErr), fmt.Errorf("icmp %s (%s): %w", t.Host, p.mode, runErr))
 	}
 	if ir.Received == 0 {
 		if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fail(ReasonFor(err), err)
+			return fail(probe.ReasonFor(err), err)
 		}
-		return fail(ReasonTimeout, fmt.Errorf("icmp %s: no echo reply to %d requests", t.Host, ir.Sent))
+		return fail(probe.ReasonTimeout, fmt.Errorf("icmp %s: no echo reply to %d requests", t.Host, ir.Sent))
 	}
 	res.Success = true
 	return res

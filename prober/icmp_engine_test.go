@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // icmpNetnsChildEnv is set in the test binary re-executed inside a fresh
@@ -105,7 +106,7 @@ func TestICMPEngineManyTargets(t *testing.T) {
 					}
 					p := NewICMPProber(resolverOffline(t, time.Minute), mode, nil)
 					defer p.Close()
-					results := make([]Result, tc.n)
+					results := make([]probe.Result, tc.n)
 					var wg sync.WaitGroup
 					for i := range tc.n {
 						wg.Go(func() {
@@ -315,7 +316,7 @@ func TestICMPEngineForeignTraffic(t *testing.T) {
 
 	for round := range 20 {
 		var pwg sync.WaitGroup
-		results := make([]Result, 50)
+		results := make([]probe.Result, 50)
 		for i := range results {
 			pwg.Go(func() {
 				tg := icmpTarget(fmt.Sprintf("127.0.0.%d", 1+i%2), 3, 5*time.Millisecond)
@@ -359,7 +360,7 @@ func TestICMPEngineClose(t *testing.T) {
 			}
 
 			// A probe of 5 packets 1s apart is in flight when Close runs.
-			inFlight := make(chan Result, 1)
+			inFlight := make(chan probe.Result, 1)
 			go func() {
 				tg := icmpTarget("127.0.0.1", 5, time.Second)
 				tg.Timeout = 10 * time.Second
@@ -385,12 +386,12 @@ func TestICMPEngineClose(t *testing.T) {
 			if d := time.Since(start); d > 500*time.Millisecond {
 				t.Errorf("in-flight probe ended %v after Close, want promptly", d)
 			}
-			if r.Success || r.Reason != ReasonError {
-				t.Errorf("in-flight probe = success %v reason %q (err %v), want failure with reason %q", r.Success, r.Reason, r.Err, ReasonError)
+			if r.Success || r.Reason != probe.ReasonError {
+				t.Errorf("in-flight probe = success %v reason %q (err %v), want failure with reason %q", r.Success, r.Reason, r.Err, probe.ReasonError)
 			}
 			after := p.Probe(t.Context(), icmpTarget("127.0.0.1", 1, time.Millisecond))
-			if after.Success || after.Reason != ReasonError || after.ICMP.Sent != 0 {
-				t.Errorf("probe after Close = success %v reason %q sent %d, want failure, reason %q, 0 sent", after.Success, after.Reason, after.ICMP.Sent, ReasonError)
+			if after.Success || after.Reason != probe.ReasonError || after.ICMP.Sent != 0 {
+				t.Errorf("probe after Close = success %v reason %q sent %d, want failure, reason %q, 0 sent", after.Success, after.Reason, after.ICMP.Sent, probe.ReasonError)
 			}
 			if got := icmpOpenFDs(t); got != fdsBefore {
 				t.Errorf("open fds after Close = %d, want %d", got, fdsBefore)

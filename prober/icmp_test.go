@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // icmpModeWorks reports whether a socket of mode can be opened for the
@@ -108,8 +109,8 @@ func TestDetectICMPMode(t *testing.T) {
 						t.Errorf("error %q does not mention %s", err, hint)
 					}
 				}
-				if ReasonFor(err) != ReasonPermission {
-					t.Errorf("ReasonFor(%v) = %q, want %q", err, ReasonFor(err), ReasonPermission)
+				if probe.ReasonFor(err) != probe.ReasonPermission {
+					t.Errorf("probe.ReasonFor(%v) = %q, want %q", err, probe.ReasonFor(err), probe.ReasonPermission)
 				}
 				return
 			}
@@ -127,7 +128,7 @@ func TestICMPProbe(t *testing.T) {
 		target     *config.Target
 		family     string
 		wantOK     bool
-		wantReason Reason
+		wantReason probe.Reason
 		wantSent   int
 		wantRecv   int
 	}{
@@ -154,7 +155,7 @@ func TestICMPProbe(t *testing.T) {
 			}(),
 			family: "ip4", wantOK: true, wantSent: 1, wantRecv: 1,
 		},
-		{name: "unresolvable name", target: icmpTarget("x.invalid", 3, 10*time.Millisecond), family: "ip4", wantReason: ReasonDNS},
+		{name: "unresolvable name", target: icmpTarget("x.invalid", 3, 10*time.Millisecond), family: "ip4", wantReason: probe.ReasonDNS},
 	}
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -173,7 +174,7 @@ func TestICMPProbe(t *testing.T) {
 							tc.target.Name, got.Success, got.Reason, got.Err, tc.wantOK, tc.wantReason)
 					}
 					if got.ICMP == nil {
-						t.Fatalf("Result.ICMP is nil")
+						t.Fatalf("probe.Result.ICMP is nil")
 					}
 					if got.ICMP.Sent != tc.wantSent || got.ICMP.Received != tc.wantRecv {
 						t.Errorf("sent/received = %d/%d, want %d/%d", got.ICMP.Sent, got.ICMP.Received, tc.wantSent, tc.wantRecv)
@@ -199,7 +200,7 @@ func TestICMPProbeStopsWithContext(t *testing.T) {
 		name       string
 		ctx        func() (context.Context, context.CancelFunc)
 		wantOK     bool
-		wantReason Reason
+		wantReason probe.Reason
 		wantSent   int
 	}{
 		{
@@ -216,7 +217,7 @@ func TestICMPProbeStopsWithContext(t *testing.T) {
 			ctx: func() (context.Context, context.CancelFunc) {
 				return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 			},
-			wantReason: ReasonTimeout,
+			wantReason: probe.ReasonTimeout,
 		},
 		{
 			name: "cancelled before start",
@@ -225,7 +226,7 @@ func TestICMPProbeStopsWithContext(t *testing.T) {
 				cancel()
 				return ctx, cancel
 			},
-			wantReason: ReasonError,
+			wantReason: probe.ReasonError,
 		},
 	}
 	for _, mode := range modes {
@@ -297,8 +298,8 @@ func TestICMPProbePermission(t *testing.T) {
 			p := NewICMPProber(resolverOffline(t, time.Minute), mode, nil)
 			defer p.Close()
 			got := p.Probe(t.Context(), icmpTarget("127.0.0.1", 1, 10*time.Millisecond))
-			if got.Success || got.Reason != ReasonPermission {
-				t.Fatalf("Probe = success %v reason %q (err %v), want reason %q", got.Success, got.Reason, got.Err, ReasonPermission)
+			if got.Success || got.Reason != probe.ReasonPermission {
+				t.Fatalf("Probe = success %v reason %q (err %v), want reason %q", got.Success, got.Reason, got.Err, probe.ReasonPermission)
 			}
 			if got.ICMP == nil || got.ICMP.Sent != 0 {
 				t.Errorf("ICMP = %+v, want 0 sent", got.ICMP)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 const (
@@ -39,7 +40,7 @@ const (
 // whatever the prober keeps open between probes: the shared ICMP socket,
 // pooled SSH connections; nil for none) and checks that nothing is left
 // behind: no file descriptor, no goroutine.
-func netnsProbe(t *testing.T, ns *netnstest.NS, p Prober, tg *config.Target, release func()) Result {
+func netnsProbe(t *testing.T, ns *netnstest.NS, p probe.Prober, tg *config.Target, release func()) probe.Result {
 	t.Helper()
 	res, check := netnsStart(t, ns, p, tg)
 	r := <-res
@@ -59,23 +60,23 @@ func netnsProbe(t *testing.T, ns *netnstest.NS, p Prober, tg *config.Target, rel
 // prober of this package does (net.Dialer, pro-bing, the shared ICMP engine
 // on its first probe): a socket opened later by a background goroutine would
 // live in the root namespace.
-func netnsStart(t *testing.T, ns *netnstest.NS, p Prober, tg *config.Target) (<-chan Result, func()) {
+func netnsStart(t *testing.T, ns *netnstest.NS, p probe.Prober, tg *config.Target) (<-chan probe.Result, func()) {
 	t.Helper()
 	fdsBefore, err := netnstest.OpenFDs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	leak := goleak.IgnoreCurrent()
-	out := make(chan Result, 1)
+	out := make(chan probe.Result, 1)
 	go func() {
-		var r Result
+		var r probe.Result
 		err := ns.InClient(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), tg.Timeout)
 			defer cancel()
 			r = p.Probe(ctx, tg)
 		})
 		if err != nil {
-			r = Result{Reason: ReasonError, Err: err}
+			r = probe.Result{Reason: probe.ReasonError, Err: err}
 		}
 		out <- r
 	}()
@@ -118,7 +119,7 @@ func TestNetnsICMPFaults(t *testing.T) {
 	type check struct {
 		sent, received int
 		dropped        int
-		res            Result
+		res            probe.Result
 	}
 	tests := []struct {
 		name    string
@@ -162,7 +163,7 @@ func TestNetnsICMPFaults(t *testing.T) {
 				if c.received < 6 {
 					t.Errorf("received %d of %d, want at least 6 (30%% loss)", c.received, c.sent)
 				}
-				if !c.res.Success || c.res.Reason != ReasonNone {
+				if !c.res.Success || c.res.Reason != probe.ReasonNone {
 					t.Errorf("success=%v reason=%q (%v), want success despite loss", c.res.Success, c.res.Reason, c.res.Err)
 				}
 				if c.received < c.sent {
@@ -176,8 +177,8 @@ func TestNetnsICMPFaults(t *testing.T) {
 			name: "blackhole", fault: func(t *testing.T) { ns.Blackhole(t) }, addr: ns.HostAddr,
 			count: 3, timeout: time.Second,
 			check: func(t *testing.T, c check) {
-				if c.res.Success || c.res.Reason != ReasonTimeout {
-					t.Errorf("success=%v reason=%q (%v), want reason %q", c.res.Success, c.res.Reason, c.res.Err, ReasonTimeout)
+				if c.res.Success || c.res.Reason != probe.ReasonTimeout {
+					t.Errorf("success=%v reason=%q (%v), want reason %q", c.res.Success, c.res.Reason, c.res.Err, probe.ReasonTimeout)
 				}
 				if c.sent != 3 || c.received != 0 {
 					t.Errorf("sent=%d received=%d, want 3 and 0", c.sent, c.received)
@@ -238,7 +239,7 @@ func TestNetnsICMPFaults(t *testing.T) {
 					p := NewICMPProber(res, mode, nil)
 					r := netnsProbe(t, ns, p, tg, func() { netnsClose(p) })
 					if r.ICMP == nil {
-						t.Fatalf("Result.ICMP is nil (reason %q: %v)", r.Reason, r.Err)
+						t.Fatalf("probe.Result.ICMP is nil (reason %q: %v)", r.Reason, r.Err)
 					}
 					netnsCheckDuration(t, "probe", r.Duration, 0, tc.timeout+netnsSlack)
 					c := check{sent: r.ICMP.Sent, received: r.ICMP.Received, dropped: ns.Dropped(t), res: r}
@@ -276,12 +277,12 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 	tests := []struct {
 		name       string
 		fault      func(t *testing.T)
-		wantVictim Reason
+		wantVictim probe.Reason
 	}{
 		// Without a fault both listeners answer, so a timeout in the next
 		// case can only come from the blackhole.
-		{name: "no fault", fault: func(t *testing.T) { ns.Clear(t) }, wantVictim: ReasonNone},
-		{name: "victim blackholed", fault: func(t *testing.T) { ns.Blackhole(t, ns.AltAddr) }, wantVictim: ReasonTimeout},
+		{name: "no fault", fault: func(t *testing.T) { ns.Clear(t) }, wantVictim: probe.ReasonNone},
+		{name: "victim blackholed", fault: func(t *testing.T) { ns.Blackhole(t, ns.AltAddr) }, wantVictim: probe.ReasonTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,7 +292,7 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 			victimCh, victimCheck := netnsStart(t, ns, p, target(victim))
 			healthyCh, _ := netnsStart(t, ns, p, target(healthy))
 			var wg sync.WaitGroup
-			var h, v Result
+			var h, v probe.Result
 			wg.Go(func() { h = <-healthyCh })
 			wg.Go(func() { v = <-victimCh })
 			wg.Wait()
@@ -301,10 +302,10 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 				t.Errorf("healthy address: reason %q (%v), want success", h.Reason, h.Err)
 			}
 			netnsCheckDuration(t, "healthy connect", h.Duration, 0, netnsFast)
-			if v.Success != (tc.wantVictim == ReasonNone) || v.Reason != tc.wantVictim {
+			if v.Success != (tc.wantVictim == probe.ReasonNone) || v.Reason != tc.wantVictim {
 				t.Errorf("victim address: success=%v reason=%q (%v), want reason %q", v.Success, v.Reason, v.Err, tc.wantVictim)
 			}
-			if tc.wantVictim == ReasonTimeout {
+			if tc.wantVictim == probe.ReasonTimeout {
 				netnsCheckDuration(t, "blackholed connect", v.Duration, time.Second-50*time.Millisecond, time.Second+netnsSlack)
 				if ns.Dropped(t) == 0 {
 					t.Error("nft dropped nothing: the blackhole did not see the connect")
@@ -329,15 +330,15 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 		name       string
 		blackhole  bool
 		reuse      bool
-		wantReason Reason
+		wantReason probe.Reason
 		minDur     time.Duration
 		maxDur     time.Duration
 	}{
 		// Nothing listens on port 22: the host answers with a reset, so
 		// the path works and only the blackhole turns it into a timeout.
-		{name: "refused without fault", wantReason: ReasonRefused, maxDur: netnsFast},
-		{name: "blackholed", blackhole: true, wantReason: ReasonTimeout, minDur: timeout - 50*time.Millisecond, maxDur: timeout + netnsSlack},
-		{name: "blackholed with reuse_connections", blackhole: true, reuse: true, wantReason: ReasonTimeout, minDur: timeout - 50*time.Millisecond, maxDur: timeout + netnsSlack},
+		{name: "refused without fault", wantReason: probe.ReasonRefused, maxDur: netnsFast},
+		{name: "blackholed", blackhole: true, wantReason: probe.ReasonTimeout, minDur: timeout - 50*time.Millisecond, maxDur: timeout + netnsSlack},
+		{name: "blackholed with reuse_connections", blackhole: true, reuse: true, wantReason: probe.ReasonTimeout, minDur: timeout - 50*time.Millisecond, maxDur: timeout + netnsSlack},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,7 +363,7 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 			}
 			netnsCheckDuration(t, "ssh probe", r.Duration, tc.minDur, tc.maxDur)
 			if r.SSH == nil {
-				t.Fatal("Result.SSH is nil")
+				t.Fatal("probe.Result.SSH is nil")
 			}
 			if r.SSH.NewConnection || r.SSH.Handshake != 0 || r.SSH.Auth != 0 {
 				t.Errorf("ssh result %+v: want no connection, handshake or auth", *r.SSH)

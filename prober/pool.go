@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // Pool runs probes with bounded concurrency and start rate. Each probe type
@@ -23,7 +24,7 @@ import (
 // running when its next turn comes is skipped and counted.
 type Pool struct {
 	logger *slog.Logger
-	sink   func(Result)
+	sink   func(probe.Result)
 	// types holds one entry per probe type that has a prober. The map is
 	// built by NewPool and never modified, so it is read without a lock.
 	types  map[string]*poolType
@@ -53,7 +54,7 @@ type PoolStats struct {
 // poolType is the queue, limits and metrics of one probe type.
 type poolType struct {
 	name    string
-	prober  Prober
+	prober  probe.Prober
 	limiter *rate.Limiter
 	sem     *poolSem
 	// notify has capacity one; Submit signals it after queueing a job.
@@ -104,7 +105,7 @@ func (b *poolBatch) finish() {
 // sink. Its metrics are registered on reg, which may be nil to skip
 // registration. A nil logger discards log output. NewPool starts no
 // goroutine; call Run.
-func NewPool(g config.Global, probers map[string]Prober, sink func(Result), logger *slog.Logger, reg prometheus.Registerer) (*Pool, error) {
+func NewPool(g config.Global, probers map[string]probe.Prober, sink func(probe.Result), logger *slog.Logger, reg prometheus.Registerer) (*Pool, error) {
 	if sink == nil {
 		return nil, errors.New("pool: nil result sink")
 	}

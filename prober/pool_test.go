@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // schedGauge tracks a current and a maximum count.
@@ -36,7 +37,7 @@ func (g *schedGauge) peak() int {
 	return g.max
 }
 
-// schedFakeProber is a Prober that holds each probe for a configurable time
+// schedFakeProber is a probe.Prober that holds each probe for a configurable time
 // (or until its context ends) and records what happened.
 type schedFakeProber struct {
 	// hold returns how long a probe of t takes; a negative value means
@@ -55,7 +56,7 @@ type schedFakeProber struct {
 	cancelled int
 }
 
-func (f *schedFakeProber) Probe(ctx context.Context, t *config.Target) Result {
+func (f *schedFakeProber) Probe(ctx context.Context, t *config.Target) probe.Result {
 	f.local.add(1)
 	defer f.local.add(-1)
 	if f.global != nil {
@@ -78,12 +79,12 @@ func (f *schedFakeProber) Probe(ctx context.Context, t *config.Target) Result {
 	}
 	select {
 	case <-fired:
-		return Result{Success: true, Duration: f.setDuration}
+		return probe.Result{Success: true, Duration: f.setDuration}
 	case <-ctx.Done():
 		f.mu.Lock()
 		f.cancelled++
 		f.mu.Unlock()
-		return Result{Reason: ReasonTimeout, Err: ctx.Err(), Duration: f.setDuration}
+		return probe.Result{Reason: probe.ReasonTimeout, Err: ctx.Err(), Duration: f.setDuration}
 	}
 }
 
@@ -106,23 +107,23 @@ func poolHold(d time.Duration) func(*config.Target) time.Duration {
 // poolSink collects results.
 type poolSink struct {
 	mu      sync.Mutex
-	results []Result
+	results []probe.Result
 }
 
-func (s *poolSink) put(r Result) {
+func (s *poolSink) put(r probe.Result) {
 	s.mu.Lock()
 	s.results = append(s.results, r)
 	s.mu.Unlock()
 }
 
-func (s *poolSink) get() []Result {
+func (s *poolSink) get() []probe.Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Result(nil), s.results...)
+	return append([]probe.Result(nil), s.results...)
 }
 
-func (s *poolSink) byHost() map[string]Result {
-	m := make(map[string]Result)
+func (s *poolSink) byHost() map[string]probe.Result {
+	m := make(map[string]probe.Result)
 	for _, r := range s.get() {
 		m[r.Key.Host] = r
 	}
@@ -189,7 +190,7 @@ func poolSeries(c prometheus.Collector) int {
 }
 
 // poolNew builds a pool on a fresh registry and fails the test on error.
-func poolNew(t *testing.T, g config.Global, probers map[string]Prober, sink *poolSink) (*Pool, *prometheus.Registry) {
+func poolNew(t *testing.T, g config.Global, probers map[string]probe.Prober, sink *poolSink) (*Pool, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	p, err := NewPool(g, probers, sink.put, nil, reg)
@@ -227,30 +228,30 @@ func poolSubmitAll(t *testing.T, p *Pool, targets []*config.Target) {
 
 func TestNewPoolErrors(t *testing.T) {
 	fake := &schedFakeProber{}
-	sink := func(Result) {}
+	sink := func(probe.Result) {}
 	tests := []struct {
 		name    string
-		probers map[string]Prober
-		sink    func(Result)
+		probers map[string]probe.Prober
+		sink    func(probe.Result)
 		reg     func() prometheus.Registerer
 		wantErr string
 	}{
-		{name: "nil sink", probers: map[string]Prober{config.ProbeICMP: fake}, wantErr: "nil result sink"},
+		{name: "nil sink", probers: map[string]probe.Prober{config.ProbeICMP: fake}, wantErr: "nil result sink"},
 		{name: "no probers", sink: sink, wantErr: "no probers"},
-		{name: "unknown type", probers: map[string]Prober{"udp": fake}, sink: sink, wantErr: `unknown probe type "udp"`},
-		{name: "nil prober", probers: map[string]Prober{config.ProbeTCP: nil}, sink: sink, wantErr: "nil prober"},
+		{name: "unknown type", probers: map[string]probe.Prober{"udp": fake}, sink: sink, wantErr: `unknown probe type "udp"`},
+		{name: "nil prober", probers: map[string]probe.Prober{config.ProbeTCP: nil}, sink: sink, wantErr: "nil prober"},
 		{
-			name: "metrics already registered", probers: map[string]Prober{config.ProbeTCP: fake}, sink: sink,
+			name: "metrics already registered", probers: map[string]probe.Prober{config.ProbeTCP: fake}, sink: sink,
 			reg: func() prometheus.Registerer {
 				reg := prometheus.NewRegistry()
-				if _, err := NewPool(config.Global{}, map[string]Prober{config.ProbeTCP: fake}, sink, nil, reg); err != nil {
+				if _, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeTCP: fake}, sink, nil, reg); err != nil {
 					t.Fatal(err)
 				}
 				return reg
 			},
 			wantErr: "register metrics",
 		},
-		{name: "nil registerer is fine", probers: map[string]Prober{config.ProbeSSH: fake}, sink: sink},
+		{name: "nil registerer is fine", probers: map[string]probe.Prober{config.ProbeSSH: fake}, sink: sink},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,7 +295,7 @@ func TestPoolConcurrencyLimits(t *testing.T) {
 					TCP:  config.Limit{Concurrency: tt.tcp},
 				}}
 				sink := &poolSink{}
-				p, _ := poolNew(t, g, map[string]Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
+				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, 10*time.Second))
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeTCP, 10*time.Second))
 				stop := poolStart(t, p)
@@ -361,7 +362,7 @@ func TestPoolRateLimit(t *testing.T) {
 				fake := &schedFakeProber{}
 				g := config.Global{Limits: config.ProbeLimits{ICMP: config.Limit{Rate: tt.rate, Burst: tt.burst}}}
 				sink := &poolSink{}
-				p, _ := poolNew(t, g, map[string]Prober{config.ProbeICMP: fake}, sink)
+				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 				start := time.Now()
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Second))
 				stop := poolStart(t, p)
@@ -435,7 +436,7 @@ func TestPoolSlowTargetHoldsSlotAtMostTimeout(t *testing.T) {
 				icmp := &schedFakeProber{hold: hold}
 				tcp := &schedFakeProber{hold: hold}
 				sink := &poolSink{}
-				p, _ := poolNew(t, tt.g, map[string]Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
+				p, _ := poolNew(t, tt.g, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
 				start := time.Now()
 				stop := poolStart(t, p)
 				poolSubmitAll(t, p, []*config.Target{poolTarget("slow", config.ProbeICMP, timeout)})
@@ -447,7 +448,7 @@ func TestPoolSlowTargetHoldsSlotAtMostTimeout(t *testing.T) {
 
 				got := sink.byHost()
 				slow, fast := got["slow"], got["fast"]
-				if slow.Success || slow.Reason != ReasonTimeout || slow.Duration != timeout {
+				if slow.Success || slow.Reason != probe.ReasonTimeout || slow.Duration != timeout {
 					t.Errorf("slow result = {Success:%v Reason:%q Duration:%v}, want a %v timeout", slow.Success, slow.Reason, slow.Duration, timeout)
 				}
 				if !fast.Success {
@@ -481,7 +482,7 @@ func TestPoolSkipsBusyTarget(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(10 * time.Second)}
 				sink := &poolSink{}
-				p, _ := poolNew(t, config.Global{}, map[string]Prober{config.ProbeSSH: fake, config.ProbeTCP: fake}, sink)
+				p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeSSH: fake, config.ProbeTCP: fake}, sink)
 				first := poolTarget("a", config.ProbeSSH, time.Minute)
 				if !p.Submit(first, time.Now()) {
 					t.Fatal("first Submit = false, want true")
@@ -527,7 +528,7 @@ func TestPoolWithSchedulerSkipsOverlappingTurns(t *testing.T) {
 		// runs and two are skipped.
 		fake := &schedFakeProber{hold: poolHold(2500 * time.Millisecond)}
 		sink := &poolSink{}
-		p, _ := poolNew(t, config.Global{}, map[string]Prober{config.ProbeICMP: fake}, sink)
+		p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 		tg := poolTarget("a", config.ProbeICMP, 10*time.Second)
 		tg.Interval = time.Second
 		s := NewScheduler(p.Submit, nil)
@@ -564,7 +565,7 @@ func TestPoolRunCancelsInFlight(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(-1)}
 				sink := &poolSink{}
-				p, _ := poolNew(t, config.Global{Concurrency: tt.concurrency}, map[string]Prober{config.ProbeICMP: fake}, sink)
+				p, _ := poolNew(t, config.Global{Concurrency: tt.concurrency}, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Hour))
 				stop := poolStart(t, p)
 				time.Sleep(time.Second)
@@ -598,7 +599,7 @@ func TestPoolRunCancelsInFlight(t *testing.T) {
 
 func TestPoolRunTwice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p, _ := poolNew(t, config.Global{}, map[string]Prober{config.ProbeICMP: &schedFakeProber{}}, &poolSink{})
+		p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: &schedFakeProber{}}, &poolSink{})
 		stop := poolStart(t, p)
 		synctest.Wait()
 		if err := p.Run(t.Context()); err == nil {
@@ -623,7 +624,7 @@ func TestPoolResultFields(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(700 * time.Millisecond), setDuration: tt.setDuration}
 				sink := &poolSink{}
-				p, _ := poolNew(t, config.Global{}, map[string]Prober{config.ProbeTCP: fake}, sink)
+				p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeTCP: fake}, sink)
 				stop := poolStart(t, p)
 				tg := poolTarget("web1:8080", config.ProbeTCP, 5*time.Second)
 				now := time.Now()
@@ -635,7 +636,7 @@ func TestPoolResultFields(t *testing.T) {
 				synctest.Wait()
 				stop()
 
-				want := []Result{{Key: tg.Key(), Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
+				want := []probe.Result{{Key: tg.Key(), Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
 				if diff := cmp.Diff(want, sink.get()); diff != "" {
 					t.Errorf("results (-want +got):\n%s", diff)
 				}
@@ -648,7 +649,7 @@ func TestPoolLagHistogram(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := &schedFakeProber{}
 		sink := &poolSink{}
-		p, reg := poolNew(t, config.Global{}, map[string]Prober{config.ProbeICMP: fake}, sink)
+		p, reg := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 		stop := poolStart(t, p)
 		now := time.Now()
 		for i, late := range []time.Duration{0, 20 * time.Millisecond, 3 * time.Second, 90 * time.Second} {
@@ -736,7 +737,7 @@ func TestPoolSetLimits(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(10 * time.Second)}
 				sink := &poolSink{}
-				p, _ := poolNew(t, tt.from, map[string]Prober{config.ProbeSSH: fake}, sink)
+				p, _ := poolNew(t, tt.from, map[string]probe.Prober{config.ProbeSSH: fake}, sink)
 				poolSubmitAll(t, p, poolTargets(8, config.ProbeSSH, time.Minute))
 				stop := poolStart(t, p)
 				time.Sleep(time.Second)
@@ -775,7 +776,7 @@ func TestPoolForget(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := &schedFakeProber{}
-			p, err := NewPool(config.Global{}, map[string]Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, func(Result) {}, nil, nil)
+			p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, func(probe.Result) {}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -828,7 +829,7 @@ func TestPoolRunOnce(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(tt.hold)}
 				sink := &poolSink{}
-				p, _ := poolNew(t, config.Global{Concurrency: 3}, map[string]Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, sink)
+				p, _ := poolNew(t, config.Global{Concurrency: 3}, map[string]probe.Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, sink)
 				var stop func()
 				if tt.withRun {
 					stop = poolStart(t, p)
@@ -861,7 +862,7 @@ func BenchmarkPoolSubmit(b *testing.B) {
 	fake := &schedFakeProber{}
 	targets := poolTargets(100_000, config.ProbeICMP, time.Second)
 	b.Run("accept", func(b *testing.B) {
-		p, err := NewPool(config.Global{}, map[string]Prober{config.ProbeICMP: fake}, func(Result) {}, nil, nil)
+		p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake}, func(probe.Result) {}, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -883,7 +884,7 @@ func BenchmarkPoolSubmit(b *testing.B) {
 		}
 	})
 	b.Run("skip", func(b *testing.B) {
-		p, err := NewPool(config.Global{}, map[string]Prober{config.ProbeICMP: fake}, func(Result) {}, nil, nil)
+		p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake}, func(probe.Result) {}, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -903,8 +904,8 @@ func BenchmarkPoolSubmit(b *testing.B) {
 func BenchmarkPoolProbe(b *testing.B) {
 	targets := poolTargets(1000, config.ProbeICMP, time.Second)
 	results := make(chan struct{}, len(targets))
-	p, err := NewPool(config.Global{Concurrency: 64}, map[string]Prober{config.ProbeICMP: &schedFakeProber{}},
-		func(Result) { results <- struct{}{} }, nil, nil)
+	p, err := NewPool(config.Global{Concurrency: 64}, map[string]probe.Prober{config.ProbeICMP: &schedFakeProber{}},
+		func(probe.Result) { results <- struct{}{} }, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // resolverNegativeTTLMax caps how long a failed lookup is cached, so a name
@@ -68,17 +70,17 @@ func NewResolver(ttl time.Duration) *Resolver {
 // Lookup returns the address to probe for name. IP literals (also IPv6 with a
 // zone) are returned as they are, without a query. Names are resolved
 // preferring IPv4: the first IPv4 address if there is one, else the first
-// address. Names under the reserved TLD "invalid" fail without a query. Every error for a name that did not resolve wraps ErrDNS; if ctx
+// address. Names under the reserved TLD "invalid" fail without a query. Every error for a name that did not resolve wraps probe.ErrDNS; if ctx
 // ends first, the error also wraps ctx.Err().
 func (r *Resolver) Lookup(ctx context.Context, name string) (netip.Addr, error) {
 	if addr, err := netip.ParseAddr(name); err == nil {
 		return addr.Unmap(), nil
 	}
 	if name == "" {
-		return netip.Addr{}, fmt.Errorf("%w: empty name", ErrDNS)
+		return netip.Addr{}, fmt.Errorf("%w: empty name", probe.ErrDNS)
 	}
 	if resolverIsInvalid(name) {
-		return netip.Addr{}, fmt.Errorf("%w: %s: reserved .invalid name (RFC 6761)", ErrDNS, name)
+		return netip.Addr{}, fmt.Errorf("%w: %s: reserved .invalid name (RFC 6761)", probe.ErrDNS, name)
 	}
 	if e, ok := r.cached(name); ok {
 		return e.addr, e.err
@@ -100,7 +102,7 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (netip.Addr, error) 
 		e := res.Val.(resolverEntry)
 		return e.addr, e.err
 	case <-ctx.Done():
-		return netip.Addr{}, fmt.Errorf("%w: %s: %w", ErrDNS, name, ctx.Err())
+		return netip.Addr{}, fmt.Errorf("%w: %s: %w", probe.ErrDNS, name, ctx.Err())
 	}
 }
 
@@ -125,10 +127,10 @@ func (r *Resolver) query(ctx context.Context, name string) resolverEntry {
 	addrs, err := r.lookup(ctx, "ip", name)
 	now := r.now()
 	if err != nil {
-		return resolverEntry{err: fmt.Errorf("%w: %s: %w", ErrDNS, name, err), expires: now.Add(r.negTTL)}
+		return resolverEntry{err: fmt.Errorf("%w: %s: %w", probe.ErrDNS, name, err), expires: now.Add(r.negTTL)}
 	}
 	if len(addrs) == 0 {
-		return resolverEntry{err: fmt.Errorf("%w: %s: no addresses", ErrDNS, name), expires: now.Add(r.negTTL)}
+		return resolverEntry{err: fmt.Errorf("%w: %s: no addresses", probe.ErrDNS, name), expires: now.Add(r.negTTL)}
 	}
 	addr := addrs[0].Unmap()
 	for _, a := range addrs {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // errResolverTestNoDNS is what resolverOffline's DNS dialer returns: tests
@@ -117,12 +119,12 @@ func TestResolverRealLookup(t *testing.T) {
 		wantLoop bool
 	}{
 		{name: "localhost from hosts file", in: "localhost", wantLoop: true},
-		{name: "invalid TLD", in: "x.invalid", wantErr: ErrDNS},
-		{name: "invalid TLD uppercase with root dot", in: "host.X.INVALID.", wantErr: ErrDNS},
-		{name: "empty name", in: "", wantErr: ErrDNS},
+		{name: "invalid TLD", in: "x.invalid", wantErr: probe.ErrDNS},
+		{name: "invalid TLD uppercase with root dot", in: "host.X.INVALID.", wantErr: probe.ErrDNS},
+		{name: "empty name", in: "", wantErr: probe.ErrDNS},
 		// Not in /etc/hosts, so the resolver would ask DNS; the test dialer
 		// refuses, which is how a dead nameserver looks.
-		{name: "name needing DNS", in: "no-such-host.fleet-exporter.test", wantErr: ErrDNS},
+		{name: "name needing DNS", in: "no-such-host.fleet-exporter.test", wantErr: probe.ErrDNS},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,8 +134,8 @@ func TestResolverRealLookup(t *testing.T) {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("Lookup(%q) error = %v, want errors.Is %v", tc.in, err, tc.wantErr)
 				}
-				if reason := ReasonFor(err); reason != ReasonDNS {
-					t.Errorf("ReasonFor(%v) = %q, want %q", err, reason, ReasonDNS)
+				if reason := probe.ReasonFor(err); reason != probe.ReasonDNS {
+					t.Errorf("probe.ReasonFor(%v) = %q, want %q", err, reason, probe.ReasonDNS)
 				}
 				return
 			}
@@ -208,21 +210,21 @@ func TestResolverCacheAndTTL(t *testing.T) {
 			}{{0, 1}, {0, 1}, {59 * time.Second, 1}, {time.Second, 2}, {30 * time.Second, 2}},
 		},
 		{
-			name: "negative answer kept for at most 5s", ttl: time.Minute, err: errLookup, wantErr: ErrDNS,
+			name: "negative answer kept for at most 5s", ttl: time.Minute, err: errLookup, wantErr: probe.ErrDNS,
 			steps: []struct {
 				advance   time.Duration
 				wantCalls int64
 			}{{0, 1}, {4 * time.Second, 1}, {time.Second, 2}, {4 * time.Second, 2}},
 		},
 		{
-			name: "negative ttl follows a short positive ttl", ttl: 2 * time.Second, err: errLookup, wantErr: ErrDNS,
+			name: "negative ttl follows a short positive ttl", ttl: 2 * time.Second, err: errLookup, wantErr: probe.ErrDNS,
 			steps: []struct {
 				advance   time.Duration
 				wantCalls int64
 			}{{0, 1}, {time.Second, 1}, {time.Second, 2}},
 		},
 		{
-			name: "empty answer is a failure", ttl: time.Minute, wantErr: ErrDNS,
+			name: "empty answer is a failure", ttl: time.Minute, wantErr: probe.ErrDNS,
 			steps: []struct {
 				advance   time.Duration
 				wantCalls int64
@@ -320,8 +322,8 @@ func TestResolverCallerContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
 	_, err := r.Lookup(ctx, "host.example")
-	if !errors.Is(err, ErrDNS) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Lookup error = %v, want ErrDNS and DeadlineExceeded", err)
+	if !errors.Is(err, probe.ErrDNS) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lookup error = %v, want probe.ErrDNS and DeadlineExceeded", err)
 	}
 	// The shared query outlives the impatient caller and its answer is
 	// cached for the next one.

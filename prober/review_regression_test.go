@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // TestPoolRunOnceReturnsWhenRunStops checks that a RunOnce that rides on an
@@ -28,7 +29,7 @@ func TestPoolRunOnceReturnsWhenRunStops(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(-1)}
-				p, _ := poolNew(t, config.Global{Concurrency: 1}, map[string]Prober{config.ProbeICMP: fake}, &poolSink{})
+				p, _ := poolNew(t, config.Global{Concurrency: 1}, map[string]probe.Prober{config.ProbeICMP: fake}, &poolSink{})
 				stop := poolStart(t, p)
 				synctest.Wait()
 
@@ -107,8 +108,8 @@ func TestSSHForgetDropsInsecureWarnings(t *testing.T) {
 			}
 			probe := func() {
 				t.Helper()
-				if r := p.Probe(t.Context(), target); r.Reason != ReasonDNS {
-					t.Fatalf("Probe() reason = %q (err %v), want %q", r.Reason, r.Err, ReasonDNS)
+				if r := p.Probe(t.Context(), target); r.Reason != probe.ReasonDNS {
+					t.Fatalf("Probe() reason = %q (err %v), want %q", r.Reason, r.Err, probe.ReasonDNS)
 				}
 			}
 

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 const (
@@ -100,7 +101,7 @@ type sshPooled struct {
 	removed     bool
 	failures    int
 	retryAt     time.Time
-	lastReason  Reason
+	lastReason  probe.Reason
 	lastErr     error
 	// failedFingerprint is the target's Fingerprint at the failures above:
 	// a reload that changes the target's settings ends the backoff.
@@ -233,8 +234,8 @@ func (p *SSHProber) takeLocked(keep func(config.Key) bool) []*sshConn {
 }
 
 // Probe runs one SSH probe of t under ctx, additionally bounded by
-// t.Timeout. See the package documentation of Result for the fields set.
-func (p *SSHProber) Probe(ctx context.Context, t *config.Target) Result {
+// t.Timeout. See the package documentation of probe.Result for the fields set.
+func (p *SSHProber) Probe(ctx context.Context, t *config.Target) probe.Result {
 	start := time.Now()
 	// The pool already bounds ctx by t.Timeout; another timer context
 	// would only cost CPU on every poll.
@@ -253,12 +254,12 @@ func (p *SSHProber) Probe(ctx context.Context, t *config.Target) Result {
 }
 
 // probe does the work of Probe.
-func (p *SSHProber) probe(ctx context.Context, t *config.Target) Result {
-	sr := &SSHResult{}
-	res := Result{SSH: sr}
+func (p *SSHProber) probe(ctx context.Context, t *config.Target) probe.Result {
+	sr := &probe.SSHResult{}
+	res := probe.Result{SSH: sr}
 	cfg := t.SSH
 	if cfg == nil {
-		res.Reason, res.Err = ReasonConfig, fmt.Errorf("%w: target %s has no ssh settings", errSSHConfig, t.Host)
+		res.Reason, res.Err = probe.ReasonConfig, fmt.Errorf("%w: target %s has no ssh settings", errSSHConfig, t.Host)
 		return res
 	}
 	if cfg.InsecureSkipHostKeyVerification {
@@ -269,7 +270,7 @@ func (p *SSHProber) probe(ctx context.Context, t *config.Target) Result {
 		conn   *sshConn
 		owned  bool // close conn after the probe
 		reused bool // conn was established by an earlier probe
-		reason Reason
+		reason probe.Reason
 		err    error
 	)
 	for attempt := 0; ; attempt++ {
@@ -334,7 +335,7 @@ func (p *SSHProber) discard(k config.Key, conn *sshConn) {
 // alive, or establishes a new one unless the target is in reconnect backoff.
 // owned is true when the connection could not be pooled (the prober is
 // closed or the target was forgotten) and the caller must close it.
-func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHResult) (conn *sshConn, owned, reused bool, reason Reason, err error) {
+func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSHResult) (conn *sshConn, owned, reused bool, reason probe.Reason, err error) {
 	k := t.Key()
 	p.mu.Lock()
 	if p.closed {
@@ -357,7 +358,7 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 	p.mu.Unlock()
 	if old != nil {
 		if fp == t.Fingerprint && p.usable(ctx, old, t) {
-			return old, false, true, ReasonNone, nil
+			return old, false, true, probe.ReasonNone, nil
 		}
 		p.discard(k, old)
 	}
@@ -378,7 +379,7 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
-		if reason != ReasonConfig {
+		if reason != probe.ReasonConfig {
 			if e.failedFingerprint != t.Fingerprint {
 				e.failures = 0
 			}
@@ -392,11 +393,11 @@ func (p *SSHProber) pooledConn(ctx context.Context, t *config.Target, sr *SSHRes
 		return nil, false, false, reason, err
 	}
 	if e.removed || p.closed {
-		return conn, true, false, ReasonNone, nil
+		return conn, true, false, probe.ReasonNone, nil
 	}
-	e.failures, e.retryAt, e.lastReason, e.lastErr, e.failedFingerprint = 0, time.Time{}, ReasonNone, nil, ""
+	e.failures, e.retryAt, e.lastReason, e.lastErr, e.failedFingerprint = 0, time.Time{}, probe.ReasonNone, nil, ""
 	e.conn, e.fingerprint = conn, t.Fingerprint
-	return conn, false, false, ReasonNone, nil
+	return conn, false, false, probe.ReasonNone, nil
 }
 
 // usable reports whether the pooled connection c can serve the next probe
@@ -455,28 +456,28 @@ func sshTargetPort(t *config.Target) int {
 // connect resolves, dials and authenticates a new connection to t, recording
 // the Connect, Handshake and Auth phases in sr. The returned connection has
 // no deadline when the target reuses connections, else ctx's deadline.
-func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *SSHResult) (*sshConn, Reason, error) {
+func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *probe.SSHResult) (*sshConn, probe.Reason, error) {
 	cfg := t.SSH
 	port := sshTargetPort(t)
 	if port <= 0 || port > 65535 {
-		return nil, ReasonConfig, fmt.Errorf("%w: no valid port for %s: %d", errSSHConfig, t.Host, port)
+		return nil, probe.ReasonConfig, fmt.Errorf("%w: no valid port for %s: %d", errSSHConfig, t.Host, port)
 	}
 	kh, err := p.files.hostKey(cfg)
 	if err != nil {
-		return nil, ReasonConfig, err
+		return nil, probe.ReasonConfig, err
 	}
 	auth, err := p.files.auth(ctx, cfg)
 	if err != nil {
-		return nil, ReasonConfig, err
+		return nil, probe.ReasonConfig, err
 	}
 	defer auth.close()
 
 	ip, err := p.res.Lookup(ctx, t.Name)
 	if err != nil {
-		if !errors.Is(err, ErrDNS) {
-			err = fmt.Errorf("%w: %w", ErrDNS, sshWithContext(ctx, err))
+		if !errors.Is(err, probe.ErrDNS) {
+			err = fmt.Errorf("%w: %w", probe.ErrDNS, sshWithContext(ctx, err))
 		}
-		return nil, ReasonDNS, err
+		return nil, probe.ReasonDNS, err
 	}
 	raddr := netip.AddrPortFrom(ip, uint16(port))
 	// knownhosts matches on the name as configured, with the port
@@ -489,7 +490,7 @@ func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *SSHResult
 	sr.Connect = time.Since(t0)
 	if err != nil {
 		err = sshWithContext(ctx, err)
-		return nil, ReasonFor(err), fmt.Errorf("connect %s: %w", raddr, err)
+		return nil, probe.ReasonFor(err), fmt.Errorf("connect %s: %w", raddr, err)
 	}
 	p.opened.Add(1)
 	sr.NewConnection = true
@@ -534,7 +535,7 @@ func (p *SSHProber) connect(ctx context.Context, t *config.Target, sr *SSHResult
 		// use with its own context instead.
 		_ = nc.SetDeadline(time.Time{})
 	}
-	return newSSHConn(ssh.NewClient(c, chans, reqs), nc), ReasonNone, nil
+	return newSSHConn(ssh.NewClient(c, chans, reqs), nc), probe.ReasonNone, nil
 }
 
 // sshWithContext makes sure an error caused by ctx ending says so: a socket
@@ -609,9 +610,9 @@ func (h *sshHandshake) authStart() time.Time {
 	return h.authAt
 }
 
-// classify maps a failed ssh.NewClientConn to its Reason by the phase that
+// classify maps a failed ssh.NewClientConn to its probe.Reason by the phase that
 // was reached: no banner line, key exchange, host key, or authentication.
-func (h *sshHandshake) classify(ctx context.Context, bc *sshBannerConn, err error) (Reason, error) {
+func (h *sshHandshake) classify(ctx context.Context, bc *sshBannerConn, err error) (probe.Reason, error) {
 	h.mu.Lock()
 	hostKeyErr, hostKeyOK, authStarted := h.hostKeyErr, h.hostKeyOK, !h.authAt.IsZero()
 	h.mu.Unlock()
@@ -621,22 +622,22 @@ func (h *sshHandshake) classify(ctx context.Context, bc *sshBannerConn, err erro
 		if !errors.Is(err, errSSHHostKey) {
 			err = fmt.Errorf("%w: %w", hostKeyErr, err)
 		}
-		return ReasonHostKey, err
+		return probe.ReasonHostKey, err
 	case !bc.sawBanner():
-		return ReasonBanner, fmt.Errorf("no SSH version line received: %w", err)
+		return probe.ReasonBanner, fmt.Errorf("no SSH version line received: %w", err)
 	case !hostKeyOK:
-		return ReasonHandshake, err
+		return probe.ReasonHandshake, err
 	case authStarted:
-		if ReasonFor(err) == ReasonTimeout {
-			return ReasonTimeout, err
+		if probe.ReasonFor(err) == probe.ReasonTimeout {
+			return probe.ReasonTimeout, err
 		}
-		return ReasonAuth, err
+		return probe.ReasonAuth, err
 	case strings.Contains(err.Error(), "ssh: unable to authenticate"):
 		// The server rejected "none" and we had no method it accepts. The
 		// library returns an untyped error for this.
-		return ReasonAuth, err
+		return probe.ReasonAuth, err
 	default:
-		return ReasonHandshake, err
+		return probe.ReasonHandshake, err
 	}
 }
 
@@ -684,12 +685,12 @@ func (c *sshBannerConn) sawBanner() bool { return c.seen.Load() }
 var errSSHRetry = errors.New("session open failed on reused connection")
 
 // sshSkipCommands records cmds[from:] as not run.
-func sshSkipCommands(sr *SSHResult, cmds []config.Command, from int) {
+func sshSkipCommands(sr *probe.SSHResult, cmds []config.Command, from int) {
 	if sr.Commands == nil && len(cmds) > 0 {
-		sr.Commands = make([]CommandResult, len(cmds))
+		sr.Commands = make([]probe.CommandResult, len(cmds))
 	}
 	for i := from; i < len(cmds); i++ {
-		sr.Commands[i] = CommandResult{Name: sshCommandName(cmds[i]), ExitStatus: -1}
+		sr.Commands[i] = probe.CommandResult{Name: sshCommandName(cmds[i]), ExitStatus: -1}
 	}
 }
 
@@ -705,22 +706,22 @@ func sshCommandName(c config.Command) string {
 // returns the first failure. After a connection-level failure the rest are
 // marked not run. With retry set, a failure to open the very first session
 // returns errSSHRetry instead.
-func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.SSHProbe, sr *SSHResult, retry bool) (Reason, error) {
+func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.SSHProbe, sr *probe.SSHResult, retry bool) (probe.Reason, error) {
 	// The deadline on a fresh connection covers reads and writes; closing on
 	// ctx.Done also covers pooled connections, which have none.
 	stop := context.AfterFunc(ctx, func() { _ = conn.client.Close() })
 	defer stop()
 
 	if len(cfg.Commands) == 0 {
-		return ReasonNone, nil
+		return probe.ReasonNone, nil
 	}
 	limit := cfg.MaxOutputBytes
 	if limit <= 0 {
 		limit = sshDefaultMaxOutputBytes
 	}
-	sr.Commands = make([]CommandResult, len(cfg.Commands))
+	sr.Commands = make([]probe.CommandResult, len(cfg.Commands))
 	var (
-		reason Reason
+		reason probe.Reason
 		err    error
 		// healthy stays true while every command got an answer from the
 		// server: an exit status, or output beyond the limit.
@@ -743,21 +744,21 @@ func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.
 	for i, c := range cfg.Commands {
 		cr := &sr.Commands[i]
 		opened := sshRunCommand(ctx, conn, c, limit, cr, buf[:])
-		if retry && i == 0 && !opened && !sshExpired(ctx) && cr.Reason == ReasonSession {
+		if retry && i == 0 && !opened && !sshExpired(ctx) && cr.Reason == probe.ReasonSession {
 			sr.Commands = nil
 			healthy = false
 			return cr.Reason, errSSHRetry
 		}
 		switch cr.Reason {
-		case ReasonNone, ReasonCommand, ReasonOutputLimit:
+		case probe.ReasonNone, probe.ReasonCommand, probe.ReasonOutputLimit:
 		default:
 			healthy = false
 		}
-		if cr.Reason != ReasonNone && err == nil {
+		if cr.Reason != probe.ReasonNone && err == nil {
 			reason, err = cr.Reason, fmt.Errorf("command %q: %w", cr.Name, cr.Err)
 		}
 		if !opened || sshExpired(ctx) || conn.isDead() ||
-			(cr.Reason == ReasonSession && !p.keepalive(ctx, conn)) {
+			(cr.Reason == probe.ReasonSession && !p.keepalive(ctx, conn)) {
 			// A session that ended without exit status may mean the
 			// connection dropped; the watcher may not have noticed yet, a
 			// keepalive round trip tells for sure.
@@ -773,8 +774,8 @@ func (p *SSHProber) runCommands(ctx context.Context, conn *sshConn, cfg *config.
 // stdout and the exit status. Stdout is hashed while streaming, never held;
 // at most limit+1 bytes are read, and on overflow Bytes and Hash cover the
 // first limit bytes. buf is the copy buffer.
-func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit int64, cr *CommandResult, buf []byte) (opened bool) {
-	*cr = CommandResult{Name: sshCommandName(c), ExitStatus: -1}
+func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit int64, cr *probe.CommandResult, buf []byte) (opened bool) {
+	*cr = probe.CommandResult{Name: sshCommandName(c), ExitStatus: -1}
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout.D())
@@ -783,9 +784,9 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	start := time.Now()
 	defer func() { cr.Duration = time.Since(start) }()
 
-	fail := func(r Reason, err error) {
+	fail := func(r probe.Reason, err error) {
 		if sshExpired(ctx) {
-			r, err = ReasonTimeout, sshWithContext(ctx, err)
+			r, err = probe.ReasonTimeout, sshWithContext(ctx, err)
 		}
 		cr.Reason, cr.Err = r, err
 	}
@@ -801,7 +802,7 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	sess, err := conn.client.NewSession()
 	stopOpen()
 	if err != nil {
-		fail(ReasonSession, fmt.Errorf("open session: %w", err))
+		fail(probe.ReasonSession, fmt.Errorf("open session: %w", err))
 		return false
 	}
 	defer sess.Close()
@@ -817,7 +818,7 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	// flood costs no memory.
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		fail(ReasonSession, err)
+		fail(probe.ReasonSession, err)
 		return true
 	}
 	// With Stdin unset the library starts a goroutine per command that
@@ -825,11 +826,11 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	// directly.
 	stdin, err := sess.StdinPipe()
 	if err != nil {
-		fail(ReasonSession, err)
+		fail(probe.ReasonSession, err)
 		return true
 	}
 	if err := sess.Start(c.Run); err != nil {
-		fail(ReasonSession, fmt.Errorf("exec: %w", err))
+		fail(probe.ReasonSession, fmt.Errorf("exec: %w", err))
 		return true
 	}
 	_ = stdin.Close()
@@ -842,7 +843,7 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	if n > limit {
 		// Stop the command: its remaining output is not wanted.
 		_ = sess.Close()
-		cr.Reason, cr.Err = ReasonOutputLimit, fmt.Errorf("stdout exceeded max_output_bytes (%d)", limit)
+		cr.Reason, cr.Err = probe.ReasonOutputLimit, fmt.Errorf("stdout exceeded max_output_bytes (%d)", limit)
 		return true
 	}
 	werr := sess.Wait()
@@ -852,18 +853,18 @@ func sshRunCommand(ctx context.Context, conn *sshConn, c config.Command, limit i
 	case werr == nil && rerr == nil:
 		cr.ExitStatus = 0
 	case werr == nil:
-		fail(ReasonSession, fmt.Errorf("read stdout: %w", rerr))
+		fail(probe.ReasonSession, fmt.Errorf("read stdout: %w", rerr))
 	case sshExpired(ctx):
-		fail(ReasonTimeout, werr)
+		fail(probe.ReasonTimeout, werr)
 	case errors.As(werr, &exitErr) && exitErr.Signal() != "":
-		cr.Reason, cr.Err = ReasonCommand, werr
+		cr.Reason, cr.Err = probe.ReasonCommand, werr
 	case errors.As(werr, &exitErr):
 		cr.ExitStatus = exitErr.ExitStatus()
-		cr.Reason, cr.Err = ReasonCommand, werr
+		cr.Reason, cr.Err = probe.ReasonCommand, werr
 	case errors.As(werr, &missing):
-		fail(ReasonSession, werr)
+		fail(probe.ReasonSession, werr)
 	default:
-		fail(ReasonSession, werr)
+		fail(probe.ReasonSession, werr)
 	}
 	return true
 }

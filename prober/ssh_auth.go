@@ -27,7 +27,7 @@ import (
 )
 
 // errSSHConfig marks errors caused by the probe's own settings (missing or
-// unparsable key, password or known_hosts file); they map to ReasonConfig.
+// unparsable key, password or known_hosts file); they map to probe.ReasonConfig.
 // Error texts built on it name the file and the problem but never include
 // file contents: no key material, passwords or passphrases.
 var errSSHConfig = errors.New("ssh probe configuration")

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // The SSH fault matrix (issue 4): every way a host can misbehave must end in
@@ -360,7 +361,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 	type setup struct {
 		tg *config.Target
 		// check runs after the probe, before the leak checks.
-		check func(t *testing.T, res Result)
+		check func(t *testing.T, res probe.Result)
 	}
 	cmd := func(run string) config.Command { return config.Command{Name: "cmd", Run: run} }
 	rawTarget := func(port int) *config.Target {
@@ -376,12 +377,12 @@ func TestSSHFaultMatrix(t *testing.T) {
 		// heap says the heap must stay bounded while the probe runs.
 		heap bool
 		// want is the documented reason; orWant, when set, is accepted
-		// instead (ReasonNone for want means success).
-		want, orWant Reason
+		// instead (probe.ReasonNone for want means success).
+		want, orWant probe.Reason
 		setup        func(t *testing.T) setup
 	}{
 		{
-			name: "connection refused", timeout: 2 * time.Second, want: ReasonRefused,
+			name: "connection refused", timeout: 2 * time.Second, want: probe.ReasonRefused,
 			setup: func(t *testing.T) setup {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -393,10 +394,10 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "tarpit: no banner ever", timeout: faultStall, stalls: true, want: ReasonBanner,
+			name: "tarpit: no banner ever", timeout: faultStall, stalls: true, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
 				s := faultListen(t, faultTarpit)
-				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ Result) {
+				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ probe.Result) {
 					if s.accepted.Load() != 1 {
 						t.Errorf("tarpit accepted %d connections, want 1", s.accepted.Load())
 					}
@@ -404,7 +405,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "garbage instead of a banner", timeout: 2 * time.Second, want: ReasonBanner,
+			name: "garbage instead of a banner", timeout: 2 * time.Second, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
 				s := faultListen(t, faultGarbage)
 				return setup{tg: rawTarget(s.port)}
@@ -415,18 +416,18 @@ func TestSSHFaultMatrix(t *testing.T) {
 			// never delivers a complete version line failed at the banner,
 			// however slowly the partial line trickles in; the deadline on
 			// the socket ends it at the probe timeout.
-			name: "slowloris banner, one byte per second", timeout: faultStall + 500*time.Millisecond, stalls: true, want: ReasonBanner,
+			name: "slowloris banner, one byte per second", timeout: faultStall + 500*time.Millisecond, stalls: true, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
 				s := faultListen(t, faultSlowloris)
 				return setup{tg: rawTarget(s.port)}
 			},
 		},
 		{
-			name: "handshake stalls after KEXINIT", timeout: faultStall, stalls: true, want: ReasonHandshake,
+			name: "handshake stalls after KEXINIT", timeout: faultStall, stalls: true, want: probe.ReasonHandshake,
 			setup: func(t *testing.T) setup {
 				k := &faultKexStall{}
 				s := faultListen(t, k.serve)
-				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ Result) {
+				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ probe.Result) {
 					// The client must have got as far as its own KEXINIT
 					// and key exchange init: the stall is in the key
 					// exchange, not in algorithm negotiation.
@@ -438,13 +439,13 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "auth rejected", timeout: 2 * time.Second, want: ReasonAuth,
+			name: "auth rejected", timeout: 2 * time.Second, want: probe.ReasonAuth,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
 				stranger := sshGenKey(t, "ed25519")
 				cfg := f.cfg(cmd("echo hi"))
 				cfg.PrivateKeyFile = sshWriteFile(t, f.dir, "stranger", sshOpenSSHKey(t, stranger, ""))
-				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, res Result) {
+				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, res probe.Result) {
 					if f.srv.authAttempts.Load() == 0 {
 						t.Error("server saw no auth attempt")
 					}
@@ -455,14 +456,14 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "host key changed", timeout: 2 * time.Second, want: ReasonHostKey,
+			name: "host key changed", timeout: 2 * time.Second, want: probe.ReasonHostKey,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
 				// known_hosts still lists the key the host had before.
 				old := sshGenKey(t, "ed25519")
 				cfg := f.cfg(cmd("echo hi"))
 				cfg.KnownHostsFile = sshWriteFile(t, f.dir, "old_known_hosts", []byte(sshKnownHostsFor(f.srv.port, old.pub)))
-				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, _ Result) {
+				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, _ probe.Result) {
 					if f.srv.accepted.Load() != 1 {
 						t.Errorf("server accepted %d connections, want 1", f.srv.accepted.Load())
 					}
@@ -475,26 +476,26 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "command never exits", timeout: faultStall, stalls: true, want: ReasonTimeout,
+			name: "command never exits", timeout: faultStall, stalls: true, want: probe.ReasonTimeout,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
-				return setup{tg: sshTarget(f.srv.port, f.cfg(cmd("sleep forever"))), check: func(t *testing.T, res Result) {
+				return setup{tg: sshTarget(f.srv.port, f.cfg(cmd("sleep forever"))), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
-					if !c.Ran || c.ExitStatus != -1 || c.Reason != ReasonTimeout {
+					if !c.Ran || c.ExitStatus != -1 || c.Reason != probe.ReasonTimeout {
 						t.Errorf("command: ran=%v exit=%d reason=%q err=%v, want ran, exit -1, timeout", c.Ran, c.ExitStatus, c.Reason, c.Err)
 					}
 				}}
 			},
 		},
 		{
-			name: "stdout flood of 1 GiB", timeout: 10 * time.Second, heap: true, want: ReasonOutputLimit,
+			name: "stdout flood of 1 GiB", timeout: 10 * time.Second, heap: true, want: probe.ReasonOutputLimit,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
 				cfg := f.cfg(cmd("flood " + strconv.Itoa(faultFlood)))
 				cfg.MaxOutputBytes = faultMaxOutput
-				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, res Result) {
+				return setup{tg: sshTarget(f.srv.port, cfg), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
-					if c.Bytes != faultMaxOutput || c.Reason != ReasonOutputLimit {
+					if c.Bytes != faultMaxOutput || c.Reason != probe.ReasonOutputLimit {
 						t.Errorf("command: bytes=%d reason=%q, want %d bytes and output_limit", c.Bytes, c.Reason, faultMaxOutput)
 					}
 				}}
@@ -502,17 +503,17 @@ func TestSSHFaultMatrix(t *testing.T) {
 		},
 		{
 			name: "stderr flood of 1 GiB", timeout: 2 * faultFloodCommandTimeout, heap: true,
-			want: ReasonNone, orWant: ReasonTimeout,
+			want: probe.ReasonNone, orWant: probe.ReasonTimeout,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
 				c := cmd("errflood " + strconv.Itoa(faultFlood))
 				c.Timeout = config.Duration(faultFloodCommandTimeout)
-				return setup{tg: sshTarget(f.srv.port, f.cfg(c)), check: func(t *testing.T, res Result) {
+				return setup{tg: sshTarget(f.srv.port, f.cfg(c)), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
 					switch {
 					case res.Success && c.ExitStatus == 0:
 						t.Log("the whole GiB of stderr streamed within the command timeout")
-					case res.Reason == ReasonTimeout && c.Reason == ReasonTimeout && c.ExitStatus == -1:
+					case res.Reason == probe.ReasonTimeout && c.Reason == probe.ReasonTimeout && c.ExitStatus == -1:
 						if c.Duration > faultFloodCommandTimeout+faultSlack {
 							t.Errorf("command took %v, timeout %v", c.Duration, faultFloodCommandTimeout)
 						}
@@ -527,10 +528,10 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "connection dropped mid-command", timeout: 2 * time.Second, want: ReasonSession,
+			name: "connection dropped mid-command", timeout: 2 * time.Second, want: probe.ReasonSession,
 			setup: func(t *testing.T) setup {
 				f := sshNewFixture(t, sshTestServerConfig{})
-				return setup{tg: sshTarget(f.srv.port, f.cfg(cmd("drop"))), check: func(t *testing.T, res Result) {
+				return setup{tg: sshTarget(f.srv.port, f.cfg(cmd("drop"))), check: func(t *testing.T, res probe.Result) {
 					if c := res.SSH.Commands[0]; !c.Ran || c.ExitStatus != -1 {
 						t.Errorf("command: ran=%v exit=%d, want ran with exit -1", c.Ran, c.ExitStatus)
 					}
@@ -538,7 +539,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 			},
 		},
 		{
-			name: "name does not resolve", timeout: 2 * time.Second, want: ReasonDNS,
+			name: "name does not resolve", timeout: 2 * time.Second, want: probe.ReasonDNS,
 			setup: func(t *testing.T) setup {
 				tg := rawTarget(healthy.srv.port)
 				tg.Name = "x.invalid"
@@ -555,7 +556,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 			s.tg.Timeout = tc.timeout
 			// One healthy probe first warms the key caches, so what is
 			// counted below is the fault's alone.
-			sshCheck(t, p.Probe(context.Background(), healthyTarget), ReasonNone)
+			sshCheck(t, p.Probe(context.Background(), healthyTarget), probe.ReasonNone)
 			faultWaitFDs(t, sshFDCount(t)) // let the server side close
 			fds := sshFDCount(t)
 			ignore := goleak.IgnoreCurrent()
@@ -565,7 +566,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 				heap = faultSampleHeap()
 			}
 			done := make(chan struct{})
-			var res Result
+			var res probe.Result
 			var took time.Duration
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -690,7 +691,7 @@ func faultServeFleet(t *testing.T, bin string, n int, args ...string) {
 type faultLag struct {
 	lag     time.Duration
 	success bool
-	reason  Reason
+	reason  probe.Reason
 	err     error
 }
 
@@ -778,14 +779,14 @@ func TestSSHMixedLoad(t *testing.T) {
 
 	var mu sync.Mutex
 	results := make(map[string][]faultLag, n)
-	sink := func(r Result) {
+	sink := func(r probe.Result) {
 		mu.Lock()
 		results[r.Key.Host] = append(results[r.Key.Host], faultLag{lag: r.Start.Sub(r.Due), success: r.Success, reason: r.Reason, err: r.Err})
 		mu.Unlock()
 	}
 	sp := NewSSHProber(NewResolver(time.Minute), nil)
 	defer sp.Close()
-	pool, err := NewPool(cfg.Global, map[string]Prober{config.ProbeSSH: sp}, sink, nil, nil)
+	pool, err := NewPool(cfg.Global, map[string]probe.Prober{config.ProbeSSH: sp}, sink, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -821,7 +822,7 @@ func TestSSHMixedLoad(t *testing.T) {
 		for _, r := range rs {
 			switch {
 			case r.success:
-			case r.reason == ReasonTimeout:
+			case r.reason == probe.ReasonTimeout:
 				// On a shared 2-core box (CI runs other packages' tests
 				// beside this one) a healthy login can miss its 2 s timeout
 				// from CPU starvation alone; that says nothing about the
@@ -839,7 +840,7 @@ func TestSSHMixedLoad(t *testing.T) {
 	}
 	for _, h := range classes["tarpit"] {
 		for _, r := range results[h] {
-			if r.success || r.reason != ReasonBanner {
+			if r.success || r.reason != probe.ReasonBanner {
 				t.Errorf("tarpit %s: success=%v reason=%q, want banner", h, r.success, r.reason)
 			}
 		}

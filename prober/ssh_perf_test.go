@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // sshVerdict renders a host key callback result for comparison: "ok", or
@@ -260,12 +261,12 @@ func TestSSHProbeKnownHostsIndex(t *testing.T) {
 	tests := []struct {
 		name  string
 		lines string
-		want  Reason
+		want  probe.Reason
 	}{
-		{"listed among many", filler.String() + sshKnownHostsFor(f.srv.port, f.host.pub), ReasonNone},
-		{"ecdsa listed first", sshKnownHostsFor(f.srv.port, ec.pub) + sshKnownHostsFor(f.srv.port, f.host.pub), ReasonNone},
-		{"changed key", filler.String() + sshKnownHostsFor(f.srv.port, other.pub), ReasonHostKey},
-		{"other port only", strings.Replace(sshKnownHostsFor(f.srv.port, f.host.pub), fmt.Sprint(f.srv.port), "1", 1), ReasonHostKey},
+		{"listed among many", filler.String() + sshKnownHostsFor(f.srv.port, f.host.pub), probe.ReasonNone},
+		{"ecdsa listed first", sshKnownHostsFor(f.srv.port, ec.pub) + sshKnownHostsFor(f.srv.port, f.host.pub), probe.ReasonNone},
+		{"changed key", filler.String() + sshKnownHostsFor(f.srv.port, other.pub), probe.ReasonHostKey},
+		{"other port only", strings.Replace(sshKnownHostsFor(f.srv.port, f.host.pub), fmt.Sprint(f.srv.port), "1", 1), probe.ReasonHostKey},
 	}
 	p := sshNewProber(t)
 	for i, tt := range tests {
@@ -279,7 +280,7 @@ func TestSSHProbeKnownHostsIndex(t *testing.T) {
 			if err != nil || !kh.plain {
 				t.Fatalf("file not indexed: %v", err)
 			}
-			if tt.want == ReasonHostKey {
+			if tt.want == probe.ReasonHostKey {
 				if !errors.Is(res.Err, errSSHHostKey) {
 					t.Errorf("error %v does not wrap errSSHHostKey", res.Err)
 				}
@@ -441,13 +442,13 @@ func TestSSHProbeReuseSilentDrop(t *testing.T) {
 
 	for i := range 3 {
 		res := p.Probe(context.Background(), tg)
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		if got, want := res.SSH.NewConnection, i == 0; got != want {
 			t.Fatalf("probe %d: NewConnection=%v, want %v", i, got, want)
 		}
 		proxy.drop()
 		res = p.Probe(context.Background(), tg)
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		if !res.SSH.NewConnection || res.SSH.Connect <= 0 {
 			t.Fatalf("probe after drop %d: NewConnection=%v connect=%v", i, res.SSH.NewConnection, res.SSH.Connect)
 		}
@@ -482,21 +483,21 @@ func TestSSHProbeReuseKeepalive(t *testing.T) {
 		advance    time.Duration
 		command    string
 		keepalives uint64
-		want       Reason
+		want       probe.Reason
 	}{
-		{"first probe connects", 0, "echo hi", 0, ReasonNone},
-		{"right after", time.Second, "echo hi", 0, ReasonNone},
-		{"just within the interval", 10*time.Second - time.Nanosecond, "echo hi", 0, ReasonNone},
-		{"idle one interval", 10 * time.Second, "echo hi", 1, ReasonNone},
-		{"used again just now", time.Second, "echo hi", 0, ReasonNone},
+		{"first probe connects", 0, "echo hi", 0, probe.ReasonNone},
+		{"right after", time.Second, "echo hi", 0, probe.ReasonNone},
+		{"just within the interval", 10*time.Second - time.Nanosecond, "echo hi", 0, probe.ReasonNone},
+		{"idle one interval", 10 * time.Second, "echo hi", 1, probe.ReasonNone},
+		{"used again just now", time.Second, "echo hi", 0, probe.ReasonNone},
 		// A non-zero exit still proves the connection works.
-		{"failing command", time.Second, "exit 3", 0, ReasonCommand},
-		{"after a failing command", time.Second, "echo hi", 0, ReasonNone},
+		{"failing command", time.Second, "exit 3", 0, probe.ReasonCommand},
+		{"after a failing command", time.Second, "echo hi", 0, probe.ReasonNone},
 		// A session ending without exit status is checked at once, and
 		// the connection once more before the next use.
-		{"session without exit status", time.Second, "noexit", 1, ReasonSession},
-		{"after a broken session", time.Second, "echo hi", 1, ReasonNone},
-		{"idle long", time.Hour, "echo hi", 1, ReasonNone},
+		{"session without exit status", time.Second, "noexit", 1, probe.ReasonSession},
+		{"after a broken session", time.Second, "echo hi", 1, probe.ReasonNone},
+		{"idle long", time.Hour, "echo hi", 1, probe.ReasonNone},
 	}
 	for _, s := range steps {
 		clock.Advance(s.advance)
@@ -517,7 +518,7 @@ func TestSSHProbeReuseKeepalive(t *testing.T) {
 	tg.SSH = f.cfg()
 	tg.SSH.ReuseConnections = true
 	before := p.keepalives.Load()
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 	if got := p.keepalives.Load() - before; got != 1 {
 		t.Errorf("probe without commands: %d keepalives, want 1", got)
 	}
@@ -546,7 +547,7 @@ func TestSSHDStdinEOF(t *testing.T) {
 			}
 			for i := range 2 {
 				res := p.Probe(context.Background(), sshdTarget(s, cfg))
-				sshCheck(t, res, ReasonNone)
+				sshCheck(t, res, probe.ReasonNone)
 				for j, want := range []string{"0\n", "done\n"} {
 					if got := res.SSH.Commands[j]; got.Hash != sshHashOf([]byte(want)) || got.ExitStatus != 0 {
 						t.Errorf("probe %d command %d: %+v, want output %q", i, j, got, want)

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // sshSlack is how much longer than its timeout a probe may take in tests
@@ -141,7 +142,7 @@ func sshKnownHostsFor(port int, pub ssh.PublicKey) string {
 	return knownhosts.Line([]string{knownhosts.Normalize(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))}, pub) + "\n"
 }
 
-// sshHashOf is the Result hash of b, computed independently of the prober.
+// sshHashOf is the probe.Result hash of b, computed independently of the prober.
 func sshHashOf(b []byte) uint64 {
 	sum := sha256.Sum256(b)
 	return binary.BigEndian.Uint64(sum[:8]) >> 12
@@ -204,9 +205,9 @@ func sshTarget(port int, cfg *config.SSHProbe) *config.Target {
 }
 
 // sshCheck fails the test when res does not have the wanted outcome.
-func sshCheck(t testing.TB, res Result, want Reason) {
+func sshCheck(t testing.TB, res probe.Result, want probe.Reason) {
 	t.Helper()
-	if res.Reason != want || res.Success != (want == ReasonNone) {
+	if res.Reason != want || res.Success != (want == probe.ReasonNone) {
 		t.Fatalf("got success=%v reason=%q err=%v, want reason %q", res.Success, res.Reason, res.Err, want)
 	}
 	if res.SSH == nil {
@@ -237,31 +238,31 @@ func TestSSHProbeAuth(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  config.SSHProbe
-		want Reason
+		want probe.Reason
 	}{
-		{"ed25519 openssh", config.SSHProbe{PrivateKeyFile: file("ed", sshOpenSSHKey(t, ed, ""))}, ReasonNone},
-		{"ecdsa openssh", config.SSHProbe{PrivateKeyFile: file("ec", sshOpenSSHKey(t, ec, ""))}, ReasonNone},
-		{"rsa openssh", config.SSHProbe{PrivateKeyFile: file("rsa", sshOpenSSHKey(t, rs, ""))}, ReasonNone},
-		{"ed25519 pkcs8 pem", config.SSHProbe{PrivateKeyFile: file("ed.pem", sshLegacyPEMKey(t, ed))}, ReasonNone},
-		{"ecdsa sec1 pem", config.SSHProbe{PrivateKeyFile: file("ec.pem", sshLegacyPEMKey(t, ec))}, ReasonNone},
-		{"rsa pkcs1 pem", config.SSHProbe{PrivateKeyFile: file("rsa.pem", sshLegacyPEMKey(t, rs))}, ReasonNone},
+		{"ed25519 openssh", config.SSHProbe{PrivateKeyFile: file("ed", sshOpenSSHKey(t, ed, ""))}, probe.ReasonNone},
+		{"ecdsa openssh", config.SSHProbe{PrivateKeyFile: file("ec", sshOpenSSHKey(t, ec, ""))}, probe.ReasonNone},
+		{"rsa openssh", config.SSHProbe{PrivateKeyFile: file("rsa", sshOpenSSHKey(t, rs, ""))}, probe.ReasonNone},
+		{"ed25519 pkcs8 pem", config.SSHProbe{PrivateKeyFile: file("ed.pem", sshLegacyPEMKey(t, ed))}, probe.ReasonNone},
+		{"ecdsa sec1 pem", config.SSHProbe{PrivateKeyFile: file("ec.pem", sshLegacyPEMKey(t, ec))}, probe.ReasonNone},
+		{"rsa pkcs1 pem", config.SSHProbe{PrivateKeyFile: file("rsa.pem", sshLegacyPEMKey(t, rs))}, probe.ReasonNone},
 		{"encrypted key with passphrase file", config.SSHProbe{
 			PrivateKeyFile: file("enc", sshOpenSSHKey(t, enc, passphrase)),
 			PassphraseFile: file("pass", []byte(passphrase+"\n")),
-		}, ReasonNone},
-		{"password", config.SSHProbe{PasswordFile: file("pw", []byte(password+"\r\n"))}, ReasonNone},
+		}, probe.ReasonNone},
+		{"password", config.SSHProbe{PasswordFile: file("pw", []byte(password+"\r\n"))}, probe.ReasonNone},
 		{"certificate", config.SSHProbe{
 			PrivateKeyFile:  file("cert-key", sshOpenSSHKey(t, certKey, "")),
 			CertificateFile: file("cert-key-cert.pub", ssh.MarshalAuthorizedKey(cert)),
-		}, ReasonNone},
-		{"wrong key", config.SSHProbe{PrivateKeyFile: file("stranger", sshOpenSSHKey(t, stranger, ""))}, ReasonAuth},
-		{"wrong password", config.SSHProbe{PasswordFile: file("badpw", []byte("nope\n"))}, ReasonAuth},
+		}, probe.ReasonNone},
+		{"wrong key", config.SSHProbe{PrivateKeyFile: file("stranger", sshOpenSSHKey(t, stranger, ""))}, probe.ReasonAuth},
+		{"wrong password", config.SSHProbe{PasswordFile: file("badpw", []byte("nope\n"))}, probe.ReasonAuth},
 		{"certificate for another principal", config.SSHProbe{
 			PrivateKeyFile:  file("cert-key2", sshOpenSSHKey(t, certKey, "")),
 			CertificateFile: file("wrong-cert.pub", ssh.MarshalAuthorizedKey(wrongCert)),
-		}, ReasonAuth},
-		{"unknown user", config.SSHProbe{User: "root", PrivateKeyFile: file("ed2", sshOpenSSHKey(t, ed, ""))}, ReasonAuth},
-		{"no credentials", config.SSHProbe{}, ReasonAuth},
+		}, probe.ReasonAuth},
+		{"unknown user", config.SSHProbe{User: "root", PrivateKeyFile: file("ed2", sshOpenSSHKey(t, ed, ""))}, probe.ReasonAuth},
+		{"no credentials", config.SSHProbe{}, probe.ReasonAuth},
 	}
 	p := sshNewProber(t)
 	for _, tc := range tests {
@@ -282,7 +283,7 @@ func TestSSHProbeAuth(t *testing.T) {
 			if !sr.NewConnection || sr.Connect <= 0 || sr.Handshake <= 0 {
 				t.Errorf("phases: new=%v connect=%v handshake=%v", sr.NewConnection, sr.Connect, sr.Handshake)
 			}
-			if tc.want == ReasonNone && sr.Auth <= 0 {
+			if tc.want == probe.ReasonNone && sr.Auth <= 0 {
 				t.Errorf("auth phase not timed: %v", sr.Auth)
 			}
 			if srv.authAttempts.Load() == before {
@@ -338,11 +339,11 @@ func TestSSHProbeAgent(t *testing.T) {
 	tests := []struct {
 		name string
 		sock string
-		want Reason
+		want probe.Reason
 	}{
-		{"agent key", sock, ReasonNone},
-		{"no SSH_AUTH_SOCK", "", ReasonConfig},
-		{"agent not listening", filepath.Join(sockDir, "missing.sock"), ReasonConfig},
+		{"agent key", sock, probe.ReasonNone},
+		{"no SSH_AUTH_SOCK", "", probe.ReasonConfig},
+		{"agent not listening", filepath.Join(sockDir, "missing.sock"), probe.ReasonConfig},
 	}
 	p := sshNewProber(t)
 	for _, tc := range tests {
@@ -414,7 +415,7 @@ func TestSSHProbeConfigErrors(t *testing.T) {
 			cfg := f.cfg(config.Command{Name: "c", Run: "echo hi"})
 			tc.cfg(cfg)
 			res := p.Probe(context.Background(), sshTarget(f.srv.port, cfg))
-			sshCheck(t, res, ReasonConfig)
+			sshCheck(t, res, probe.ReasonConfig)
 			if !errors.Is(res.Err, errSSHConfig) || !strings.Contains(res.Err.Error(), tc.wantErr) {
 				t.Errorf("error %q does not mention %q", res.Err, tc.wantErr)
 			}
@@ -459,33 +460,33 @@ func TestSSHProbeHostKey(t *testing.T) {
 		hostKeys []ssh.Signer
 		known    func(port int) string
 		insecure bool
-		want     Reason
+		want     probe.Reason
 	}{
-		{"known key", []ssh.Signer{edHost.signer}, plainLine(edHost), false, ReasonNone},
-		{"mismatch", []ssh.Signer{edHost.signer}, plainLine(otherHost), false, ReasonHostKey},
+		{"known key", []ssh.Signer{edHost.signer}, plainLine(edHost), false, probe.ReasonNone},
+		{"mismatch", []ssh.Signer{edHost.signer}, plainLine(otherHost), false, probe.ReasonHostKey},
 		{"unknown host", []ssh.Signer{edHost.signer}, func(int) string {
 			return knownhosts.Line([]string{"elsewhere.example"}, edHost.pub) + "\n"
-		}, false, ReasonHostKey},
-		{"empty known_hosts", []ssh.Signer{edHost.signer}, func(int) string { return "" }, false, ReasonHostKey},
+		}, false, probe.ReasonHostKey},
+		{"empty known_hosts", []ssh.Signer{edHost.signer}, func(int) string { return "" }, false, probe.ReasonHostKey},
 		{"hashed entry", []ssh.Signer{edHost.signer}, func(port int) string {
 			h := knownhosts.HashHostname(knownhosts.Normalize("127.0.0.1:" + strconv.Itoa(port)))
 			return knownhosts.Line([]string{h}, edHost.pub) + "\n"
-		}, false, ReasonNone},
+		}, false, probe.ReasonNone},
 		{"hashed mismatch", []ssh.Signer{edHost.signer}, func(port int) string {
 			h := knownhosts.HashHostname(knownhosts.Normalize("127.0.0.1:" + strconv.Itoa(port)))
 			return knownhosts.Line([]string{h}, otherHost.pub) + "\n"
-		}, false, ReasonHostKey},
+		}, false, probe.ReasonHostKey},
 		{"port 22 entry does not cover another port", []ssh.Signer{edHost.signer}, func(int) string {
 			return knownhosts.Line([]string{"127.0.0.1"}, edHost.pub) + "\n"
-		}, false, ReasonHostKey},
-		{"cert-authority host certificate", []ssh.Signer{certSigner}, caLine(hostCA), false, ReasonNone},
-		{"cert-authority from another CA", []ssh.Signer{certSigner}, caLine(otherCA), false, ReasonHostKey},
-		{"server with certificate, plain key known", []ssh.Signer{certSigner, edHost.signer}, plainLine(edHost), false, ReasonNone},
+		}, false, probe.ReasonHostKey},
+		{"cert-authority host certificate", []ssh.Signer{certSigner}, caLine(hostCA), false, probe.ReasonNone},
+		{"cert-authority from another CA", []ssh.Signer{certSigner}, caLine(otherCA), false, probe.ReasonHostKey},
+		{"server with certificate, plain key known", []ssh.Signer{certSigner, edHost.signer}, plainLine(edHost), false, probe.ReasonNone},
 		// The library prefers ECDSA host keys; known_hosts only lists the
 		// Ed25519 one, which must be the one asked for.
-		{"two host keys, second type known", []ssh.Signer{ecHost.signer, edHost.signer}, plainLine(edHost), false, ReasonNone},
-		{"two host keys, first type known", []ssh.Signer{ecHost.signer, edHost.signer}, plainLine(ecHost), false, ReasonNone},
-		{"insecure skip", []ssh.Signer{edHost.signer}, plainLine(otherHost), true, ReasonNone},
+		{"two host keys, second type known", []ssh.Signer{ecHost.signer, edHost.signer}, plainLine(edHost), false, probe.ReasonNone},
+		{"two host keys, first type known", []ssh.Signer{ecHost.signer, edHost.signer}, plainLine(ecHost), false, probe.ReasonNone},
+		{"insecure skip", []ssh.Signer{edHost.signer}, plainLine(otherHost), true, probe.ReasonNone},
 	}
 	p := sshNewProber(t)
 	for i, tc := range tests {
@@ -500,7 +501,7 @@ func TestSSHProbeHostKey(t *testing.T) {
 			res := p.Probe(context.Background(), sshTarget(srv.port, cfg))
 			sshCheck(t, res, tc.want)
 			attempts := srv.authAttempts.Load()
-			if tc.want == ReasonHostKey {
+			if tc.want == probe.ReasonHostKey {
 				if attempts != 0 {
 					t.Errorf("client sent %d auth requests to a server with a bad host key", attempts)
 				}
@@ -523,7 +524,7 @@ func TestSSHProbeCommands(t *testing.T) {
 	type wantCmd struct {
 		ran    bool
 		exit   int
-		reason Reason
+		reason probe.Reason
 		bytes  int64
 		hash   uint64 // checked when non-zero
 	}
@@ -531,34 +532,34 @@ func TestSSHProbeCommands(t *testing.T) {
 		name      string
 		cmds      []config.Command
 		maxOutput int64
-		want      Reason
+		want      probe.Reason
 		wantCmds  []wantCmd
 	}{
-		{"no commands", nil, 0, ReasonNone, nil},
-		{"echo", []config.Command{cmd("echo hello")}, 0, ReasonNone,
+		{"no commands", nil, 0, probe.ReasonNone, nil},
+		{"echo", []config.Command{cmd("echo hello")}, 0, probe.ReasonNone,
 			[]wantCmd{{ran: true, bytes: 6, hash: sshHashOf([]byte("hello\n"))}}},
-		{"empty output", []config.Command{cmd("exit 0")}, 0, ReasonNone,
+		{"empty output", []config.Command{cmd("exit 0")}, 0, probe.ReasonNone,
 			[]wantCmd{{ran: true, hash: sshHashOf(nil)}}},
-		{"non-zero exit", []config.Command{cmd("exit 3")}, 0, ReasonCommand,
-			[]wantCmd{{ran: true, exit: 3, reason: ReasonCommand}}},
-		{"unknown command", []config.Command{cmd("frobnicate")}, 0, ReasonCommand,
-			[]wantCmd{{ran: true, exit: 127, reason: ReasonCommand}}},
-		{"killed by signal", []config.Command{cmd("signal")}, 0, ReasonCommand,
-			[]wantCmd{{ran: true, exit: -1, reason: ReasonCommand}}},
-		{"no exit status", []config.Command{cmd("noexit")}, 0, ReasonSession,
-			[]wantCmd{{ran: true, exit: -1, reason: ReasonSession}}},
-		{"exec rejected", []config.Command{cmd("reject"), cmd("echo after")}, 0, ReasonSession,
-			[]wantCmd{{exit: -1, reason: ReasonSession}, {ran: true, bytes: 6}}},
-		{"first failure wins, later commands still run", []config.Command{cmd("echo ok"), cmd("exit 2"), cmd("exit 4"), cmd("echo after")}, 0, ReasonCommand,
-			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: 2, reason: ReasonCommand}, {ran: true, exit: 4, reason: ReasonCommand}, {ran: true, bytes: 6}}},
-		{"output over the cap", []config.Command{cmd("flood 100000"), cmd("echo after")}, 1000, ReasonOutputLimit,
-			[]wantCmd{{ran: true, exit: -1, reason: ReasonOutputLimit, bytes: 1000, hash: sshHashOf([]byte(strings.Repeat("x", 1000)))}, {ran: true, bytes: 6}}},
-		{"output one over the cap", []config.Command{cmd("printf 12345")}, 4, ReasonOutputLimit,
-			[]wantCmd{{ran: true, exit: -1, reason: ReasonOutputLimit, bytes: 4, hash: sshHashOf([]byte("1234"))}}},
-		{"output exactly at the cap", []config.Command{cmd("flood 1000")}, 1000, ReasonNone,
+		{"non-zero exit", []config.Command{cmd("exit 3")}, 0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: 3, reason: probe.ReasonCommand}}},
+		{"unknown command", []config.Command{cmd("frobnicate")}, 0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: 127, reason: probe.ReasonCommand}}},
+		{"killed by signal", []config.Command{cmd("signal")}, 0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonCommand}}},
+		{"no exit status", []config.Command{cmd("noexit")}, 0, probe.ReasonSession,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonSession}}},
+		{"exec rejected", []config.Command{cmd("reject"), cmd("echo after")}, 0, probe.ReasonSession,
+			[]wantCmd{{exit: -1, reason: probe.ReasonSession}, {ran: true, bytes: 6}}},
+		{"first failure wins, later commands still run", []config.Command{cmd("echo ok"), cmd("exit 2"), cmd("exit 4"), cmd("echo after")}, 0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: 2, reason: probe.ReasonCommand}, {ran: true, exit: 4, reason: probe.ReasonCommand}, {ran: true, bytes: 6}}},
+		{"output over the cap", []config.Command{cmd("flood 100000"), cmd("echo after")}, 1000, probe.ReasonOutputLimit,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 1000, hash: sshHashOf([]byte(strings.Repeat("x", 1000)))}, {ran: true, bytes: 6}}},
+		{"output one over the cap", []config.Command{cmd("printf 12345")}, 4, probe.ReasonOutputLimit,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 4, hash: sshHashOf([]byte("1234"))}}},
+		{"output exactly at the cap", []config.Command{cmd("flood 1000")}, 1000, probe.ReasonNone,
 			[]wantCmd{{ran: true, bytes: 1000, hash: sshHashOf([]byte(strings.Repeat("x", 1000)))}}},
-		{"connection dropped", []config.Command{cmd("echo ok"), cmd("drop"), cmd("echo after")}, 0, ReasonSession,
-			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: -1, reason: ReasonSession}, {exit: -1}}},
+		{"connection dropped", []config.Command{cmd("echo ok"), cmd("drop"), cmd("echo after")}, 0, probe.ReasonSession,
+			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: -1, reason: probe.ReasonSession}, {exit: -1}}},
 	}
 	p := sshNewProber(t)
 	for _, tc := range tests {
@@ -583,7 +584,7 @@ func TestSSHProbeCommands(t *testing.T) {
 				if g.Ran && g.Duration <= 0 {
 					t.Errorf("command %d: duration %v", i, g.Duration)
 				}
-				if g.Reason != ReasonNone && g.Err == nil {
+				if g.Reason != probe.ReasonNone && g.Err == nil {
 					t.Errorf("command %d: reason without error", i)
 				}
 			}
@@ -597,7 +598,7 @@ func TestSSHProbeOutputHash(t *testing.T) {
 	hashOf := func(run string) uint64 {
 		t.Helper()
 		res := p.Probe(context.Background(), sshTarget(f.srv.port, f.cfg(config.Command{Run: run})))
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		return res.SSH.Commands[0].Hash
 	}
 	a1, a2, b := hashOf("echo a"), hashOf("echo a"), hashOf("echo b")
@@ -623,20 +624,20 @@ func TestSSHProbeTimeouts(t *testing.T) {
 		port        int
 		timeout     time.Duration
 		cmds        []config.Command
-		want        Reason
-		wantCmds    []Reason
+		want        probe.Reason
+		wantCmds    []probe.Reason
 		wantRan     []bool
 		minDuration time.Duration
 	}{
-		{"tarpit", tarpit.port, 300 * time.Millisecond, nil, ReasonBanner, nil, nil, 300 * time.Millisecond},
-		{"text lines but no version line", preBannerThenSilence.port, 300 * time.Millisecond, nil, ReasonBanner, nil, nil, 300 * time.Millisecond},
-		{"key exchange stalls", silentAfterBanner.port, 300 * time.Millisecond, nil, ReasonHandshake, nil, nil, 300 * time.Millisecond},
+		{"tarpit", tarpit.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
+		{"text lines but no version line", preBannerThenSilence.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
+		{"key exchange stalls", silentAfterBanner.port, 300 * time.Millisecond, nil, probe.ReasonHandshake, nil, nil, 300 * time.Millisecond},
 		{"command timeout, next command runs", f.srv.port, 5 * time.Second,
 			[]config.Command{{Name: "hang", Run: "sleep forever", Timeout: config.Duration(300 * time.Millisecond)}, {Name: "after", Run: "echo after"}},
-			ReasonTimeout, []Reason{ReasonTimeout, ReasonNone}, []bool{true, true}, 300 * time.Millisecond},
+			probe.ReasonTimeout, []probe.Reason{probe.ReasonTimeout, probe.ReasonNone}, []bool{true, true}, 300 * time.Millisecond},
 		{"probe timeout during command", f.srv.port, 500 * time.Millisecond,
 			[]config.Command{{Name: "hang", Run: "sleep forever"}, {Name: "after", Run: "echo after"}},
-			ReasonTimeout, []Reason{ReasonTimeout, ReasonNone}, []bool{true, false}, 500 * time.Millisecond},
+			probe.ReasonTimeout, []probe.Reason{probe.ReasonTimeout, probe.ReasonNone}, []bool{true, false}, 500 * time.Millisecond},
 	}
 	p := sshNewProber(t)
 	for _, tc := range tests {
@@ -653,7 +654,7 @@ func TestSSHProbeTimeouts(t *testing.T) {
 				if g.Reason != w || g.Ran != tc.wantRan[i] {
 					t.Errorf("command %d: reason=%q ran=%v err=%v, want reason=%q ran=%v", i, g.Reason, g.Ran, g.Err, w, tc.wantRan[i])
 				}
-				if w == ReasonTimeout {
+				if w == probe.ReasonTimeout {
 					if g.ExitStatus != -1 {
 						t.Errorf("command %d: exit status %d, want -1", i, g.ExitStatus)
 					}
@@ -681,24 +682,24 @@ func TestSSHProbeNetworkFailures(t *testing.T) {
 	tests := []struct {
 		name string
 		tg   func() *config.Target
-		want Reason
+		want probe.Reason
 	}{
-		{"garbage banner", func() *config.Target { return sshTarget(garbage.port, f.cfg()) }, ReasonBanner},
-		{"endless pre-banner lines", func() *config.Target { return sshTarget(endless.port, f.cfg()) }, ReasonBanner},
-		{"unsupported protocol version", func() *config.Target { return sshTarget(badVersion.port, f.cfg()) }, ReasonHandshake},
-		{"refused", func() *config.Target { return sshTarget(closedPort, f.cfg()) }, ReasonRefused},
+		{"garbage banner", func() *config.Target { return sshTarget(garbage.port, f.cfg()) }, probe.ReasonBanner},
+		{"endless pre-banner lines", func() *config.Target { return sshTarget(endless.port, f.cfg()) }, probe.ReasonBanner},
+		{"unsupported protocol version", func() *config.Target { return sshTarget(badVersion.port, f.cfg()) }, probe.ReasonHandshake},
+		{"refused", func() *config.Target { return sshTarget(closedPort, f.cfg()) }, probe.ReasonRefused},
 		{"dns", func() *config.Target {
 			tg := sshTarget(f.srv.port, f.cfg())
 			tg.Name = "no-such-host.invalid"
 			return tg
-		}, ReasonDNS},
+		}, probe.ReasonDNS},
 		{"port from probe config", func() *config.Target {
 			cfg := f.cfg()
 			cfg.Port = f.srv.port
 			tg := sshTarget(0, cfg)
 			tg.Port = 0
 			return tg
-		}, ReasonNone},
+		}, probe.ReasonNone},
 	}
 	p := sshNewProber(t)
 	for _, tc := range tests {
@@ -721,7 +722,7 @@ func TestSSHProbeContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	tg := sshTarget(tarpit.port, f.cfg())
 	tg.Timeout = time.Minute
-	done := make(chan Result)
+	done := make(chan probe.Result)
 	go func() { done <- p.Probe(ctx, tg) }()
 	// Cancel once the client has sent its version line, so the probe is
 	// blocked reading the banner and only the close on ctx.Done can free it.
@@ -731,7 +732,7 @@ func TestSSHProbeContextCancel(t *testing.T) {
 	cancel()
 	select {
 	case res := <-done:
-		sshCheck(t, res, ReasonBanner)
+		sshCheck(t, res, probe.ReasonBanner)
 	case <-time.After(5 * time.Second):
 		t.Fatal("probe did not return after its context was cancelled")
 	}
@@ -747,7 +748,7 @@ func TestSSHProbeReuse(t *testing.T) {
 	const n = 5
 	for i := range n {
 		res := p.Probe(context.Background(), tg)
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		sr := res.SSH
 		if first := i == 0; sr.NewConnection != first || (sr.Connect > 0) != first || (sr.Handshake > 0) != first || (sr.Auth > 0) != first {
 			t.Errorf("probe %d: new=%v connect=%v handshake=%v auth=%v", i, sr.NewConnection, sr.Connect, sr.Handshake, sr.Auth)
@@ -765,7 +766,7 @@ func TestSSHProbeReuse(t *testing.T) {
 
 	f.srv.killConns()
 	res := p.Probe(context.Background(), tg)
-	sshCheck(t, res, ReasonNone)
+	sshCheck(t, res, probe.ReasonNone)
 	if !res.SSH.NewConnection || res.SSH.Connect <= 0 {
 		t.Errorf("after server-side close: new=%v connect=%v", res.SSH.NewConnection, res.SSH.Connect)
 	}
@@ -777,7 +778,7 @@ func TestSSHProbeReuse(t *testing.T) {
 	tg2 := *tg
 	tg2.Fingerprint = "v2"
 	res = p.Probe(context.Background(), &tg2)
-	sshCheck(t, res, ReasonNone)
+	sshCheck(t, res, probe.ReasonNone)
 	if !res.SSH.NewConnection || p.ConnectionsOpened() != 3 {
 		t.Errorf("after config change: new=%v opened=%d", res.SSH.NewConnection, p.ConnectionsOpened())
 	}
@@ -788,9 +789,9 @@ func TestSSHProbeReuse(t *testing.T) {
 	tg3 := *tg
 	tg3.SSH = cfgDrop
 	res = p.Probe(context.Background(), &tg3)
-	sshCheck(t, res, ReasonSession)
+	sshCheck(t, res, probe.ReasonSession)
 	res = p.Probe(context.Background(), tg)
-	sshCheck(t, res, ReasonNone)
+	sshCheck(t, res, probe.ReasonNone)
 	if !res.SSH.NewConnection {
 		t.Error("connection dropped mid-probe was reused")
 	}
@@ -804,7 +805,7 @@ func TestSSHProbeReuseSessionRefused(t *testing.T) {
 	tg := sshTarget(f.srv.port, cfg)
 	for i := range 3 {
 		res := p.Probe(context.Background(), tg)
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		if !res.SSH.NewConnection {
 			t.Errorf("probe %d: session refused on the old connection but no new one was made", i)
 		}
@@ -865,7 +866,7 @@ func TestSSHProbeReuseBackoff(t *testing.T) {
 	for i, s := range steps {
 		clock.Advance(s.advance)
 		res := p.Probe(context.Background(), tg)
-		sshCheck(t, res, ReasonHostKey)
+		sshCheck(t, res, probe.ReasonHostKey)
 		if s.dials {
 			accepted++
 		}
@@ -887,7 +888,7 @@ func TestSSHProbeReuseBackoff(t *testing.T) {
 	cfg2.ReuseConnections = true
 	tg.SSH = cfg2
 	tg.Fingerprint = "fixed"
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 }
 
 func TestSSHBackoff(t *testing.T) {
@@ -922,19 +923,19 @@ func TestSSHProbeForgetAndClose(t *testing.T) {
 	b := sshTarget(f.srv.port, cfg)
 	b.Set = "other"
 	for _, tg := range []*config.Target{a, b, a, b} {
-		sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+		sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 	}
 	if got := p.ConnectionsOpened(); got != 2 {
 		t.Fatalf("ConnectionsOpened: %d, want 2", got)
 	}
 	p.Forget(func(k config.Key) bool { return k == a.Key() })
 	res := p.Probe(context.Background(), a)
-	sshCheck(t, res, ReasonNone)
+	sshCheck(t, res, probe.ReasonNone)
 	if res.SSH.NewConnection {
 		t.Error("kept target lost its connection")
 	}
 	res = p.Probe(context.Background(), b)
-	sshCheck(t, res, ReasonNone)
+	sshCheck(t, res, probe.ReasonNone)
 	if !res.SSH.NewConnection {
 		t.Error("forgotten target kept its connection")
 	}
@@ -943,7 +944,7 @@ func TestSSHProbeForgetAndClose(t *testing.T) {
 	// After Close probes still work, on connections of their own.
 	for range 2 {
 		res = p.Probe(context.Background(), a)
-		sshCheck(t, res, ReasonNone)
+		sshCheck(t, res, probe.ReasonNone)
 		if !res.SSH.NewConnection {
 			t.Error("probe after Close reused a connection")
 		}
@@ -994,7 +995,7 @@ func TestSSHProbeNoLeaks(t *testing.T) {
 		}
 		tg := sshTarget(tarpit.port, fresh)
 		tg.Timeout = 100 * time.Millisecond
-		sshCheck(t, p.Probe(context.Background(), tg), ReasonBanner)
+		sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonBanner)
 		if p.ConnectionsOpened() < 7 {
 			t.Errorf("ConnectionsOpened: %d", p.ConnectionsOpened())
 		}
@@ -1069,7 +1070,7 @@ func TestSSHProbeMemoryBounded(t *testing.T) {
 			res := p.Probe(context.Background(), tg)
 			close(stop)
 			wg.Wait()
-			sshCheck(t, res, ReasonNone)
+			sshCheck(t, res, probe.ReasonNone)
 			if growth := int64(peak) - int64(base); growth > size/2 {
 				t.Errorf("heap grew by %d MiB while streaming %d MiB", growth>>20, size>>20)
 			}
@@ -1082,7 +1083,7 @@ func TestSSHKeyFileCache(t *testing.T) {
 	f := sshNewFixture(t, sshTestServerConfig{})
 	p := sshNewProber(t)
 	tg := sshTarget(f.srv.port, f.cfg())
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 
 	fi, err := os.Stat(f.keyFile)
 	if err != nil {
@@ -1096,14 +1097,14 @@ func TestSSHKeyFileCache(t *testing.T) {
 	if err := os.Chtimes(f.keyFile, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 
 	// A new mtime makes it read the (now broken) file.
 	later := fi.ModTime().Add(time.Second)
 	if err := os.Chtimes(f.keyFile, later, later); err != nil {
 		t.Fatal(err)
 	}
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonConfig)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonConfig)
 
 	// And a fixed file is picked up again.
 	if err := os.WriteFile(f.keyFile, sshOpenSSHKey(t, f.user, ""), 0o600); err != nil {
@@ -1112,7 +1113,7 @@ func TestSSHKeyFileCache(t *testing.T) {
 	if err := os.Chtimes(f.keyFile, later.Add(time.Second), later.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 
 	// The known_hosts file is cached the same way.
 	fi, err = os.Stat(f.knownHosts)
@@ -1125,12 +1126,12 @@ func TestSSHKeyFileCache(t *testing.T) {
 	if err := os.Chtimes(f.knownHosts, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonNone)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 	later = fi.ModTime().Add(time.Second)
 	if err := os.Chtimes(f.knownHosts, later, later); err != nil {
 		t.Fatal(err)
 	}
-	sshCheck(t, p.Probe(context.Background(), tg), ReasonConfig)
+	sshCheck(t, p.Probe(context.Background(), tg), probe.ReasonConfig)
 }
 
 func TestSSHCheckKeyFilePermissions(t *testing.T) {

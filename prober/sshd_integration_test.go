@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // These tests run the SSH prober against the real OpenSSH server (Debian
@@ -78,10 +79,10 @@ func sshdFingerprint(t *testing.T, k sshdtest.Key) string {
 
 // sshdCheckSuccess fails the test unless res is a successful probe that went
 // through every phase on a new connection and ran sshdNoiseCommand.
-func sshdCheckSuccess(t *testing.T, s *sshdtest.Server, res Result) {
+func sshdCheckSuccess(t *testing.T, s *sshdtest.Server, res probe.Result) {
 	t.Helper()
-	if !res.Success || res.Reason != ReasonNone {
-		t.Fatalf("Success = %v, Reason = %q, Err = %v; want success\nsshd log:\n%s", res.Success, res.Reason, res.Err, s.Log(t))
+	if !res.Success || res.Reason != probe.ReasonNone {
+		t.Fatalf("Success = %v, probe.Reason = %q, Err = %v; want success\nsshd log:\n%s", res.Success, res.Reason, res.Err, s.Log(t))
 	}
 	sr := res.SSH
 	if sr == nil {
@@ -97,9 +98,9 @@ func sshdCheckSuccess(t *testing.T, s *sshdtest.Server, res Result) {
 		t.Fatalf("got %d command results, want 1: %+v", len(sr.Commands), sr.Commands)
 	}
 	c := sr.Commands[0]
-	want := CommandResult{Name: sshdNoiseCommand.Name, Ran: true, ExitStatus: 0, Hash: sshdHash("out\n"), Bytes: 4}
+	want := probe.CommandResult{Name: sshdNoiseCommand.Name, Ran: true, ExitStatus: 0, Hash: sshdHash("out\n"), Bytes: 4}
 	if c.Name != want.Name || c.Ran != want.Ran || c.ExitStatus != want.ExitStatus || c.Hash != want.Hash ||
-		c.Bytes != want.Bytes || c.Reason != ReasonNone || c.Err != nil {
+		c.Bytes != want.Bytes || c.Reason != probe.ReasonNone || c.Err != nil {
 		t.Errorf("command result = %+v, want %+v", c, want)
 	}
 	if c.Duration <= 0 {
@@ -328,8 +329,8 @@ func TestSSHDHostKeyMismatch(t *testing.T) {
 				KnownHostsFile: tt.kh(t),
 			}
 			res := p.Probe(context.Background(), sshdTarget(s, cfg))
-			if res.Success || res.Reason != ReasonHostKey {
-				t.Fatalf("Success = %v, Reason = %q, Err = %v; want reason %q", res.Success, res.Reason, res.Err, ReasonHostKey)
+			if res.Success || res.Reason != probe.ReasonHostKey {
+				t.Fatalf("Success = %v, probe.Reason = %q, Err = %v; want reason %q", res.Success, res.Reason, res.Err, probe.ReasonHostKey)
 			}
 			if res.SSH == nil || res.SSH.Connect <= 0 || res.SSH.Handshake <= 0 || res.SSH.Auth != 0 {
 				t.Errorf("SSH result = %+v, want Connect and Handshake > 0 and no Auth phase", res.SSH)
@@ -377,20 +378,20 @@ func TestSSHDCommands(t *testing.T) {
 		name        string
 		commands    []config.Command
 		wantSuccess bool
-		wantReason  Reason
-		want        []CommandResult // compared on Name, Ran, ExitStatus, Hash, Bytes, Reason
+		wantReason  probe.Reason
+		want        []probe.CommandResult // compared on Name, Ran, ExitStatus, Hash, Bytes, probe.Reason
 	}{
 		{
 			name:        "stderr noise is not a failure",
 			commands:    []config.Command{sshdNoiseCommand},
 			wantSuccess: true,
-			want:        []CommandResult{{Name: "noise", Ran: true, Hash: sshdHash("out\n"), Bytes: 4}},
+			want:        []probe.CommandResult{{Name: "noise", Ran: true, Hash: sshdHash("out\n"), Bytes: 4}},
 		},
 		{
 			name:       "non-zero exit",
 			commands:   []config.Command{{Name: "exit3", Run: "exit 3"}},
-			wantReason: ReasonCommand,
-			want:       []CommandResult{{Name: "exit3", Ran: true, ExitStatus: 3, Hash: sshdHash(""), Reason: ReasonCommand}},
+			wantReason: probe.ReasonCommand,
+			want:       []probe.CommandResult{{Name: "exit3", Ran: true, ExitStatus: 3, Hash: sshdHash(""), Reason: probe.ReasonCommand}},
 		},
 		{
 			name: "output before a non-zero exit",
@@ -398,10 +399,10 @@ func TestSSHDCommands(t *testing.T) {
 				sshdNoiseCommand,
 				{Name: "partial", Run: "printf abc; exit 7"},
 			},
-			wantReason: ReasonCommand,
-			want: []CommandResult{
+			wantReason: probe.ReasonCommand,
+			want: []probe.CommandResult{
 				{Name: "noise", Ran: true, Hash: sshdHash("out\n"), Bytes: 4},
-				{Name: "partial", Ran: true, ExitStatus: 7, Hash: sshdHash("abc"), Bytes: 3, Reason: ReasonCommand},
+				{Name: "partial", Ran: true, ExitStatus: 7, Hash: sshdHash("abc"), Bytes: 3, Reason: probe.ReasonCommand},
 			},
 		},
 	}
@@ -410,7 +411,7 @@ func TestSSHDCommands(t *testing.T) {
 			cfg := &config.SSHProbe{User: s.User, PrivateKeyFile: k.Private, KnownHostsFile: kh, Commands: tt.commands}
 			res := p.Probe(context.Background(), sshdTarget(s, cfg))
 			if res.Success != tt.wantSuccess || res.Reason != tt.wantReason {
-				t.Fatalf("Success = %v, Reason = %q, Err = %v; want %v, %q", res.Success, res.Reason, res.Err, tt.wantSuccess, tt.wantReason)
+				t.Fatalf("Success = %v, probe.Reason = %q, Err = %v; want %v, %q", res.Success, res.Reason, res.Err, tt.wantSuccess, tt.wantReason)
 			}
 			if res.SSH == nil || len(res.SSH.Commands) != len(tt.want) {
 				t.Fatalf("SSH result = %+v, want %d commands", res.SSH, len(tt.want))
@@ -442,7 +443,7 @@ func TestSSHDConcurrentProbes(t *testing.T) {
 	target := sshdTarget(s, cfg)
 	p := sshdNewProber(t)
 
-	results := make([]Result, n)
+	results := make([]probe.Result, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range n {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // TCPProber checks that a TCP connection to the target's port can be
@@ -26,13 +27,13 @@ func NewTCPProber(res *Resolver) *TCPProber {
 // Probe resolves the target and connects to it under ctx, which carries the
 // timeout. The port is the one in the host entry, else the probe's configured
 // port. Duration covers resolution and connect.
-func (p *TCPProber) Probe(ctx context.Context, t *config.Target) Result {
+func (p *TCPProber) Probe(ctx context.Context, t *config.Target) probe.Result {
 	start := time.Now()
-	res := Result{}
-	finish := func(err error) Result {
+	res := probe.Result{}
+	finish := func(err error) probe.Result {
 		res.Duration = time.Since(start)
 		if err != nil {
-			res.Success, res.Reason, res.Err = false, ReasonFor(err), err
+			res.Success, res.Reason, res.Err = false, probe.ReasonFor(err), err
 		} else {
 			res.Success = true
 		}
@@ -42,7 +43,7 @@ func (p *TCPProber) Probe(ctx context.Context, t *config.Target) Result {
 	port := tcpPort(t)
 	if port <= 0 || port > 65535 {
 		res.Duration = time.Since(start)
-		res.Reason, res.Err = ReasonConfig, fmt.Errorf("tcp: no valid port for %s: %d", t.Host, port)
+		res.Reason, res.Err = probe.ReasonConfig, fmt.Errorf("tcp: no valid port for %s: %d", t.Host, port)
 		return res
 	}
 	addr, err := p.res.Lookup(ctx, t.Name)

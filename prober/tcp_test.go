@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // tcpListen starts a listener that accepts and closes connections until the
@@ -82,17 +83,17 @@ func TestTCPProbe(t *testing.T) {
 		target     *config.Target
 		needIPv6   bool
 		wantOK     bool
-		wantReason Reason
+		wantReason probe.Reason
 	}{
 		{name: "open port from host entry", target: tcpTarget("127.0.0.1", open4, 1), wantOK: true},
 		{name: "open port from probe config", target: tcpTarget("127.0.0.1", 0, open4), wantOK: true},
 		{name: "open port via localhost", target: tcpTarget("localhost", open4, 0), wantOK: true},
-		{name: "closed port", target: tcpTarget("127.0.0.1", closed4, 0), wantReason: ReasonRefused},
-		{name: "unresolvable name", target: tcpTarget("host.invalid", open4, 0), wantReason: ReasonDNS},
-		{name: "no port at all", target: tcpTarget("127.0.0.1", 0, 0), wantReason: ReasonConfig},
-		{name: "port out of range", target: tcpTarget("127.0.0.1", 70000, 0), wantReason: ReasonConfig},
+		{name: "closed port", target: tcpTarget("127.0.0.1", closed4, 0), wantReason: probe.ReasonRefused},
+		{name: "unresolvable name", target: tcpTarget("host.invalid", open4, 0), wantReason: probe.ReasonDNS},
+		{name: "no port at all", target: tcpTarget("127.0.0.1", 0, 0), wantReason: probe.ReasonConfig},
+		{name: "port out of range", target: tcpTarget("127.0.0.1", 70000, 0), wantReason: probe.ReasonConfig},
 		{name: "ipv6 open port", target: nil, needIPv6: true, wantOK: true},
-		{name: "ipv6 closed port", target: nil, needIPv6: true, wantReason: ReasonRefused},
+		{name: "ipv6 closed port", target: nil, needIPv6: true, wantReason: probe.ReasonRefused},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,14 +137,14 @@ func TestTCPProbeContextDone(t *testing.T) {
 	tests := []struct {
 		name       string
 		ctx        func() (context.Context, context.CancelFunc)
-		wantReason Reason
+		wantReason probe.Reason
 	}{
 		{
 			name: "deadline already passed",
 			ctx: func() (context.Context, context.CancelFunc) {
 				return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 			},
-			wantReason: ReasonTimeout,
+			wantReason: probe.ReasonTimeout,
 		},
 		{
 			name: "cancelled",
@@ -152,7 +153,7 @@ func TestTCPProbeContextDone(t *testing.T) {
 				cancel()
 				return ctx, cancel
 			},
-			wantReason: ReasonError,
+			wantReason: probe.ReasonError,
 		},
 	}
 	for _, tc := range tests {
@@ -181,34 +182,34 @@ func TestReasonFor(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		want Reason
+		want probe.Reason
 	}{
-		{name: "nil", err: nil, want: ReasonNone},
-		{name: "ErrDNS", err: ErrDNS, want: ReasonDNS},
-		{name: "wrapped ErrDNS", err: fmt.Errorf("lookup: %w", ErrDNS), want: ReasonDNS},
-		{name: "ErrDNS wrapping a deadline", err: fmt.Errorf("%w: %w", ErrDNS, context.DeadlineExceeded), want: ReasonDNS},
-		{name: "net.DNSError", err: &net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, want: ReasonDNS},
-		{name: "ECONNREFUSED", err: syscall.ECONNREFUSED, want: ReasonRefused},
-		{name: "ECONNREFUSED in OpError", err: opErr(syscall.ECONNREFUSED), want: ReasonRefused},
-		{name: "context deadline", err: context.DeadlineExceeded, want: ReasonTimeout},
-		{name: "wrapped context deadline", err: fmt.Errorf("probe: %w", context.DeadlineExceeded), want: ReasonTimeout},
-		{name: "os deadline", err: os.ErrDeadlineExceeded, want: ReasonTimeout},
-		{name: "ETIMEDOUT", err: opErr(syscall.ETIMEDOUT), want: ReasonTimeout},
-		{name: "net.Error timeout", err: &net.OpError{Op: "read", Err: tcpTimeoutError{}}, want: ReasonTimeout},
-		{name: "EHOSTUNREACH", err: opErr(syscall.EHOSTUNREACH), want: ReasonUnreachable},
-		{name: "ENETUNREACH", err: opErr(syscall.ENETUNREACH), want: ReasonUnreachable},
-		{name: "EADDRNOTAVAIL", err: opErr(syscall.EADDRNOTAVAIL), want: ReasonUnreachable},
-		{name: "EPERM", err: opErr(syscall.EPERM), want: ReasonPermission},
-		{name: "EACCES", err: &net.OpError{Op: "listen", Err: os.NewSyscallError("socket", syscall.EACCES)}, want: ReasonPermission},
-		{name: "os.ErrPermission", err: os.ErrPermission, want: ReasonPermission},
-		{name: "context cancelled", err: context.Canceled, want: ReasonError},
-		{name: "ECONNRESET", err: opErr(syscall.ECONNRESET), want: ReasonError},
-		{name: "other", err: errors.New("boom"), want: ReasonError},
+		{name: "nil", err: nil, want: probe.ReasonNone},
+		{name: "probe.ErrDNS", err: probe.ErrDNS, want: probe.ReasonDNS},
+		{name: "wrapped probe.ErrDNS", err: fmt.Errorf("lookup: %w", probe.ErrDNS), want: probe.ReasonDNS},
+		{name: "probe.ErrDNS wrapping a deadline", err: fmt.Errorf("%w: %w", probe.ErrDNS, context.DeadlineExceeded), want: probe.ReasonDNS},
+		{name: "net.DNSError", err: &net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, want: probe.ReasonDNS},
+		{name: "ECONNREFUSED", err: syscall.ECONNREFUSED, want: probe.ReasonRefused},
+		{name: "ECONNREFUSED in OpError", err: opErr(syscall.ECONNREFUSED), want: probe.ReasonRefused},
+		{name: "context deadline", err: context.DeadlineExceeded, want: probe.ReasonTimeout},
+		{name: "wrapped context deadline", err: fmt.Errorf("probe: %w", context.DeadlineExceeded), want: probe.ReasonTimeout},
+		{name: "os deadline", err: os.ErrDeadlineExceeded, want: probe.ReasonTimeout},
+		{name: "ETIMEDOUT", err: opErr(syscall.ETIMEDOUT), want: probe.ReasonTimeout},
+		{name: "net.Error timeout", err: &net.OpError{Op: "read", Err: tcpTimeoutError{}}, want: probe.ReasonTimeout},
+		{name: "EHOSTUNREACH", err: opErr(syscall.EHOSTUNREACH), want: probe.ReasonUnreachable},
+		{name: "ENETUNREACH", err: opErr(syscall.ENETUNREACH), want: probe.ReasonUnreachable},
+		{name: "EADDRNOTAVAIL", err: opErr(syscall.EADDRNOTAVAIL), want: probe.ReasonUnreachable},
+		{name: "EPERM", err: opErr(syscall.EPERM), want: probe.ReasonPermission},
+		{name: "EACCES", err: &net.OpError{Op: "listen", Err: os.NewSyscallError("socket", syscall.EACCES)}, want: probe.ReasonPermission},
+		{name: "os.ErrPermission", err: os.ErrPermission, want: probe.ReasonPermission},
+		{name: "context cancelled", err: context.Canceled, want: probe.ReasonError},
+		{name: "ECONNRESET", err: opErr(syscall.ECONNRESET), want: probe.ReasonError},
+		{name: "other", err: errors.New("boom"), want: probe.ReasonError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ReasonFor(tc.err); got != tc.want {
-				t.Errorf("ReasonFor(%v) = %q, want %q", tc.err, got, tc.want)
+			if got := probe.ReasonFor(tc.err); got != tc.want {
+				t.Errorf("probe.ReasonFor(%v) = %q, want %q", tc.err, got, tc.want)
 			}
 		})
 	}

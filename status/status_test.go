@@ -14,7 +14,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 func TestMain(m *testing.M) {
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 type probeOutcome struct {
 	host, probe string
 	ok          bool
-	reason      prober.Reason
+	reason      probe.Reason
 }
 
 // newTestStore configures targets and feeds one result per outcome; targets
@@ -41,7 +41,7 @@ func newTestStore(t testing.TB, targets []*config.Target, outcomes []probeOutcom
 				set = tg.Set
 			}
 		}
-		r := prober.Result{
+		r := probe.Result{
 			Key:      config.Key{Set: set, Host: o.host, Probe: o.probe},
 			Due:      start,
 			Start:    start,
@@ -50,7 +50,7 @@ func newTestStore(t testing.TB, targets []*config.Target, outcomes []probeOutcom
 			Reason:   o.reason,
 		}
 		if o.probe == config.ProbeICMP {
-			r.ICMP = &prober.ICMPResult{Sent: 1}
+			r.ICMP = &probe.ICMPResult{Sent: 1}
 			if o.ok {
 				r.ICMP.Received = 1
 			}
@@ -88,10 +88,10 @@ func fixture(t *testing.T) *collector.Store {
 	}
 	return newTestStore(t, targets, []probeOutcome{
 		{"web1", "icmp", true, ""}, {"web1", "tcp", true, ""}, // up
-		{"web2", "icmp", true, ""}, {"web2", "tcp", false, prober.ReasonRefused}, // degraded
-		{"web3", "icmp", false, prober.ReasonTimeout}, {"web3", "tcp", false, prober.ReasonTimeout}, // down
+		{"web2", "icmp", true, ""}, {"web2", "tcp", false, probe.ReasonRefused}, // degraded
+		{"web3", "icmp", false, probe.ReasonTimeout}, {"web3", "tcp", false, probe.ReasonTimeout}, // down
 		// web4 pending
-		{"db1", "ssh", false, prober.ReasonHostKey}, // down
+		{"db1", "ssh", false, probe.ReasonHostKey}, // down
 	})
 }
 
@@ -176,7 +176,7 @@ func TestSetPage(t *testing.T) {
 // escape them, never emit them as markup.
 func TestEscaping(t *testing.T) {
 	evil := `<script>alert(1)</script>`
-	s := newTestStore(t, []*config.Target{target("x", evil, "tcp")}, []probeOutcome{{evil, "tcp", false, prober.ReasonRefused}})
+	s := newTestStore(t, []*config.Target{target("x", evil, "tcp")}, []probeOutcome{{evil, "tcp", false, probe.ReasonRefused}})
 	for _, path := range []string{"/", "/sets/x"} {
 		_, body := serve(t, s, path)
 		if strings.Contains(body, evil) {
@@ -195,7 +195,7 @@ func TestLargeSetGrid(t *testing.T) {
 	for i := range n {
 		h := fmt.Sprintf("h%05d", i)
 		targets = append(targets, target("big", h, "icmp"))
-		outcomes = append(outcomes, probeOutcome{h, "icmp", i%10 != 0, prober.ReasonTimeout})
+		outcomes = append(outcomes, probeOutcome{h, "icmp", i%10 != 0, probe.ReasonTimeout})
 	}
 	for i := range outcomes {
 		if outcomes[i].ok {

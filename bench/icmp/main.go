@@ -39,6 +39,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 )
 
@@ -201,7 +202,7 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 	if got, err := prober.DetectICMPMode(mode == prober.ICMPModePrivileged); err != nil || got != mode {
 		return m, fmt.Errorf("ICMP mode %s not available here (detected %s, %v)", mode, got, err)
 	}
-	probe := &config.ICMPProbe{
+	icmpCfg := &config.ICMPProbe{
 		Count: c.count, PacketInterval: config.Duration(c.packetInterval), Size: config.DefaultICMPSize,
 		Timeout: config.Duration(c.timeout()),
 	}
@@ -209,7 +210,7 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 	for _, a := range addresses(c.targets) {
 		targets = append(targets, &config.Target{
 			Set: "bench", Host: a, Name: a, Probe: config.ProbeICMP,
-			Interval: c.interval, Timeout: c.timeout(), ICMP: probe, Fingerprint: "1",
+			Interval: c.interval, Timeout: c.timeout(), ICMP: icmpCfg, Fingerprint: "1",
 		})
 	}
 	if len(targets) != c.targets {
@@ -218,7 +219,7 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 
 	var pings, replies, results atomic.Int64
 	var measuring atomic.Bool
-	sink := func(r prober.Result) {
+	sink := func(r probe.Result) {
 		if !measuring.Load() || r.ICMP == nil {
 			return
 		}
@@ -231,7 +232,7 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 	defer p.Close()
 	g := config.Global{Concurrency: concurrency}
 	g.Limits.ICMP.Concurrency = concurrency
-	pool, err := prober.NewPool(g, map[string]prober.Prober{config.ProbeICMP: p}, sink, logger, nil)
+	pool, err := prober.NewPool(g, map[string]probe.Prober{config.ProbeICMP: p}, sink, logger, nil)
 	if err != nil {
 		return m, err
 	}

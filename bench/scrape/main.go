@@ -32,7 +32,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 func main() {
@@ -333,7 +333,7 @@ func (c *lineCounter) Write(b []byte) (int, error) {
 func syntheticStore(hosts int, withSSH bool) *collector.Store {
 	now := time.Now()
 	targets := make([]*config.Target, 0, hosts*2)
-	results := make([]prober.Result, 0, hosts*2)
+	results := make([]probe.Result, 0, hosts*2)
 	icmp := &config.ICMPProbe{Count: 3}
 	sshCfg := &config.SSHProbe{Commands: []config.Command{{Name: "uname", Run: "uname -a"}}}
 	labels := make([]map[string]string, 30)
@@ -346,19 +346,19 @@ func syntheticStore(hosts int, withSSH bool) *collector.Store {
 		t := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeICMP,
 			Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], ICMP: icmp}
 		targets = append(targets, t)
-		r := prober.Result{Key: t.Key(), Due: now, Start: now, Duration: time.Millisecond, Success: true,
-			ICMP: &prober.ICMPResult{Sent: 3, Received: 3, RTT: 300 * time.Microsecond}}
+		r := probe.Result{Key: t.Key(), Due: now, Start: now, Duration: time.Millisecond, Success: true,
+			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: 300 * time.Microsecond}}
 		if i%10 == 0 {
-			r.Success, r.Reason, r.ICMP = false, prober.ReasonTimeout, &prober.ICMPResult{Sent: 3}
+			r.Success, r.Reason, r.ICMP = false, probe.ReasonTimeout, &probe.ICMPResult{Sent: 3}
 		}
 		results = append(results, r)
 		if withSSH {
 			st := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeSSH,
 				Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], SSH: sshCfg}
 			targets = append(targets, st)
-			results = append(results, prober.Result{Key: st.Key(), Due: now, Start: now, Duration: 8 * time.Millisecond, Success: true,
-				SSH: &prober.SSHResult{Connect: time.Millisecond, Handshake: 3 * time.Millisecond, Auth: 2 * time.Millisecond, NewConnection: true,
-					Commands: []prober.CommandResult{{Name: "uname", Ran: true, Duration: 2 * time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
+			results = append(results, probe.Result{Key: st.Key(), Due: now, Start: now, Duration: 8 * time.Millisecond, Success: true,
+				SSH: &probe.SSHResult{Connect: time.Millisecond, Handshake: 3 * time.Millisecond, Auth: 2 * time.Millisecond, NewConnection: true,
+					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: 2 * time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
 		}
 	}
 	s := collector.NewStore()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 )
 
@@ -65,7 +66,7 @@ type sinkCounter struct {
 
 func newSinkCounter() *sinkCounter { return &sinkCounter{reasons: map[string]int{}} }
 
-func (s *sinkCounter) sink(r prober.Result) {
+func (s *sinkCounter) sink(r probe.Result) {
 	if r.Success {
 		s.ok.Add(1)
 		return
@@ -96,7 +97,7 @@ func newOurClient(concurrency int) (*ourClient, error) {
 		Concurrency: concurrency,
 		Limits:      config.ProbeLimits{SSH: config.Limit{Concurrency: concurrency}},
 	}
-	pool, err := prober.NewPool(g, map[string]prober.Prober{config.ProbeSSH: c.ssh}, c.cnt.sink, nil, nil)
+	pool, err := prober.NewPool(g, map[string]probe.Prober{config.ProbeSSH: c.ssh}, c.cnt.sink, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,8 @@
-// Package prober owns everything that touches the network: the ICMP, TCP and
-// SSH probers, the DNS cache they share, the scheduler that decides when each
-// target is due, and the rate-limited, concurrency-bounded pool that runs the
-// probes and hands each Result to a sink supplied by the caller.
-//
-// ICMP probes share one socket per address family instead of pro-bing's
-// socket per probe, which costs far more CPU and, with raw sockets, grows
-// with the square of the fleet; ICMPProber's documentation has the numbers.
-package prober
+// Package probe defines what every prober produces and the scheduler, pool,
+// store and pages consume: the Result of one probe, the fixed Reason set and
+// the Prober interface. It imports only config, so packages that read results
+// never pull in SSH, ICMP or TCP code.
+package probe
 
 import (
 	"context"
@@ -38,12 +34,16 @@ const (
 	ReasonError       Reason = "error"        // anything else; the log has the detail
 )
 
-// Reasons lists every documented reason, for docs and tests.
-var Reasons = []Reason{
+// reasons lists every documented reason in documentation order.
+var reasons = [...]Reason{
 	ReasonDNS, ReasonRefused, ReasonTimeout, ReasonUnreachable, ReasonPermission,
 	ReasonBanner, ReasonHandshake, ReasonHostKey, ReasonAuth, ReasonSession,
 	ReasonCommand, ReasonOutputLimit, ReasonConfig, ReasonError,
 }
+
+// Reasons returns every documented reason, for docs and tests. The slice is a
+// fresh copy, so callers cannot change the set.
+func Reasons() []Reason { return append([]Reason(nil), reasons[:]...) }
 
 // Result is the outcome of one probe of one target.
 type Result struct {
