@@ -23,8 +23,10 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/preflight"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
 )
 
 // shutdownGrace bounds how long in-flight probes and HTTP requests may take
@@ -33,38 +35,29 @@ const shutdownGrace = 3 * time.Second
 
 // fleet wires the probers, pool, scheduler and store for one process.
 type fleet struct {
-	logger *slog.Logger
-	store  *collector.Store
-	pool   *prober.Pool
-	sched  *prober.Scheduler
-	ssh    *prober.SSHProber
-	icmp   *prober.ICMPProber
+	logger  *slog.Logger
+	store   *collector.Store
+	pool    *schedule.Pool
+	sched   *schedule.Scheduler
+	probers *prober.Set
+	// reconcilers take every new target list, in this order: the store
+	// first, so results of added targets have a home, the probers last, so
+	// connections of removed targets close after the scheduler stopped
+	// submitting them.
+	reconcilers []probe.Reconciler
 }
 
 // close releases the probers' sockets and pooled connections.
 func (f *fleet) close() {
-	f.ssh.Close()
-	f.icmp.Close()
+	f.probers.Close()
 }
 
 // newFleet builds the probing pipeline: config -> scheduler -> pool ->
-// probers -> sink -> store. Nothing runs until Run is called.
+// probers -> sink -> store. Nothing runs until Run is called. The daemon
+// runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
-	mode, err := prober.DetectICMPMode(opts.icmpPrivileged)
-	if err != nil {
-		logger.Error("ICMP sockets are not permitted; ICMP probes will fail with reason permission", "err", err)
-	} else {
-		logger.Info("ICMP socket mode", "mode", mode.String())
-	}
-	res := prober.NewResolver(time.Minute)
-	sshProber := prober.NewSSHProber(res, logger.With("component", "ssh"))
-	icmpProber := prober.NewICMPProber(res, mode, logger.With("component", "icmp"))
-	probers := map[string]probe.Prober{
-		config.ProbeICMP: icmpProber,
-		config.ProbeTCP:  prober.NewTCPProber(res),
-		config.ProbeSSH:  sshProber,
-	}
-	f := &fleet{logger: logger, store: collector.NewStore(), ssh: sshProber, icmp: icmpProber}
+	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged}, logger)
+	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
 		if !r.Success {
@@ -74,53 +67,24 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 			sink(r)
 		}
 	}
-	pool, err := prober.NewPool(cfg.Global, probers, storeSink, logger.With("component", "pool"), reg)
+	pool, err := schedule.NewPool(cfg.Global, probers.Probers(), storeSink, logger.With("component", "pool"), reg)
 	if err != nil {
 		f.close()
 		return nil, err
 	}
 	f.pool = pool
-	f.sched = prober.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
+	f.sched = schedule.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
+	f.reconcilers = []probe.Reconciler{f.store, f.sched, f.pool, f.probers}
 	f.apply(cfg, targets)
 	return f, nil
 }
 
-// apply hands a validated config to every component. Components keep the
-// state of targets whose key and fingerprint did not change.
+// apply hands a config that passed preflight to every component. Each keeps
+// the state of targets whose key and fingerprint did not change.
 func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
-	warnConfig(f.logger, cfg)
-	for _, w := range prober.CapacityWarnings(cfg.Global, targets) {
-		f.logger.Warn("Pool limits cannot cover the fleet within one interval", "detail", w)
-	}
-	configured := make(map[config.Key]struct{}, len(targets))
-	pairs := make(map[[2]string]struct{})
-	for _, t := range targets {
-		configured[t.Key()] = struct{}{}
-		pairs[[2]string{t.Set, t.Probe}] = struct{}{}
-	}
 	f.pool.SetLimits(cfg.Global)
-	f.store.SetTargets(targets)
-	f.sched.Update(targets)
-	f.pool.Forget(func(set, probe string) bool { _, ok := pairs[[2]string{set, probe}]; return ok })
-	f.ssh.Forget(func(k config.Key) bool { _, ok := configured[k]; return ok })
-}
-
-// warnConfig logs the warnings an operator must see about a config that is
-// valid but risky.
-func warnConfig(logger *slog.Logger, cfg *config.Config) {
-	for _, hs := range cfg.HostSets {
-		s := hs.Probes.SSH
-		if s == nil {
-			continue
-		}
-		if s.InsecureSkipHostKeyVerification {
-			logger.Warn("Host key verification is disabled; any machine can impersonate these hosts", "set", hs.Name)
-		}
-		if s.PrivateKeyFile != "" {
-			if err := prober.SSHCheckKeyFilePermissions(s.PrivateKeyFile); err != nil {
-				logger.Warn("Private key file permissions are too open", "set", hs.Name, "err", err)
-			}
-		}
+	for _, r := range f.reconcilers {
+		r.Reconcile(targets)
 	}
 }
 
@@ -146,7 +110,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleet_ssh_connections_opened_total",
 		Help: "SSH connections opened by the SSH prober, fresh or reused.",
-	}, func() float64 { return float64(f.ssh.ConnectionsOpened()) }))
+	}, func() float64 { return float64(f.probers.SSHConnectionsOpened()) }))
 
 	rl := newReloader(opts.configFile, cfg, f, logger.With("component", "reload"), reg)
 	srv := &http.Server{
@@ -276,13 +240,12 @@ func (rl *reloader) reloadLocked() error {
 	if err != nil {
 		return err
 	}
-	targets, warnings, err := prepareConfig(cfg)
+	report, err := preflight.Check(cfg)
 	if err != nil {
 		return err
 	}
-	for _, w := range warnings {
-		rl.logger.Warn("Host set expansion", "file", cfg.Filename, "warning", w)
-	}
+	report.Log(rl.logger, cfg.Filename)
+	targets := report.Targets
 	rl.fleet.apply(cfg, targets)
 	rl.current = cfg
 	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(targets))

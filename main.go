@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/prober"
+	"github.com/fleet-exporter/fleet_exporter/preflight"
 )
 
 const exporterName = "fleet_exporter"
@@ -60,10 +60,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	logger := promslog.New(opts.logConfig)
 
 	cfg, err := loadConfig(opts.configFile)
-	var targets []*config.Target
-	var warnings []string
+	var report *preflight.Report
 	if err == nil {
-		targets, warnings, err = prepareConfig(cfg)
+		report, err = preflight.Check(cfg)
 	}
 	if err != nil {
 		if opts.configCheck {
@@ -74,20 +73,20 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	if opts.configCheck {
-		for _, w := range warnings {
+		// Every warning a start would log, and still exit 0: only errors
+		// fail the check.
+		for _, w := range report.Warnings {
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
-		printConfigSummary(stdout, cfg, targets)
+		printConfigSummary(stdout, cfg, report.Targets)
 		return 0
 	}
-	for _, w := range warnings {
-		logger.Warn("Host set expansion", "file", cfg.Filename, "warning", w)
-	}
+	report.Log(logger, cfg.Filename)
 
 	if opts.once {
-		return runOnce(ctx, opts, cfg, targets, stdout, stderr, logger)
+		return runOnce(ctx, opts, cfg, report.Targets, stdout, stderr, logger)
 	}
-	return runDaemon(ctx, opts, cfg, targets, logger)
+	return runDaemon(ctx, opts, cfg, report.Targets, logger)
 }
 
 // parseFlags builds a local kingpin application. done reports that the
@@ -142,20 +141,6 @@ func loadConfig(filename string) (*config.Config, error) {
 		return config.Default(), nil
 	}
 	return config.Load(filename)
-}
-
-// prepareConfig expands a parsed config into targets and checks that every
-// SSH credential and known_hosts file it names is usable, so that a config
-// that would only fail at probe time is refused at load and reload.
-func prepareConfig(cfg *config.Config) ([]*config.Target, []string, error) {
-	targets, warnings, err := cfg.Targets()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := prober.SSHCheckFiles(cfg); err != nil {
-		return nil, nil, err
-	}
-	return targets, warnings, nil
 }
 
 // printConfigSummary prints one line per set with its target counts.

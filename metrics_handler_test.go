@@ -59,7 +59,7 @@ func handlerStore(hosts int, withSSH bool) (*collector.Store, []*config.Target) 
 		}
 	}
 	s := collector.NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	for _, r := range results {
 		s.Update(r)
 	}
@@ -468,7 +468,7 @@ func TestMetricsHandlerConcurrentScrapes(t *testing.T) {
 				}
 				store.Update(r)
 				if g == 0 && n%100 == 0 {
-					store.SetTargets(targets[:len(targets)-n/100%5])
+					store.Reconcile(targets[:len(targets)-n/100%5])
 				}
 			}
 		})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/probe"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
 )
 
 // onceResult is one line of --once output. Its JSON field names are part of
@@ -66,7 +67,9 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 		done    atomic.Int64
 		failed  atomic.Int64
 	)
+	oneShot := schedule.NewOneShot(targets)
 	sink := func(r probe.Result) {
+		defer oneShot.Observe(r)
 		mu.Lock()
 		results = append(results, r)
 		mu.Unlock()
@@ -82,10 +85,15 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 	}
 	defer f.close()
 
-	// RunOnce dispatches on its own while it runs, under the same limits
-	// as the daemon.
+	// The pool runs as in the daemon, with the same limits; a one-shot
+	// submitter takes the scheduler's place.
 	stopProgress := startProgress(stderr, len(targets), &done, &failed)
-	f.pool.RunOnce(ctx, targets)
+	poolCtx, stopPool := context.WithCancel(ctx)
+	poolDone := make(chan error, 1)
+	go func() { poolDone <- f.pool.Run(poolCtx) }()
+	_ = oneShot.Run(ctx, f.pool.Submit)
+	stopPool()
+	<-poolDone
 	stopProgress()
 
 	if ctx.Err() != nil {

@@ -42,7 +42,7 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 		}
 	}
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	for _, r := range results {
 		s.Update(r)
 	}

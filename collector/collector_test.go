@@ -551,7 +551,7 @@ func TestCollect(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()
-			s.SetTargets(tc.targets)
+			s.Reconcile(tc.targets)
 			for _, r := range tc.results {
 				s.Update(r)
 			}
@@ -569,7 +569,7 @@ func fullStore() *Store {
 	tcp := tcpTarget("edge", "h1", map[string]string{"dc": "fra"})
 	ssh := sshTarget("db", "db1", map[string]string{"zone": "z1"}, "uname")
 	s := NewStore()
-	s.SetTargets([]*config.Target{icmp, tcp, ssh})
+	s.Reconcile([]*config.Target{icmp, tcp, ssh})
 	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
 	s.Update(result(tcp, 0, true, probe.ReasonNone))
 	s.Update(result(tcp, 1, false, probe.ReasonRefused))
@@ -646,11 +646,11 @@ func TestSetTargets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()
-			s.SetTargets(tc.before)
+			s.Reconcile(tc.before)
 			for _, tg := range tc.before {
 				s.Update(result(tg, 0, true, probe.ReasonNone))
 			}
-			s.SetTargets(tc.after)
+			s.Reconcile(tc.after)
 			// Late results of removed targets must be ignored.
 			for _, tg := range tc.before {
 				s.Update(result(tg, 1, true, probe.ReasonNone))
@@ -667,13 +667,13 @@ func TestSetTargets(t *testing.T) {
 func TestSetTargetsReaddedSetStartsFromZero(t *testing.T) {
 	a1 := tcpTarget("a", "h1", nil)
 	s := NewStore()
-	s.SetTargets([]*config.Target{a1})
+	s.Reconcile([]*config.Target{a1})
 	s.Update(result(a1, 0, true, probe.ReasonNone))
-	s.SetTargets(nil)
+	s.Reconcile(nil)
 	if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader("")); err != nil {
 		t.Errorf("unexpected exposition with no targets:\n%v", err)
 	}
-	s.SetTargets([]*config.Target{a1})
+	s.Reconcile([]*config.Target{a1})
 	want := expo(t,
 		`fleet_targets{probe="tcp",set="a"} 1`,
 		`fleet_probes_total{probe="tcp",result="failure",set="a"} 0`,
@@ -687,13 +687,13 @@ func TestSetTargetsReaddedSetStartsFromZero(t *testing.T) {
 func TestSetTargetsKeepsStateOnLabelChange(t *testing.T) {
 	old := tcpTarget("a", "h1", map[string]string{"dc": "fra"})
 	s := NewStore()
-	s.SetTargets([]*config.Target{old})
+	s.Reconcile([]*config.Target{old})
 	s.Update(result(old, 0, false, probe.ReasonRefused))
 	s.Update(result(old, 1, false, probe.ReasonRefused))
 
 	changed := tcpTarget("a", "h1", map[string]string{"dc": "ams", "rack": "r1"})
 	changed.Fingerprint = "changed"
-	s.SetTargets([]*config.Target{changed})
+	s.Reconcile([]*config.Target{changed})
 
 	want := expo(t,
 		`fleet_probe_consecutive_failures{dc="ams",host="h1",probe="tcp",rack="r1",set="a"} 2`,
@@ -712,7 +712,7 @@ func TestDescCacheFollowsLabelUnion(t *testing.T) {
 	tg := tcpTarget("a", "h1", map[string]string{"dc": "fra"})
 	s := NewStore()
 	c := NewCollector(s)
-	s.SetTargets([]*config.Target{tg})
+	s.Reconcile([]*config.Target{tg})
 	s.Update(result(tg, 0, true, probe.ReasonNone))
 
 	steps := []struct {
@@ -726,7 +726,7 @@ func TestDescCacheFollowsLabelUnion(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			s.SetTargets([]*config.Target{tcpTarget("a", "h1", st.labels)})
+			s.Reconcile([]*config.Target{tcpTarget("a", "h1", st.labels)})
 			if err := testutil.CollectAndCompare(c, strings.NewReader(expo(t, st.want)), "fleet_host_up"); err != nil {
 				t.Errorf("unexpected exposition:\n%v", err)
 			}
@@ -742,7 +742,7 @@ func TestConcurrentUpdateCollect(t *testing.T) {
 		targets = append(targets, icmpTarget("edge", h, nil), sshTarget("edge", h, nil, "uname"))
 	}
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	c := NewCollector(s)
 
 	const rounds = 200
@@ -765,7 +765,7 @@ func TestConcurrentUpdateCollect(t *testing.T) {
 	}
 	wg.Go(func() {
 		for n := range rounds / 4 {
-			s.SetTargets(targets[:len(targets)-n%2])
+			s.Reconcile(targets[:len(targets)-n%2])
 		}
 	})
 	errs := make(chan error, 1)
@@ -785,7 +785,7 @@ func TestConcurrentUpdateCollect(t *testing.T) {
 	for err := range errs {
 		t.Errorf("gather during updates: %v", err)
 	}
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	snap := s.Snapshot()
 	var total uint64
 	for _, sp := range snap.SetProbes {

@@ -203,13 +203,13 @@ func expositionOrder(targets []*config.Target, labelNames []string) []int32 {
 	return order
 }
 
-// SetTargets replaces the configured target list. State of targets whose Key
+// Reconcile takes the configured target list. State of targets whose Key
 // is still present is kept, even when the Fingerprint changed (labels then
 // come from the new Target); state of removed targets is dropped, so their
 // series disappear, and so are the probe counters of removed (set, probe)
 // pairs. Command history is pruned to the commands still configured.
 // A duplicate key keeps its first occurrence.
-func (s *Store) SetTargets(targets []*config.Target) {
+func (s *Store) Reconcile(targets []*config.Target) {
 	// Sorting and the label union need no lock.
 	sorted := slices.DeleteFunc(slices.Clone(targets), func(t *config.Target) bool { return t == nil })
 	slices.SortStableFunc(sorted, compareKeys)

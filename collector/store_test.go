@@ -69,7 +69,7 @@ func TestStoreTargetState(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()
-			s.SetTargets([]*config.Target{tc.target})
+			s.Reconcile([]*config.Target{tc.target})
 			for _, r := range tc.results {
 				s.Update(r)
 			}
@@ -135,7 +135,7 @@ func TestStoreCommandHistory(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()
-			s.SetTargets([]*config.Target{ssh})
+			s.Reconcile([]*config.Target{ssh})
 			for _, r := range tc.results {
 				s.Update(r)
 			}
@@ -153,13 +153,13 @@ func TestStoreCommandHistory(t *testing.T) {
 func TestStorePrunesRemovedCommands(t *testing.T) {
 	ssh := sshTarget("a", "h1", nil, "uname", "df")
 	s := NewStore()
-	s.SetTargets([]*config.Target{ssh})
+	s.Reconcile([]*config.Target{ssh})
 	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{
 		{Name: "uname", Ran: true, Hash: 1}, {Name: "df", Ran: true, Hash: 2},
 	}}))
 	before := s.Snapshot()
 
-	s.SetTargets([]*config.Target{sshTarget("a", "h1", nil, "df")})
+	s.Reconcile([]*config.Target{sshTarget("a", "h1", nil, "df")})
 	after := s.Snapshot()
 
 	want := []CommandState{{Name: "df", Ran: true, OutputRead: true, Hash: 2, HashChanged: end(0)}}
@@ -176,7 +176,7 @@ func TestSnapshotIsolation(t *testing.T) {
 	icmp := icmpTarget("a", "h1", nil)
 	ssh := sshTarget("a", "h1", nil, "uname")
 	s := NewStore()
-	s.SetTargets([]*config.Target{icmp, ssh})
+	s.Reconcile([]*config.Target{icmp, ssh})
 	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
 	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
 	snap := s.Snapshot()
@@ -184,7 +184,7 @@ func TestSnapshotIsolation(t *testing.T) {
 
 	s.Update(icmpResult(icmp, 1, 3, 0, 0))
 	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
-	s.SetTargets(nil)
+	s.Reconcile(nil)
 
 	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{})); diff != "" {
 		t.Errorf("snapshot changed after later updates (-before +after):\n%s", diff)
@@ -214,7 +214,7 @@ func TestUpdateIgnoresUnknownKeys(t *testing.T) {
 	a := tcpTarget("a", "h1", nil)
 	s := NewStore()
 	s.Update(result(a, 0, true, "")) // before any configuration
-	s.SetTargets([]*config.Target{a})
+	s.Reconcile([]*config.Target{a})
 	s.Update(result(tcpTarget("a", "gone", nil), 0, true, ""))
 	s.Update(result(icmpTarget("a", "h1", nil), 0, true, "")) // same host, other probe
 
@@ -237,7 +237,7 @@ func TestSnapshotOrderAndLabelNames(t *testing.T) {
 		tcpTarget("a", "h1", map[string]string{"dc": "x"}), // duplicate key
 	}
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	snap := s.Snapshot()
 
 	var keys []config.Key
@@ -300,7 +300,7 @@ func TestStoreMemoryPerICMPTarget(t *testing.T) {
 	}
 	before := heap()
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	for _, r := range results {
 		s.Update(r)
 	}

@@ -80,7 +80,7 @@ func escapingStore() *Store {
 	_, _ = cNoResult, aNoResult
 
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	ns := func(n int) time.Duration { return time.Duration(n)*time.Millisecond + 123456*time.Nanosecond }
 	// alpha: icmp ok, tcp failing, ssh with every command state.
 	s.Update(icmpResult(aICMP, 0, 3, 2, ns(3)))
@@ -163,7 +163,7 @@ func randomStore(seed uint64, hosts int) *Store {
 		}
 	}
 	s := NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	d := func() time.Duration {
 		return time.Duration(rng.IntN(3)) * time.Duration(rng.Int64N(int64(time.Second)))
 	}
@@ -211,7 +211,7 @@ func TestWriteTextMatchesRegistry(t *testing.T) {
 		{name: "empty store", store: NewStore},
 		{name: "configured without results", store: func() *Store {
 			s := NewStore()
-			s.SetTargets([]*config.Target{icmpTarget("a", "h", map[string]string{"dc": "x"}), tcpTarget("b", "h", nil)})
+			s.Reconcile([]*config.Target{icmpTarget("a", "h", map[string]string{"dc": "x"}), tcpTarget("b", "h", nil)})
 			return s
 		}, wantFamilies: []string{"fleet_targets", "fleet_probes_total"}},
 		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: TextFamilies()},
@@ -500,7 +500,7 @@ func TestWriteTextConcurrentWithUpdates(t *testing.T) {
 					s.Update(result(tg, n, n%2 == 0, probe.ReasonRefused))
 				}
 				if g == 0 && n%50 == 0 {
-					s.SetTargets(targets[:len(targets)-n/50%3])
+					s.Reconcile(targets[:len(targets)-n/50%3])
 				}
 			}
 		})

@@ -107,3 +107,11 @@ type CommandResult struct {
 type Prober interface {
 	Probe(ctx context.Context, t *config.Target) Result
 }
+
+// Reconciler is a component that holds state per target. After every
+// (re)load each one is handed the complete new target list, in the same
+// shape: it keeps the state of targets that are still there, drops that of
+// removed ones and starts on added ones.
+type Reconciler interface {
+	Reconcile(targets []*config.Target)
+}

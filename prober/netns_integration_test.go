@@ -1,4 +1,4 @@
-package prober
+package prober_test
 
 // Network-level fault tests (issue 4): the probers run against a host in a
 // test network namespace whose packets nftables drops at random or
@@ -15,6 +15,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
+	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 
 	"go.uber.org/goleak"
 
@@ -114,7 +120,7 @@ func netnsCheckDuration(t *testing.T, what string, got, lo, hi time.Duration) {
 
 func TestNetnsICMPFaults(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{EchoDelay: netnsEchoDelay})
-	res := NewResolver(time.Minute)
+	res := dns.NewResolver(time.Minute)
 
 	type check struct {
 		sent, received int
@@ -206,7 +212,7 @@ func TestNetnsICMPFaults(t *testing.T) {
 		},
 	}
 
-	modes := []ICMPMode{ICMPModeUnprivileged, ICMPModePrivileged}
+	modes := []icmp.Mode{icmp.ModeUnprivileged, icmp.ModePrivileged}
 	lossDropped, lossModes := 0, 0
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -214,10 +220,10 @@ func TestNetnsICMPFaults(t *testing.T) {
 			// namespace; detection must agree, or the modes are not what
 			// this test claims to cover.
 			var (
-				detected  ICMPMode
+				detected  icmp.Mode
 				detectErr error
 			)
-			if err := ns.InClient(func() { detected, detectErr = DetectICMPMode(mode == ICMPModePrivileged) }); err != nil {
+			if err := ns.InClient(func() { detected, detectErr = icmp.DetectMode(mode == icmp.ModePrivileged) }); err != nil {
 				t.Fatal(err)
 			}
 			if detectErr != nil || detected != mode {
@@ -236,7 +242,7 @@ func TestNetnsICMPFaults(t *testing.T) {
 					// A prober per case: its shared socket is opened by this
 					// probe, inside the namespace, and closed before the
 					// leak check.
-					p := NewICMPProber(res, mode, nil)
+					p := icmp.NewProber(res, mode, nil)
 					r := netnsProbe(t, ns, p, tg, func() { netnsClose(p) })
 					if r.ICMP == nil {
 						t.Fatalf("probe.Result.ICMP is nil (reason %q: %v)", r.Reason, r.Err)
@@ -266,7 +272,7 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{})
 	healthy := ns.ListenTCP(t, ns.HostAddr)
 	victim := ns.ListenTCP(t, ns.AltAddr)
-	p := NewTCPProber(NewResolver(time.Minute))
+	p := tcp.NewProber(dns.NewResolver(time.Minute))
 	target := func(ap netip.AddrPort) *config.Target {
 		return &config.Target{
 			Set: "netns", Host: ap.String(), Name: ap.Addr().String(), Port: int(ap.Port()),
@@ -323,7 +329,7 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res := NewResolver(time.Minute)
+	res := dns.NewResolver(time.Minute)
 
 	const timeout = time.Second
 	tests := []struct {
@@ -356,7 +362,7 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 					Commands:         []config.Command{{Name: "true", Run: "true"}},
 				},
 			}
-			p := NewSSHProber(res, nil)
+			p := sshprober.NewProber(res, nil)
 			r := netnsProbe(t, ns, p, tg, p.Close)
 			if r.Success || r.Reason != tc.wantReason {
 				t.Errorf("success=%v reason=%q (%v), want reason %q", r.Success, r.Reason, r.Err, tc.wantReason)

@@ -32,7 +32,7 @@ type probeOutcome struct {
 func newTestStore(t testing.TB, targets []*config.Target, outcomes []probeOutcome) *collector.Store {
 	t.Helper()
 	s := collector.NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	for _, o := range outcomes {
 		var set string

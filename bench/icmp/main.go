@@ -36,11 +36,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
+
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/probe"
-	"github.com/fleet-exporter/fleet_exporter/prober"
 )
 
 func main() {
@@ -195,11 +198,11 @@ func rssOf(pid string) int64 {
 // for one interval of warm-up and c.duration of measurement.
 func runEngine(ctx context.Context, c common, concurrency int) (Measurement, error) {
 	m := c.measurement("engine")
-	mode := prober.ICMPModePrivileged
+	mode := icmp.ModePrivileged
 	if c.mode == "unprivileged" {
-		mode = prober.ICMPModeUnprivileged
+		mode = icmp.ModeUnprivileged
 	}
-	if got, err := prober.DetectICMPMode(mode == prober.ICMPModePrivileged); err != nil || got != mode {
+	if got, err := icmp.DetectMode(mode == icmp.ModePrivileged); err != nil || got != mode {
 		return m, fmt.Errorf("ICMP mode %s not available here (detected %s, %v)", mode, got, err)
 	}
 	icmpCfg := &config.ICMPProbe{
@@ -228,16 +231,16 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 		replies.Add(int64(r.ICMP.Received))
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p := prober.NewICMPProber(prober.NewResolver(time.Hour), mode, logger)
+	p := icmp.NewProber(dns.NewResolver(time.Hour), mode, logger)
 	defer p.Close()
 	g := config.Global{Concurrency: concurrency}
 	g.Limits.ICMP.Concurrency = concurrency
-	pool, err := prober.NewPool(g, map[string]probe.Prober{config.ProbeICMP: p}, sink, logger, nil)
+	pool, err := schedule.NewPool(g, map[string]probe.Prober{config.ProbeICMP: p}, sink, logger, nil)
 	if err != nil {
 		return m, err
 	}
-	sched := prober.NewScheduler(pool.Submit, logger)
-	sched.Update(targets)
+	sched := schedule.NewScheduler(pool.Submit, logger)
+	sched.Reconcile(targets)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

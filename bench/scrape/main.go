@@ -362,7 +362,7 @@ func syntheticStore(hosts int, withSSH bool) *collector.Store {
 		}
 	}
 	s := collector.NewStore()
-	s.SetTargets(targets)
+	s.Reconcile(targets)
 	for _, r := range results {
 		s.Update(r)
 	}

@@ -148,7 +148,7 @@ func freshFleet(ctx context.Context, o freshOptions, n int, stdout io.Writer) (o
 					cancel()
 					return ours, minimal, err
 				}
-				r = oc.round(pctx, targets, fs.CPU)
+				r = oc.runRound(pctx, targets, fs.CPU)
 				oc.close()
 				ours.runs = append(ours.runs, r)
 			} else {

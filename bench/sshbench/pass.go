@@ -15,13 +15,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
+
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/probe"
-	"github.com/fleet-exporter/fleet_exporter/prober"
 )
 
 // passResult is what one pass over a fleet measured.
@@ -83,21 +86,29 @@ func (s *sinkCounter) result(n int) passResult {
 	return passResult{n: n, ok: int(s.ok.Load()), fail: int(s.fail.Load()), reasons: maps.Clone(s.reasons)}
 }
 
-// ourClient is the exporter's SSH path: prober.NewPool with only the SSH
-// prober, driven by RunOnce.
+// ourClient is the exporter's SSH path: schedule.NewPool with only the SSH
+// prober, driven by a schedule.OneShot per round as --once drives it.
 type ourClient struct {
-	ssh  *prober.SSHProber
-	pool *prober.Pool
+	ssh  *sshprober.Prober
+	pool *schedule.Pool
 	cnt  *sinkCounter
+	// round is the one-shot of the round in progress.
+	round atomic.Pointer[schedule.OneShot]
 }
 
 func newOurClient(concurrency int) (*ourClient, error) {
-	c := &ourClient{ssh: prober.NewSSHProber(prober.NewResolver(time.Minute), nil), cnt: newSinkCounter()}
+	c := &ourClient{ssh: sshprober.NewProber(dns.NewResolver(time.Minute), nil), cnt: newSinkCounter()}
 	g := config.Global{
 		Concurrency: concurrency,
 		Limits:      config.ProbeLimits{SSH: config.Limit{Concurrency: concurrency}},
 	}
-	pool, err := prober.NewPool(g, map[string]probe.Prober{config.ProbeSSH: c.ssh}, c.cnt.sink, nil, nil)
+	sink := func(r probe.Result) {
+		c.cnt.sink(r)
+		if o := c.round.Load(); o != nil {
+			o.Observe(r)
+		}
+	}
+	pool, err := schedule.NewPool(g, map[string]probe.Prober{config.ProbeSSH: c.ssh}, sink, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -106,14 +117,21 @@ func newOurClient(concurrency int) (*ourClient, error) {
 }
 
 // round runs every target once through the pool and measures it.
-func (c *ourClient) round(ctx context.Context, targets []*config.Target, server func() time.Duration) passResult {
+func (c *ourClient) runRound(ctx context.Context, targets []*config.Target, server func() time.Duration) passResult {
 	c.cnt.ok.Store(0)
 	c.cnt.fail.Store(0)
 	c.cnt.mu.Lock()
 	clear(c.cnt.reasons)
 	c.cnt.mu.Unlock()
+	o := schedule.NewOneShot(targets)
+	c.round.Store(o)
+	poolCtx, stopPool := context.WithCancel(ctx)
+	poolDone := make(chan error, 1)
 	s0, cpu0, t0 := server(), benchenv.CPUSelf(), time.Now()
-	c.pool.RunOnce(ctx, targets)
+	go func() { poolDone <- c.pool.Run(poolCtx) }()
+	_ = o.Run(ctx, c.pool.Submit)
+	stopPool()
+	<-poolDone
 	wall, cpu, srv := time.Since(t0), benchenv.CPUSelf()-cpu0, server()-s0
 	r := c.cnt.result(len(targets))
 	r.wall, r.cpu, r.server = wall, cpu, srv

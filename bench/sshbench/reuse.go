@@ -204,7 +204,7 @@ func reuseFleet(ctx context.Context, o reuseOptions, n int, stdout io.Writer) (o
 		return ours, minimal, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, o.passLimit)
-	ours.first = oc.round(pctx, targets, fs.CPU)
+	ours.first = oc.runRound(pctx, targets, fs.CPU)
 	cancel()
 	ours.opened0 = oc.ssh.ConnectionsOpened()
 	logRound("ours", 1, ours.first)
@@ -213,7 +213,7 @@ func reuseFleet(ctx context.Context, o reuseOptions, n int, stdout io.Writer) (o
 	ours.rss = rss1 - rss0
 	for round := range o.runs {
 		pctx, cancel := context.WithTimeout(ctx, o.passLimit)
-		r := oc.round(pctx, targets, fs.CPU)
+		r := oc.runRound(pctx, targets, fs.CPU)
 		cancel()
 		logRound("ours", round+2, r)
 		ours.steady = append(ours.steady, r)

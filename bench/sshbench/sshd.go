@@ -90,7 +90,7 @@ func runSSHD(ctx context.Context, o sshdOptions, stdout io.Writer) error {
 					cancel()
 					return err
 				}
-				r = oc.round(pctx, targets, env.sshdCPU)
+				r = oc.runRound(pctx, targets, env.sshdCPU)
 				oc.close()
 				ours.runs = append(ours.runs, r)
 			} else {

@@ -1,0 +1,78 @@
+// Package prober assembles the probers of every probe type, the ICMP socket
+// mode and the DNS cache they share. The probers themselves live in the
+// sub-packages icmp, tcp and ssh; each implements probe.Prober and knows
+// nothing of the scheduler, the pool or the store.
+package prober
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/probe"
+	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	"github.com/fleet-exporter/fleet_exporter/prober/ssh"
+	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
+)
+
+// dnsCacheTTL is how long a resolved name is reused.
+const dnsCacheTTL = time.Minute
+
+// Options chooses how the probers are built.
+type Options struct {
+	// ICMPPrivileged forces raw ICMP sockets instead of detecting the mode.
+	ICMPPrivileged bool
+}
+
+// Set is one prober per probe type, sharing a DNS cache.
+type Set struct {
+	icmp *icmp.Prober
+	tcp  *tcp.Prober
+	ssh  *ssh.Prober
+}
+
+// Open detects the ICMP socket mode (logging it, or why ICMP probes will
+// fail with reason permission) and builds the probers. Sockets are opened
+// lazily by the probers; Close releases them.
+func Open(opts Options, logger *slog.Logger) *Set {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mode, err := icmp.DetectMode(opts.ICMPPrivileged)
+	if err != nil {
+		logger.Error("ICMP sockets are not permitted; ICMP probes will fail with reason permission", "err", err)
+	} else {
+		logger.Info("ICMP socket mode", "mode", mode.String())
+	}
+	res := dns.NewResolver(dnsCacheTTL)
+	return &Set{
+		icmp: icmp.NewProber(res, mode, logger.With("component", "icmp")),
+		tcp:  tcp.NewProber(res),
+		ssh:  ssh.NewProber(res, logger.With("component", "ssh")),
+	}
+}
+
+// Probers returns the probers keyed by probe type, as the pool takes them.
+func (s *Set) Probers() map[string]probe.Prober {
+	return map[string]probe.Prober{
+		config.ProbeICMP: s.icmp,
+		config.ProbeTCP:  s.tcp,
+		config.ProbeSSH:  s.ssh,
+	}
+}
+
+// Reconcile hands the configured target list to the probers that keep
+// per-target state (pooled SSH connections).
+func (s *Set) Reconcile(targets []*config.Target) {
+	s.ssh.Reconcile(targets)
+}
+
+// SSHConnectionsOpened counts the SSH connections the SSH prober opened.
+func (s *Set) SSHConnectionsOpened() uint64 { return s.ssh.ConnectionsOpened() }
+
+// Close releases the probers' sockets and pooled connections.
+func (s *Set) Close() {
+	s.ssh.Close()
+	s.icmp.Close()
+}

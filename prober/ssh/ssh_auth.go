@@ -1,0 +1,359 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
+)
+
+// errConfig marks errors caused by the probe's own settings (missing or
+// unparsable key, password or known_hosts file); they map to probe.ReasonConfig.
+// Error texts built on it name the file and the problem but never include
+// file contents: no key material, passwords or passphrases.
+var errConfig = errors.New("ssh probe configuration")
+
+// configErrorf returns an error wrapping errConfig.
+func configErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, args...))
+}
+
+// CheckKeyFilePermissions returns an error describing the problem when
+// the private key file at path is accessible by its group or by others, the
+// same rule OpenSSH enforces. It returns nil when the mode is safe, and the
+// stat error when the file cannot be examined. Callers log the result as a
+// warning; the prober itself still uses such a key.
+func CheckKeyFilePermissions(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("private key file %s is accessible by group or others (mode %04o); use chmod 600", path, perm)
+	}
+	return nil
+}
+
+// fileStamp identifies one version of a file: a change of content is
+// assumed to change its modification time or size.
+type fileStamp struct {
+	path string
+	mod  time.Time
+	size int64
+}
+
+// stat returns the stamp of path.
+func stat(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{path: path, mod: fi.ModTime(), size: fi.Size()}, nil
+}
+
+// cacheEntry is one cached value and the file versions it was built from.
+type cacheEntry[T any] struct {
+	stamps []fileStamp
+	val    T
+	err    error
+}
+
+// cache holds values parsed from files so that key material and
+// known_hosts files are read once per file version, not once per probe.
+// An entry stays valid while every source file keeps its stamp.
+type cache[T any] struct {
+	// mu guards entries.
+	mu      sync.Mutex
+	entries map[string]cacheEntry[T]
+
+	// group collapses concurrent loads of one key. Without it every target
+	// sharing a key file misses the cache at once on the first round (and
+	// after each change of the file) and decrypts the key itself: with a
+	// bcrypt-protected key that is ~100 ms of CPU per target, enough for a
+	// --once run over a few hundred hosts to time out every probe.
+	group singleflight.Group
+}
+
+// get returns the cached value for key if none of paths changed since it was
+// loaded, and otherwise calls load and caches its result (errors included,
+// so a broken file is not re-parsed on every probe). what names the setting
+// in errors about a path that cannot be examined.
+func (c *cache[T]) get(key string, paths, what []string, load func() (T, error)) (T, error) {
+	var zero T
+	stamps := make([]fileStamp, len(paths))
+	for i, path := range paths {
+		st, err := stat(path)
+		if err != nil {
+			return zero, configErrorf("%s %q: %v", what[i], path, pathError(err))
+		}
+		stamps[i] = st
+	}
+	if e, ok := c.lookup(key, stamps); ok {
+		return e.val, e.err
+	}
+	v, _, _ := c.group.Do(key, func() (any, error) {
+		// A load that finished while this caller waited for the group may
+		// already have stored what it needs.
+		if e, ok := c.lookup(key, stamps); ok {
+			return e, nil
+		}
+		val, err := load()
+		e := cacheEntry[T]{stamps: stamps, val: val, err: err}
+		// Only cache what is known to match the stamps: a file replaced
+		// while it was being read is loaded again next time.
+		for i, path := range paths {
+			if st, serr := stat(path); serr != nil || st != stamps[i] {
+				return e, nil
+			}
+		}
+		c.mu.Lock()
+		if c.entries == nil {
+			c.entries = make(map[string]cacheEntry[T])
+		}
+		c.entries[key] = e
+		c.mu.Unlock()
+		return e, nil
+	})
+	e := v.(cacheEntry[T])
+	return e.val, e.err
+}
+
+// lookup returns the entry of key if it was built from files with stamps.
+func (c *cache[T]) lookup(key string, stamps []fileStamp) (cacheEntry[T], bool) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	return e, ok && slices.Equal(e.stamps, stamps)
+}
+
+// pathError reduces an os error to its cause; the caller names the path.
+func pathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// readSecretFile reads a password or passphrase file and strips the
+// trailing line break an editor leaves behind.
+func readSecretFile(what, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", configErrorf("%s %q: %v", what, path, pathError(err))
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	clear(b)
+	return s, nil
+}
+
+// loadSigners parses the private key (and optional certificate) of cfg.
+// The certificate signer, when present, comes first so that it is offered
+// before the plain key.
+func loadSigners(cfg *config.SSHProbe) ([]ssh.Signer, error) {
+	pem, err := os.ReadFile(cfg.PrivateKeyFile)
+	if err != nil {
+		return nil, configErrorf("private_key_file %q: %v", cfg.PrivateKeyFile, pathError(err))
+	}
+	defer clear(pem)
+	signer, err := ssh.ParsePrivateKey(pem)
+	var missing *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &missing):
+		if cfg.PassphraseFile == "" {
+			return nil, configErrorf("private_key_file %q is encrypted and no passphrase_file is set", cfg.PrivateKeyFile)
+		}
+		pass, perr := readSecretFile("passphrase_file", cfg.PassphraseFile)
+		if perr != nil {
+			return nil, perr
+		}
+		signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, []byte(pass))
+		if err != nil {
+			// The library's message says whether the passphrase was wrong or
+			// the key damaged; it never echoes the input.
+			return nil, configErrorf("private_key_file %q: cannot decrypt with passphrase_file %q: %v",
+				cfg.PrivateKeyFile, cfg.PassphraseFile, err)
+		}
+	case err != nil:
+		return nil, configErrorf("private_key_file %q: cannot parse private key: %v", cfg.PrivateKeyFile, err)
+	}
+	if cfg.CertificateFile == "" {
+		return []ssh.Signer{signer}, nil
+	}
+	b, err := os.ReadFile(cfg.CertificateFile)
+	if err != nil {
+		return nil, configErrorf("certificate_file %q: %v", cfg.CertificateFile, pathError(err))
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, configErrorf("certificate_file %q: cannot parse certificate: %v", cfg.CertificateFile, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, configErrorf("certificate_file %q holds a plain public key, not a certificate", cfg.CertificateFile)
+	}
+	certSigner, err := ssh.NewCertSigner(cert, signer)
+	if err != nil {
+		return nil, configErrorf("certificate_file %q does not match private_key_file %q: %v",
+			cfg.CertificateFile, cfg.PrivateKeyFile, err)
+	}
+	return []ssh.Signer{certSigner, signer}, nil
+}
+
+// credentials is the credential set of one target: file-based material is cached,
+// the agent connection is per connection attempt.
+type credentials struct {
+	signers     []ssh.Signer
+	password    string
+	hasPassword bool
+	// agentConn is the open agent socket, closed by close once the SSH
+	// connection is authenticated (or failed).
+	agentConn net.Conn
+}
+
+// close releases the agent connection, if any.
+func (a *credentials) close() {
+	if a.agentConn != nil {
+		_ = a.agentConn.Close()
+	}
+}
+
+// authCallbacks holds the file caches used to build credentials.
+type authCallbacks struct {
+	keys       cache[[]ssh.Signer]
+	passwords  cache[string]
+	knownHosts cache[*knownhosts.DB]
+}
+
+// auth loads the credentials of cfg. File errors wrap errConfig. When
+// cfg.Agent is set the agent at SSH_AUTH_SOCK is dialled under ctx and its
+// keys are appended after the file key; the caller must call close.
+func (c *authCallbacks) auth(ctx context.Context, cfg *config.SSHProbe) (*credentials, error) {
+	a := &credentials{}
+	if cfg.PrivateKeyFile != "" {
+		paths := []string{cfg.PrivateKeyFile}
+		what := []string{"private_key_file"}
+		if cfg.PassphraseFile != "" {
+			paths = append(paths, cfg.PassphraseFile)
+			what = append(what, "passphrase_file")
+		}
+		if cfg.CertificateFile != "" {
+			paths = append(paths, cfg.CertificateFile)
+			what = append(what, "certificate_file")
+		}
+		signers, err := c.keys.get(strings.Join(paths, "\x00"), paths, what, func() ([]ssh.Signer, error) {
+			return loadSigners(cfg)
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.signers = append(a.signers, signers...)
+	} else if cfg.CertificateFile != "" {
+		return nil, configErrorf("certificate_file %q is set without private_key_file", cfg.CertificateFile)
+	}
+	if cfg.PasswordFile != "" {
+		pw, err := c.passwords.get(cfg.PasswordFile, []string{cfg.PasswordFile}, []string{"password_file"}, func() (string, error) {
+			return readSecretFile("password_file", cfg.PasswordFile)
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.password, a.hasPassword = pw, true
+	}
+	if cfg.Agent {
+		if err := a.dialAgent(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// dialAgent connects to the SSH agent and appends its signers. The socket
+// gets the context's deadline so a stuck agent cannot outlive the probe.
+func (a *credentials) dialAgent(ctx context.Context) error {
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return configErrorf("agent is enabled but SSH_AUTH_SOCK is not set")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return configErrorf("agent: cannot connect to SSH_AUTH_SOCK: %v", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	signers, err := agent.NewClient(conn).Signers()
+	if err != nil {
+		_ = conn.Close()
+		return configErrorf("agent: cannot list keys: %v", err)
+	}
+	a.agentConn = conn
+	a.signers = append(a.signers, signers...)
+	return nil
+}
+
+// methods returns the auth methods for an ssh.ClientConfig. Every method is
+// a callback that calls mark first, so the first invocation records when
+// authentication began.
+func (a *credentials) methods(mark func()) []ssh.AuthMethod {
+	var m []ssh.AuthMethod
+	if len(a.signers) > 0 {
+		m = append(m, ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			mark()
+			return a.signers, nil
+		}))
+	}
+	if a.hasPassword {
+		m = append(m, ssh.PasswordCallback(func() (string, error) {
+			mark()
+			return a.password, nil
+		}))
+		// Servers that disable "password" but allow keyboard-interactive
+		// usually ask exactly one hidden question: the password.
+		m = append(m, ssh.KeyboardInteractive(func(_, _ string, questions []string, echos []bool) ([]string, error) {
+			mark()
+			if len(questions) == 0 {
+				return nil, nil
+			}
+			if len(questions) != 1 || echos[0] {
+				return nil, errors.New("ssh: unsupported keyboard-interactive prompt")
+			}
+			return []string{a.password}, nil
+		}))
+	}
+	return m
+}
+
+// hostKey returns the host key callback and algorithm preference for the
+// target, from the cached known_hosts file or, only when the config opts out
+// explicitly, a callback accepting any key.
+func (c *authCallbacks) hostKey(cfg *config.SSHProbe) (*knownhosts.DB, error) {
+	if cfg.InsecureSkipHostKeyVerification {
+		return knownhosts.Insecure(), nil
+	}
+	if cfg.KnownHostsFile == "" {
+		return nil, configErrorf("known_hosts_file is not set and insecure_skip_host_key_verification is false")
+	}
+	path := cfg.KnownHostsFile
+	return c.knownHosts.get(path, []string{path}, []string{"known_hosts_file"}, func() (*knownhosts.DB, error) {
+		db, err := knownhosts.Load(path)
+		if err != nil {
+			return nil, configErrorf("%v", err)
+		}
+		return db, nil
+	})
+}

@@ -1,0 +1,44 @@
+package ssh
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+// CheckFiles loads every private key, certificate, passphrase, password
+// and known_hosts file the SSH probes of cfg name, so that a config whose
+// credentials are missing or unusable is refused at start and on reload
+// (the running config then stays in place) instead of failing every probe
+// with reason config. Errors name the set and the file, never its content.
+func CheckFiles(cfg *config.Config) error {
+	for i := range cfg.HostSets {
+		hs := &cfg.HostSets[i]
+		s := hs.Probes.SSH
+		if s == nil {
+			continue
+		}
+		if s.PrivateKeyFile != "" {
+			if _, err := loadSigners(s); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+		if s.PasswordFile != "" {
+			if _, err := readSecretFile("password_file", s.PasswordFile); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
+			return fmt.Errorf("host set %q: agent: true but SSH_AUTH_SOCK is not set in the exporter's environment", hs.Name)
+		}
+		if !s.InsecureSkipHostKeyVerification {
+			if _, err := knownhosts.Load(s.KnownHostsFile); err != nil {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,308 @@
+package schedule
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+// Scheduler decides when each target is due and hands it to a submit
+// function at that instant. It keeps every target in one min-heap keyed by
+// the next due time and runs a single goroutine with a single timer, so an
+// idle fleet costs no goroutines and each firing or reschedule is O(log n).
+//
+// Each target's phase inside its interval is derived from a hash of its set,
+// host and probe, and due times are aligned to the Unix epoch. The same
+// target is therefore due at the same instants across restarts, reloads and
+// replicas, and a fleet sharing one interval is spread evenly over it instead
+// of bursting at start-up.
+type Scheduler struct {
+	submit func(t *config.Target, due time.Time) bool
+	logger *slog.Logger
+	// wake has capacity one; Update signals it so the loop re-reads the heap.
+	wake chan struct{}
+
+	// mu guards heap, byKey, gen and batch.
+	mu    sync.Mutex
+	heap  schedHeap
+	byKey map[config.Key]*schedEntry
+	// gen is bumped by every Update; entries not stamped with the current
+	// generation were not in the latest target list and are removed.
+	gen uint64
+	// batch is reused between loop passes to hand due entries to submit
+	// without holding mu and without allocating.
+	batch []schedFire
+}
+
+// schedEntry is one scheduled target.
+type schedEntry struct {
+	t        *config.Target
+	due      int64 // Unix nanoseconds
+	offset   int64 // phase inside the interval, in [0, interval)
+	interval int64 // nanoseconds, > 0
+	idx      int   // position in the heap
+	gen      uint64
+}
+
+// schedFire is one target to submit, copied out of the heap under the lock.
+type schedFire struct {
+	t   *config.Target
+	due int64
+}
+
+// NewScheduler returns a Scheduler that calls submit for every target when it
+// is due. submit must not block; it returns false when it skipped the target,
+// which the scheduler ignores (the pool counts skips). A nil logger discards
+// log output. NewScheduler starts no goroutine; call Update and Run.
+func NewScheduler(submit func(t *config.Target, due time.Time) bool, logger *slog.Logger) *Scheduler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Scheduler{
+		submit: submit,
+		logger: logger,
+		wake:   make(chan struct{}, 1),
+		byKey:  make(map[config.Key]*schedEntry),
+	}
+}
+
+// Reconcile takes the configured target list: Targets whose Key and
+// Fingerprint are unchanged keep their next due time; changed targets are
+// re-timed from their new interval; new targets are added at their next
+// slot; targets missing from the list are dropped. Targets with a
+// non-positive interval are ignored with a warning, and of duplicate keys
+// only the first is kept. Reconcile is safe to call from any goroutine, before
+// and while Run runs.
+func (s *Scheduler) Reconcile(targets []*config.Target) {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	s.gen++
+	gen := s.gen
+	kept := 0
+	for _, t := range targets {
+		if t.Interval <= 0 {
+			s.logger.Warn("Ignoring target with non-positive interval",
+				"set", t.Set, "host", t.Host, "probe", t.Probe, "interval", t.Interval)
+			continue
+		}
+		k := t.Key()
+		e, ok := s.byKey[k]
+		switch {
+		case ok && e.gen == gen:
+			s.logger.Warn("Ignoring duplicate target", "set", t.Set, "host", t.Host, "probe", t.Probe)
+			continue
+		case ok && e.t.Fingerprint == t.Fingerprint && e.interval == int64(t.Interval):
+			// Unchanged: keep the due time, but point at the new snapshot
+			// so the old config can be collected.
+			e.t = t
+		case ok:
+			e.t = t
+			e.interval = int64(t.Interval)
+			e.offset = schedOffset(k, e.interval)
+			e.due = schedNextSlot(now, e.offset, e.interval)
+			s.heap.fix(e.idx)
+		default:
+			e = &schedEntry{t: t, interval: int64(t.Interval)}
+			e.offset = schedOffset(k, e.interval)
+			e.due = schedNextSlot(now, e.offset, e.interval)
+			s.byKey[k] = e
+			s.heap.push(e)
+		}
+		e.gen = gen
+		kept++
+	}
+	if kept < len(s.byKey) {
+		for k, e := range s.byKey {
+			if e.gen != gen {
+				s.heap.remove(e.idx)
+				delete(s.byKey, k)
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Len returns the number of scheduled targets.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.heap)
+}
+
+// Run submits targets as they fall due until ctx ends, then returns nil.
+// Targets that were due while the loop was behind (e.g. before Run started)
+// are submitted once, late, and continue on their regular slots; missed
+// slots are never fired as a backlog.
+func (s *Scheduler) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		next, ok := s.fire(time.Now().UnixNano())
+		if ok {
+			timer.Reset(time.Duration(next - time.Now().UnixNano()))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// fire submits every entry due at or before now and returns the earliest
+// remaining due time, if any.
+func (s *Scheduler) fire(now int64) (next int64, ok bool) {
+	s.mu.Lock()
+	batch := s.collect(now, s.batch[:0])
+	s.batch = nil // owned by this pass until handed back below
+	s.mu.Unlock()
+
+	for _, f := range batch {
+		s.submit(f.t, time.Unix(0, f.due))
+	}
+	clear(batch) // drop target pointers so old configs can be collected
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batch = batch
+	if len(s.heap) == 0 {
+		return 0, false
+	}
+	return s.heap[0].due, true
+}
+
+// collect pops every entry due at or before now into batch and moves it to
+// its next slot. Callers hold s.mu.
+func (s *Scheduler) collect(now int64, batch []schedFire) []schedFire {
+	for len(s.heap) > 0 && s.heap[0].due <= now {
+		e := s.heap[0]
+		due := e.due
+		if now-due >= e.interval {
+			// The loop fell behind by at least one interval: fire once for
+			// the latest slot that has passed instead of a backlog.
+			due += (now - due) / e.interval * e.interval
+		}
+		batch = append(batch, schedFire{t: e.t, due: due})
+		e.due = due + e.interval
+		s.heap.fix(0)
+	}
+	return batch
+}
+
+// schedOffset returns the phase of key inside interval: FNV-1a 64 of
+// set "\x00" host "\x00" probe, modulo interval. It is computed inline
+// because hash/fnv would allocate per call.
+func schedOffset(k config.Key, interval int64) int64 {
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+	)
+	h := uint64(offset64)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= prime64
+		}
+	}
+	add(k.Set)
+	h *= prime64 // the "\x00" separator: h ^= 0 is a no-op
+	add(k.Host)
+	h *= prime64
+	add(k.Probe)
+	return int64(h % uint64(interval))
+}
+
+// schedNextSlot returns the first instant >= now (Unix nanoseconds) whose
+// distance from offset is a whole number of intervals.
+func schedNextSlot(now, offset, interval int64) int64 {
+	r := (now - offset) % interval
+	if r < 0 {
+		r += interval
+	}
+	if r == 0 {
+		return now
+	}
+	return now + interval - r
+}
+
+// schedHeap is a binary min-heap of entries ordered by due time. It is
+// hand-written rather than container/heap to avoid interface calls on the
+// hot path; every operation keeps schedEntry.idx up to date.
+type schedHeap []*schedEntry
+
+func (h *schedHeap) push(e *schedEntry) {
+	e.idx = len(*h)
+	*h = append(*h, e)
+	h.up(e.idx)
+}
+
+func (h *schedHeap) remove(i int) {
+	old := *h
+	n := len(old) - 1
+	if i != n {
+		h.swap(i, n)
+	}
+	old[n].idx = -1
+	old[n] = nil
+	*h = old[:n]
+	if i != n {
+		h.fix(i)
+	}
+}
+
+func (h schedHeap) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h schedHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx = i
+	h[j].idx = j
+}
+
+func (h schedHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if h[i].due <= h[j].due {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+// down sifts the entry at i0 towards the leaves and reports whether it moved.
+func (h schedHeap) down(i0 int) bool {
+	n := len(h)
+	i := i0
+	for {
+		l := 2*i + 1
+		if l >= n || l < 0 {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && h[r].due < h[l].due {
+			j = r
+		}
+		if h[j].due >= h[i].due {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
