@@ -414,7 +414,7 @@ func (pt *poolType) drop() {
 	n := len(pt.queue) - pt.head
 	for _, job := range pt.queue[pt.head:] {
 		delete(pt.active, job.t.Key())
-		}
+	}
 	clear(pt.queue)
 	pt.queue = pt.queue[:0]
 	pt.head = 0
