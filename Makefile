@@ -9,7 +9,7 @@ VERSION_PKG := github.com/prometheus/common/version
 LDFLAGS     := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-deps vet fmt-check tidy-check lint fuzz bench
+.PHONY: all build test test-deps vet fmt-check tidy-check lint golangci-lint fuzz bench
 
 all: fmt-check vet build test
 
@@ -35,7 +35,20 @@ tidy-check:
 	if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum; \
 	cp /tmp/go.mod.bak go.mod; cp /tmp/go.sum.bak go.sum; exit 1; fi
 
-lint: vet fmt-check
+# golangci-lint comes through the Go module proxy at a pinned version (no
+# downloaded binaries); it is built once into GOPATH/bin.
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOBIN_DIR     := $(shell $(GO) env GOPATH)/bin
+GOLANGCI_LINT := $(GOBIN_DIR)/golangci-lint
+
+lint: vet fmt-check golangci-lint
+	$(GOLANGCI_LINT) run ./...
+
+golangci-lint:
+	@if ! $(GOLANGCI_LINT) version 2>/dev/null | grep -q "version $(patsubst v%,%,$(GOLANGCI_LINT_VERSION)) "; then \
+		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION)"; \
+		GOFLAGS= GOBIN=$(GOBIN_DIR) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
 
 # fuzz runs each fuzz target briefly (FUZZTIME per target).
 FUZZTIME ?= 20s

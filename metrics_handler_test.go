@@ -43,19 +43,27 @@ func handlerStore(hosts int, withSSH bool) (*collector.Store, []*config.Target) 
 		host := fmt.Sprintf("host%06d.example.net", i)
 		icmp := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeICMP, Labels: labels, ICMP: &config.ICMPProbe{Count: 3}}
 		targets = append(targets, icmp)
-		r := probe.Result{Key: icmp.Key(), Start: t0, Duration: 250 * time.Millisecond, Success: i%10 != 0,
-			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: time.Millisecond}}
+		r := probe.Result{
+			Key: icmp.Key(), Start: t0, Duration: 250 * time.Millisecond, Success: i%10 != 0,
+			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: time.Millisecond},
+		}
 		if !r.Success {
 			r.Reason, r.ICMP.Received = probe.ReasonTimeout, 0
 		}
 		results = append(results, r)
 		if withSSH {
-			ssh := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeSSH, Labels: labels,
-				SSH: &config.SSHProbe{Commands: []config.Command{{Name: "uname", Run: "uname"}}}}
+			ssh := &config.Target{
+				Set: set, Host: host, Name: host, Probe: config.ProbeSSH, Labels: labels,
+				SSH: &config.SSHProbe{Commands: []config.Command{{Name: "uname", Run: "uname"}}},
+			}
 			targets = append(targets, ssh)
-			results = append(results, probe.Result{Key: ssh.Key(), Start: t0, Duration: time.Second, Success: true,
-				SSH: &probe.SSHResult{Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
-					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
+			results = append(results, probe.Result{
+				Key: ssh.Key(), Start: t0, Duration: time.Second, Success: true,
+				SSH: &probe.SSHResult{
+					Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
+					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
+				},
+			})
 		}
 	}
 	s := collector.NewStore()
@@ -315,8 +323,10 @@ func TestMetricsHandlerNameFilter(t *testing.T) {
 		want        []string
 	}{
 		{"store family", "?name[]=fleet_host_up", []string{"fleet_host_up"}},
-		{"registry and store families", "?name[]=fleet_probes_skipped_total&name[]=fleet_ssh_phase_seconds",
-			[]string{"fleet_probes_skipped_total", "fleet_ssh_phase_seconds"}},
+		{
+			"registry and store families", "?name[]=fleet_probes_skipped_total&name[]=fleet_ssh_phase_seconds",
+			[]string{"fleet_probes_skipped_total", "fleet_ssh_phase_seconds"},
+		},
 		{"unknown", "?name[]=nope", nil},
 	}
 	for _, tc := range tests {
@@ -461,8 +471,10 @@ func TestMetricsHandlerConcurrentScrapes(t *testing.T) {
 					r.Reason = probe.ReasonTimeout
 				}
 				if tg.Probe == config.ProbeSSH {
-					r.SSH = &probe.SSHResult{NewConnection: n%2 == 0, Connect: time.Millisecond,
-						Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%9 + 1), Bytes: 3}}}
+					r.SSH = &probe.SSHResult{
+						NewConnection: n%2 == 0, Connect: time.Millisecond,
+						Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: uint64(n%9 + 1), Bytes: 3}},
+					}
 				} else {
 					r.ICMP = &probe.ICMPResult{Sent: 3, Received: n % 4, RTT: time.Millisecond}
 				}

@@ -93,7 +93,9 @@ func runOnce(ctx context.Context, opts *options, cfg *config.Config, targets []*
 	go func() { poolDone <- f.pool.Run(poolCtx) }()
 	_ = oneShot.Run(ctx, f.pool.Submit)
 	stopPool()
-	<-poolDone
+	if err := <-poolDone; err != nil {
+		logger.Error("Probe pool failed", "err", err)
+	}
 	stopProgress()
 
 	if ctx.Err() != nil {

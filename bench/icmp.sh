@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ICMP at scale benchmark (issue 3): the exporter's probing pipeline with the
+# ICMP at scale benchmark: the exporter's probing pipeline with the
 # shared-socket ICMP engine against fping and smokeping_prober, on loopback
 # only (127.16.0.0 upwards), in both socket modes:
 #   privileged:   raw sockets, in the root network namespace;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# fleet_exporter benchmark suite (issue 3); `make bench` runs it. Loopback
+# fleet_exporter benchmark suite; `make bench` runs it. Loopback
 # only (127.0.0.0/8). Every scenario prints a table and appends a dated
 # section, stamped with the machine (nproc, CPU, kernel, Go, load average),
 # to BENCHMARKS.md. See BENCHMARKS.md for what each scenario measures.

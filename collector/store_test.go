@@ -245,8 +245,10 @@ func TestSnapshotOrderAndLabelNames(t *testing.T) {
 		keys = append(keys, ts.Target.Key())
 	}
 	wantKeys := []config.Key{
-		{Set: "a", Host: "h1", Probe: "icmp"}, {Set: "a", Host: "h1", Probe: "tcp"},
-		{Set: "a", Host: "h2", Probe: "icmp"}, {Set: "b", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h1", Probe: "icmp"},
+		{Set: "a", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h2", Probe: "icmp"},
+		{Set: "b", Host: "h1", Probe: "tcp"},
 	}
 	if diff := cmp.Diff(wantKeys, keys); diff != "" {
 		t.Errorf("target order mismatch (-want +got):\n%s", diff)
@@ -258,7 +260,8 @@ func TestSnapshotOrderAndLabelNames(t *testing.T) {
 	}
 	wantExpo := []config.Key{
 		{Set: "b", Host: "h1", Probe: "tcp"},
-		{Set: "a", Host: "h1", Probe: "icmp"}, {Set: "a", Host: "h1", Probe: "tcp"},
+		{Set: "a", Host: "h1", Probe: "icmp"},
+		{Set: "a", Host: "h1", Probe: "tcp"},
 		{Set: "a", Host: "h2", Probe: "icmp"},
 	}
 	if diff := cmp.Diff(wantExpo, expo); diff != "" {

@@ -178,33 +178,54 @@ func newTextFamilies() []textFamily {
 		return func(w *TextWriter, r row) (float64, bool) { return f(w, r), true }
 	}
 	fams := []textFamily{
-		{"fleet_host_up", "Whether the last result of any enabled probe of the host succeeded (1) or not (0).", rowsHost,
-			always(func(_ *TextWriter, r row) float64 { return float64(r.x) })},
-		{"fleet_probe_success", "Whether the last probe succeeded (1) or failed (0).", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return boolFloat(target(w, r).Success) })},
-		{"fleet_probe_duration_seconds", "Wall time of the last probe in seconds.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return target(w, r).Duration.Seconds() })},
-		{"fleet_probe_last_run_timestamp_seconds", "Unix time at which the last probe ended.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return unixSeconds(target(w, r).LastRun) })},
-		{"fleet_probe_last_success_timestamp_seconds", "Unix time at which the last successful probe ended; absent before the first success.", rowsTarget,
+		{
+			"fleet_host_up", "Whether the last result of any enabled probe of the host succeeded (1) or not (0).", rowsHost,
+			always(func(_ *TextWriter, r row) float64 { return float64(r.x) }),
+		},
+		{
+			"fleet_probe_success", "Whether the last probe succeeded (1) or failed (0).", rowsTarget,
+			always(func(w *TextWriter, r row) float64 { return boolFloat(target(w, r).Success) }),
+		},
+		{
+			"fleet_probe_duration_seconds", "Wall time of the last probe in seconds.", rowsTarget,
+			always(func(w *TextWriter, r row) float64 { return target(w, r).Duration.Seconds() }),
+		},
+		{
+			"fleet_probe_last_run_timestamp_seconds", "Unix time at which the last probe ended.", rowsTarget,
+			always(func(w *TextWriter, r row) float64 { return unixSeconds(target(w, r).LastRun) }),
+		},
+		{
+			"fleet_probe_last_success_timestamp_seconds", "Unix time at which the last successful probe ended; absent before the first success.", rowsTarget,
 			func(w *TextWriter, r row) (float64, bool) {
 				t := target(w, r)
 				return unixSeconds(t.LastSuccess), !t.LastSuccess.IsZero()
-			}},
-		{"fleet_probe_consecutive_failures", "Number of failed probes since the last successful one.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ConsecutiveFailures) })},
-		{"fleet_probe_failure_info", "Reason of the last probe's failure; present with value 1 only while the last probe failed.", rowsFailure,
-			always(func(*TextWriter, row) float64 { return 1 })},
-		{"fleet_icmp_rtt_seconds", "Mean round-trip time of the replies to the last ICMP probe in seconds; absent when no reply came.", rowsICMP,
+			},
+		},
+		{
+			"fleet_probe_consecutive_failures", "Number of failed probes since the last successful one.", rowsTarget,
+			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ConsecutiveFailures) }),
+		},
+		{
+			"fleet_probe_failure_info", "Reason of the last probe's failure; present with value 1 only while the last probe failed.", rowsFailure,
+			always(func(*TextWriter, row) float64 { return 1 }),
+		},
+		{
+			"fleet_icmp_rtt_seconds", "Mean round-trip time of the replies to the last ICMP probe in seconds; absent when no reply came.", rowsICMP,
 			func(w *TextWriter, r row) (float64, bool) {
 				t := target(w, r)
 				return t.ICMP.RTT.Seconds(), t.ICMP.LastReceived > 0
-			}},
-		{"fleet_icmp_packets_sent_total", "Number of ICMP echo requests sent.", rowsICMP,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsSent) })},
-		{"fleet_icmp_packets_received_total", "Number of ICMP echo replies received.", rowsICMP,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsReceived) })},
-		{"fleet_ssh_phase_seconds", "Duration of each phase reached by the last SSH probe that established a connection, in seconds.", rowsPhase,
+			},
+		},
+		{
+			"fleet_icmp_packets_sent_total", "Number of ICMP echo requests sent.", rowsICMP,
+			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsSent) }),
+		},
+		{
+			"fleet_icmp_packets_received_total", "Number of ICMP echo replies received.", rowsICMP,
+			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsReceived) }),
+		},
+		{
+			"fleet_ssh_phase_seconds", "Duration of each phase reached by the last SSH probe that established a connection, in seconds.", rowsPhase,
 			always(func(w *TextWriter, r row) float64 {
 				s := target(w, r).SSH
 				switch r.x {
@@ -215,36 +236,51 @@ func newTextFamilies() []textFamily {
 				default:
 					return s.Handshake.Seconds()
 				}
-			})},
-		{"fleet_ssh_command_duration_seconds", "Wall time of the command in the last SSH probe in seconds.", rowsCommand,
-			always(func(w *TextWriter, r row) float64 { return command(w, r).Duration.Seconds() })},
-		{"fleet_ssh_command_exit_status", "Exit status of the command in the last SSH probe; -1 when it had none (signal, timeout, dropped connection).", rowsCommand,
-			always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) })},
-		{"fleet_ssh_command_output_hash", "The first 52 bits of the SHA-256 of the command's standard output in the last SSH probe.", rowsCommand,
+			}),
+		},
+		{
+			"fleet_ssh_command_duration_seconds", "Wall time of the command in the last SSH probe in seconds.", rowsCommand,
+			always(func(w *TextWriter, r row) float64 { return command(w, r).Duration.Seconds() }),
+		},
+		{
+			"fleet_ssh_command_exit_status", "Exit status of the command in the last SSH probe; -1 when it had none (signal, timeout, dropped connection).", rowsCommand,
+			always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
+		},
+		{
+			"fleet_ssh_command_output_hash", "The first 52 bits of the SHA-256 of the command's standard output in the last SSH probe.", rowsCommand,
 			func(w *TextWriter, r row) (float64, bool) {
 				c := command(w, r)
 				return float64(c.Hash), c.OutputRead
-			}},
-		{"fleet_ssh_command_output_bytes", "Size of the command's standard output in the last SSH probe in bytes.", rowsCommand,
+			},
+		},
+		{
+			"fleet_ssh_command_output_bytes", "Size of the command's standard output in the last SSH probe in bytes.", rowsCommand,
 			func(w *TextWriter, r row) (float64, bool) {
 				c := command(w, r)
 				return float64(c.Bytes), c.OutputRead
-			}},
-		{"fleet_ssh_command_output_changed_timestamp_seconds", "Unix time of the end of the probe that first saw the current output hash of the command.", rowsCommand,
+			},
+		},
+		{
+			"fleet_ssh_command_output_changed_timestamp_seconds", "Unix time of the end of the probe that first saw the current output hash of the command.", rowsCommand,
 			func(w *TextWriter, r row) (float64, bool) {
 				c := command(w, r)
 				return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
-			}},
-		{"fleet_targets", "Number of configured targets.", rowsTargets,
-			always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) })},
-		{"fleet_probes_total", "Number of probe results received, by result.", rowsProbes,
+			},
+		},
+		{
+			"fleet_targets", "Number of configured targets.", rowsTargets,
+			always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
+		},
+		{
+			"fleet_probes_total", "Number of probe results received, by result.", rowsProbes,
 			always(func(w *TextWriter, r row) float64 {
 				sp := &w.snap.SetProbes[r.t]
 				if r.x == 1 {
 					return float64(sp.Successes)
 				}
 				return float64(sp.Failures)
-			})},
+			}),
+		},
 	}
 	for i := range fams {
 		f := &fams[i]

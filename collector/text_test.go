@@ -372,10 +372,20 @@ func TestAppendFloatMatchesExpfmt(t *testing.T) {
 		name string
 		v    float64
 	}{
-		{"zero", 0}, {"negative zero", math.Copysign(0, -1)}, {"one", 1}, {"minus one", -1},
-		{"nan", math.NaN()}, {"+inf", math.Inf(1)}, {"-inf", math.Inf(-1)},
-		{"fraction", 0.25}, {"timestamp", 1.70000000025e9}, {"timestamp nanos", 1700000000.123456789},
-		{"large integer", float64(1<<52 - 1)}, {"huge", 1e21}, {"tiny", 5e-324}, {"negative", -42.5},
+		{"zero", 0},
+		{"negative zero", math.Copysign(0, -1)},
+		{"one", 1},
+		{"minus one", -1},
+		{"nan", math.NaN()},
+		{"+inf", math.Inf(1)},
+		{"-inf", math.Inf(-1)},
+		{"fraction", 0.25},
+		{"timestamp", 1.70000000025e9},
+		{"timestamp nanos", 1700000000.123456789},
+		{"large integer", float64(1<<52 - 1)},
+		{"huge", 1e21},
+		{"tiny", 5e-324},
+		{"negative", -42.5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

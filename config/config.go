@@ -550,8 +550,10 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 		v.add(at(p, "insecure_skip_host_key_verification"), "insecure_skip_host_key_verification and known_hosts_file are mutually exclusive")
 	}
 	for _, f := range []struct{ key, val string }{
-		{"private_key_file", s.PrivateKeyFile}, {"passphrase_file", s.PassphraseFile},
-		{"certificate_file", s.CertificateFile}, {"password_file", s.PasswordFile},
+		{"private_key_file", s.PrivateKeyFile},
+		{"passphrase_file", s.PassphraseFile},
+		{"certificate_file", s.CertificateFile},
+		{"password_file", s.PasswordFile},
 		{"known_hosts_file", s.KnownHostsFile},
 	} {
 		if strings.HasPrefix(f.val, "~") {

@@ -560,8 +560,10 @@ func TestExampleConfig(t *testing.T) {
 		got = append(got, tg.Key())
 	}
 	want := []Key{
-		{"local", "127.0.0.1", ProbeICMP}, {"local", "127.0.0.1", ProbeTCP},
-		{"local", "::1", ProbeICMP}, {"local", "::1", ProbeTCP},
+		{"local", "127.0.0.1", ProbeICMP},
+		{"local", "127.0.0.1", ProbeTCP},
+		{"local", "::1", ProbeICMP},
+		{"local", "::1", ProbeTCP},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)

@@ -1022,21 +1022,35 @@ func TestLoadErrors(t *testing.T) {
 		want    []string
 		wantErr string
 	}{
-		{"rules ok", deploy.RuleExprs,
+		{
+			"rules ok", deploy.RuleExprs,
 			write("ok.yml", "groups:\n- name: g\n  rules:\n  - record: a:b:c\n    expr: up\n  - alert: A\n    expr: up == 0\n"),
-			[]string{"up", "up == 0"}, ""},
-		{"rules misspelt key", deploy.RuleExprs,
-			write("typo.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    anotations: {}\n"), nil, "anotations"},
-		{"rules record and alert", deploy.RuleExprs,
-			write("both.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n    record: a:b:c\n    expr: up\n"), nil, "exactly one"},
-		{"rules empty expr", deploy.RuleExprs,
-			write("empty.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n"), nil, "empty expr"},
+			[]string{"up", "up == 0"},
+			"",
+		},
+		{
+			"rules misspelt key", deploy.RuleExprs,
+			write("typo.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    anotations: {}\n"), nil, "anotations",
+		},
+		{
+			"rules record and alert", deploy.RuleExprs,
+			write("both.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n    record: a:b:c\n    expr: up\n"), nil, "exactly one",
+		},
+		{
+			"rules empty expr", deploy.RuleExprs,
+			write("empty.yml", "groups:\n- name: g\n  rules:\n  - alert: A\n"), nil, "empty expr",
+		},
 		{"rules missing file", deploy.RuleExprs, filepath.Join(dir, "nope.yml"), nil, "no such file"},
-		{"dashboard nested rows", deploy.DashboardExprs,
+		{
+			"dashboard nested rows", deploy.DashboardExprs,
 			write("d.json", `{"panels":[{"type":"row","panels":[{"targets":[{"refId":"A","expr":"up"}]}]},{"targets":[{"refId":"A","expr":"x"},{"refId":"B","expr":"y"}]}]}`),
-			[]string{"up", "x", "y"}, ""},
-		{"dashboard empty expr", deploy.DashboardExprs,
-			write("e.json", `{"panels":[{"title":"p","targets":[{"refId":"A","expr":" "}]}]}`), nil, "no expr"},
+			[]string{"up", "x", "y"},
+			"",
+		},
+		{
+			"dashboard empty expr", deploy.DashboardExprs,
+			write("e.json", `{"panels":[{"title":"p","targets":[{"refId":"A","expr":" "}]}]}`), nil, "no expr",
+		},
 		{"dashboard bad json", deploy.DashboardExprs, write("bad.json", `{"panels":[`), nil, "unexpected end"},
 	}
 	for _, tc := range tests {

@@ -402,13 +402,17 @@ func startEnv(t *testing.T, opts envOptions) *env {
 	simPort := strconv.Itoa(stablePort(t, base))
 	simDir := filepath.Join(e.dir, "fleetsim")
 	shared := []string{"--n", "2", "--base", base, "--port", simPort, "--seed", "e2e"}
-	gen := exec.Command(fleetsimBin, append([]string{"gen", "--out", simDir,
-		"--command", cmdCheck + "=check", "--command", cmdHost + "=hostname"}, shared...)...)
+	gen := exec.Command(fleetsimBin, append([]string{
+		"gen", "--out", simDir,
+		"--command", cmdCheck + "=check", "--command", cmdHost + "=hostname",
+	}, shared...)...)
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("fleetsim gen: %v\n%s", err, out)
 	}
-	sim := startProcess(t, e.dir, "fleetsim", fleetsimBin, append([]string{"serve",
-		"--authorized-key", filepath.Join(simDir, "id_ed25519.pub")}, shared...)...)
+	sim := startProcess(t, e.dir, "fleetsim", fleetsimBin, append([]string{
+		"serve",
+		"--authorized-key", filepath.Join(simDir, "id_ed25519.pub"),
+	}, shared...)...)
 	eventually(t, startTimeout, "fleetsim ready", func() (bool, string) {
 		if gone, why := sim.exited(); gone {
 			t.Fatal(why)

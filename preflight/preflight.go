@@ -1,9 +1,3 @@
-// Package preflight is the one check a configuration passes before it runs:
-// expansion into targets, the files it names (keys, passwords, known_hosts),
-// and the warnings an operator must see about a valid but risky config
-// (pool capacity, disabled host key verification, open key permissions).
-// Start, reload and --config.check all call Check, so --config.check prints
-// exactly the warnings a start logs.
 package preflight
 
 import (
@@ -46,7 +40,7 @@ func (w Warning) Log(logger *slog.Logger, file string) {
 	if w.Detail != "" {
 		args = append(args, "detail", w.Detail)
 	}
-	logger.Warn(w.Message, args...)
+	logger.Warn(w.Message, args...) //nolint:sloglint // Message is always one of the constant strings Check sets
 }
 
 // Report is what a passing check yields.

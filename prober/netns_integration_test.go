@@ -1,6 +1,6 @@
 package prober_test
 
-// Network-level fault tests (issue 4): the probers run against a host in a
+// Network-level fault tests: the probers run against a host in a
 // test network namespace whose packets nftables drops at random or
 // altogether, or whose replies a TUN responder delays. Every probe runs
 // synchronously on an OS thread moved into the client namespace (see
@@ -16,17 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
-	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
-	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"go.uber.org/goleak"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
 	"github.com/fleet-exporter/fleet_exporter/probe"
+	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
+	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
 )
 
 const (
@@ -102,7 +100,7 @@ func netnsStart(t *testing.T, ns *netnstest.NS, p probe.Prober, tg *config.Targe
 }
 
 // netnsClose closes p if it has anything to close. The ICMP prober gains a
-// Close with its shared socket engine (issue 3); asking through an interface
+// Close with its shared socket engine; asking through an interface
 // keeps this test independent of that change.
 func netnsClose(p any) {
 	if c, ok := p.(interface{ Close() }); ok {

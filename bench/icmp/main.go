@@ -1,4 +1,4 @@
-// Command icmpbench measures ICMP probing at scale on loopback (issue 3): the
+// Command icmpbench measures ICMP probing at scale on loopback: the
 // exporter's probing pipeline (scheduler, pool, shared-socket ICMPProber)
 // against fping and smokeping_prober at the same packet rate. Every target
 // is an address in 127.0.0.0/8; nothing leaves the host.
@@ -36,14 +36,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
-	"github.com/fleet-exporter/fleet_exporter/schedule"
-
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/probe"
+	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
 )
 
 func main() {
@@ -507,8 +506,10 @@ func runSuite(ctx context.Context, mode string, runs int, duration time.Duration
 	// 10,000 targets every second and 100,000 every ten seconds: the same
 	// probe rate, 10,000 probes a second.
 	cases := []suiteCase{
-		{10000, 1, time.Second}, {10000, 3, time.Second},
-		{100000, 1, 10 * time.Second}, {100000, 3, 10 * time.Second},
+		{10000, 1, time.Second},
+		{10000, 3, time.Second},
+		{100000, 1, 10 * time.Second},
+		{100000, 3, 10 * time.Second},
 	}
 	failed := false
 	one := func(args ...string) {

@@ -343,22 +343,32 @@ func syntheticStore(hosts int, withSSH bool) *collector.Store {
 	for i := range hosts {
 		set := fmt.Sprintf("set%02d", i%10)
 		host := fmt.Sprintf("host%06d.example.net", i)
-		t := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeICMP,
-			Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], ICMP: icmp}
+		t := &config.Target{
+			Set: set, Host: host, Name: host, Probe: config.ProbeICMP,
+			Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], ICMP: icmp,
+		}
 		targets = append(targets, t)
-		r := probe.Result{Key: t.Key(), Due: now, Start: now, Duration: time.Millisecond, Success: true,
-			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: 300 * time.Microsecond}}
+		r := probe.Result{
+			Key: t.Key(), Due: now, Start: now, Duration: time.Millisecond, Success: true,
+			ICMP: &probe.ICMPResult{Sent: 3, Received: 3, RTT: 300 * time.Microsecond},
+		}
 		if i%10 == 0 {
 			r.Success, r.Reason, r.ICMP = false, probe.ReasonTimeout, &probe.ICMPResult{Sent: 3}
 		}
 		results = append(results, r)
 		if withSSH {
-			st := &config.Target{Set: set, Host: host, Name: host, Probe: config.ProbeSSH,
-				Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], SSH: sshCfg}
+			st := &config.Target{
+				Set: set, Host: host, Name: host, Probe: config.ProbeSSH,
+				Interval: time.Minute, Timeout: 10 * time.Second, Labels: labels[i%30], SSH: sshCfg,
+			}
 			targets = append(targets, st)
-			results = append(results, probe.Result{Key: st.Key(), Due: now, Start: now, Duration: 8 * time.Millisecond, Success: true,
-				SSH: &probe.SSHResult{Connect: time.Millisecond, Handshake: 3 * time.Millisecond, Auth: 2 * time.Millisecond, NewConnection: true,
-					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: 2 * time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}}}})
+			results = append(results, probe.Result{
+				Key: st.Key(), Due: now, Start: now, Duration: 8 * time.Millisecond, Success: true,
+				SSH: &probe.SSHResult{
+					Connect: time.Millisecond, Handshake: 3 * time.Millisecond, Auth: 2 * time.Millisecond, NewConnection: true,
+					Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: 2 * time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
+				},
+			})
 		}
 	}
 	s := collector.NewStore()

@@ -15,16 +15,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
-	"github.com/fleet-exporter/fleet_exporter/schedule"
-
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/probe"
+	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
 )
 
 // passResult is what one pass over a fleet measured.
@@ -131,7 +130,9 @@ func (c *ourClient) runRound(ctx context.Context, targets []*config.Target, serv
 	go func() { poolDone <- c.pool.Run(poolCtx) }()
 	_ = o.Run(ctx, c.pool.Submit)
 	stopPool()
-	<-poolDone
+	if err := <-poolDone; err != nil {
+		panic(err) // a fresh pool per round cannot be running already
+	}
 	wall, cpu, srv := time.Since(t0), benchenv.CPUSelf()-cpu0, server()-s0
 	r := c.cnt.result(len(targets))
 	r.wall, r.cpu, r.server = wall, cpu, srv

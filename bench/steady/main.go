@@ -1,5 +1,5 @@
-// Package main is the steady-state benchmark of fleet_exporter (issue 3,
-// scenario 6): one real exporter process probing a simulated SSH fleet
+// Package main is the steady-state benchmark of fleet_exporter:
+// one real exporter process probing a simulated SSH fleet
 // (cmd/fleetsim) and a large ICMP fleet on 127/8 loopback addresses at a
 // fixed interval for several minutes. It samples the exporter's CPU
 // (/proc/PID/stat) and RSS (/proc/PID/status) and scrapes its /metrics for
@@ -406,7 +406,7 @@ func parseMetrics(r io.Reader, s *sample) {
 // which holds for the families parsed here).
 func splitSample(line string) (name string, labels map[string]string, value float64, ok bool) {
 	labels = map[string]string{}
-	rest := line
+	var rest string
 	if i := strings.IndexByte(line, '{'); i >= 0 {
 		j := strings.LastIndexByte(line, '}')
 		if j < i {

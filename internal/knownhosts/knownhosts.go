@@ -211,7 +211,7 @@ func parseHostPattern(p string) (a hostAddr, ok bool, err error) {
 			return a, false, err
 		}
 	} else if a.host, a.port, err = net.SplitHostPort(p); err != nil {
-		a.host, a.port, err = p, "22", nil
+		a.host, a.port = p, "22"
 	}
 	if strings.ContainsAny(a.host, "*?") {
 		return hostAddr{}, false, nil

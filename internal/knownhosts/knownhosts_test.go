@@ -119,8 +119,12 @@ func TestKnownHostsIndex(t *testing.T) {
 		name string
 		key  ssh.PublicKey
 	}{
-		{"ed25519 #1", ed1.Pub}, {"ed25519 #2", ed2.Pub}, {"ecdsa", ec.Pub}, {"rsa", rsaKey.Pub},
-		{"unlisted", unlisted.Pub}, {"host certificate", cert},
+		{"ed25519 #1", ed1.Pub},
+		{"ed25519 #2", ed2.Pub},
+		{"ecdsa", ec.Pub},
+		{"rsa", rsaKey.Pub},
+		{"unlisted", unlisted.Pub},
+		{"host certificate", cert},
 	}
 
 	dir := t.TempDir()

@@ -10,12 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	probing "github.com/prometheus-community/pro-bing"
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -114,7 +113,7 @@ type stats struct {
 // On Linux every probe of a prober shares one socket per address family (an
 // unprivileged ping socket, or one raw socket in privileged mode), read by one
 // goroutine that hands each reply to its probe by a token in the echo payload
-// (issue 3, ICMP at scale). pro-bing, the library the project otherwise uses
+//. pro-bing, the library the project otherwise uses
 // for ICMP, opens a socket per probe; that does not scale: measured on a
 // 2-core machine at 10,000 loopback targets pinged every second, pro-bing with
 // one pinger per target cost 73-111 µs of CPU per ping unprivileged, and with
@@ -279,10 +278,8 @@ func (l proBingLogger) log(level, format string, v ...any) {
 	if !l.logger.Enabled(ctx, slog.LevelDebug) {
 		return
 	}
-	l.logger.LogAttrs(ctx, slog.LevelDebug, "pro-bing message",
-		slog.String("host", l.host),
-		slog.String("pro_bing_level", level),
-		slog.String("detail", fmt.Sprintf(format, v...)))
+	l.logger.Log(ctx, slog.LevelDebug, "pro-bing message",
+		"host", l.host, "pro_bing_level", level, "detail", fmt.Sprintf(format, v...))
 }
 
 // Fatalf, Errorf, Warnf, Infof and Debugf implement probing.Logger.

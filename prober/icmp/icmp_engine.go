@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The shared ICMP engine (issue 3, ICMP at scale).
+// The shared ICMP engine.
 //
 // One socket per address family serves every probe of an Prober: an
 // unprivileged ping socket (SOCK_DGRAM, IPPROTO_ICMP[V6]) or one raw socket.

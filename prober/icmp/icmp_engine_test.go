@@ -17,14 +17,12 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 

@@ -9,13 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 

@@ -18,11 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -36,8 +35,8 @@ const (
 	// clientVersion is the version line we send; it names the exporter in
 	// the server's logs.
 	clientVersion = "SSH-2.0-fleet_exporter"
-	// backoffMin is the first reconnect backoff of a pooled connection.
-	backoffMin = time.Second
+	// minBackoff is the first reconnect backoff of a pooled connection.
+	minBackoff = time.Second
 	// backoffMaxDefault caps the backoff when the target has no interval.
 	backoffMaxDefault = time.Minute
 	// idleDefault is how long a pooled connection may go without a
@@ -81,7 +80,7 @@ type Prober struct {
 	// bufs holds *[copyBufSize]byte for streaming command output. With
 	// plain io.Copy every command allocated 32 KiB, 80 % of the bytes a
 	// poll on a reused connection allocates, and the GC work that went with
-	// it (issue 3).
+	// it.
 	bufs sync.Pool
 
 	// mu guards closed, pool and warned.
@@ -415,7 +414,7 @@ func (p *Prober) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSH
 
 // usable reports whether the pooled connection c can serve the next probe
 // of t. A keepalive round trip before every poll cost as much client CPU as
-// the session itself (issue 3), so it is sent only when it is the sole
+// the session itself, so it is sent only when it is the sole
 // evidence: when c has not completed a session within t's interval (it may
 // have been cut by a NAT timeout or a server restart meanwhile), or when
 // the probe runs no command that would show a dead connection. A recently
@@ -449,7 +448,7 @@ func backoff(n int, interval time.Duration) time.Duration {
 	if limit <= 0 {
 		limit = backoffMaxDefault
 	}
-	d := backoffMin << min(n-1, 30)
+	d := minBackoff << min(n-1, 30)
 	return min(d, limit)
 }
 

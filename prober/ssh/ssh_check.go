@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
-
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
 )
 
 // CheckFiles loads every private key, certificate, passphrase, password

@@ -22,19 +22,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
-
-	"github.com/fleet-exporter/fleet_exporter/schedule"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"go.uber.org/goleak"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
+	"github.com/fleet-exporter/fleet_exporter/schedule"
 )
 
-// The SSH fault matrix (issue 4): every way a host can misbehave must end in
+// The SSH fault matrix: every way a host can misbehave must end in
 // the documented reason, within the probe's timeout, without leaking a
 // goroutine or a file descriptor, and without slowing down a healthy host
 // probed by the same prober at the same time.
@@ -748,7 +745,8 @@ func TestSSHMixedLoad(t *testing.T) {
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	_ = ln.Close()
 	fleet := []string{"--n", strconv.Itoa(n), "--base", base, "--port", port, "--tarpit", strconv.FormatFloat(tarpits, 'f', -1, 64)}
-	out, err := exec.Command(bin, append([]string{"gen", "--out", dir,
+	out, err := exec.Command(bin, append([]string{
+		"gen", "--out", dir,
 		"--interval", interval.String(), "--timeout", timeout.String(),
 		"--concurrency", strconv.Itoa(concurrency), "--ssh.concurrency", strconv.Itoa(concurrency),
 	}, fleet...)...).CombinedOutput()

@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
-
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 

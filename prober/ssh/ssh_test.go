@@ -17,16 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -400,8 +398,10 @@ func TestSSHProbeHostKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startTestServer(t, testServerConfig{hostSigners: tc.hostKeys, authorized: []ssh.PublicKey{user.Pub}})
 			known := writeFile(t, dir, "known_hosts"+strconv.Itoa(i), []byte(tc.known(srv.port)))
-			cfg := &config.SSHProbe{User: testUser, PrivateKeyFile: keyFile, KnownHostsFile: known,
-				InsecureSkipHostKeyVerification: tc.insecure}
+			cfg := &config.SSHProbe{
+				User: testUser, PrivateKeyFile: keyFile, KnownHostsFile: known,
+				InsecureSkipHostKeyVerification: tc.insecure,
+			}
 			if tc.insecure {
 				cfg.KnownHostsFile = ""
 			}
@@ -443,30 +443,78 @@ func TestSSHProbeCommands(t *testing.T) {
 		wantCmds  []wantCmd
 	}{
 		{"no commands", nil, 0, probe.ReasonNone, nil},
-		{"echo", []config.Command{cmd("echo hello")}, 0, probe.ReasonNone,
-			[]wantCmd{{ran: true, bytes: 6, hash: testHash([]byte("hello\n"))}}},
-		{"empty output", []config.Command{cmd("exit 0")}, 0, probe.ReasonNone,
-			[]wantCmd{{ran: true, hash: testHash(nil)}}},
-		{"non-zero exit", []config.Command{cmd("exit 3")}, 0, probe.ReasonCommand,
-			[]wantCmd{{ran: true, exit: 3, reason: probe.ReasonCommand}}},
-		{"unknown command", []config.Command{cmd("frobnicate")}, 0, probe.ReasonCommand,
-			[]wantCmd{{ran: true, exit: 127, reason: probe.ReasonCommand}}},
-		{"killed by signal", []config.Command{cmd("signal")}, 0, probe.ReasonCommand,
-			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonCommand}}},
-		{"no exit status", []config.Command{cmd("noexit")}, 0, probe.ReasonSession,
-			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonSession}}},
-		{"exec rejected", []config.Command{cmd("reject"), cmd("echo after")}, 0, probe.ReasonSession,
-			[]wantCmd{{exit: -1, reason: probe.ReasonSession}, {ran: true, bytes: 6}}},
-		{"first failure wins, later commands still run", []config.Command{cmd("echo ok"), cmd("exit 2"), cmd("exit 4"), cmd("echo after")}, 0, probe.ReasonCommand,
-			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: 2, reason: probe.ReasonCommand}, {ran: true, exit: 4, reason: probe.ReasonCommand}, {ran: true, bytes: 6}}},
-		{"output over the cap", []config.Command{cmd("flood 100000"), cmd("echo after")}, 1000, probe.ReasonOutputLimit,
-			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 1000, hash: testHash([]byte(strings.Repeat("x", 1000)))}, {ran: true, bytes: 6}}},
-		{"output one over the cap", []config.Command{cmd("printf 12345")}, 4, probe.ReasonOutputLimit,
-			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 4, hash: testHash([]byte("1234"))}}},
-		{"output exactly at the cap", []config.Command{cmd("flood 1000")}, 1000, probe.ReasonNone,
-			[]wantCmd{{ran: true, bytes: 1000, hash: testHash([]byte(strings.Repeat("x", 1000)))}}},
-		{"connection dropped", []config.Command{cmd("echo ok"), cmd("drop"), cmd("echo after")}, 0, probe.ReasonSession,
-			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: -1, reason: probe.ReasonSession}, {exit: -1}}},
+		{
+			"echo",
+			[]config.Command{cmd("echo hello")},
+			0, probe.ReasonNone,
+			[]wantCmd{{ran: true, bytes: 6, hash: testHash([]byte("hello\n"))}},
+		},
+		{
+			"empty output",
+			[]config.Command{cmd("exit 0")},
+			0, probe.ReasonNone,
+			[]wantCmd{{ran: true, hash: testHash(nil)}},
+		},
+		{
+			"non-zero exit",
+			[]config.Command{cmd("exit 3")},
+			0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: 3, reason: probe.ReasonCommand}},
+		},
+		{
+			"unknown command",
+			[]config.Command{cmd("frobnicate")},
+			0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: 127, reason: probe.ReasonCommand}},
+		},
+		{
+			"killed by signal",
+			[]config.Command{cmd("signal")},
+			0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonCommand}},
+		},
+		{
+			"no exit status",
+			[]config.Command{cmd("noexit")},
+			0, probe.ReasonSession,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonSession}},
+		},
+		{
+			"exec rejected",
+			[]config.Command{cmd("reject"), cmd("echo after")},
+			0, probe.ReasonSession,
+			[]wantCmd{{exit: -1, reason: probe.ReasonSession}, {ran: true, bytes: 6}},
+		},
+		{
+			"first failure wins, later commands still run",
+			[]config.Command{cmd("echo ok"), cmd("exit 2"), cmd("exit 4"), cmd("echo after")},
+			0, probe.ReasonCommand,
+			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: 2, reason: probe.ReasonCommand}, {ran: true, exit: 4, reason: probe.ReasonCommand}, {ran: true, bytes: 6}},
+		},
+		{
+			"output over the cap",
+			[]config.Command{cmd("flood 100000"), cmd("echo after")},
+			1000, probe.ReasonOutputLimit,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 1000, hash: testHash([]byte(strings.Repeat("x", 1000)))}, {ran: true, bytes: 6}},
+		},
+		{
+			"output one over the cap",
+			[]config.Command{cmd("printf 12345")},
+			4, probe.ReasonOutputLimit,
+			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonOutputLimit, bytes: 4, hash: testHash([]byte("1234"))}},
+		},
+		{
+			"output exactly at the cap",
+			[]config.Command{cmd("flood 1000")},
+			1000, probe.ReasonNone,
+			[]wantCmd{{ran: true, bytes: 1000, hash: testHash([]byte(strings.Repeat("x", 1000)))}},
+		},
+		{
+			"connection dropped",
+			[]config.Command{cmd("echo ok"), cmd("drop"), cmd("echo after")},
+			0, probe.ReasonSession,
+			[]wantCmd{{ran: true, bytes: 3}, {ran: true, exit: -1, reason: probe.ReasonSession}, {exit: -1}},
+		},
 	}
 	p := newProber(t)
 	for _, tc := range tests {
@@ -539,12 +587,22 @@ func TestSSHProbeTimeouts(t *testing.T) {
 		{"tarpit", tarpit.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
 		{"text lines but no version line", preBannerThenSilence.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
 		{"key exchange stalls", silentAfterBanner.port, 300 * time.Millisecond, nil, probe.ReasonHandshake, nil, nil, 300 * time.Millisecond},
-		{"command timeout, next command runs", f.srv.port, 5 * time.Second,
+		{
+			"command timeout, next command runs", f.srv.port, 5 * time.Second,
 			[]config.Command{{Name: "hang", Run: "sleep forever", Timeout: config.Duration(300 * time.Millisecond)}, {Name: "after", Run: "echo after"}},
-			probe.ReasonTimeout, []probe.Reason{probe.ReasonTimeout, probe.ReasonNone}, []bool{true, true}, 300 * time.Millisecond},
-		{"probe timeout during command", f.srv.port, 500 * time.Millisecond,
+			probe.ReasonTimeout,
+			[]probe.Reason{probe.ReasonTimeout, probe.ReasonNone},
+			[]bool{true, true},
+			300 * time.Millisecond,
+		},
+		{
+			"probe timeout during command", f.srv.port, 500 * time.Millisecond,
 			[]config.Command{{Name: "hang", Run: "sleep forever"}, {Name: "after", Run: "echo after"}},
-			probe.ReasonTimeout, []probe.Reason{probe.ReasonTimeout, probe.ReasonNone}, []bool{true, false}, 500 * time.Millisecond},
+			probe.ReasonTimeout,
+			[]probe.Reason{probe.ReasonTimeout, probe.ReasonNone},
+			[]bool{true, false},
+			500 * time.Millisecond,
+		},
 	}
 	p := newProber(t)
 	for _, tc := range tests {

@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )

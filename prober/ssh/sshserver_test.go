@@ -266,7 +266,7 @@ func (s *testServer) run(nc net.Conn, ch ssh.Channel, cmd string, done <-chan st
 		_ = nc.Close()
 		return
 	default:
-		_, _ = ch.Stderr().Write([]byte(fmt.Sprintf("unknown command %q\n", cmd)))
+		_, _ = fmt.Fprintf(ch.Stderr(), "unknown command %q\n", cmd)
 		status = 127
 	}
 	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(&struct{ Status uint32 }{status}))

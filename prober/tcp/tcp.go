@@ -8,9 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 

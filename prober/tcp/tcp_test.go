@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
-
-	"github.com/fleet-exporter/fleet_exporter/internal/dns"
-
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
