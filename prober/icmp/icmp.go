@@ -113,7 +113,7 @@ type stats struct {
 // On Linux every probe of a prober shares one socket per address family (an
 // unprivileged ping socket, or one raw socket in privileged mode), read by one
 // goroutine that hands each reply to its probe by a token in the echo payload
-//. pro-bing, the library the project otherwise uses
+// . pro-bing, the library the project otherwise uses
 // for ICMP, opens a socket per probe; that does not scale: measured on a
 // 2-core machine at 10,000 loopback targets pinged every second, pro-bing with
 // one pinger per target cost 73-111 µs of CPU per ping unprivileged, and with
