@@ -112,11 +112,8 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		Help: "SSH connections opened by the SSH prober, fresh or reused.",
 	}, func() float64 { return float64(f.probers.SSHConnectionsOpened()) }))
 
-	rl := newReloader(opts.configFile, cfg, f, logger.With("component", "reload"), reg)
-	srv := &http.Server{
-		Handler:           newMux(opts, reg, rl, f, logger),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
+	srv := newHTTPServer(newMux(opts, reg, rl, f, logger), opts.web, logger.With("component", "http"), reg)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -172,14 +169,17 @@ type reloader struct {
 	// mu serialises reloads and guards current.
 	mu      sync.Mutex
 	current *config.Config
+	// targets is current's target list, to tell what a reload changes.
+	targets []*config.Target
 }
 
-func newReloader(filename string, cfg *config.Config, f *fleet, logger *slog.Logger, reg prometheus.Registerer) *reloader {
+func newReloader(filename string, cfg *config.Config, targets []*config.Target, f *fleet, logger *slog.Logger, reg prometheus.Registerer) *reloader {
 	rl := &reloader{
 		filename: filename,
 		fleet:    f,
 		logger:   logger,
 		current:  cfg,
+		targets:  targets,
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fleet_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt was successful (1) or not (0).",
@@ -246,8 +246,10 @@ func (rl *reloader) reloadLocked() error {
 	}
 	report.Log(rl.logger, cfg.Filename)
 	targets := report.Targets
+	logTargetChanges(rl.logger, rl.targets, targets)
 	rl.fleet.apply(cfg, targets)
 	rl.current = cfg
+	rl.targets = targets
 	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(targets))
 	return nil
 }

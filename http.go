@@ -28,13 +28,13 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		}
 		_, _ = fmt.Fprintln(w, "Ready")
 	})
-	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("POST /-/reload", sameOrigin(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if err := rl.reload(); err != nil {
 			http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
 		_, _ = fmt.Fprintln(w, "Reloaded")
-	})
+	})))
 	if opts.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -56,9 +56,16 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		// fail in a released binary, but never serve without metrics.
 		logger.Error("Cannot build the status pages", "err", err)
 	} else {
-		pages.Register(mux)
+		// The pages share one in-flight bound: rendering a large set costs
+		// memory, and a flood of page requests must not cost the scrapes.
+		pageMux := http.NewServeMux()
+		pages.Register(pageMux)
+		limited := limitInFlight(pageMux, opts.web.maxPageRequests)
+		for _, pattern := range status.Patterns() {
+			mux.Handle(pattern, limited)
+		}
 	}
-	return mux
+	return securityHeaders(mux)
 }
 
 // versionString is the short version shown on the pages.

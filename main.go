@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -39,6 +40,7 @@ type options struct {
 	enablePprof            bool
 	disableExporterMetrics bool
 	maxRequests            int
+	web                    webLimits
 	webFlags               *web.FlagConfig
 	logConfig              *promslog.Config
 }
@@ -109,6 +111,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		BoolVar(&opts.disableExporterMetrics)
 	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
 		Default("40").IntVar(&opts.maxRequests)
+	app.Flag("web.max-page-requests", "Maximum number of status pages rendered at once (503 beyond); 0 disables the limit.").
+		Default("8").IntVar(&opts.web.maxPageRequests)
+	app.Flag("web.max-connections", "Maximum number of open HTTP client connections; further ones are closed on accept. 0 disables the limit.").
+		Default("256").IntVar(&opts.web.maxConnections)
+	app.Flag("web.read-header-timeout", "Time a client may take to send its request headers.").
+		Default("10s").DurationVar(&opts.web.readHeaderTimeout)
+	app.Flag("web.write-timeout", "Time one response (a scrape, a page) may take to be written; a client that stops reading is cut off after it.").
+		Default("60s").DurationVar(&opts.web.writeTimeout)
+	app.Flag("web.idle-timeout", "Time an idle keep-alive connection is kept open.").
+		Default("2m").DurationVar(&opts.web.idleTimeout)
 	opts.webFlags = kingpinflag.AddFlags(app, ":9922")
 	promslogflag.AddFlags(app, opts.logConfig)
 	showVersion := app.Flag("version", "Show the version and exit.").Bool()
@@ -131,6 +143,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 	if *showVersion {
 		fmt.Fprintln(stdout, version.Print(exporterName))
 		return nil, 0, true
+	}
+	for name, d := range map[string]time.Duration{
+		"web.read-header-timeout": opts.web.readHeaderTimeout,
+		"web.write-timeout":       opts.web.writeTimeout,
+		"web.idle-timeout":        opts.web.idleTimeout,
+	} {
+		if d <= 0 {
+			fmt.Fprintf(stderr, "%s: error: --%s must be positive, got %v\n", exporterName, name, d)
+			return nil, 2, true
+		}
 	}
 	return opts, 0, false
 }

@@ -85,9 +85,19 @@ func NewHandler(snapshot func() *collector.Snapshot, info Info, logger *slog.Log
 
 // Register adds the routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /{$}", h.landing)
-	mux.HandleFunc("GET /sets/{set}", h.setPage)
+	mux.HandleFunc(patternLanding, h.landing)
+	mux.HandleFunc(patternSet, h.setPage)
 }
+
+// The routes Register adds.
+const (
+	patternLanding = "GET /{$}"
+	patternSet     = "GET /sets/{set}"
+)
+
+// Patterns returns the ServeMux patterns Register adds, so that a caller can
+// route them through its own middleware.
+func Patterns() []string { return []string{patternLanding, patternSet} }
 
 // Failure is one failing probe of one host.
 type Failure struct {
