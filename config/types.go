@@ -1,13 +1,62 @@
-// Package config owns fleet_exporter's configuration: the YAML schema and its
-// defaults, strict parsing with errors that name file, line and field,
-// cross-field validation, and the expansion of host entries (names, addresses,
-// CIDR blocks, numeric ranges) into concrete probe targets.
-//
-// A loaded *Config is immutable; callers replace it wholesale on reload.
 package config
 
 import (
+	"strconv"
 	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits on what Load and Parse accept.
+const (
+	// MaxConfigSize is the largest configuration file, in bytes, that
+	// ReadFile, Load and Parse accept.
+	MaxConfigSize = 4 << 20
+	// MaxTargetsPerSetCeiling is the largest value max_targets_per_set may
+	// take, so that one set can never expand to an unbounded allocation.
+	MaxTargetsPerSetCeiling = 1 << 20
+	// MaxHostsTotal caps the hosts all sets together may expand to, so that
+	// a short file cannot demand unbounded work or memory.
+	MaxHostsTotal = 1 << 22
+	// maxNestingDepth bounds the depth of the YAML tree. The schema needs 8
+	// levels; anything far deeper is a mistake or an attack.
+	maxNestingDepth = 32
+)
+
+// Defaults applied when a field is absent. config.example.yml documents each
+// of them next to its option.
+const (
+	// DefaultInterval is global.interval's default.
+	DefaultInterval = 60 * time.Second
+	// DefaultTimeout is global.timeout's default. An inherited timeout is
+	// clamped to the interval it applies to.
+	DefaultTimeout = 10 * time.Second
+	// DefaultConcurrency is global.concurrency's default.
+	DefaultConcurrency = 4096
+	// DefaultMaxTargetsPerSet is global.max_targets_per_set's default.
+	DefaultMaxTargetsPerSet = 65536
+	// DefaultICMPConcurrency is global.limits.icmp.concurrency's default.
+	DefaultICMPConcurrency = 4096
+	// DefaultTCPConcurrency is global.limits.tcp.concurrency's default.
+	DefaultTCPConcurrency = 256
+	// DefaultSSHConcurrency is global.limits.ssh.concurrency's default.
+	DefaultSSHConcurrency = 64
+	// DefaultICMPCount is the ICMP probe's default echo request count.
+	DefaultICMPCount = 1
+	// MaxICMPCount is the largest icmp.count: one round's sequence numbers
+	// must stay unique within 16 bits.
+	MaxICMPCount = 65535
+	// DefaultICMPPacketInterval is the ICMP probe's default time between
+	// echo requests.
+	DefaultICMPPacketInterval = time.Second
+	// DefaultICMPSize is the ICMP probe's default payload size in bytes.
+	DefaultICMPSize = 56
+	// DefaultSSHPort is the SSH probe's default port.
+	DefaultSSHPort = 22
+	// DefaultMaxOutputBytes is the SSH probe's default limit on one
+	// command's stdout.
+	DefaultMaxOutputBytes = 1 << 20
 )
 
 // Probe type names, used as the `probe` label and as keys of the per-type pool
@@ -144,3 +193,113 @@ type Duration time.Duration
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func defaultGlobal() Global {
+	return Global{
+		Interval:         Duration(DefaultInterval),
+		Timeout:          0, // DefaultTimeout, clamped to the interval by applyDefaults
+		Concurrency:      DefaultConcurrency,
+		MaxTargetsPerSet: DefaultMaxTargetsPerSet,
+		Limits: ProbeLimits{
+			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
+			TCP:  Limit{Concurrency: DefaultTCPConcurrency},
+			SSH:  Limit{Concurrency: DefaultSSHConcurrency},
+		},
+	}
+}
+
+func defaultICMPProbe() ICMPProbe {
+	return ICMPProbe{
+		Count:          DefaultICMPCount,
+		PacketInterval: Duration(DefaultICMPPacketInterval),
+		Size:           DefaultICMPSize,
+	}
+}
+
+func defaultSSHProbe() SSHProbe {
+	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes}
+}
+
+// UnmarshalYAML applies the defaults, then decodes strictly. It uses the
+// callback form on purpose: the *yaml.Node form's node.Decode drops the
+// decoder's KnownFields setting, so misspelt keys would pass silently.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = Config{Global: defaultGlobal()}
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML applies the global defaults, then decodes strictly.
+func (g *Global) UnmarshalYAML(unmarshal func(any) error) error {
+	*g = defaultGlobal()
+	type plain Global
+	return unmarshal((*plain)(g))
+}
+
+// UnmarshalYAML decodes strictly. A probe key given without a value (an
+// empty "icmp:") enables that probe with its defaults rather than leaving it
+// disabled; to disable a probe, leave its key out.
+func (p *Probes) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Probes
+	if err := unmarshal((*plain)(p)); err != nil {
+		return err
+	}
+	var present map[string]any
+	if err := unmarshal(&present); err != nil {
+		return err
+	}
+	if v, ok := present[ProbeICMP]; ok && v == nil && p.ICMP == nil {
+		d := defaultICMPProbe()
+		p.ICMP = &d
+	}
+	if v, ok := present[ProbeTCP]; ok && v == nil && p.TCP == nil {
+		p.TCP = &TCPProbe{}
+	}
+	if v, ok := present[ProbeSSH]; ok && v == nil && p.SSH == nil {
+		d := defaultSSHProbe()
+		p.SSH = &d
+	}
+	return nil
+}
+
+// UnmarshalYAML applies the ICMP probe defaults, then decodes strictly.
+func (p *ICMPProbe) UnmarshalYAML(unmarshal func(any) error) error {
+	*p = defaultICMPProbe()
+	type plain ICMPProbe
+	return unmarshal((*plain)(p))
+}
+
+// UnmarshalYAML applies the SSH probe defaults, then decodes strictly.
+func (p *SSHProbe) UnmarshalYAML(unmarshal func(any) error) error {
+	*p = defaultSSHProbe()
+	type plain SSHProbe
+	return unmarshal((*plain)(p))
+}
+
+// durationErrPrefix starts the decode error of a bad duration; the parser
+// finds the offending node again by the quoted value that follows it.
+const durationErrPrefix = "invalid duration "
+
+// UnmarshalYAML reads a Prometheus-style duration such as "90s", "5m",
+// "1h30m" or "1d".
+func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err
+	}
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		// A TypeError lets the decoder carry on and report every bad field.
+		return &yaml.TypeError{Errors: []string{
+			durationErrPrefix + strconv.Quote(s) + `: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`,
+		}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration in the form UnmarshalYAML reads.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// String formats the duration Prometheus-style, e.g. "1m30s" or "1d".
+func (d Duration) String() string { return model.Duration(d).String() }
