@@ -60,7 +60,7 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for set, n := range perSet {
-			if n > cfg.Global.MaxTargetsPerSet*len(ProbeTypes) {
+			if n > cfg.Global.MaxTargetsPerSet*len(ProbeTypes()) {
 				t.Fatalf("set %q has %d targets, over the cap %d", set, n, cfg.Global.MaxTargetsPerSet)
 			}
 		}

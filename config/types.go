@@ -67,8 +67,9 @@ const (
 	ProbeSSH  = "ssh"
 )
 
-// ProbeTypes lists every probe type in a stable order.
-var ProbeTypes = []string{ProbeICMP, ProbeTCP, ProbeSSH}
+// ProbeTypes returns every probe type in a stable order (icmp, tcp, ssh).
+// Each call returns a new slice, so callers may keep or change it.
+func ProbeTypes() []string { return []string{ProbeICMP, ProbeTCP, ProbeSSH} }
 
 // Config is the whole configuration file.
 type Config struct {

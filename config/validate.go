@@ -57,7 +57,7 @@ func (c *Config) validate() []fieldError {
 	if g.MaxTargetsPerSet < 1 || g.MaxTargetsPerSet > MaxTargetsPerSetCeiling {
 		v.add(at(gp, "max_targets_per_set"), "max_targets_per_set must be between 1 and %d, got %d", MaxTargetsPerSetCeiling, g.MaxTargetsPerSet)
 	}
-	for _, pt := range ProbeTypes {
+	for _, pt := range ProbeTypes() {
 		l := g.Limits.For(pt)
 		lp := at(gp, "limits", pt)
 		if l.Concurrency < 1 {
