@@ -100,7 +100,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-host-range-expansion.yml", `entry "10.0.0.[250-260]" expands to "10.0.0.256": invalid IPv4 address or host name`, 4},
 		{"invalid-host-cidr.yml", `entry "10.0.0.1/24" has host bits set: did you mean "10.0.0.0/24"?`, 4},
 		{"invalid-too-many-targets.yml", `host_sets[0] ("web").hosts[1]: entry "10.1.0.0/23" expands to 510 hosts, taking the set past max_targets_per_set (1000)`, 7},
-		{"invalid-too-many-hosts-total.yml", `host_sets[4] ("s4").hosts: all host sets up to this one expand to 5242870 hosts, more than the 4194304 allowed in total`, 17},
+		{"invalid-too-many-targets-total.yml", `host_sets[1] ("s1").hosts: the host sets up to this one expand to 3145722 targets (hosts times enabled probes), more than max_targets (3000000)`, 9},
 		{"invalid-nesting.yml", `YAML nested deeper than 32 levels`, 34},
 	}
 	covered := map[string]bool{}
@@ -149,6 +149,7 @@ func TestParseValid(t *testing.T) {
 		Interval:         Duration(time.Minute),
 		Timeout:          Duration(10 * time.Second),
 		Concurrency:      4096,
+		MaxTargets:       1000000,
 		MaxTargetsPerSet: 65536,
 		Limits:           defaultLimits,
 	}
@@ -190,7 +191,7 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
-					Concurrency: 4096, MaxTargetsPerSet: 65536,
+					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536,
 					Limits: ProbeLimits{
 						ICMP: Limit{Concurrency: 4096, Rate: 2.5, Burst: 2},
 						TCP:  Limit{Concurrency: 256, Rate: 10, Burst: 3},
@@ -213,7 +214,7 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(5 * time.Second), Timeout: Duration(5 * time.Second),
-					Concurrency: 4096, MaxTargetsPerSet: 65536, Limits: defaultLimits,
+					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536, Limits: defaultLimits,
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},

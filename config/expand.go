@@ -452,11 +452,20 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 	if limit <= 0 {
 		limit = DefaultMaxTargetsPerSet
 	}
-	var (
-		targets  []*Target
-		warnings []string
-		allHosts uint64
-	)
+	maxTargets := c.Global.MaxTargets
+	if maxTargets <= 0 {
+		maxTargets = DefaultMaxTargets
+	}
+	maxTargets = min(maxTargets, MaxTargetsCeiling)
+	// Count first, so that a config past max_targets is refused before
+	// anything is expanded and the result is allocated once.
+	type setPlan struct {
+		entries []*hostEntry
+		probes  []probeRef
+		hosts   uint64
+	}
+	plans := make([]setPlan, len(c.HostSets))
+	var all uint64
 	for i := range c.HostSets {
 		hs := &c.HostSets[i]
 		entries, errs := parseSetEntries(hs.Hosts, limit)
@@ -467,13 +476,22 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		total := setCount(entries)
-		if total > MaxHostsTotal || allHosts+total > MaxHostsTotal {
-			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than %d hosts in total", hs.Name, MaxHostsTotal)
+		hosts := setCount(entries)
+		all += hosts * uint64(len(probes)) // bounded per set by limit: no overflow
+		if all > uint64(maxTargets) {
+			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
+		plans[i] = setPlan{entries, probes, hosts}
+	}
+	var (
+		targets  = make([]*Target, 0, all)
+		warnings []string
+	)
+	for i := range c.HostSets {
+		hs := &c.HostSets[i]
+		entries, probes, total := plans[i].entries, plans[i].probes, plans[i].hosts
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
-		allHosts += total
 		block := make([]Target, 0, total*uint64(len(probes)))
 		seen := make(map[string]struct{}, total)
 		for _, e := range entries {

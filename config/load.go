@@ -53,7 +53,8 @@ func Load(filename string) (*Config, error) {
 // errors), validates the result and sets Hash and Filename. filename names
 // the source in error messages ("file:line: ...") and is the base for
 // relative file paths; when empty, paths are relative to the working
-// directory. A returned error lists every problem found, one per line.
+// directory. A returned error lists the first 20 problems by line, one per
+// line as "file:line: path: message", and then how many more there are.
 func Parse(data []byte, filename string) (*Config, error) {
 	name := filename
 	if name == "" {
@@ -71,21 +72,15 @@ func Parse(data []byte, filename string) (*Config, error) {
 		return nil, fmt.Errorf("%s: resolve config directory: %w", name, err)
 	}
 
-	// The node tree of the same bytes maps error paths back to lines.
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlSyntaxError(name, err)
-	}
-	loc := &locator{file: name, root: &root}
-	if n := tooDeep(&root, 0); n != nil {
-		return nil, fmt.Errorf("%s:%d: YAML nested deeper than %d levels", name, n.Line, maxNestingDepth)
-	}
-
-	cfg := &Config{Global: defaultGlobal()}
+	// The input is parsed once, into a node tree: it is what the schema
+	// check inspects, what the locator maps errors back to lines with, and
+	// what the config is decoded from. yaml.v3 parses at a few MB/s, so a
+	// second parse by a decoder over the bytes would double the cost of a
+	// large file.
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, loc.decodeError(err)
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlSyntaxError(name, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -94,10 +89,29 @@ func Parse(data []byte, filename string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("%s:%d: more than one YAML document; a config file holds exactly one", name, extra.Line)
 	}
+	loc := &locator{file: name, root: &root}
+	if n := tooDeep(&root, 0); n != nil {
+		return nil, fmt.Errorf("%s:%d: YAML nested deeper than %d levels", name, n.Line, maxNestingDepth)
+	}
+	// Unknown and repeated keys are found on the tree, in linear time.
+	// Node.Decode ignores KnownFields, so this check is what keeps decoding
+	// strict; FuzzParse holds it to agree with a KnownFields decoder. It
+	// also makes sure every mapping is small before yaml.v3, which compares
+	// a mapping's keys pairwise, decodes it.
+	if errs := checkSchema(&root); len(errs) > 0 {
+		return nil, loc.problems(errs)
+	}
+
+	cfg := &Config{Global: defaultGlobal()}
+	if root.Kind != 0 {
+		if err := root.Decode(cfg); err != nil {
+			return nil, loc.decodeError(err)
+		}
+	}
 
 	cfg.applyDefaults(baseDir)
 	if errs := cfg.validate(); len(errs) > 0 {
-		return nil, loc.validationError(errs)
+		return nil, loc.problems(errs)
 	}
 	sum := sha256.Sum256(data)
 	cfg.Hash = hex.EncodeToString(sum[:])

@@ -16,12 +16,54 @@ const (
 	// MaxTargetsPerSetCeiling is the largest value max_targets_per_set may
 	// take, so that one set can never expand to an unbounded allocation.
 	MaxTargetsPerSetCeiling = 1 << 20
-	// MaxHostsTotal caps the hosts all sets together may expand to, so that
+	// MaxTargetsCeiling is the largest value max_targets may take, so that
 	// a short file cannot demand unbounded work or memory.
-	MaxHostsTotal = 1 << 22
+	MaxTargetsCeiling = 1 << 22
+	// MaxLabelsPerSet is the most static labels one host set may have.
+	MaxLabelsPerSet = 64
+	// MaxCommandsPerProbe is the most commands one SSH probe may run.
+	MaxCommandsPerProbe = 64
 	// maxNestingDepth bounds the depth of the YAML tree. The schema needs 8
 	// levels; anything far deeper is a mistake or an attack.
 	maxNestingDepth = 32
+)
+
+// Ranges of the numeric fields, enforced by Load and Parse and documented in
+// config.example.yml. Every duration must be positive: a key left out takes
+// its default, an explicit zero is an error. Every timeout lies between
+// MinTimeout and the interval (or, for a command, the probe timeout) it
+// applies to.
+const (
+	// MinInterval and MaxInterval bound global.interval and a set's
+	// interval.
+	MinInterval = time.Second
+	MaxInterval = 24 * time.Hour
+	// MinTimeout is the shortest timeout of any kind.
+	MinTimeout = time.Millisecond
+	// MinPacketInterval and MaxPacketInterval bound icmp.packet_interval.
+	MinPacketInterval = time.Millisecond
+	MaxPacketInterval = time.Minute
+	// MaxConcurrency bounds global.concurrency and each limits.*.concurrency
+	// (at least 1).
+	MaxConcurrency = 1 << 20
+	// MaxRate bounds limits.*.rate, in probe starts per second (at least 0,
+	// which means unlimited).
+	MaxRate = 1e6
+	// MaxBurst bounds limits.*.burst (at least 0, which means derived from
+	// the rate).
+	MaxBurst = 1 << 20
+	// MaxICMPSize bounds icmp.size, in bytes (at least 0): the largest
+	// payload that fits an IPv4 packet with room to spare.
+	MaxICMPSize = 65500
+	// MaxICMPCount is the largest icmp.count (at least 1): one round's
+	// sequence numbers must stay unique within 16 bits.
+	MaxICMPCount = 65535
+	// MaxOutputBytesCeiling bounds ssh.max_output_bytes (at least 1). The
+	// probe reads one byte past the limit to detect overflow, so the limit
+	// must leave room for that.
+	MaxOutputBytesCeiling = 1 << 30
+	// MaxPort is the largest port; ports start at 1.
+	MaxPort = 65535
 )
 
 // Defaults applied when a field is absent. config.example.yml documents each
@@ -34,6 +76,8 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// DefaultConcurrency is global.concurrency's default.
 	DefaultConcurrency = 4096
+	// DefaultMaxTargets is global.max_targets's default.
+	DefaultMaxTargets = 1_000_000
 	// DefaultMaxTargetsPerSet is global.max_targets_per_set's default.
 	DefaultMaxTargetsPerSet = 65536
 	// DefaultICMPConcurrency is global.limits.icmp.concurrency's default.
@@ -44,9 +88,6 @@ const (
 	DefaultSSHConcurrency = 64
 	// DefaultICMPCount is the ICMP probe's default echo request count.
 	DefaultICMPCount = 1
-	// MaxICMPCount is the largest icmp.count: one round's sequence numbers
-	// must stay unique within 16 bits.
-	MaxICMPCount = 65535
 	// DefaultICMPPacketInterval is the ICMP probe's default time between
 	// echo requests.
 	DefaultICMPPacketInterval = time.Second
@@ -92,6 +133,9 @@ type Global struct {
 	Timeout Duration `yaml:"timeout"`
 	// Concurrency bounds the probes in flight over all types.
 	Concurrency int `yaml:"concurrency"`
+	// MaxTargets caps the targets (host and probe pairs) of all sets
+	// together.
+	MaxTargets int `yaml:"max_targets"`
 	// MaxTargetsPerSet caps the expansion of one host set.
 	MaxTargetsPerSet int `yaml:"max_targets_per_set"`
 	// Limits holds per probe type concurrency and start rate.
@@ -200,6 +244,7 @@ func defaultGlobal() Global {
 		Interval:         Duration(DefaultInterval),
 		Timeout:          0, // DefaultTimeout, clamped to the interval by applyDefaults
 		Concurrency:      DefaultConcurrency,
+		MaxTargets:       DefaultMaxTargets,
 		MaxTargetsPerSet: DefaultMaxTargetsPerSet,
 		Limits: ProbeLimits{
 			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
@@ -277,22 +322,25 @@ func (p *SSHProbe) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(p))
 }
 
-// durationErrPrefix starts the decode error of a bad duration; the parser
-// finds the offending node again by the quoted value that follows it.
+// durationErrPrefix starts the decode error of a bad duration; the locator
+// finds the offending node by the line and the quoted value that follow.
 const durationErrPrefix = "invalid duration "
 
 // UnmarshalYAML reads a Prometheus-style duration such as "90s", "5m",
-// "1h30m" or "1d".
-func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
+// "1h30m" or "1d". It takes the node, unlike the struct types' hooks, for
+// the line its error reports; a scalar has no fields for KnownFields to
+// check, so nothing is lost.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	var s string
-	if err := unmarshal(&s); err != nil {
+	if err := n.Decode(&s); err != nil {
 		return err
 	}
 	v, err := model.ParseDuration(s)
 	if err != nil {
 		// A TypeError lets the decoder carry on and report every bad field.
 		return &yaml.TypeError{Errors: []string{
-			durationErrPrefix + strconv.Quote(s) + `: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`,
+			"line " + strconv.Itoa(n.Line) + ": " + durationErrPrefix + strconv.Quote(s) +
+				`: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`,
 		}}
 	}
 	*d = Duration(v)

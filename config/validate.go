@@ -1,11 +1,11 @@
 package config
 
 import (
-	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -19,18 +19,7 @@ func reservedLabel(name string) bool {
 	return false
 }
 
-// mapKey is a path element naming a key of a YAML mapping whose key node the
-// error is about (e.g. an invalid label name); it is not shown in the path
-// because the message quotes it.
-type mapKey string
-
-// fieldError is one validation problem at a path of the YAML tree. Path
-// elements are string (struct field), int (sequence index) or mapKey.
-type fieldError struct {
-	path []any
-	msg  string
-}
-
+// validator collects the problems validate finds.
 type validator struct {
 	errs []fieldError
 }
@@ -40,8 +29,9 @@ func at(base []any, elems ...any) []any {
 	return append(slices.Clip(base), elems...)
 }
 
+// add records a problem at path; the message is formatted only if shown.
 func (v *validator) add(path []any, format string, args ...any) {
-	v.errs = append(v.errs, fieldError{path: path, msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, fieldError{path: path, format: format, args: args})
 }
 
 // validate checks every cross-field rule in one pass and returns all
@@ -51,8 +41,9 @@ func (c *Config) validate() []fieldError {
 	g := &c.Global
 	gp := []any{"global"}
 	globalOK := v.intervalTimeout(gp, g.Interval, g.Timeout)
-	if g.Concurrency < 1 {
-		v.add(at(gp, "concurrency"), "concurrency must be at least 1, got %d", g.Concurrency)
+	v.intRange(at(gp, "concurrency"), "concurrency", int64(g.Concurrency), 1, MaxConcurrency)
+	if g.MaxTargets < 1 || g.MaxTargets > MaxTargetsCeiling {
+		v.add(at(gp, "max_targets"), "max_targets must be between 1 and %d, got %d", MaxTargetsCeiling, g.MaxTargets)
 	}
 	if g.MaxTargetsPerSet < 1 || g.MaxTargetsPerSet > MaxTargetsPerSetCeiling {
 		v.add(at(gp, "max_targets_per_set"), "max_targets_per_set must be between 1 and %d, got %d", MaxTargetsPerSetCeiling, g.MaxTargetsPerSet)
@@ -60,14 +51,17 @@ func (c *Config) validate() []fieldError {
 	for _, pt := range ProbeTypes() {
 		l := g.Limits.For(pt)
 		lp := at(gp, "limits", pt)
-		if l.Concurrency < 1 {
-			v.add(at(lp, "concurrency"), "concurrency must be at least 1, got %d", l.Concurrency)
-		}
-		if !(l.Rate >= 0) || math.IsInf(l.Rate, 0) {
+		v.intRange(at(lp, "concurrency"), "concurrency", int64(l.Concurrency), 1, MaxConcurrency)
+		switch {
+		case !(l.Rate >= 0) || math.IsInf(l.Rate, 0):
 			v.add(at(lp, "rate"), "rate must be a finite number >= 0 (0 means unlimited), got %v", l.Rate)
+		case l.Rate > MaxRate:
+			v.add(at(lp, "rate"), "rate must be at most %v, got %v", float64(MaxRate), l.Rate)
 		}
 		if l.Burst < 0 {
 			v.add(at(lp, "burst"), "burst must be >= 0, got %d", l.Burst)
+		} else {
+			v.intRange(at(lp, "burst"), "burst", int64(l.Burst), 0, MaxBurst)
 		}
 	}
 
@@ -75,7 +69,7 @@ func (c *Config) validate() []fieldError {
 		v.add([]any{"host_sets"}, "at least one host set is required")
 	}
 	names := map[string]int{}
-	var total uint64
+	var total targetTally
 	for i := range c.HostSets {
 		hs := &c.HostSets[i]
 		sp := []any{"host_sets", i}
@@ -96,16 +90,39 @@ func (c *Config) validate() []fieldError {
 	return v.errs
 }
 
+// intRange checks lo <= got <= hi, reporting whether it holds.
+func (v *validator) intRange(p []any, name string, got, lo, hi int64) bool {
+	switch {
+	case got < lo:
+		v.add(p, "%s must be at least %d, got %d", name, lo, got)
+	case got > hi:
+		v.add(p, "%s must be at most %d, got %d", name, hi, got)
+	default:
+		return true
+	}
+	return false
+}
+
+// durationRange checks lo <= got <= hi, reporting whether it holds.
+func (v *validator) durationRange(p []any, name string, got Duration, lo, hi time.Duration) bool {
+	switch {
+	case got <= 0:
+		v.add(p, "%s must be positive", name)
+	case got.D() < lo:
+		v.add(p, "%s must be at least %s, got %s", name, Duration(lo), got)
+	case got.D() > hi:
+		v.add(p, "%s must be at most %s, got %s", name, Duration(hi), got)
+	default:
+		return true
+	}
+	return false
+}
+
 // intervalTimeout checks an interval and the timeout that applies to it,
 // reporting whether both are usable.
 func (v *validator) intervalTimeout(p []any, interval, timeout Duration) bool {
-	ok := true
-	if interval <= 0 {
-		v.add(at(p, "interval"), "interval must be positive")
-		ok = false
-	}
-	if timeout <= 0 {
-		v.add(at(p, "timeout"), "timeout must be positive")
+	ok := v.durationRange(at(p, "interval"), "interval", interval, MinInterval, MaxInterval)
+	if !v.durationRange(at(p, "timeout"), "timeout", timeout, MinTimeout, MaxInterval) {
 		ok = false
 	}
 	if ok && timeout > interval {
@@ -117,20 +134,24 @@ func (v *validator) intervalTimeout(p []any, interval, timeout Duration) bool {
 
 // probeTimeout checks a probe's effective timeout against its set's interval.
 func (v *validator) probeTimeout(p []any, timeout, interval Duration) {
-	switch {
-	case timeout <= 0:
-		v.add(at(p, "timeout"), "timeout must be positive")
-	case interval > 0 && timeout > interval:
+	if !v.durationRange(at(p, "timeout"), "timeout", timeout, MinTimeout, MaxInterval) {
+		return
+	}
+	if interval > 0 && timeout > interval {
 		v.add(at(p, "timeout"), "timeout %s exceeds the set's interval %s", timeout, interval)
 	}
 }
 
-func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool, total *uint64) {
+func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool, total *targetTally) {
 	if globalOK || hs.Interval > 0 {
 		v.intervalTimeout(sp, hs.Interval, hs.Timeout)
 	}
 
 	labels := slices.Sorted(maps.Keys(hs.Labels))
+	if len(labels) > MaxLabelsPerSet {
+		// Parse refuses this before decoding; a hand-built config may not.
+		v.add(at(sp, "labels"), "%d labels, more than the %d a set may have", len(labels), MaxLabelsPerSet)
+	}
 	for _, k := range labels {
 		lp := at(sp, "labels", mapKey(k))
 		switch {
@@ -158,12 +179,10 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 		if icmp.Count < 1 || icmp.Count > MaxICMPCount {
 			v.add(at(ip, "count"), "count must be between 1 and %d, got %d", MaxICMPCount, icmp.Count)
 		}
-		if icmp.Size < 0 || icmp.Size > 65500 {
-			v.add(at(ip, "size"), "size must be between 0 and 65500, got %d", icmp.Size)
+		if icmp.Size < 0 || icmp.Size > MaxICMPSize {
+			v.add(at(ip, "size"), "size must be between 0 and %d, got %d", MaxICMPSize, icmp.Size)
 		}
-		if icmp.PacketInterval <= 0 {
-			v.add(at(ip, "packet_interval"), "packet_interval must be positive")
-		}
+		v.durationRange(at(ip, "packet_interval"), "packet_interval", icmp.PacketInterval, MinPacketInterval, MaxPacketInterval)
 		v.probeTimeout(ip, icmp.Timeout, hs.Interval)
 		if icmp.Count > 1 && icmp.PacketInterval > 0 && icmp.Timeout > 0 &&
 			float64(icmp.Count-1)*float64(icmp.PacketInterval) >= float64(icmp.Timeout) {
@@ -172,8 +191,9 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 	}
 	if tcp := p.TCP; tcp != nil {
 		tp := at(pp, ProbeTCP)
-		if tcp.Port < 0 || tcp.Port > 65535 {
-			v.add(at(tp, "port"), "port must be between 1 and 65535, got %d", tcp.Port)
+		// 0 means "not set": every host entry must then carry a port.
+		if tcp.Port < 0 || tcp.Port > MaxPort {
+			v.add(at(tp, "port"), "port must be between 1 and %d, got %d", MaxPort, tcp.Port)
 		}
 		v.probeTimeout(tp, tcp.Timeout, hs.Interval)
 	}
@@ -185,8 +205,8 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 }
 
 func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
-	if s.Port < 1 || s.Port > 65535 {
-		v.add(at(p, "port"), "port must be between 1 and 65535, got %d", s.Port)
+	if s.Port < 1 || s.Port > MaxPort {
+		v.add(at(p, "port"), "port must be between 1 and %d, got %d", MaxPort, s.Port)
 	}
 	if s.User == "" {
 		v.add(at(p, "user"), "user is required")
@@ -215,11 +235,12 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 			v.add(at(p, f.key), "path %q starts with '~', which is not expanded: use an absolute path or one relative to the config file", f.val)
 		}
 	}
-	if s.MaxOutputBytes < 1 {
-		v.add(at(p, "max_output_bytes"), "max_output_bytes must be at least 1, got %d", s.MaxOutputBytes)
-	}
+	v.intRange(at(p, "max_output_bytes"), "max_output_bytes", s.MaxOutputBytes, 1, MaxOutputBytesCeiling)
 	v.probeTimeout(p, s.Timeout, interval)
 
+	if len(s.Commands) > MaxCommandsPerProbe {
+		v.add(at(p, "commands"), "%d commands, more than the %d one probe may run", len(s.Commands), MaxCommandsPerProbe)
+	}
 	seen := map[string]int{}
 	for i, cmd := range s.Commands {
 		cp := at(p, "commands", i)
@@ -238,20 +259,36 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 		if strings.TrimSpace(cmd.Run) == "" {
 			v.add(at(cp, "run"), "run is required")
 		}
-		switch {
-		case cmd.Timeout <= 0:
-			v.add(at(cp, "timeout"), "timeout must be positive")
-		case s.Timeout > 0 && cmd.Timeout > s.Timeout:
+		if v.durationRange(at(cp, "timeout"), "timeout", cmd.Timeout, MinTimeout, MaxInterval) &&
+			s.Timeout > 0 && cmd.Timeout > s.Timeout {
 			v.add(at(cp, "timeout"), "timeout %s exceeds the ssh probe's timeout %s", cmd.Timeout, s.Timeout)
 		}
 	}
 }
 
-// validateHosts parses and counts every entry (refusing an oversized set
-// before expanding anything), then expands the entries to check every
-// resulting host and the tcp port rule. total accumulates the hosts of all
-// sets.
-func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *uint64) {
+// targetTally counts the targets of the sets validated so far.
+type targetTally struct {
+	targets uint64
+	// over is set once the count passed max_targets: later sets are
+	// counted, never expanded, and the excess is reported once.
+	over bool
+}
+
+// enabledProbes is the number of probes a set runs per host.
+func enabledProbes(p *Probes) uint64 {
+	var n uint64
+	for _, on := range []bool{p.ICMP != nil, p.TCP != nil, p.SSH != nil} {
+		if on {
+			n++
+		}
+	}
+	return n
+}
+
+// validateHosts parses and counts every entry, refusing an oversized set and
+// a config past max_targets before expanding anything, then expands the
+// entries to check every resulting host and the tcp port rule.
+func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *targetTally) {
 	hp := at(sp, "hosts")
 	if len(hs.Hosts) == 0 {
 		v.add(hp, "at least one host is required")
@@ -269,9 +306,19 @@ func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *uint6
 	if len(errs) > 0 {
 		return
 	}
-	*total += setCount(entries) // each set is bounded by the ceiling: no overflow
-	if *total > MaxHostsTotal {
-		v.add(hp, "all host sets up to this one expand to %d hosts, more than the %d allowed in total", *total, MaxHostsTotal)
+	// Each set is bounded by its ceiling and the sets by the input size:
+	// the sum cannot overflow.
+	total.targets += setCount(entries) * enabledProbes(&hs.Probes)
+	maxTargets := c.Global.MaxTargets
+	if maxTargets < 1 || maxTargets > MaxTargetsCeiling {
+		maxTargets = MaxTargetsCeiling
+	}
+	if total.over {
+		return
+	}
+	if total.targets > uint64(maxTargets) {
+		total.over = true
+		v.add(hp, "the host sets up to this one expand to %d targets (hosts times enabled probes), more than max_targets (%d)", total.targets, maxTargets)
 		return
 	}
 	needPort := hs.Probes.TCP != nil && hs.Probes.TCP.Port == 0
