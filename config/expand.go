@@ -299,8 +299,11 @@ func checkHostname(s string) error {
 	if name == "" || len(name) > 253 {
 		return fmt.Errorf("invalid host name %q: want 1 to 253 characters", s)
 	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
+	// strings.SplitSeq allocates nothing, which matters when a range entry
+	// expands to a million names.
+	last := ""
+	for l := range strings.SplitSeq(name, ".") {
+		last = l
 		if l == "" || len(l) > 63 {
 			return fmt.Errorf("invalid host name %q: labels must be 1 to 63 characters", s)
 		}
@@ -313,7 +316,7 @@ func checkHostname(s string) error {
 			}
 		}
 	}
-	if isDigits(labels[len(labels)-1]) {
+	if isDigits(last) {
 		return fmt.Errorf("invalid IPv4 address or host name %q", s)
 	}
 	return nil
@@ -390,7 +393,10 @@ type probeRef struct {
 	icmp    *ICMPProbe
 	tcp     *TCPProbe
 	ssh     *SSHProbe
-	shared  []byte
+	// shared is the SHA-256 of the canonical encoding: hashing it rather
+	// than the encoding keeps a target's fingerprint cheap.
+	shared [sha256.Size]byte
+	buf    []byte
 }
 
 func setProbes(hs *HostSet) ([]probeRef, error) {
@@ -421,24 +427,24 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 		if err != nil {
 			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
 		}
-		r.shared = b
+		r.shared = sha256.Sum256(b)
 	}
 	return refs, nil
 }
 
-// fingerprint hashes the shared probe encoding and the host's own fields,
-// each length-prefixed so that no two different inputs encode alike.
+// fingerprint hashes the digest of the shared probe encoding and the
+// host's own fields, each length-prefixed so that no two different inputs
+// encode alike. It reuses r.buf, so a probeRef serves one goroutine.
 func (r *probeRef) fingerprint(a hostAddr) string {
-	h := sha256.New()
-	var buf [8]byte
-	for _, s := range []string{string(r.shared), a.host, a.name} {
-		binary.BigEndian.PutUint64(buf[:], uint64(len(s)))
-		h.Write(buf[:])
-		h.Write([]byte(s))
+	b := append(r.buf[:0], r.shared[:]...)
+	for _, s := range []string{a.host, a.name} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+		b = append(b, s...)
 	}
-	binary.BigEndian.PutUint64(buf[:], uint64(a.port))
-	h.Write(buf[:])
-	return hex.EncodeToString(h.Sum(nil))
+	b = binary.BigEndian.AppendUint64(b, uint64(a.port))
+	r.buf = b
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // Targets expands every host set into one Target per (host, enabled probe),

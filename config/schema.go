@@ -19,7 +19,7 @@ var durationType = reflect.TypeFor[Duration]()
 // schemaCheck is the pass over the node tree that runs before decoding. It
 // reports what the decoder would find slowly or not at all: unknown and
 // repeated keys (with their exact place, in time linear in the input),
-// oversized mappings, too many labels and durations given as zero. When it
+// oversized mappings, too many labels, and bad or zero durations. When it
 // finds nothing, every mapping the decoder will see is small.
 type schemaCheck struct {
 	errs []fieldError
@@ -84,9 +84,20 @@ func (s *schemaCheck) check(n *yaml.Node, t reflect.Type, path []any) {
 			s.check(c, t.Elem(), append(path, i))
 		}
 	case t == durationType && n.Kind == yaml.ScalarNode:
-		// Every duration of the schema must be positive, so an explicit
-		// zero is a mistake; leaving the key out inherits the default.
-		if d, err := model.ParseDuration(n.Value); err == nil && d == 0 {
+		// Durations are checked here rather than by the decoder so that a
+		// file full of bad ones is refused without decoding it at all.
+		d, err := model.ParseDuration(n.Value)
+		if n.ShortTag() == "!!binary" {
+			var dd Duration
+			err = dd.UnmarshalYAML(n)
+			d = model.Duration(dd)
+		}
+		if err != nil {
+			s.add(n.Line, path, durationErrFormat, n.Value)
+		} else if d == 0 {
+			// Every duration of the schema must be positive, so an
+			// explicit zero is a mistake; leaving the key out inherits
+			// the default.
 			name := "duration"
 			if len(path) > 0 {
 				name, _ = path[len(path)-1].(string)

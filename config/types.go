@@ -1,7 +1,7 @@
 package config
 
 import (
-	"strconv"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -326,22 +326,26 @@ func (p *SSHProbe) UnmarshalYAML(unmarshal func(any) error) error {
 // finds the offending node by the line and the quoted value that follow.
 const durationErrPrefix = "invalid duration "
 
+// durationErrFormat words a bad duration, given its text.
+const durationErrFormat = durationErrPrefix + `%q: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`
+
 // UnmarshalYAML reads a Prometheus-style duration such as "90s", "5m",
 // "1h30m" or "1d". It takes the node, unlike the struct types' hooks, for
 // the line its error reports; a scalar has no fields for KnownFields to
 // check, so nothing is lost.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
+	s := n.Value
+	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!binary" {
+		// Let the decoder refuse a collection, or decode the rare tagged
+		// scalar; a plain one is its text, without a decoder per value.
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
 	}
 	v, err := model.ParseDuration(s)
 	if err != nil {
 		// A TypeError lets the decoder carry on and report every bad field.
-		return &yaml.TypeError{Errors: []string{
-			"line " + strconv.Itoa(n.Line) + ": " + durationErrPrefix + strconv.Quote(s) +
-				`: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`,
-		}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+durationErrFormat, n.Line, s)}}
 	}
 	*d = Duration(v)
 	return nil
