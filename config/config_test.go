@@ -102,6 +102,18 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-too-many-targets.yml", `host_sets[0] ("web").hosts[1]: entry "10.1.0.0/23" expands to 510 hosts, taking the set past max_targets_per_set (1000)`, 7},
 		{"invalid-too-many-targets-total.yml", `host_sets[1] ("s1").hosts: the host sets up to this one expand to 3145722 targets (hosts times enabled probes), more than max_targets (3000000)`, 9},
 		{"invalid-nesting.yml", `YAML nested deeper than 32 levels`, 34},
+		{"invalid-max-targets.yml", `global.max_targets: max_targets must be between 1 and 4194304, got 5000000`, 2},
+		{"invalid-zero-duration.yml", `host_sets[0] ("web").timeout: timeout must be positive: leave the key out to use the default`, 4},
+		{"invalid-interval-too-short.yml", `global.interval: interval must be at least 1s, got 500ms`, 2},
+		{"invalid-interval-too-long.yml", `host_sets[0] ("web").interval: interval must be at most 1d, got 2d`, 4},
+		{"invalid-global-concurrency-large.yml", `global.concurrency: concurrency must be at most 1048576, got 2000000`, 2},
+		{"invalid-limit-rate-large.yml", `global.limits.tcp.rate: rate must be at most 1e+06, got 5e+06`, 4},
+		{"invalid-limit-burst-large.yml", `global.limits.tcp.burst: burst must be at most 1048576, got 2000000`, 5},
+		{"invalid-icmp-packet-interval-long.yml", `probes.icmp.packet_interval: packet_interval must be at most 1m, got 2m`, 6},
+		{"invalid-ssh-max-output-bytes-large.yml", `probes.ssh.max_output_bytes: max_output_bytes must be at most 1073741824, got 9223372036854775807`, 9},
+		{"invalid-ssh-too-many-commands.yml", `probes.ssh.commands: 65 commands, more than the 64 one probe may run`, 9},
+		{"invalid-label-count.yml", `host_sets[0] ("web").labels: 65 labels, more than the 64 a set may have`, 6},
+		{"invalid-mapping-size.yml", `host_sets[0].name: unexpected mapping of 65 keys`, 3},
 	}
 	covered := map[string]bool{}
 	for _, tc := range tests {

@@ -175,19 +175,24 @@ func (e *hostEntry) each(fn func(hostAddr) error) error {
 	for i, r := range e.ranges {
 		cur[i] = r.lo
 	}
-	var b strings.Builder
+	// One buffer for every host: string(b) then copies each at its exact
+	// size, where a strings.Builder would regrow from nothing per host.
+	var (
+		b      []byte
+		digits [20]byte
+	)
 	for {
-		b.Reset()
+		b = b[:0]
 		for i, r := range e.ranges {
-			b.WriteString(e.lits[i])
-			n := strconv.FormatUint(cur[i], 10)
-			for k := len(n); k < r.width; k++ {
-				b.WriteByte('0')
+			b = append(b, e.lits[i]...)
+			d := strconv.AppendUint(digits[:0], cur[i], 10)
+			for k := len(d); k < r.width; k++ {
+				b = append(b, '0')
 			}
-			b.WriteString(n)
+			b = append(b, d...)
 		}
-		b.WriteString(e.lits[len(e.ranges)])
-		s := b.String()
+		b = append(b, e.lits[len(e.ranges)]...)
+		s := string(b)
 		a, err := parseHost(s)
 		if err != nil {
 			return fmt.Errorf("entry %q expands to %q: %w", e.raw, s, err)
@@ -444,7 +449,9 @@ func (r *probeRef) fingerprint(a hostAddr) string {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.port))
 	r.buf = b
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // Targets expands every host set into one Target per (host, enabled probe),
