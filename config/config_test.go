@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +30,10 @@ func errorLine(t *testing.T, err error, file, want string) (string, int) {
 		if m == nil {
 			return l, -1
 		}
-		var n int
-		fmt.Sscan(m[1], &n)
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			t.Fatalf("line number %q: %v", m[1], err)
+		}
 		return l, n
 	}
 	t.Fatalf("error does not contain %q:\n%v", want, err)
