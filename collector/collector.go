@@ -214,7 +214,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			order[i] = int32(i)
 		}
 	}
-	group := make([]*TargetState, 0, len(config.ProbeTypes))
+	group := make([]*TargetState, 0, len(config.ProbeTypes()))
 	for i := 0; i < len(order); {
 		first := &ts[order[i]]
 		group = append(group[:0], first)

@@ -142,7 +142,7 @@ func randomStore(seed uint64, hosts int) *Store {
 	for range hosts {
 		si := rng.IntN(len(sets))
 		host := fmt.Sprintf("h%d", rng.IntN(hosts))
-		for _, p := range config.ProbeTypes {
+		for _, p := range config.ProbeTypes() {
 			if rng.IntN(2) == 0 {
 				continue
 			}

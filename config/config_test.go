@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +30,10 @@ func errorLine(t *testing.T, err error, file, want string) (string, int) {
 		if m == nil {
 			return l, -1
 		}
-		var n int
-		fmt.Sscan(m[1], &n)
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			t.Fatalf("line number %q: %v", m[1], err)
+		}
 		return l, n
 	}
 	t.Fatalf("error does not contain %q:\n%v", want, err)
@@ -100,8 +102,20 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-host-range-expansion.yml", `entry "10.0.0.[250-260]" expands to "10.0.0.256": invalid IPv4 address or host name`, 4},
 		{"invalid-host-cidr.yml", `entry "10.0.0.1/24" has host bits set: did you mean "10.0.0.0/24"?`, 4},
 		{"invalid-too-many-targets.yml", `host_sets[0] ("web").hosts[1]: entry "10.1.0.0/23" expands to 510 hosts, taking the set past max_targets_per_set (1000)`, 7},
-		{"invalid-too-many-hosts-total.yml", `host_sets[4] ("s4").hosts: all host sets up to this one expand to 5242870 hosts, more than the 4194304 allowed in total`, 17},
+		{"invalid-too-many-targets-total.yml", `host_sets[1] ("s1").hosts: the host sets up to this one expand to 3145722 targets (hosts times enabled probes), more than max_targets (3000000)`, 9},
 		{"invalid-nesting.yml", `YAML nested deeper than 32 levels`, 34},
+		{"invalid-max-targets.yml", `global.max_targets: max_targets must be between 1 and 4194304, got 5000000`, 2},
+		{"invalid-zero-duration.yml", `host_sets[0] ("web").timeout: timeout must be positive: leave the key out to use the default`, 4},
+		{"invalid-interval-too-short.yml", `global.interval: interval must be at least 1s, got 500ms`, 2},
+		{"invalid-interval-too-long.yml", `host_sets[0] ("web").interval: interval must be at most 1d, got 2d`, 4},
+		{"invalid-global-concurrency-large.yml", `global.concurrency: concurrency must be at most 1048576, got 2000000`, 2},
+		{"invalid-limit-rate-large.yml", `global.limits.tcp.rate: rate must be at most 1e+06, got 5e+06`, 4},
+		{"invalid-limit-burst-large.yml", `global.limits.tcp.burst: burst must be at most 1048576, got 2000000`, 5},
+		{"invalid-icmp-packet-interval-long.yml", `probes.icmp.packet_interval: packet_interval must be at most 1m, got 2m`, 6},
+		{"invalid-ssh-max-output-bytes-large.yml", `probes.ssh.max_output_bytes: max_output_bytes must be at most 1073741824, got 9223372036854775807`, 9},
+		{"invalid-ssh-too-many-commands.yml", `probes.ssh.commands: 65 commands, more than the 64 one probe may run`, 9},
+		{"invalid-label-count.yml", `host_sets[0] ("web").labels: 65 labels, more than the 64 a set may have`, 6},
+		{"invalid-mapping-size.yml", `host_sets[0].name: unexpected mapping of 65 keys`, 3},
 	}
 	covered := map[string]bool{}
 	for _, tc := range tests {
@@ -149,6 +163,7 @@ func TestParseValid(t *testing.T) {
 		Interval:         Duration(time.Minute),
 		Timeout:          Duration(10 * time.Second),
 		Concurrency:      4096,
+		MaxTargets:       1000000,
 		MaxTargetsPerSet: 65536,
 		Limits:           defaultLimits,
 	}
@@ -190,7 +205,7 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
-					Concurrency: 4096, MaxTargetsPerSet: 65536,
+					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536,
 					Limits: ProbeLimits{
 						ICMP: Limit{Concurrency: 4096, Rate: 2.5, Burst: 2},
 						TCP:  Limit{Concurrency: 256, Rate: 10, Burst: 3},
@@ -213,7 +228,7 @@ func TestParseValid(t *testing.T) {
 			want: Config{
 				Global: Global{
 					Interval: Duration(5 * time.Second), Timeout: Duration(5 * time.Second),
-					Concurrency: 4096, MaxTargetsPerSet: 65536, Limits: defaultLimits,
+					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536, Limits: defaultLimits,
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},

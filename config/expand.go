@@ -175,19 +175,24 @@ func (e *hostEntry) each(fn func(hostAddr) error) error {
 	for i, r := range e.ranges {
 		cur[i] = r.lo
 	}
-	var b strings.Builder
+	// One buffer for every host: string(b) then copies each at its exact
+	// size, where a strings.Builder would regrow from nothing per host.
+	var (
+		b      []byte
+		digits [20]byte
+	)
 	for {
-		b.Reset()
+		b = b[:0]
 		for i, r := range e.ranges {
-			b.WriteString(e.lits[i])
-			n := strconv.FormatUint(cur[i], 10)
-			for k := len(n); k < r.width; k++ {
-				b.WriteByte('0')
+			b = append(b, e.lits[i]...)
+			d := strconv.AppendUint(digits[:0], cur[i], 10)
+			for k := len(d); k < r.width; k++ {
+				b = append(b, '0')
 			}
-			b.WriteString(n)
+			b = append(b, d...)
 		}
-		b.WriteString(e.lits[len(e.ranges)])
-		s := b.String()
+		b = append(b, e.lits[len(e.ranges)]...)
+		s := string(b)
 		a, err := parseHost(s)
 		if err != nil {
 			return fmt.Errorf("entry %q expands to %q: %w", e.raw, s, err)
@@ -299,8 +304,11 @@ func checkHostname(s string) error {
 	if name == "" || len(name) > 253 {
 		return fmt.Errorf("invalid host name %q: want 1 to 253 characters", s)
 	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
+	// strings.SplitSeq allocates nothing, which matters when a range entry
+	// expands to a million names.
+	last := ""
+	for l := range strings.SplitSeq(name, ".") {
+		last = l
 		if l == "" || len(l) > 63 {
 			return fmt.Errorf("invalid host name %q: labels must be 1 to 63 characters", s)
 		}
@@ -313,7 +321,7 @@ func checkHostname(s string) error {
 			}
 		}
 	}
-	if isDigits(labels[len(labels)-1]) {
+	if isDigits(last) {
 		return fmt.Errorf("invalid IPv4 address or host name %q", s)
 	}
 	return nil
@@ -390,7 +398,10 @@ type probeRef struct {
 	icmp    *ICMPProbe
 	tcp     *TCPProbe
 	ssh     *SSHProbe
-	shared  []byte
+	// shared is the SHA-256 of the canonical encoding: hashing it rather
+	// than the encoding keeps a target's fingerprint cheap.
+	shared [sha256.Size]byte
+	buf    []byte
 }
 
 func setProbes(hs *HostSet) ([]probeRef, error) {
@@ -421,24 +432,26 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 		if err != nil {
 			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
 		}
-		r.shared = b
+		r.shared = sha256.Sum256(b)
 	}
 	return refs, nil
 }
 
-// fingerprint hashes the shared probe encoding and the host's own fields,
-// each length-prefixed so that no two different inputs encode alike.
+// fingerprint hashes the digest of the shared probe encoding and the
+// host's own fields, each length-prefixed so that no two different inputs
+// encode alike. It reuses r.buf, so a probeRef serves one goroutine.
 func (r *probeRef) fingerprint(a hostAddr) string {
-	h := sha256.New()
-	var buf [8]byte
-	for _, s := range []string{string(r.shared), a.host, a.name} {
-		binary.BigEndian.PutUint64(buf[:], uint64(len(s)))
-		h.Write(buf[:])
-		h.Write([]byte(s))
+	b := append(r.buf[:0], r.shared[:]...)
+	for _, s := range []string{a.host, a.name} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+		b = append(b, s...)
 	}
-	binary.BigEndian.PutUint64(buf[:], uint64(a.port))
-	h.Write(buf[:])
-	return hex.EncodeToString(h.Sum(nil))
+	b = binary.BigEndian.AppendUint64(b, uint64(a.port))
+	r.buf = b
+	sum := sha256.Sum256(b)
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // Targets expands every host set into one Target per (host, enabled probe),
@@ -452,11 +465,20 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 	if limit <= 0 {
 		limit = DefaultMaxTargetsPerSet
 	}
-	var (
-		targets  []*Target
-		warnings []string
-		allHosts uint64
-	)
+	maxTargets := c.Global.MaxTargets
+	if maxTargets <= 0 {
+		maxTargets = DefaultMaxTargets
+	}
+	maxTargets = min(maxTargets, MaxTargetsCeiling)
+	// Count first, so that a config past max_targets is refused before
+	// anything is expanded and the result is allocated once.
+	type setPlan struct {
+		entries []*hostEntry
+		probes  []probeRef
+		hosts   uint64
+	}
+	plans := make([]setPlan, len(c.HostSets))
+	var all uint64
 	for i := range c.HostSets {
 		hs := &c.HostSets[i]
 		entries, errs := parseSetEntries(hs.Hosts, limit)
@@ -467,13 +489,22 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		total := setCount(entries)
-		if total > MaxHostsTotal || allHosts+total > MaxHostsTotal {
-			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than %d hosts in total", hs.Name, MaxHostsTotal)
+		hosts := setCount(entries)
+		all += hosts * uint64(len(probes)) // bounded per set by limit: no overflow
+		if all > uint64(maxTargets) {
+			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
+		plans[i] = setPlan{entries, probes, hosts}
+	}
+	var (
+		targets  = make([]*Target, 0, all)
+		warnings []string
+	)
+	for i := range c.HostSets {
+		hs := &c.HostSets[i]
+		entries, probes, total := plans[i].entries, plans[i].probes, plans[i].hosts
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
-		allHosts += total
 		block := make([]Target, 0, total*uint64(len(probes)))
 		seen := make(map[string]struct{}, total)
 		for _, e := range entries {

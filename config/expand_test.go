@@ -324,7 +324,7 @@ func TestTargetsInvalidHandBuiltConfig(t *testing.T) {
 	}{
 		{"bad entry", Config{HostSets: []HostSet{{Name: "x", Hosts: []string{"a b"}, Probes: Probes{TCP: &TCPProbe{Port: 1}}}}}, `host set "x": hosts[0]: entry "a b"`},
 		{"over the cap", Config{Global: Global{MaxTargetsPerSet: 3}, HostSets: []HostSet{{Name: "x", Hosts: []string{"10.0.0.0/29"}, Probes: Probes{TCP: &TCPProbe{Port: 1}}}}}, "past max_targets_per_set (3)"},
-		{"over the total", Config{Global: Global{MaxTargetsPerSet: 1 << 30}, HostSets: []HostSet{{Name: "x", Hosts: []string{"10.0.0.0/9"}, Probes: Probes{TCP: &TCPProbe{Port: 1}}}}}, "more than 4194304 hosts in total"},
+		{"over the total", Config{Global: Global{MaxTargetsPerSet: 1 << 30}, HostSets: []HostSet{{Name: "x", Hosts: []string{"10.0.0.0/9"}, Probes: Probes{TCP: &TCPProbe{Port: 1}}}}}, "more than max_targets (1000000) targets"},
 		{"bad expansion", Config{HostSets: []HostSet{{Name: "x", Hosts: []string{"10.0.0.[255-256]"}, Probes: Probes{TCP: &TCPProbe{Port: 1}}}}}, `expands to "10.0.0.256"`},
 	}
 	for _, tc := range tests {

@@ -1,10 +1,15 @@
 package config
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse: it must never panic, every error
@@ -39,6 +44,14 @@ func FuzzParse(f *testing.F) {
 		if len(cfg.Hash) != 64 || cfg.Filename != "fuzz.yml" {
 			t.Fatalf("Hash %q Filename %q", cfg.Hash, cfg.Filename)
 		}
+		// Parse decodes from the node tree, which ignores KnownFields; the
+		// schema check must be as strict as a KnownFields decoder.
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		var strict Config
+		if err := dec.Decode(&strict); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("Parse accepted what a KnownFields decoder refuses: %v", err)
+		}
 		// Keep each run cheap: a lower cap may now refuse the config, but
 		// only with the cap error.
 		capped := cfg.Global.MaxTargetsPerSet > 4096
@@ -60,7 +73,7 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for set, n := range perSet {
-			if n > cfg.Global.MaxTargetsPerSet*len(ProbeTypes) {
+			if n > cfg.Global.MaxTargetsPerSet*len(ProbeTypes()) {
 				t.Fatalf("set %q has %d targets, over the cap %d", set, n, cfg.Global.MaxTargetsPerSet)
 			}
 		}

@@ -1,13 +1,103 @@
-// Package config owns fleet_exporter's configuration: the YAML schema and its
-// defaults, strict parsing with errors that name file, line and field,
-// cross-field validation, and the expansion of host entries (names, addresses,
-// CIDR blocks, numeric ranges) into concrete probe targets.
-//
-// A loaded *Config is immutable; callers replace it wholesale on reload.
 package config
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits on what Load and Parse accept.
+const (
+	// MaxConfigSize is the largest configuration file, in bytes, that
+	// ReadFile, Load and Parse accept.
+	MaxConfigSize = 4 << 20
+	// MaxTargetsPerSetCeiling is the largest value max_targets_per_set may
+	// take, so that one set can never expand to an unbounded allocation.
+	MaxTargetsPerSetCeiling = 1 << 20
+	// MaxTargetsCeiling is the largest value max_targets may take, so that
+	// a short file cannot demand unbounded work or memory.
+	MaxTargetsCeiling = 1 << 22
+	// MaxLabelsPerSet is the most static labels one host set may have.
+	MaxLabelsPerSet = 64
+	// MaxCommandsPerProbe is the most commands one SSH probe may run.
+	MaxCommandsPerProbe = 64
+	// maxNestingDepth bounds the depth of the YAML tree. The schema needs 8
+	// levels; anything far deeper is a mistake or an attack.
+	maxNestingDepth = 32
+)
+
+// Ranges of the numeric fields, enforced by Load and Parse and documented in
+// config.example.yml. Every duration must be positive: a key left out takes
+// its default, an explicit zero is an error. Every timeout lies between
+// MinTimeout and the interval (or, for a command, the probe timeout) it
+// applies to.
+const (
+	// MinInterval and MaxInterval bound global.interval and a set's
+	// interval.
+	MinInterval = time.Second
+	MaxInterval = 24 * time.Hour
+	// MinTimeout is the shortest timeout of any kind.
+	MinTimeout = time.Millisecond
+	// MinPacketInterval and MaxPacketInterval bound icmp.packet_interval.
+	MinPacketInterval = time.Millisecond
+	MaxPacketInterval = time.Minute
+	// MaxConcurrency bounds global.concurrency and each limits.*.concurrency
+	// (at least 1).
+	MaxConcurrency = 1 << 20
+	// MaxRate bounds limits.*.rate, in probe starts per second (at least 0,
+	// which means unlimited).
+	MaxRate = 1e6
+	// MaxBurst bounds limits.*.burst (at least 0, which means derived from
+	// the rate).
+	MaxBurst = 1 << 20
+	// MaxICMPSize bounds icmp.size, in bytes (at least 0): the largest
+	// payload that fits an IPv4 packet with room to spare.
+	MaxICMPSize = 65500
+	// MaxICMPCount is the largest icmp.count (at least 1): one round's
+	// sequence numbers must stay unique within 16 bits.
+	MaxICMPCount = 65535
+	// MaxOutputBytesCeiling bounds ssh.max_output_bytes (at least 1). The
+	// probe reads one byte past the limit to detect overflow, so the limit
+	// must leave room for that.
+	MaxOutputBytesCeiling = 1 << 30
+	// MaxPort is the largest port; ports start at 1.
+	MaxPort = 65535
+)
+
+// Defaults applied when a field is absent. config.example.yml documents each
+// of them next to its option.
+const (
+	// DefaultInterval is global.interval's default.
+	DefaultInterval = 60 * time.Second
+	// DefaultTimeout is global.timeout's default. An inherited timeout is
+	// clamped to the interval it applies to.
+	DefaultTimeout = 10 * time.Second
+	// DefaultConcurrency is global.concurrency's default.
+	DefaultConcurrency = 4096
+	// DefaultMaxTargets is global.max_targets's default.
+	DefaultMaxTargets = 1_000_000
+	// DefaultMaxTargetsPerSet is global.max_targets_per_set's default.
+	DefaultMaxTargetsPerSet = 65536
+	// DefaultICMPConcurrency is global.limits.icmp.concurrency's default.
+	DefaultICMPConcurrency = 4096
+	// DefaultTCPConcurrency is global.limits.tcp.concurrency's default.
+	DefaultTCPConcurrency = 256
+	// DefaultSSHConcurrency is global.limits.ssh.concurrency's default.
+	DefaultSSHConcurrency = 64
+	// DefaultICMPCount is the ICMP probe's default echo request count.
+	DefaultICMPCount = 1
+	// DefaultICMPPacketInterval is the ICMP probe's default time between
+	// echo requests.
+	DefaultICMPPacketInterval = time.Second
+	// DefaultICMPSize is the ICMP probe's default payload size in bytes.
+	DefaultICMPSize = 56
+	// DefaultSSHPort is the SSH probe's default port.
+	DefaultSSHPort = 22
+	// DefaultMaxOutputBytes is the SSH probe's default limit on one
+	// command's stdout.
+	DefaultMaxOutputBytes = 1 << 20
 )
 
 // Probe type names, used as the `probe` label and as keys of the per-type pool
@@ -18,8 +108,9 @@ const (
 	ProbeSSH  = "ssh"
 )
 
-// ProbeTypes lists every probe type in a stable order.
-var ProbeTypes = []string{ProbeICMP, ProbeTCP, ProbeSSH}
+// ProbeTypes returns every probe type in a stable order (icmp, tcp, ssh).
+// Each call returns a new slice, so callers may keep or change it.
+func ProbeTypes() []string { return []string{ProbeICMP, ProbeTCP, ProbeSSH} }
 
 // Config is the whole configuration file.
 type Config struct {
@@ -42,6 +133,9 @@ type Global struct {
 	Timeout Duration `yaml:"timeout"`
 	// Concurrency bounds the probes in flight over all types.
 	Concurrency int `yaml:"concurrency"`
+	// MaxTargets caps the targets (host and probe pairs) of all sets
+	// together.
+	MaxTargets int `yaml:"max_targets"`
 	// MaxTargetsPerSet caps the expansion of one host set.
 	MaxTargetsPerSet int `yaml:"max_targets_per_set"`
 	// Limits holds per probe type concurrency and start rate.
@@ -144,3 +238,121 @@ type Duration time.Duration
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func defaultGlobal() Global {
+	return Global{
+		Interval:         Duration(DefaultInterval),
+		Timeout:          0, // DefaultTimeout, clamped to the interval by applyDefaults
+		Concurrency:      DefaultConcurrency,
+		MaxTargets:       DefaultMaxTargets,
+		MaxTargetsPerSet: DefaultMaxTargetsPerSet,
+		Limits: ProbeLimits{
+			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
+			TCP:  Limit{Concurrency: DefaultTCPConcurrency},
+			SSH:  Limit{Concurrency: DefaultSSHConcurrency},
+		},
+	}
+}
+
+func defaultICMPProbe() ICMPProbe {
+	return ICMPProbe{
+		Count:          DefaultICMPCount,
+		PacketInterval: Duration(DefaultICMPPacketInterval),
+		Size:           DefaultICMPSize,
+	}
+}
+
+func defaultSSHProbe() SSHProbe {
+	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes}
+}
+
+// UnmarshalYAML applies the defaults, then decodes strictly. It uses the
+// callback form on purpose: the *yaml.Node form's node.Decode drops the
+// decoder's KnownFields setting, so misspelt keys would pass silently.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = Config{Global: defaultGlobal()}
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML applies the global defaults, then decodes strictly.
+func (g *Global) UnmarshalYAML(unmarshal func(any) error) error {
+	*g = defaultGlobal()
+	type plain Global
+	return unmarshal((*plain)(g))
+}
+
+// UnmarshalYAML decodes strictly. A probe key given without a value (an
+// empty "icmp:") enables that probe with its defaults rather than leaving it
+// disabled; to disable a probe, leave its key out.
+func (p *Probes) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Probes
+	if err := unmarshal((*plain)(p)); err != nil {
+		return err
+	}
+	var present map[string]any
+	if err := unmarshal(&present); err != nil {
+		return err
+	}
+	if v, ok := present[ProbeICMP]; ok && v == nil && p.ICMP == nil {
+		d := defaultICMPProbe()
+		p.ICMP = &d
+	}
+	if v, ok := present[ProbeTCP]; ok && v == nil && p.TCP == nil {
+		p.TCP = &TCPProbe{}
+	}
+	if v, ok := present[ProbeSSH]; ok && v == nil && p.SSH == nil {
+		d := defaultSSHProbe()
+		p.SSH = &d
+	}
+	return nil
+}
+
+// UnmarshalYAML applies the ICMP probe defaults, then decodes strictly.
+func (p *ICMPProbe) UnmarshalYAML(unmarshal func(any) error) error {
+	*p = defaultICMPProbe()
+	type plain ICMPProbe
+	return unmarshal((*plain)(p))
+}
+
+// UnmarshalYAML applies the SSH probe defaults, then decodes strictly.
+func (p *SSHProbe) UnmarshalYAML(unmarshal func(any) error) error {
+	*p = defaultSSHProbe()
+	type plain SSHProbe
+	return unmarshal((*plain)(p))
+}
+
+// durationErrPrefix starts the decode error of a bad duration; the locator
+// finds the offending node by the line and the quoted value that follow.
+const durationErrPrefix = "invalid duration "
+
+// durationErrFormat words a bad duration, given its text.
+const durationErrFormat = durationErrPrefix + `%q: want a number with a unit (ms, s, m, h, d, w, y), e.g. "30s", "5m", "1h30m"`
+
+// UnmarshalYAML reads a Prometheus-style duration such as "90s", "5m",
+// "1h30m" or "1d". It takes the node, unlike the struct types' hooks, for
+// the line its error reports; a scalar has no fields for KnownFields to
+// check, so nothing is lost.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	s := n.Value
+	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!binary" {
+		// Let the decoder refuse a collection, or decode the rare tagged
+		// scalar; a plain one is its text, without a decoder per value.
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+	}
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		// A TypeError lets the decoder carry on and report every bad field.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+durationErrFormat, n.Line, s)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration in the form UnmarshalYAML reads.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// String formats the duration Prometheus-style, e.g. "1m30s" or "1d".
+func (d Duration) String() string { return model.Duration(d).String() }

@@ -67,7 +67,7 @@ func capacityRange(lo, hi time.Duration) string {
 // are unbounded and never warn; targets with a non-positive interval are
 // ignored.
 func CapacityWarnings(g config.Global, targets []*config.Target) []string {
-	demand := make(map[string]*capacityDemand, len(config.ProbeTypes))
+	demand := make(map[string]*capacityDemand, len(config.ProbeTypes()))
 	for _, t := range targets {
 		if t.Interval <= 0 {
 			continue
@@ -82,7 +82,7 @@ func CapacityWarnings(g config.Global, targets []*config.Target) []string {
 
 	var warnings []string
 	var total capacityDemand
-	for _, name := range config.ProbeTypes {
+	for _, name := range config.ProbeTypes() {
 		d := demand[name]
 		if d == nil {
 			continue

@@ -167,7 +167,7 @@ func NewPool(g config.Global, probers map[string]probe.Prober, sink func(probe.R
 }
 
 func poolKnownType(name string) bool {
-	for _, t := range config.ProbeTypes {
+	for _, t := range config.ProbeTypes() {
 		if t == name {
 			return true
 		}

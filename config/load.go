@@ -1,0 +1,212 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed" // for the built-in default configuration
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// defaultYAML is the configuration used when none is given.
+//
+//go:embed default.yml
+var defaultYAML []byte
+
+// ReadFile reads a configuration file, refusing one larger than
+// MaxConfigSize without reading all of it.
+func ReadFile(filename string) ([]byte, error) {
+	f, err := os.Open(filename)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer func() { _ = f.Close() }() // read-only: nothing to flush
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", filename, err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%s: config file is larger than %d bytes", filename, MaxConfigSize)
+	}
+	return data, nil
+}
+
+// Load reads and parses the configuration file filename. Relative file paths
+// in it are resolved against the file's directory.
+func Load(filename string) (*Config, error) {
+	data, err := ReadFile(filename)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, filename)
+}
+
+// Parse applies the defaults, decodes data strictly (unknown keys are
+// errors), validates the result and sets Hash and Filename. filename names
+// the source in error messages ("file:line: ...") and is the base for
+// relative file paths; when empty, paths are relative to the working
+// directory. A returned error lists the first 20 problems by line, one per
+// line as "file:line: path: message", and then how many more there are.
+func Parse(data []byte, filename string) (*Config, error) {
+	name := filename
+	if name == "" {
+		name = "<input>"
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%s: config is larger than %d bytes", name, MaxConfigSize)
+	}
+	dir := "."
+	if filename != "" {
+		dir = filepath.Dir(filename)
+	}
+	baseDir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: resolve config directory: %w", name, err)
+	}
+
+	// The input is parsed once, into a node tree: it is what the schema
+	// check inspects, what the locator maps errors back to lines with, and
+	// what the config is decoded from. yaml.v3 parses at a few MB/s, so a
+	// second parse by a decoder over the bytes would double the cost of a
+	// large file.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlSyntaxError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, yamlSyntaxError(name, err)
+		}
+		return nil, fmt.Errorf("%s:%d: more than one YAML document; a config file holds exactly one", name, extra.Line)
+	}
+	loc := &locator{file: name, root: &root}
+	if n := tooDeep(&root, 0); n != nil {
+		return nil, fmt.Errorf("%s:%d: YAML nested deeper than %d levels", name, n.Line, maxNestingDepth)
+	}
+	// Unknown and repeated keys are found on the tree, in linear time.
+	// Node.Decode ignores KnownFields, so this check is what keeps decoding
+	// strict; FuzzParse holds it to agree with a KnownFields decoder. It
+	// also makes sure every mapping is small before yaml.v3, which compares
+	// a mapping's keys pairwise, decodes it.
+	if errs := checkSchema(&root); len(errs) > 0 {
+		return nil, loc.problems(errs)
+	}
+
+	cfg := &Config{Global: defaultGlobal()}
+	if root.Kind != 0 {
+		if err := root.Decode(cfg); err != nil {
+			return nil, loc.decodeError(err)
+		}
+	}
+
+	cfg.applyDefaults(baseDir)
+	if errs := cfg.validate(); len(errs) > 0 {
+		return nil, loc.problems(errs)
+	}
+	sum := sha256.Sum256(data)
+	cfg.Hash = hex.EncodeToString(sum[:])
+	cfg.Filename = filename
+	return cfg, nil
+}
+
+// Default returns the built-in configuration (config/default.yml): the set
+// "localhost" with host 127.0.0.1, probed by ICMP and by TCP on port 22
+// every 10s. Each call returns a fresh copy.
+func Default() *Config {
+	cfg, err := Parse(defaultYAML, "<embedded>")
+	if err != nil {
+		// default.yml is compiled in and covered by tests.
+		panic("config: embedded default.yml is invalid: " + err.Error())
+	}
+	return cfg
+}
+
+// applyDefaults fills in the values inherited from enclosing levels and
+// resolves relative file paths against baseDir.
+func (c *Config) applyDefaults(baseDir string) {
+	g := &c.Global
+	if g.Timeout == 0 {
+		g.Timeout = Duration(DefaultTimeout)
+		if g.Interval > 0 && g.Timeout > g.Interval {
+			g.Timeout = g.Interval
+		}
+	}
+	for _, l := range []*Limit{&g.Limits.ICMP, &g.Limits.TCP, &g.Limits.SSH} {
+		if l.Rate > 0 && l.Burst == 0 {
+			l.Burst = max(1, int(math.Min(l.Rate, math.MaxInt32)))
+		}
+	}
+	for i := range c.HostSets {
+		hs := &c.HostSets[i]
+		if hs.Interval == 0 {
+			hs.Interval = g.Interval
+		}
+		if hs.Timeout == 0 {
+			// Like Prometheus' scrape_timeout: an inherited timeout never
+			// exceeds the set's own interval; an explicit one must not.
+			hs.Timeout = g.Timeout
+			if hs.Interval > 0 && hs.Timeout > hs.Interval {
+				hs.Timeout = hs.Interval
+			}
+		}
+		if hs.Labels == nil {
+			hs.Labels = map[string]string{}
+		}
+		p := &hs.Probes
+		if p.ICMP != nil && p.ICMP.Timeout == 0 {
+			p.ICMP.Timeout = hs.Timeout
+		}
+		if p.TCP != nil && p.TCP.Timeout == 0 {
+			p.TCP.Timeout = hs.Timeout
+		}
+		if s := p.SSH; s != nil {
+			if s.Timeout == 0 {
+				s.Timeout = hs.Timeout
+			}
+			for j := range s.Commands {
+				if s.Commands[j].Timeout == 0 {
+					s.Commands[j].Timeout = s.Timeout
+				}
+			}
+			for _, f := range []*string{&s.PrivateKeyFile, &s.PassphraseFile, &s.CertificateFile, &s.PasswordFile, &s.KnownHostsFile} {
+				*f = resolvePath(baseDir, *f)
+			}
+		}
+	}
+}
+
+// resolvePath makes p absolute relative to baseDir. "~" is left alone for
+// validate to refuse: it is a shell feature, not a path.
+func resolvePath(baseDir, p string) string {
+	if p == "" || strings.HasPrefix(p, "~") {
+		return p
+	}
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(baseDir, p)
+}
+
+// tooDeep returns a node nested deeper than maxNestingDepth, or nil. It does
+// not follow aliases, so it is linear in the size of the tree.
+func tooDeep(n *yaml.Node, depth int) *yaml.Node {
+	if depth > maxNestingDepth {
+		return n
+	}
+	for _, c := range n.Content {
+		if d := tooDeep(c, depth+1); d != nil {
+			return d
+		}
+	}
+	return nil
+}

@@ -1,0 +1,380 @@
+package config
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// reservedLabels are the label names the exporter sets itself; a set's static
+// labels must not collide with them (or with Prometheus' target labels).
+func reservedLabel(name string) bool {
+	switch name {
+	case "set", "host", "probe", "reason", "phase", "command", "result", "job", "instance", "le", "quantile":
+		return true
+	}
+	return false
+}
+
+// validator collects the problems validate finds.
+type validator struct {
+	errs []fieldError
+}
+
+// at returns base with elems appended, never sharing base's backing array.
+func at(base []any, elems ...any) []any {
+	return append(slices.Clip(base), elems...)
+}
+
+// add records a problem at path; the message is formatted only if shown.
+func (v *validator) add(path []any, format string, args ...any) {
+	v.errs = append(v.errs, fieldError{path: path, format: format, args: args})
+}
+
+// validate checks every cross-field rule in one pass and returns all
+// problems found.
+func (c *Config) validate() []fieldError {
+	v := &validator{}
+	g := &c.Global
+	gp := []any{"global"}
+	globalOK := v.intervalTimeout(gp, g.Interval, g.Timeout)
+	v.intRange(at(gp, "concurrency"), "concurrency", int64(g.Concurrency), 1, MaxConcurrency)
+	if g.MaxTargets < 1 || g.MaxTargets > MaxTargetsCeiling {
+		v.add(at(gp, "max_targets"), "max_targets must be between 1 and %d, got %d", MaxTargetsCeiling, g.MaxTargets)
+	}
+	if g.MaxTargetsPerSet < 1 || g.MaxTargetsPerSet > MaxTargetsPerSetCeiling {
+		v.add(at(gp, "max_targets_per_set"), "max_targets_per_set must be between 1 and %d, got %d", MaxTargetsPerSetCeiling, g.MaxTargetsPerSet)
+	}
+	for _, pt := range ProbeTypes() {
+		l := g.Limits.For(pt)
+		lp := at(gp, "limits", pt)
+		v.intRange(at(lp, "concurrency"), "concurrency", int64(l.Concurrency), 1, MaxConcurrency)
+		switch {
+		case !(l.Rate >= 0) || math.IsInf(l.Rate, 0):
+			v.add(at(lp, "rate"), "rate must be a finite number >= 0 (0 means unlimited), got %v", l.Rate)
+		case l.Rate > MaxRate:
+			v.add(at(lp, "rate"), "rate must be at most %v, got %v", float64(MaxRate), l.Rate)
+		}
+		if l.Burst < 0 {
+			v.add(at(lp, "burst"), "burst must be >= 0, got %d", l.Burst)
+		} else {
+			v.intRange(at(lp, "burst"), "burst", int64(l.Burst), 0, MaxBurst)
+		}
+	}
+
+	if len(c.HostSets) == 0 {
+		v.add([]any{"host_sets"}, "at least one host set is required")
+	}
+	names := map[string]int{}
+	var total targetTally
+	for i := range c.HostSets {
+		hs := &c.HostSets[i]
+		sp := []any{"host_sets", i}
+		switch {
+		case hs.Name == "":
+			v.add(at(sp, "name"), "name is required")
+		case !isName(hs.Name):
+			v.add(at(sp, "name"), "set name %q is invalid: use only letters, digits, '_', '.' and '-'", hs.Name)
+		default:
+			if first, dup := names[hs.Name]; dup {
+				v.add(at(sp, "name"), "set name %q is already used by host_sets[%d]", hs.Name, first)
+			} else {
+				names[hs.Name] = i
+			}
+		}
+		c.validateSet(v, sp, hs, globalOK, &total)
+	}
+	return v.errs
+}
+
+// intRange checks lo <= got <= hi, reporting whether it holds.
+func (v *validator) intRange(p []any, name string, got, lo, hi int64) bool {
+	switch {
+	case got < lo:
+		v.add(p, "%s must be at least %d, got %d", name, lo, got)
+	case got > hi:
+		v.add(p, "%s must be at most %d, got %d", name, hi, got)
+	default:
+		return true
+	}
+	return false
+}
+
+// durationRange checks lo <= got <= hi, reporting whether it holds.
+func (v *validator) durationRange(p []any, name string, got Duration, lo, hi time.Duration) bool {
+	switch {
+	case got <= 0:
+		v.add(p, "%s must be positive", name)
+	case got.D() < lo:
+		v.add(p, "%s must be at least %s, got %s", name, Duration(lo), got)
+	case got.D() > hi:
+		v.add(p, "%s must be at most %s, got %s", name, Duration(hi), got)
+	default:
+		return true
+	}
+	return false
+}
+
+// intervalTimeout checks an interval and the timeout that applies to it,
+// reporting whether both are usable.
+func (v *validator) intervalTimeout(p []any, interval, timeout Duration) bool {
+	ok := v.durationRange(at(p, "interval"), "interval", interval, MinInterval, MaxInterval)
+	if !v.durationRange(at(p, "timeout"), "timeout", timeout, MinTimeout, MaxInterval) {
+		ok = false
+	}
+	if ok && timeout > interval {
+		v.add(at(p, "timeout"), "timeout %s exceeds the interval %s", timeout, interval)
+		ok = false
+	}
+	return ok
+}
+
+// probeTimeout checks a probe's effective timeout against its set's interval.
+func (v *validator) probeTimeout(p []any, timeout, interval Duration) {
+	if !v.durationRange(at(p, "timeout"), "timeout", timeout, MinTimeout, MaxInterval) {
+		return
+	}
+	if interval > 0 && timeout > interval {
+		v.add(at(p, "timeout"), "timeout %s exceeds the set's interval %s", timeout, interval)
+	}
+}
+
+func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool, total *targetTally) {
+	if globalOK || hs.Interval > 0 {
+		v.intervalTimeout(sp, hs.Interval, hs.Timeout)
+	}
+
+	labels := slices.Sorted(maps.Keys(hs.Labels))
+	if len(labels) > MaxLabelsPerSet {
+		// Parse refuses this before decoding; a hand-built config may not.
+		v.add(at(sp, "labels"), "%d labels, more than the %d a set may have", len(labels), MaxLabelsPerSet)
+	}
+	for _, k := range labels {
+		lp := at(sp, "labels", mapKey(k))
+		switch {
+		case !isLabelName(k):
+			v.add(lp, "label name %q is invalid: want [a-zA-Z_][a-zA-Z0-9_]*", k)
+		case strings.HasPrefix(k, "__"):
+			v.add(lp, "label name %q is invalid: names starting with \"__\" are reserved", k)
+		case reservedLabel(k):
+			v.add(lp, "label name %q is reserved: the exporter sets it itself", k)
+		}
+		if !utf8.ValidString(hs.Labels[k]) {
+			v.add(lp, "label %q has a value that is not valid UTF-8", k)
+		}
+	}
+
+	p := &hs.Probes
+	if p.ICMP == nil && p.TCP == nil && p.SSH == nil {
+		v.add(at(sp, "probes"), "at least one probe (icmp, tcp or ssh) is required")
+	}
+	pp := at(sp, "probes")
+	if icmp := p.ICMP; icmp != nil {
+		ip := at(pp, ProbeICMP)
+		// The ICMP sequence number is 16 bits: a longer round could not
+		// tell its replies apart.
+		if icmp.Count < 1 || icmp.Count > MaxICMPCount {
+			v.add(at(ip, "count"), "count must be between 1 and %d, got %d", MaxICMPCount, icmp.Count)
+		}
+		if icmp.Size < 0 || icmp.Size > MaxICMPSize {
+			v.add(at(ip, "size"), "size must be between 0 and %d, got %d", MaxICMPSize, icmp.Size)
+		}
+		v.durationRange(at(ip, "packet_interval"), "packet_interval", icmp.PacketInterval, MinPacketInterval, MaxPacketInterval)
+		v.probeTimeout(ip, icmp.Timeout, hs.Interval)
+		if icmp.Count > 1 && icmp.PacketInterval > 0 && icmp.Timeout > 0 &&
+			float64(icmp.Count-1)*float64(icmp.PacketInterval) >= float64(icmp.Timeout) {
+			v.add(at(ip, "count"), "count %d with packet_interval %s cannot complete within the timeout %s", icmp.Count, icmp.PacketInterval, icmp.Timeout)
+		}
+	}
+	if tcp := p.TCP; tcp != nil {
+		tp := at(pp, ProbeTCP)
+		// 0 means "not set": every host entry must then carry a port.
+		if tcp.Port < 0 || tcp.Port > MaxPort {
+			v.add(at(tp, "port"), "port must be between 1 and %d, got %d", MaxPort, tcp.Port)
+		}
+		v.probeTimeout(tp, tcp.Timeout, hs.Interval)
+	}
+	if ssh := p.SSH; ssh != nil {
+		validateSSH(v, at(pp, ProbeSSH), ssh, hs.Interval)
+	}
+
+	c.validateHosts(v, sp, hs, total)
+}
+
+func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
+	if s.Port < 1 || s.Port > MaxPort {
+		v.add(at(p, "port"), "port must be between 1 and %d, got %d", MaxPort, s.Port)
+	}
+	if s.User == "" {
+		v.add(at(p, "user"), "user is required")
+	}
+	if s.PrivateKeyFile == "" && s.PasswordFile == "" && !s.Agent {
+		v.add(p, "at least one authentication method is required: private_key_file, password_file or agent: true")
+	}
+	if s.PassphraseFile != "" && s.PrivateKeyFile == "" {
+		v.add(at(p, "passphrase_file"), "passphrase_file requires private_key_file")
+	}
+	if s.CertificateFile != "" && s.PrivateKeyFile == "" {
+		v.add(at(p, "certificate_file"), "certificate_file requires private_key_file")
+	}
+	switch {
+	case s.KnownHostsFile == "" && !s.InsecureSkipHostKeyVerification:
+		v.add(at(p, "known_hosts_file"), "known_hosts_file is required unless insecure_skip_host_key_verification is true")
+	case s.KnownHostsFile != "" && s.InsecureSkipHostKeyVerification:
+		v.add(at(p, "insecure_skip_host_key_verification"), "insecure_skip_host_key_verification and known_hosts_file are mutually exclusive")
+	}
+	for _, f := range []struct{ key, val string }{
+		{"private_key_file", s.PrivateKeyFile},
+		{"passphrase_file", s.PassphraseFile},
+		{"certificate_file", s.CertificateFile},
+		{"password_file", s.PasswordFile},
+		{"known_hosts_file", s.KnownHostsFile},
+	} {
+		if strings.HasPrefix(f.val, "~") {
+			v.add(at(p, f.key), "path %q starts with '~', which is not expanded: use an absolute path or one relative to the config file", f.val)
+		}
+	}
+	v.intRange(at(p, "max_output_bytes"), "max_output_bytes", s.MaxOutputBytes, 1, MaxOutputBytesCeiling)
+	v.probeTimeout(p, s.Timeout, interval)
+
+	if len(s.Commands) > MaxCommandsPerProbe {
+		v.add(at(p, "commands"), "%d commands, more than the %d one probe may run", len(s.Commands), MaxCommandsPerProbe)
+	}
+	seen := map[string]int{}
+	for i, cmd := range s.Commands {
+		cp := at(p, "commands", i)
+		switch {
+		case cmd.Name == "":
+			v.add(at(cp, "name"), "command name is required")
+		case !isName(cmd.Name):
+			v.add(at(cp, "name"), "command name %q is invalid: use only letters, digits, '_', '.' and '-'", cmd.Name)
+		default:
+			if first, dup := seen[cmd.Name]; dup {
+				v.add(at(cp, "name"), "command name %q is already used by commands[%d]", cmd.Name, first)
+			} else {
+				seen[cmd.Name] = i
+			}
+		}
+		if strings.TrimSpace(cmd.Run) == "" {
+			v.add(at(cp, "run"), "run is required")
+		}
+		if v.durationRange(at(cp, "timeout"), "timeout", cmd.Timeout, MinTimeout, MaxInterval) &&
+			s.Timeout > 0 && cmd.Timeout > s.Timeout {
+			v.add(at(cp, "timeout"), "timeout %s exceeds the ssh probe's timeout %s", cmd.Timeout, s.Timeout)
+		}
+	}
+}
+
+// targetTally counts the targets of the sets validated so far.
+type targetTally struct {
+	targets uint64
+	// over is set once the count passed max_targets: later sets are
+	// counted, never expanded, and the excess is reported once.
+	over bool
+}
+
+// enabledProbes is the number of probes a set runs per host.
+func enabledProbes(p *Probes) uint64 {
+	var n uint64
+	for _, on := range []bool{p.ICMP != nil, p.TCP != nil, p.SSH != nil} {
+		if on {
+			n++
+		}
+	}
+	return n
+}
+
+// validateHosts parses and counts every entry, refusing an oversized set and
+// a config past max_targets before expanding anything, then expands the
+// entries to check every resulting host and the tcp port rule.
+func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *targetTally) {
+	hp := at(sp, "hosts")
+	if len(hs.Hosts) == 0 {
+		v.add(hp, "at least one host is required")
+		return
+	}
+	limit := c.Global.MaxTargetsPerSet
+	if limit < 1 || limit > MaxTargetsPerSetCeiling {
+		// Already reported; check the hosts against the ceiling instead.
+		limit = MaxTargetsPerSetCeiling
+	}
+	entries, errs := parseSetEntries(hs.Hosts, limit)
+	for _, e := range errs {
+		v.add(at(hp, e.index), "%v", e.err)
+	}
+	if len(errs) > 0 {
+		return
+	}
+	// Each set is bounded by its ceiling and the sets by the input size:
+	// the sum cannot overflow.
+	total.targets += setCount(entries) * enabledProbes(&hs.Probes)
+	maxTargets := c.Global.MaxTargets
+	if maxTargets < 1 || maxTargets > MaxTargetsCeiling {
+		maxTargets = MaxTargetsCeiling
+	}
+	if total.over {
+		return
+	}
+	if total.targets > uint64(maxTargets) {
+		total.over = true
+		v.add(hp, "the host sets up to this one expand to %d targets (hosts times enabled probes), more than max_targets (%d)", total.targets, maxTargets)
+		return
+	}
+	needPort := hs.Probes.TCP != nil && hs.Probes.TCP.Port == 0
+	for j, e := range entries {
+		if e.prefix.IsValid() {
+			// Every address of a CIDR block is valid and none has a port.
+			if needPort {
+				v.add(at(hp, j), "entry %q has no port and probes.tcp.port is not set", e.raw)
+			}
+			continue
+		}
+		first := true
+		err := e.each(func(a hostAddr) error {
+			if first && needPort && a.port == 0 {
+				v.add(at(hp, j), "entry %q has no port and probes.tcp.port is not set", e.raw)
+			}
+			first = false
+			return nil
+		})
+		if err != nil {
+			v.add(at(hp, j), "%v", err)
+		}
+	}
+}
+
+// isName reports whether s is a valid set or command name: non-empty,
+// [a-zA-Z0-9_.-]+.
+func isName(s string) bool {
+	// "." and ".." would be path segments in the status page URLs.
+	if strings.Trim(s, ".") == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !isAlnum(b) && b != '_' && b != '.' && b != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isLabelName reports whether s matches ^[a-zA-Z_][a-zA-Z0-9_]*$.
+func isLabelName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && s[i] != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(b byte) bool {
+	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9')
+}
