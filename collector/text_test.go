@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -214,9 +215,9 @@ func TestWriteTextMatchesRegistry(t *testing.T) {
 			s.SetTargets([]*config.Target{icmpTarget("a", "h", map[string]string{"dc": "x"}), tcpTarget("b", "h", nil)})
 			return s
 		}, wantFamilies: []string{"fleet_targets", "fleet_probes_total"}},
-		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: TextFamilies()},
+		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: tableNames()},
 		{name: "full store of the collector tests", store: fullStore},
-		{name: "bench fleet", store: func() *Store { return benchStore(t, 300, true) }, wantFamilies: TextFamilies()},
+		{name: "bench fleet", store: func() *Store { return benchStore(t, 300, true) }, wantFamilies: tableNames()},
 	}
 	for seed := range uint64(20) {
 		tests = append(tests, struct {
@@ -350,16 +351,71 @@ func TestWriteTextFilter(t *testing.T) {
 	}
 }
 
-func TestTextFamilies(t *testing.T) {
-	got := TextFamilies()
-	want := familyNames()
-	if diff := cmp.Diff(want, got, cmpSortStrings); diff != "" {
-		t.Errorf("TextFamilies differs from the collector's families (-collector +text):\n%s", diff)
+// tableNames returns the names of the families of the table, in the order
+// of Families.
+func tableNames() []string {
+	var names []string
+	for _, f := range Families() {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// TestFamilies checks the table against what the registry gathers from
+// NewCollector for a store that has every family: same names, types, HELP
+// texts and label names.
+func TestFamilies(t *testing.T) {
+	fams := Families()
+	got := tableNames()
+	if diff := cmp.Diff(familyNames(), got, cmpSortStrings); diff != "" {
+		t.Errorf("Families differs from the collector's families (-collector +table):\n%s", diff)
 	}
 	for i := 1; i < len(got); i++ {
 		if got[i-1] >= got[i] {
-			t.Errorf("TextFamilies not sorted: %q before %q", got[i-1], got[i])
+			t.Errorf("Families not sorted: %q before %q", got[i-1], got[i])
 		}
+	}
+	s := escapingStore()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(s))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	staticNames := s.Snapshot().LabelNames
+	byName := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		byName[mf.GetName()] = mf
+	}
+	for _, f := range fams {
+		t.Run(f.Name, func(t *testing.T) {
+			if f.Type == dto.MetricType_COUNTER && !strings.HasSuffix(f.Name, "_total") {
+				t.Errorf("counter %s lacks the _total suffix", f.Name)
+			}
+			if f.Type != dto.MetricType_COUNTER && strings.HasSuffix(f.Name, "_total") {
+				t.Errorf("%s %s ends in _total", f.Type, f.Name)
+			}
+			mf := byName[f.Name]
+			if mf == nil {
+				t.Fatalf("registry gathered no %s", f.Name)
+			}
+			if mf.GetType() != f.Type || mf.GetHelp() != f.Help {
+				t.Errorf("registry has %s %q, table %s %q", mf.GetType(), mf.GetHelp(), f.Type, f.Help)
+			}
+			want := slices.Clone(f.Labels)
+			if f.StaticLabels {
+				want = append(want, staticNames...)
+			}
+			for _, m := range mf.GetMetric() {
+				var names []string
+				for _, lp := range m.GetLabel() {
+					names = append(names, lp.GetName())
+				}
+				if diff := cmp.Diff(want, names, cmpSortStrings); diff != "" {
+					t.Fatalf("label names (-table +registry):\n%s", diff)
+				}
+			}
+		})
 	}
 }
 
