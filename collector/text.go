@@ -56,6 +56,8 @@ type slot struct {
 	base int
 	// prefix is `{name="` for the first label and `,name="` for the others.
 	prefix string
+	// name is the label name, for the protobuf format.
+	name string
 }
 
 // textLayout holds the label layouts for one static label name union. It is
@@ -170,7 +172,7 @@ func slotsOf(ls []layoutLabel) []slot {
 			sep = '{'
 		}
 		p := appendLabelName([]byte{sep}, lb.name)
-		slots[i] = slot{kind: lb.kind, base: lb.base, prefix: string(append(p, `="`...))}
+		slots[i] = slot{kind: lb.kind, base: lb.base, prefix: string(append(p, `="`...)), name: lb.name}
 	}
 	return slots
 }
@@ -180,6 +182,7 @@ type textFamily struct {
 	name string
 	// header is the HELP and TYPE lines.
 	header string
+	typ    dto.MetricType
 	rows   rowKind
 	// value returns the sample of row r and whether the series exists.
 	value func(w *TextWriter, r row) (float64, bool)
@@ -250,15 +253,30 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 	}
 }
 
+// writerFormat is the exposition format of a TextWriter.
+type writerFormat uint8
+
+const (
+	formatText        writerFormat = iota // Prometheus text 0.0.4
+	formatOpenMetrics                     // OpenMetrics 1.0 text
+	formatProto                           // delimited protobuf
+)
+
 // newTextFamilies returns every family of the table in name order, as the
 // registry sorts them, with the HELP and TYPE lines of the text format 0.0.4
-// or, with openMetrics, of OpenMetrics 1.0: there a counter's HELP and TYPE
-// name the family without its _total suffix, and HELP escapes quotes too.
-func newTextFamilies(openMetrics bool) []textFamily {
+// or of OpenMetrics 1.0: there a counter's HELP and TYPE name the family
+// without its _total suffix, and HELP escapes quotes too. For protobuf the
+// header holds the family's name, help and type fields.
+func newTextFamilies(format writerFormat) []textFamily {
 	t, values := familyTable(), textValues()
 	fams := make([]textFamily, 0, numFamilies)
+	openMetrics := format == formatOpenMetrics
 	for _, id := range familyOrder(t) {
 		f := &t[id]
+		if format == formatProto {
+			fams = append(fams, textFamily{name: f.name, header: string(protoFamilyHeader(f)), typ: f.typ, rows: f.rows, value: values[id]})
+			continue
+		}
 		name, typ := f.name, "gauge"
 		if f.typ == dto.MetricType_COUNTER {
 			typ = "counter"
@@ -278,7 +296,7 @@ func newTextFamilies(openMetrics bool) []textFamily {
 		b = append(b, ' ')
 		b = append(b, typ...)
 		b = append(b, '\n')
-		fams = append(fams, textFamily{name: f.name, header: string(b), rows: f.rows, value: values[id]})
+		fams = append(fams, textFamily{name: f.name, header: string(b), typ: f.typ, rows: f.rows, value: values[id]})
 	}
 	return fams
 }
@@ -296,8 +314,7 @@ func newTextFamilies(openMetrics bool) []textFamily {
 type TextWriter struct {
 	fams   []textFamily
 	layout *textLayout
-	// openMetrics selects the OpenMetrics number format.
-	openMetrics bool
+	format writerFormat
 
 	// State of the current Write call.
 	snap *Snapshot
@@ -322,7 +339,7 @@ type TextWriter struct {
 // NewTextWriter returns a TextWriter for the text format 0.0.4 with empty
 // buffers.
 func NewTextWriter() *TextWriter {
-	return &TextWriter{fams: newTextFamilies(false), setVals: map[string][]string{}}
+	return &TextWriter{fams: newTextFamilies(formatText), setVals: map[string][]string{}}
 }
 
 // NewOpenMetricsWriter returns a TextWriter for OpenMetrics 1.0 text with
@@ -335,7 +352,15 @@ func NewTextWriter() *TextWriter {
 // configured, and a reload that keeps a target keeps its counters), and a
 // made-up one would be worse than none.
 func NewOpenMetricsWriter() *TextWriter {
-	return &TextWriter{fams: newTextFamilies(true), openMetrics: true, setVals: map[string][]string{}}
+	return &TextWriter{fams: newTextFamilies(formatOpenMetrics), format: formatOpenMetrics, setVals: map[string][]string{}}
+}
+
+// NewProtobufWriter returns a TextWriter for the delimited protobuf format
+// (each family a varint length followed by an io.prometheus.client
+// MetricFamily message) with empty buffers. Its output is byte for byte
+// what expfmt's FmtProtoDelim encoder writes for the registry's families.
+func NewProtobufWriter() *TextWriter {
+	return &TextWriter{fams: newTextFamilies(formatProto), format: formatProto, setVals: map[string][]string{}}
 }
 
 // WriteText writes the snapshot's per-target and health families to out in
@@ -458,8 +483,11 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.ends[rowsHost] = append(w.ends[rowsHost], len(w.labels))
 		}
 	}
-	for _, k := range [...]rowKind{rowsTarget, rowsCommand} {
-		if !need[k] {
+	for k := range numRowKinds {
+		// Protobuf needs every label set's size before writing a
+		// family, so there every kind is rendered ahead.
+		if !need[k] || k == rowsHost || k == rowsICMP ||
+			(w.format != formatProto && k != rowsTarget && k != rowsCommand) {
 			continue
 		}
 		slots := w.layout.slots[k]
@@ -474,18 +502,22 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 // labelsOf returns the pre-rendered label set of the i-th row r of kind k,
 // or nil when kind k is not pre-rendered.
 func (w *TextWriter) labelsOf(k rowKind, i int, r row) []byte {
-	switch k {
-	case rowsHost, rowsICMP:
+	switch {
+	case k == rowsHost || k == rowsICMP:
 		i, k = int(r.g), rowsHost
-	case rowsTarget, rowsCommand:
+	case k == rowsTarget || k == rowsCommand || w.format == formatProto:
 	default:
 		return nil
 	}
 	return w.labels[w.ends[k][i]:w.ends[k][i+1]]
 }
 
-// appendLabels appends the label set of row r: `{name="value",...}`.
+// appendLabels appends the label set of row r: `{name="value",...}`, or
+// the label fields of a protobuf Metric.
 func (w *TextWriter) appendLabels(buf []byte, slots []slot, r row) []byte {
+	if w.format == formatProto {
+		return w.appendProtoLabels(buf, slots, r)
+	}
 	for i := range slots {
 		sl := &slots[i]
 		buf = append(buf, sl.prefix...)
@@ -614,6 +646,10 @@ func (w *TextWriter) compare(slots []slot, a, b row) int {
 
 // family writes one family: its header, then one line per existing series.
 func (w *TextWriter) family(f *textFamily) {
+	if w.format == formatProto {
+		w.protoFamily(f)
+		return
+	}
 	slots := w.layout.slots[f.rows]
 	header := false
 	buf := w.buf
@@ -633,7 +669,7 @@ func (w *TextWriter) family(f *textFamily) {
 			buf = w.appendLabels(buf, slots, r)
 		}
 		buf = append(buf, ' ')
-		if w.openMetrics {
+		if w.format == formatOpenMetrics {
 			buf = appendOpenMetricsFloat(buf, v)
 		} else {
 			buf = appendFloat(buf, v)

@@ -316,6 +316,60 @@ func TestOpenMetricsWriterMatchesRegistry(t *testing.T) {
 	}
 }
 
+// TestProtobufWriterMatchesRegistry proves that the protobuf writer writes
+// byte for byte what expfmt's delimited protobuf encoder writes for the
+// registry's families, and that expfmt's decoder reads it back.
+func TestProtobufWriterMatchesRegistry(t *testing.T) {
+	w := NewProtobufWriter()
+	for _, tc := range matchCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.store()
+			want := registryFormat(t, s, expfmt.FmtProtoDelim)
+			snap := s.Snapshot()
+			for name, w := range map[string]*TextWriter{"fresh": NewProtobufWriter(), "reused": w} {
+				got := writeText(t, w, snap, nil)
+				if got == want {
+					continue
+				}
+				// Show the difference decoded; bytes say little.
+				t.Errorf("%s protobuf writer differs from expfmt (%d vs %d bytes); decoded (-expfmt +writer):\n%s", name, len(want), len(got),
+					cmp.Diff(decodeProtoText(t, want), decodeProtoText(t, got)))
+			}
+			text := decodeProtoText(t, want)
+			for _, f := range tc.wantFamilies {
+				if !strings.Contains(text, "# TYPE "+f+" ") {
+					t.Errorf("reference output lacks family %s", f)
+				}
+			}
+			if text != registryText(t, s) {
+				t.Errorf("decoded protobuf differs from the text exposition")
+			}
+		})
+	}
+}
+
+// decodeProtoText decodes a delimited protobuf exposition and renders it as
+// text 0.0.4.
+func decodeProtoText(t *testing.T, b string) string {
+	t.Helper()
+	dec := expfmt.NewDecoder(strings.NewReader(b), expfmt.FmtProtoDelim)
+	var out strings.Builder
+	for {
+		var mf dto.MetricFamily
+		err := dec.Decode(&mf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("decode protobuf: %v", err)
+		}
+		if _, err := expfmt.MetricFamilyToText(&out, &mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.String()
+}
+
 // checkOpenMetrics parses an OpenMetrics exposition with the strict parser
 // of expfmt's OpenMetrics decoder.
 func checkOpenMetrics(t *testing.T, text string) {

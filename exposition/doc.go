@@ -4,8 +4,11 @@
 // the format the scraper's Accept header negotiates: Prometheus text 0.0.4,
 // OpenMetrics 1.0 text or delimited protobuf, each optionally gzipped.
 //
-// The text formats are written by collector.TextWriter straight from the
-// snapshot; protobuf is encoded by expfmt from the dto families of a
-// collector.Gatherer. BENCHMARKS.md ("Exposition roads") has the figures
-// behind that choice. The package imports collector and never probes.
+// Every format of the store's families is written by a collector.TextWriter
+// straight from the snapshot, byte for byte what expfmt writes for a
+// registry holding collector.NewCollector; the self-metrics go through
+// expfmt's encoders. NewTransactionalHandler is the other road, promhttp
+// over a collector.Gatherer, kept as the reference the tests and benchmarks
+// compare with; BENCHMARKS.md ("Exposition roads") has the figures behind
+// the choice. The package imports collector and never probes.
 package exposition

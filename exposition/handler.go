@@ -49,7 +49,6 @@ type Options struct {
 type Handler struct {
 	gatherer prometheus.Gatherer
 	snapshot func() *collector.Snapshot
-	store    *collector.Gatherer
 	logger   *slog.Logger
 	// sem bounds the scrapes in flight; nil means unbounded.
 	sem         chan struct{}
@@ -63,10 +62,11 @@ type Handler struct {
 	warned atomic.Bool
 
 	// Per-scrape buffers, reused across scrapes.
-	texts sync.Pool // *collector.TextWriter, text format 0.0.4
-	oms   sync.Pool // *collector.TextWriter, OpenMetrics
-	bufs  sync.Pool // *bufio.Writer
-	gzips sync.Pool // *gzip.Writer
+	texts  sync.Pool // *collector.TextWriter, text format 0.0.4
+	oms    sync.Pool // *collector.TextWriter, OpenMetrics
+	protos sync.Pool // *collector.TextWriter, protobuf
+	bufs   sync.Pool // *bufio.Writer
+	gzips  sync.Pool // *gzip.Writer
 }
 
 // NewHandler returns the /metrics handler for o.
@@ -85,7 +85,6 @@ func NewHandler(o Options) (*Handler, error) {
 	h := &Handler{
 		gatherer:    o.Registry,
 		snapshot:    o.Snapshot,
-		store:       collector.NewGatherer(o.Snapshot),
 		logger:      logger,
 		maxRequests: o.MaxRequestsInFlight,
 		errors:      errs,
@@ -230,15 +229,8 @@ func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.Metri
 			return err
 		}
 	default:
-		fams, done := h.store.GatherSnapshot(snap)
-		defer done()
-		for _, mf := range fams {
-			if keep != nil && !keep(mf.GetName()) {
-				continue
-			}
-			if err := enc.Encode(mf); err != nil {
-				return err
-			}
+		if err := h.writeText(&h.protos, collector.NewProtobufWriter, bw, snap, keep); err != nil {
+			return err
 		}
 	}
 	if c, ok := enc.(expfmt.Closer); ok {
