@@ -1,11 +1,3 @@
-// Package collector owns the results store and the Prometheus collector of
-// fleet_exporter. The Store is the single source of truth for what the probers
-// measured: the last result of every configured target, its failure streak,
-// cumulative counters and per-command output history. The collector turns one
-// Snapshot of the store per scrape into const metrics.
-//
-// The package imports prober for its Result types only and never runs a probe;
-// the pool hands results to Store.Update through a sink that main wires up.
 package collector
 
 import (
