@@ -106,14 +106,19 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 	}
 	defer f.close()
 	// The store's families are written by the /metrics handler straight
-	// from a snapshot (metrics_handler.go), not gathered through reg.
+	// from a snapshot (package exposition), not gathered through reg.
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleet_ssh_connections_opened_total",
 		Help: "SSH connections opened by the SSH prober, fresh or reused.",
 	}, func() float64 { return float64(f.probers.SSHConnectionsOpened()) }))
 
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
-	srv := newHTTPServer(newMux(opts, reg, rl, f, logger), opts.web, logger.With("component", "http"), reg)
+	mux, err := newMux(opts, reg, rl, f, logger)
+	if err != nil {
+		logger.Error("Cannot build the HTTP routes", "err", err)
+		return 1
+	}
+	srv := newHTTPServer(mux, opts.web, logger.With("component", "http"), reg)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -10,14 +10,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 
+	"github.com/fleet-exporter/fleet_exporter/exposition"
 	"github.com/fleet-exporter/fleet_exporter/status"
 )
 
 // newMux builds the exporter's routes on its own ServeMux.
-func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, logger *slog.Logger) http.Handler {
+func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, logger *slog.Logger) (http.Handler, error) {
+	metrics, err := exposition.NewHandler(exposition.Options{
+		Registry: reg, Snapshot: f.store.Snapshot, MaxRequestsInFlight: opts.maxRequests,
+		Logger: logger.With("component", "metrics"),
+	})
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg,
-		newMetricsHandler(reg, f.store.Snapshot, opts.maxRequests, logger.With("component", "metrics"))))
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, metrics))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "Healthy")
 	})
@@ -65,7 +72,7 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 			mux.Handle(pattern, limited)
 		}
 	}
-	return securityHeaders(mux)
+	return securityHeaders(mux), nil
 }
 
 // versionString is the short version shown on the pages.

@@ -608,7 +608,7 @@ func TestCollectLint(t *testing.T) {
 	}
 }
 
-func TestSetTargets(t *testing.T) {
+func TestReconcile(t *testing.T) {
 	a1 := tcpTarget("a", "h1", nil)
 	a2 := tcpTarget("a", "h2", nil)
 	b1 := tcpTarget("b", "h1", nil)
@@ -664,7 +664,7 @@ func TestSetTargets(t *testing.T) {
 	}
 }
 
-func TestSetTargetsReaddedSetStartsFromZero(t *testing.T) {
+func TestReconcileReaddedSetStartsFromZero(t *testing.T) {
 	a1 := tcpTarget("a", "h1", nil)
 	s := NewStore()
 	s.Reconcile([]*config.Target{a1})
@@ -684,7 +684,7 @@ func TestSetTargetsReaddedSetStartsFromZero(t *testing.T) {
 	}
 }
 
-func TestSetTargetsKeepsStateOnLabelChange(t *testing.T) {
+func TestReconcileKeepsStateOnLabelChange(t *testing.T) {
 	old := tcpTarget("a", "h1", map[string]string{"dc": "fra"})
 	s := NewStore()
 	s.Reconcile([]*config.Target{old})

@@ -1,11 +1,3 @@
-// Package collector owns the results store and the Prometheus collector of
-// fleet_exporter. The Store is the single source of truth for what the probers
-// measured: the last result of every configured target, its failure streak,
-// cumulative counters and per-command output history. The collector turns one
-// Snapshot of the store per scrape into const metrics.
-//
-// The package imports prober for its Result types only and never runs a probe;
-// the pool hands results to Store.Update through a sink that main wires up.
 package collector
 
 import (
@@ -24,7 +16,7 @@ import (
 // that is never mutated after it was published, so readers may keep them.
 type TargetState struct {
 	// Target is the current configuration of the target (from the last
-	// SetTargets), so label changes take effect without losing history.
+	// Reconcile), so label changes take effect without losing history.
 	Target *config.Target
 	// HasResult is false until the first result arrives; the fields below
 	// are meaningful only when it is true.
@@ -153,7 +145,7 @@ type Store struct {
 	order      []int32
 }
 
-// NewStore returns an empty store. Until SetTargets is called every result is
+// NewStore returns an empty store. Until Reconcile is called every result is
 // ignored.
 func NewStore() *Store {
 	return &Store{

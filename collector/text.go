@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"cmp"
 	"io"
 	"math"
@@ -8,40 +9,25 @@ import (
 	"strconv"
 	"strings"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 )
 
-// The text fast path (issue 3). Gathering a large fleet through a
-// prometheus.Registry costs far more than producing the series: the registry
-// builds a dto.Metric per series, hashes and checks every label set, sorts
-// every family and the expfmt encoder then walks the protobuf structs again.
-// TextWriter skips all of that and writes the per-target and health
-// families of a Snapshot straight into a byte buffer, byte for byte what the
-// Registry + expfmt text path produces for NewCollector (text_test.go proves
-// it), so the two remain interchangeable.
+// The text fast path. Gathering a large fleet through a prometheus.Registry
+// costs far more than producing the series: the registry builds a dto.Metric
+// per series, hashes and checks every label set, sorts every family and the
+// expfmt encoder then walks the protobuf structs again. TextWriter skips all
+// of that and writes the per-target and health families of a Snapshot
+// straight into a byte buffer, byte for byte what the Registry + expfmt path
+// produces for NewCollector in the same format (text_test.go proves it), so
+// the two remain interchangeable.
 
 // textFlushSize is the buffer size at which a TextWriter hands its output to
 // the underlying writer: large enough that a big scrape costs few writes,
 // small enough to stay in cache.
 const textFlushSize = 64 << 10
-
-// rowKind names one list of series sharing a label layout; several families
-// read the same list.
-type rowKind uint8
-
-const (
-	rowsHost    rowKind = iota // hosts with a result (fleet_host_up)
-	rowsICMP                   // ICMP targets with a result, host labels
-	rowsTarget                 // targets with a result, probe labels
-	rowsFailure                // targets whose last probe failed
-	rowsPhase                  // SSH phases reached
-	rowsCommand                // SSH commands that ran
-	rowsTargets                // (set, probe) pairs (fleet_targets)
-	rowsProbes                 // (set, probe, result) triples (fleet_probes_total)
-	numRowKinds
-)
 
 // row is one series before its value is read. g is the host group (index
 // into the writer's label values), t indexes Snapshot.Targets (SetProbes for
@@ -70,6 +56,8 @@ type slot struct {
 	base int
 	// prefix is `{name="` for the first label and `,name="` for the others.
 	prefix string
+	// name is the label name, for the protobuf format.
+	name string
 }
 
 // textLayout holds the label layouts for one static label name union. It is
@@ -115,26 +103,57 @@ func newTextLayout(labelNames []string) *textLayout {
 			l.static[i] = slices.Index(labelNames, n)
 		}
 	}
-	build := func(extra ...layoutLabel) []slot {
-		ls := make([]layoutLabel, 0, len(l.baseNames)+len(extra))
+	for k := range numRowKinds {
+		if !k.perHost() {
+			// The health families have fixed labels only.
+			var ls []layoutLabel
+			for _, n := range k.extras() {
+				ls = append(ls, layoutLabel{n, healthSlot(n), -1})
+			}
+			slices.SortFunc(ls, func(a, b layoutLabel) int { return cmp.Compare(a.name, b.name) })
+			l.slots[k] = slotsOf(ls)
+			continue
+		}
+		ls := make([]layoutLabel, 0, len(l.baseNames)+2)
 		for i, n := range l.baseNames {
 			ls = append(ls, layoutLabel{n, slotBase, i})
 		}
+		for _, n := range k.extras() {
+			ls = append(ls, layoutLabel{n, hostSlot(n), -1})
+		}
 		// Stable, like the collector's label permutation.
-		ls = append(ls, extra...)
 		slices.SortStableFunc(ls, func(a, b layoutLabel) int { return cmp.Compare(a.name, b.name) })
-		return slotsOf(ls)
+		l.slots[k] = slotsOf(ls)
 	}
-	l.slots[rowsHost] = build()
-	l.slots[rowsICMP] = build()
-	l.slots[rowsTarget] = build(layoutLabel{labelProbe, slotProbe, -1})
-	l.slots[rowsFailure] = build(layoutLabel{labelProbe, slotProbe, -1}, layoutLabel{labelReason, slotReason, -1})
-	l.slots[rowsPhase] = build(layoutLabel{labelPhase, slotPhase, -1})
-	l.slots[rowsCommand] = build(layoutLabel{labelCommand, slotCommand, -1})
-	// The health families have fixed labels, given here in name order.
-	l.slots[rowsTargets] = slotsOf([]layoutLabel{{labelProbe, slotSPProbe, -1}, {labelSet, slotSPSet, -1}})
-	l.slots[rowsProbes] = slotsOf([]layoutLabel{{labelProbe, slotSPProbe, -1}, {labelResult, slotResult, -1}, {labelSet, slotSPSet, -1}})
 	return l
+}
+
+// hostSlot returns where the value of the extra label name of a per-host
+// row comes from.
+func hostSlot(name string) slotKind {
+	switch name {
+	case labelProbe:
+		return slotProbe
+	case labelReason:
+		return slotReason
+	case labelPhase:
+		return slotPhase
+	default:
+		return slotCommand
+	}
+}
+
+// healthSlot returns where the value of label name of a health row comes
+// from.
+func healthSlot(name string) slotKind {
+	switch name {
+	case labelSet:
+		return slotSPSet
+	case labelProbe:
+		return slotSPProbe
+	default:
+		return slotResult
+	}
 }
 
 // layoutLabel is one label of a layout before its prefix is rendered.
@@ -153,7 +172,7 @@ func slotsOf(ls []layoutLabel) []slot {
 			sep = '{'
 		}
 		p := appendLabelName([]byte{sep}, lb.name)
-		slots[i] = slot{kind: lb.kind, base: lb.base, prefix: string(append(p, `="`...))}
+		slots[i] = slot{kind: lb.kind, base: lb.base, prefix: string(append(p, `="`...)), name: lb.name}
 	}
 	return slots
 }
@@ -163,163 +182,131 @@ type textFamily struct {
 	name string
 	// header is the HELP and TYPE lines.
 	header string
+	typ    dto.MetricType
 	rows   rowKind
 	// value returns the sample of row r and whether the series exists.
 	value func(w *TextWriter, r row) (float64, bool)
 }
 
-// newTextFamilies returns every family the collector emits, sorted by name
-// as the registry sorts them. The HELP texts must stay those of newDescs;
-// TestWriteTextMatchesRegistry fails when they drift.
-func newTextFamilies() []textFamily {
+// textValues returns, per family, how a TextWriter reads the sample of a
+// row.
+func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 	target := func(w *TextWriter, r row) *TargetState { return &w.snap.Targets[r.t] }
 	command := func(w *TextWriter, r row) *CommandState { return &target(w, r).SSH.Commands[r.x] }
 	always := func(f func(w *TextWriter, r row) float64) func(w *TextWriter, r row) (float64, bool) {
 		return func(w *TextWriter, r row) (float64, bool) { return f(w, r), true }
 	}
-	fams := []textFamily{
-		{
-			"fleet_host_up", "Whether the last result of any enabled probe of the host succeeded (1) or not (0).", rowsHost,
-			always(func(_ *TextWriter, r row) float64 { return float64(r.x) }),
+	return &[numFamilies]func(w *TextWriter, r row) (float64, bool){
+		famHostUp:       always(func(_ *TextWriter, r row) float64 { return float64(r.x) }),
+		famProbeSuccess: always(func(w *TextWriter, r row) float64 { return boolFloat(target(w, r).Success) }),
+		famProbeDuration: always(func(w *TextWriter, r row) float64 {
+			return target(w, r).Duration.Seconds()
+		}),
+		famProbeLastRun: always(func(w *TextWriter, r row) float64 { return unixSeconds(target(w, r).LastRun) }),
+		famProbeLastSuccess: func(w *TextWriter, r row) (float64, bool) {
+			t := target(w, r)
+			return unixSeconds(t.LastSuccess), !t.LastSuccess.IsZero()
 		},
-		{
-			"fleet_probe_success", "Whether the last probe succeeded (1) or failed (0).", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return boolFloat(target(w, r).Success) }),
+		famProbeConsecutiveFailures: always(func(w *TextWriter, r row) float64 {
+			return float64(target(w, r).ConsecutiveFailures)
+		}),
+		famProbeFailureInfo: always(func(*TextWriter, row) float64 { return 1 }),
+		famICMPRTT: func(w *TextWriter, r row) (float64, bool) {
+			t := target(w, r)
+			return t.ICMP.RTT.Seconds(), t.ICMP.LastReceived > 0
 		},
-		{
-			"fleet_probe_duration_seconds", "Wall time of the last probe in seconds.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return target(w, r).Duration.Seconds() }),
+		famICMPSent:     always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsSent) }),
+		famICMPReceived: always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsReceived) }),
+		famSSHPhase: always(func(w *TextWriter, r row) float64 {
+			s := target(w, r).SSH
+			switch r.x {
+			case 0:
+				return s.Auth.Seconds()
+			case 1:
+				return s.Connect.Seconds()
+			default:
+				return s.Handshake.Seconds()
+			}
+		}),
+		famCmdDuration:   always(func(w *TextWriter, r row) float64 { return command(w, r).Duration.Seconds() }),
+		famCmdExitStatus: always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
+		famCmdHash: func(w *TextWriter, r row) (float64, bool) {
+			c := command(w, r)
+			return float64(c.Hash), c.OutputRead
 		},
-		{
-			"fleet_probe_last_run_timestamp_seconds", "Unix time at which the last probe ended.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return unixSeconds(target(w, r).LastRun) }),
+		famCmdBytes: func(w *TextWriter, r row) (float64, bool) {
+			c := command(w, r)
+			return float64(c.Bytes), c.OutputRead
 		},
-		{
-			"fleet_probe_last_success_timestamp_seconds", "Unix time at which the last successful probe ended; absent before the first success.", rowsTarget,
-			func(w *TextWriter, r row) (float64, bool) {
-				t := target(w, r)
-				return unixSeconds(t.LastSuccess), !t.LastSuccess.IsZero()
-			},
+		famCmdChanged: func(w *TextWriter, r row) (float64, bool) {
+			c := command(w, r)
+			return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
 		},
-		{
-			"fleet_probe_consecutive_failures", "Number of failed probes since the last successful one.", rowsTarget,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ConsecutiveFailures) }),
-		},
-		{
-			"fleet_probe_failure_info", "Reason of the last probe's failure; present with value 1 only while the last probe failed.", rowsFailure,
-			always(func(*TextWriter, row) float64 { return 1 }),
-		},
-		{
-			"fleet_icmp_rtt_seconds", "Mean round-trip time of the replies to the last ICMP probe in seconds; absent when no reply came.", rowsICMP,
-			func(w *TextWriter, r row) (float64, bool) {
-				t := target(w, r)
-				return t.ICMP.RTT.Seconds(), t.ICMP.LastReceived > 0
-			},
-		},
-		{
-			"fleet_icmp_packets_sent_total", "Number of ICMP echo requests sent.", rowsICMP,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsSent) }),
-		},
-		{
-			"fleet_icmp_packets_received_total", "Number of ICMP echo replies received.", rowsICMP,
-			always(func(w *TextWriter, r row) float64 { return float64(target(w, r).ICMP.PacketsReceived) }),
-		},
-		{
-			"fleet_ssh_phase_seconds", "Duration of each phase reached by the last SSH probe that established a connection, in seconds.", rowsPhase,
-			always(func(w *TextWriter, r row) float64 {
-				s := target(w, r).SSH
-				switch r.x {
-				case 0:
-					return s.Auth.Seconds()
-				case 1:
-					return s.Connect.Seconds()
-				default:
-					return s.Handshake.Seconds()
-				}
-			}),
-		},
-		{
-			"fleet_ssh_command_duration_seconds", "Wall time of the command in the last SSH probe in seconds.", rowsCommand,
-			always(func(w *TextWriter, r row) float64 { return command(w, r).Duration.Seconds() }),
-		},
-		{
-			"fleet_ssh_command_exit_status", "Exit status of the command in the last SSH probe; -1 when it had none (signal, timeout, dropped connection).", rowsCommand,
-			always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
-		},
-		{
-			"fleet_ssh_command_output_hash", "The first 52 bits of the SHA-256 of the command's standard output in the last SSH probe.", rowsCommand,
-			func(w *TextWriter, r row) (float64, bool) {
-				c := command(w, r)
-				return float64(c.Hash), c.OutputRead
-			},
-		},
-		{
-			"fleet_ssh_command_output_bytes", "Size of the command's standard output in the last SSH probe in bytes.", rowsCommand,
-			func(w *TextWriter, r row) (float64, bool) {
-				c := command(w, r)
-				return float64(c.Bytes), c.OutputRead
-			},
-		},
-		{
-			"fleet_ssh_command_output_changed_timestamp_seconds", "Unix time of the end of the probe that first saw the current output hash of the command.", rowsCommand,
-			func(w *TextWriter, r row) (float64, bool) {
-				c := command(w, r)
-				return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
-			},
-		},
-		{
-			"fleet_targets", "Number of configured targets.", rowsTargets,
-			always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
-		},
-		{
-			"fleet_probes_total", "Number of probe results received, by result.", rowsProbes,
-			always(func(w *TextWriter, r row) float64 {
-				sp := &w.snap.SetProbes[r.t]
-				if r.x == 1 {
-					return float64(sp.Successes)
-				}
-				return float64(sp.Failures)
-			}),
-		},
+		famTargets: always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
+		famProbesTotal: always(func(w *TextWriter, r row) float64 {
+			sp := &w.snap.SetProbes[r.t]
+			if r.x == 1 {
+				return float64(sp.Successes)
+			}
+			return float64(sp.Failures)
+		}),
 	}
-	for i := range fams {
-		f := &fams[i]
-		typ := "gauge"
-		if strings.HasSuffix(f.name, "_total") {
-			typ = "counter"
+}
+
+// writerFormat is the exposition format of a TextWriter.
+type writerFormat uint8
+
+const (
+	formatText        writerFormat = iota // Prometheus text 0.0.4
+	formatOpenMetrics                     // OpenMetrics 1.0 text
+	formatProto                           // delimited protobuf
+)
+
+// newTextFamilies returns every family of the table in name order, as the
+// registry sorts them, with the HELP and TYPE lines of the text format 0.0.4
+// or of OpenMetrics 1.0: there a counter's HELP and TYPE name the family
+// without its _total suffix, and HELP escapes quotes too. For protobuf the
+// header holds the family's name, help and type fields.
+func newTextFamilies(format writerFormat) []textFamily {
+	t, values := familyTable(), textValues()
+	fams := make([]textFamily, 0, numFamilies)
+	openMetrics := format == formatOpenMetrics
+	for _, id := range familyOrder(t) {
+		f := &t[id]
+		if format == formatProto {
+			fams = append(fams, textFamily{name: f.name, header: string(protoFamilyHeader(f)), typ: f.typ, rows: f.rows, value: values[id]})
+			continue
 		}
-		// The header field holds the HELP text until here.
+		name, typ := f.name, "gauge"
+		if f.typ == dto.MetricType_COUNTER {
+			typ = "counter"
+			if openMetrics {
+				// Every counter of the table ends in _total;
+				// TestFamilies checks it.
+				name = strings.TrimSuffix(name, "_total")
+			}
+		}
 		var b []byte
 		b = append(b, "# HELP "...)
-		b = append(b, f.name...)
+		b = append(b, name...)
 		b = append(b, ' ')
-		b = appendEscapedHelp(b, f.header)
+		b = appendEscapedFrom(b, f.help, 0, openMetrics)
 		b = append(b, "\n# TYPE "...)
-		b = append(b, f.name...)
+		b = append(b, name...)
 		b = append(b, ' ')
 		b = append(b, typ...)
 		b = append(b, '\n')
-		f.header = string(b)
+		fams = append(fams, textFamily{name: f.name, header: string(b), typ: f.typ, rows: f.rows, value: values[id]})
 	}
-	slices.SortFunc(fams, func(a, b textFamily) int { return cmp.Compare(a.name, b.name) })
 	return fams
 }
 
-// TextFamilies returns the names of the families a TextWriter can write,
-// sorted. They are the families NewCollector emits.
-func TextFamilies() []string {
-	fams := newTextFamilies()
-	names := make([]string, len(fams))
-	for i, f := range fams {
-		names[i] = f.name
-	}
-	return names
-}
-
 // TextWriter writes Snapshots in the Prometheus text exposition format
-// 0.0.4: the same families, HELP and TYPE lines, label order, series order
-// and number formatting as a prometheus.Registry holding only NewCollector,
-// encoded by expfmt, at a fraction of the cost and with few allocations.
+// 0.0.4 (NewTextWriter) or in OpenMetrics 1.0 text (NewOpenMetricsWriter):
+// the same families, HELP and TYPE lines, label order, series order and
+// number formatting as a prometheus.Registry holding only NewCollector,
+// encoded by expfmt in that format, at a fraction of the cost and with few
+// allocations.
 //
 // A TextWriter keeps its buffers between calls, so a scrape of the same
 // fleet allocates almost nothing. It is not safe for concurrent use; keep
@@ -327,6 +314,7 @@ func TextFamilies() []string {
 type TextWriter struct {
 	fams   []textFamily
 	layout *textLayout
+	format writerFormat
 
 	// State of the current Write call.
 	snap *Snapshot
@@ -348,9 +336,31 @@ type TextWriter struct {
 	setVals map[string][]string
 }
 
-// NewTextWriter returns a TextWriter with empty buffers.
+// NewTextWriter returns a TextWriter for the text format 0.0.4 with empty
+// buffers.
 func NewTextWriter() *TextWriter {
-	return &TextWriter{fams: newTextFamilies(), setVals: map[string][]string{}}
+	return &TextWriter{fams: newTextFamilies(formatText), setVals: map[string][]string{}}
+}
+
+// NewOpenMetricsWriter returns a TextWriter for OpenMetrics 1.0 text with
+// empty buffers. It writes families only: the caller ends the exposition
+// with the "# EOF" line after whatever other families it writes.
+//
+// Counters are written without _created samples: the store keeps no
+// creation time for its counters (the ICMP packet counters and
+// fleet_probes_total start when a target or (set, probe) pair is first
+// configured, and a reload that keeps a target keeps its counters), and a
+// made-up one would be worse than none.
+func NewOpenMetricsWriter() *TextWriter {
+	return &TextWriter{fams: newTextFamilies(formatOpenMetrics), format: formatOpenMetrics, setVals: map[string][]string{}}
+}
+
+// NewProtobufWriter returns a TextWriter for the delimited protobuf format
+// (each family a varint length followed by an io.prometheus.client
+// MetricFamily message) with empty buffers. Its output is byte for byte
+// what expfmt's FmtProtoDelim encoder writes for the registry's families.
+func NewProtobufWriter() *TextWriter {
+	return &TextWriter{fams: newTextFamilies(formatProto), format: formatProto, setVals: map[string][]string{}}
 }
 
 // WriteText writes the snapshot's per-target and health families to out in
@@ -473,8 +483,11 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.ends[rowsHost] = append(w.ends[rowsHost], len(w.labels))
 		}
 	}
-	for _, k := range [...]rowKind{rowsTarget, rowsCommand} {
-		if !need[k] {
+	for k := range numRowKinds {
+		// Protobuf needs every label set's size before writing a
+		// family, so there every kind is rendered ahead.
+		if !need[k] || k == rowsHost || k == rowsICMP ||
+			(w.format != formatProto && k != rowsTarget && k != rowsCommand) {
 			continue
 		}
 		slots := w.layout.slots[k]
@@ -489,18 +502,22 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 // labelsOf returns the pre-rendered label set of the i-th row r of kind k,
 // or nil when kind k is not pre-rendered.
 func (w *TextWriter) labelsOf(k rowKind, i int, r row) []byte {
-	switch k {
-	case rowsHost, rowsICMP:
+	switch {
+	case k == rowsHost || k == rowsICMP:
 		i, k = int(r.g), rowsHost
-	case rowsTarget, rowsCommand:
+	case k == rowsTarget || k == rowsCommand || w.format == formatProto:
 	default:
 		return nil
 	}
 	return w.labels[w.ends[k][i]:w.ends[k][i+1]]
 }
 
-// appendLabels appends the label set of row r: `{name="value",...}`.
+// appendLabels appends the label set of row r: `{name="value",...}`, or
+// the label fields of a protobuf Metric.
 func (w *TextWriter) appendLabels(buf []byte, slots []slot, r row) []byte {
+	if w.format == formatProto {
+		return w.appendProtoLabels(buf, slots, r)
+	}
 	for i := range slots {
 		sl := &slots[i]
 		buf = append(buf, sl.prefix...)
@@ -629,6 +646,10 @@ func (w *TextWriter) compare(slots []slot, a, b row) int {
 
 // family writes one family: its header, then one line per existing series.
 func (w *TextWriter) family(f *textFamily) {
+	if w.format == formatProto {
+		w.protoFamily(f)
+		return
+	}
 	slots := w.layout.slots[f.rows]
 	header := false
 	buf := w.buf
@@ -648,7 +669,11 @@ func (w *TextWriter) family(f *textFamily) {
 			buf = w.appendLabels(buf, slots, r)
 		}
 		buf = append(buf, ' ')
-		buf = appendFloat(buf, v)
+		if w.format == formatOpenMetrics {
+			buf = appendOpenMetricsFloat(buf, v)
+		} else {
+			buf = appendFloat(buf, v)
+		}
 		buf = append(buf, '\n')
 		if len(buf) >= textFlushSize {
 			w.buf = buf
@@ -725,4 +750,26 @@ func appendFloat(b []byte, f float64) []byte {
 		return append(b, "-Inf"...)
 	}
 	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
+
+// appendOpenMetricsFloat formats f as expfmt's OpenMetrics writer does:
+// like appendFloat, but a number with neither a dot nor an exponent gets
+// ".0", so integers read as floats.
+func appendOpenMetricsFloat(b []byte, f float64) []byte {
+	switch {
+	case f == 1:
+		return append(b, "1.0"...)
+	case f == 0:
+		return append(b, "0.0"...)
+	case f == -1:
+		return append(b, "-1.0"...)
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return appendFloat(b, f)
+	}
+	n := len(b)
+	b = strconv.AppendFloat(b, f, 'g', -1, 64)
+	if !bytes.ContainsAny(b[n:], "e.") {
+		b = append(b, '.', '0')
+	}
+	return b
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -25,14 +28,28 @@ import (
 // only NewCollector and encoded by expfmt in the text format.
 func registryText(t testing.TB, s *Store) string {
 	t.Helper()
+	return registryFormat(t, s, expfmt.FmtText)
+}
+
+// registryFormat is the store gathered by a Registry holding only
+// NewCollector and encoded by expfmt in format f, without the encoder's
+// Close (so OpenMetrics has no "# EOF").
+func registryFormat(t testing.TB, s *Store, f expfmt.Format) string {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(s))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("Gather: %v", err)
 	}
+	return encodeFamilies(t, mfs, f)
+}
+
+// encodeFamilies encodes mfs with expfmt in format f, without Close.
+func encodeFamilies(t testing.TB, mfs []*dto.MetricFamily, f expfmt.Format) string {
+	t.Helper()
 	var b bytes.Buffer
-	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	enc := expfmt.NewEncoder(&b, f)
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
 			t.Fatalf("Encode: %v", err)
@@ -199,34 +216,39 @@ func randomStore(seed uint64, hosts int) *Store {
 	return s
 }
 
-// TestWriteTextMatchesRegistry proves that WriteText writes byte for byte
-// what the Registry + expfmt path writes for NewCollector.
-func TestWriteTextMatchesRegistry(t *testing.T) {
-	tests := []struct {
-		name  string
-		store func() *Store
-		// families that must be present, so the comparison is not vacuous.
-		wantFamilies []string
-	}{
+// matchCase is one store the writers and the gatherer are compared on.
+type matchCase struct {
+	name  string
+	store func() *Store
+	// families that must be present, so the comparison is not vacuous.
+	wantFamilies []string
+}
+
+// matchCases returns stores covering every family, the escaping rules and
+// the layouts where sorting matters, plus random fleets.
+func matchCases(t testing.TB) []matchCase {
+	tests := []matchCase{
 		{name: "empty store", store: NewStore},
 		{name: "configured without results", store: func() *Store {
 			s := NewStore()
 			s.Reconcile([]*config.Target{icmpTarget("a", "h", map[string]string{"dc": "x"}), tcpTarget("b", "h", nil)})
 			return s
 		}, wantFamilies: []string{"fleet_targets", "fleet_probes_total"}},
-		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: TextFamilies()},
+		{name: "every family with escaping and reordering", store: escapingStore, wantFamilies: tableNames()},
 		{name: "full store of the collector tests", store: fullStore},
-		{name: "bench fleet", store: func() *Store { return benchStore(t, 300, true) }, wantFamilies: TextFamilies()},
+		{name: "bench fleet", store: func() *Store { return benchStore(t, 300, true) }, wantFamilies: tableNames()},
 	}
 	for seed := range uint64(20) {
-		tests = append(tests, struct {
-			name         string
-			store        func() *Store
-			wantFamilies []string
-		}{name: fmt.Sprintf("random seed %d", seed), store: func() *Store { return randomStore(seed, 60) }})
+		tests = append(tests, matchCase{name: fmt.Sprintf("random seed %d", seed), store: func() *Store { return randomStore(seed, 60) }})
 	}
+	return tests
+}
+
+// TestWriteTextMatchesRegistry proves that WriteText writes byte for byte
+// what the Registry + expfmt path writes for NewCollector.
+func TestWriteTextMatchesRegistry(t *testing.T) {
 	w := NewTextWriter()
-	for _, tc := range tests {
+	for _, tc := range matchCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.store()
 			want := registryText(t, s)
@@ -258,6 +280,231 @@ func TestWriteTextMatchesRegistry(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenMetricsWriterMatchesRegistry proves that the OpenMetrics writer
+// writes byte for byte what expfmt's OpenMetrics 1.0 encoder writes for the
+// registry's families, and that the result with "# EOF" passes the strict
+// OpenMetrics parser.
+func TestOpenMetricsWriterMatchesRegistry(t *testing.T) {
+	w := NewOpenMetricsWriter()
+	for _, tc := range matchCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.store()
+			want := registryFormat(t, s, expfmt.FmtOpenMetrics_1_0_0)
+			for _, f := range tc.wantFamilies {
+				f = strings.TrimSuffix(f, "_total")
+				if !strings.Contains(want, "# TYPE "+f+" ") {
+					t.Errorf("reference output lacks family %s", f)
+				}
+			}
+			snap := s.Snapshot()
+			for name, w := range map[string]*TextWriter{"fresh": NewOpenMetricsWriter(), "reused": w} {
+				if got := writeText(t, w, snap, nil); got != want {
+					t.Errorf("%s OpenMetrics writer differs from expfmt (-expfmt +writer):\n%s", name, cmp.Diff(want, got))
+				}
+			}
+			if strings.Contains(want, "# TYPE fleet_probes counter") && !strings.Contains(want, "\nfleet_probes_total{") {
+				t.Errorf("counter samples lack _total:\n%s", want)
+			}
+			// The strict parser walks an ABNF grammar, milliseconds per
+			// line: only the small hand-made stores go through it.
+			if !strings.HasPrefix(tc.name, "random") && tc.name != "bench fleet" {
+				checkOpenMetrics(t, want+"# EOF\n")
+			}
+		})
+	}
+}
+
+// TestProtobufWriterMatchesRegistry proves that the protobuf writer writes
+// byte for byte what expfmt's delimited protobuf encoder writes for the
+// registry's families, and that expfmt's decoder reads it back.
+func TestProtobufWriterMatchesRegistry(t *testing.T) {
+	w := NewProtobufWriter()
+	for _, tc := range matchCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.store()
+			want := registryFormat(t, s, expfmt.FmtProtoDelim)
+			snap := s.Snapshot()
+			for name, w := range map[string]*TextWriter{"fresh": NewProtobufWriter(), "reused": w} {
+				got := writeText(t, w, snap, nil)
+				if got == want {
+					continue
+				}
+				// Show the difference decoded; bytes say little.
+				t.Errorf("%s protobuf writer differs from expfmt (%d vs %d bytes); decoded (-expfmt +writer):\n%s", name, len(want), len(got),
+					cmp.Diff(decodeProtoText(t, want), decodeProtoText(t, got)))
+			}
+			text := decodeProtoText(t, want)
+			for _, f := range tc.wantFamilies {
+				if !strings.Contains(text, "# TYPE "+f+" ") {
+					t.Errorf("reference output lacks family %s", f)
+				}
+			}
+			if text != registryText(t, s) {
+				t.Errorf("decoded protobuf differs from the text exposition")
+			}
+		})
+	}
+}
+
+// decodeProtoText decodes a delimited protobuf exposition and renders it as
+// text 0.0.4.
+func decodeProtoText(t *testing.T, b string) string {
+	t.Helper()
+	dec := expfmt.NewDecoder(strings.NewReader(b), expfmt.FmtProtoDelim)
+	var out strings.Builder
+	for {
+		var mf dto.MetricFamily
+		err := dec.Decode(&mf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("decode protobuf: %v", err)
+		}
+		if _, err := expfmt.MetricFamilyToText(&out, &mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.String()
+}
+
+// checkOpenMetrics parses an OpenMetrics exposition with the strict parser
+// of expfmt's OpenMetrics decoder.
+func checkOpenMetrics(t *testing.T, text string) {
+	t.Helper()
+	if text != "# EOF\n" && !strings.HasSuffix(text, "\n# EOF\n") {
+		t.Fatalf("OpenMetrics exposition does not end with # EOF")
+	}
+	dec := expfmt.NewDecoder(strings.NewReader(text), expfmt.FmtOpenMetrics_1_0_0)
+	n := 0
+	for {
+		var mf dto.MetricFamily
+		err := dec.Decode(&mf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("strict OpenMetrics parse: %v", err)
+		}
+		n++
+	}
+	if n == 0 && strings.Contains(text, "# TYPE") {
+		t.Errorf("no family decoded")
+	}
+}
+
+// TestGathererMatchesRegistry compares the Gatherer's families with the
+// registry's: same families in the same order, same series, same values,
+// proven by identical protobuf and text encodings.
+func TestGathererMatchesRegistry(t *testing.T) {
+	for _, tc := range matchCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.store()
+			g := NewGatherer(s.Snapshot)
+			for _, f := range []expfmt.Format{expfmt.FmtProtoDelim, expfmt.FmtText} {
+				want := registryFormat(t, s, f)
+				// Twice: the second gather reuses the first one's buffers.
+				for i := range 2 {
+					mfs, done, err := g.Gather()
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := encodeFamilies(t, mfs, f)
+					done()
+					if got != want {
+						t.Errorf("gather %d in %s differs from the registry (-registry +gatherer):\n%s", i, f, cmp.Diff(want, got))
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestGathererKeepsResultsUntilDone holds one result while another gather of
+// a changed store runs: the first must not change until its done is called.
+func TestGathererKeepsResultsUntilDone(t *testing.T) {
+	s := benchStore(t, 50, true)
+	g := NewGatherer(s.Snapshot)
+	first, done1, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := encodeFamilies(t, first, expfmt.FmtText)
+	tg := s.Snapshot().Targets[0].Target
+	s.Update(icmpResult(tg, 9, 3, 0, 0))
+	second, done2, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := encodeFamilies(t, first, expfmt.FmtText); after != before {
+		t.Errorf("a result changed before done (-before +after):\n%s", cmp.Diff(before, after))
+	}
+	if encodeFamilies(t, second, expfmt.FmtText) == before {
+		t.Errorf("the second gather does not show the update")
+	}
+	done1()
+	done2()
+}
+
+// TestGathererConcurrentWithUpdates gathers from several goroutines while
+// the store changes; under -race it shows that gathers share no buffers.
+func TestGathererConcurrentWithUpdates(t *testing.T) {
+	s := escapingStore()
+	g := NewGatherer(s.Snapshot)
+	targets := make([]*config.Target, 0)
+	for _, ts := range s.Snapshot().Targets {
+		targets = append(targets, ts.Target)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tg := targets[n%len(targets)]
+			if tg.Probe == config.ProbeICMP {
+				s.Update(icmpResult(tg, n, 3, n%4, time.Millisecond))
+			} else {
+				s.Update(result(tg, n, n%2 == 0, probe.ReasonRefused))
+			}
+			if n%50 == 0 {
+				s.Reconcile(targets[:len(targets)-n/50%3])
+			}
+		}
+	})
+	var gathers sync.WaitGroup
+	for range 3 {
+		gathers.Go(func() {
+			for range 50 {
+				mfs, done, err := g.Gather()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var b bytes.Buffer
+				enc := expfmt.NewEncoder(&b, expfmt.FmtText)
+				for _, mf := range mfs {
+					if err := enc.Encode(mf); err != nil {
+						t.Error(err)
+					}
+				}
+				done()
+				p := expfmt.NewTextParser(model.UTF8Validation)
+				if _, err := p.TextToMetricFamilies(&b); err != nil {
+					t.Errorf("gathered families do not parse: %v", err)
+					return
+				}
+			}
+		})
+	}
+	gathers.Wait()
+	close(stop)
+	wg.Wait()
 }
 
 // TestWriteTextSortsWhereTheStoreOrderDiffers makes sure the escaping store
@@ -350,16 +597,71 @@ func TestWriteTextFilter(t *testing.T) {
 	}
 }
 
-func TestTextFamilies(t *testing.T) {
-	got := TextFamilies()
-	want := familyNames()
-	if diff := cmp.Diff(want, got, cmpSortStrings); diff != "" {
-		t.Errorf("TextFamilies differs from the collector's families (-collector +text):\n%s", diff)
+// tableNames returns the names of the families of the table, in the order
+// of Families.
+func tableNames() []string {
+	var names []string
+	for _, f := range Families() {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// TestFamilies checks the table against what the registry gathers from
+// NewCollector for a store that has every family: same names, types, HELP
+// texts and label names.
+func TestFamilies(t *testing.T) {
+	fams := Families()
+	got := tableNames()
+	if diff := cmp.Diff(familyNames(), got, cmpSortStrings); diff != "" {
+		t.Errorf("Families differs from the collector's families (-collector +table):\n%s", diff)
 	}
 	for i := 1; i < len(got); i++ {
 		if got[i-1] >= got[i] {
-			t.Errorf("TextFamilies not sorted: %q before %q", got[i-1], got[i])
+			t.Errorf("Families not sorted: %q before %q", got[i-1], got[i])
 		}
+	}
+	s := escapingStore()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(s))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	staticNames := s.Snapshot().LabelNames
+	byName := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		byName[mf.GetName()] = mf
+	}
+	for _, f := range fams {
+		t.Run(f.Name, func(t *testing.T) {
+			if f.Type == dto.MetricType_COUNTER && !strings.HasSuffix(f.Name, "_total") {
+				t.Errorf("counter %s lacks the _total suffix", f.Name)
+			}
+			if f.Type != dto.MetricType_COUNTER && strings.HasSuffix(f.Name, "_total") {
+				t.Errorf("%s %s ends in _total", f.Type, f.Name)
+			}
+			mf := byName[f.Name]
+			if mf == nil {
+				t.Fatalf("registry gathered no %s", f.Name)
+			}
+			if mf.GetType() != f.Type || mf.GetHelp() != f.Help {
+				t.Errorf("registry has %s %q, table %s %q", mf.GetType(), mf.GetHelp(), f.Type, f.Help)
+			}
+			want := slices.Clone(f.Labels)
+			if f.StaticLabels {
+				want = append(want, staticNames...)
+			}
+			for _, m := range mf.GetMetric() {
+				var names []string
+				for _, lp := range m.GetLabel() {
+					names = append(names, lp.GetName())
+				}
+				if diff := cmp.Diff(want, names, cmpSortStrings); diff != "" {
+					t.Fatalf("label names (-table +registry):\n%s", diff)
+				}
+			}
+		})
 	}
 }
 
@@ -406,6 +708,33 @@ func TestAppendFloatMatchesExpfmt(t *testing.T) {
 			want := strings.TrimPrefix(lines[len(lines)-1], "g ")
 			if got := string(appendFloat(nil, tc.v)); got != want {
 				t.Errorf("appendFloat(%v) = %q, expfmt writes %q", tc.v, got, want)
+			}
+		})
+	}
+}
+
+func TestAppendOpenMetricsFloatMatchesExpfmt(t *testing.T) {
+	for _, v := range []float64{
+		0, math.Copysign(0, -1), 1, -1, 2, 42, -42, 0.25, 1.70000000025e9, 1700000000.123456789,
+		float64(1<<52 - 1), 1e21, 5e-324, math.NaN(), math.Inf(1), math.Inf(-1),
+	} {
+		t.Run(strconv.FormatFloat(v, 'g', -1, 64), func(t *testing.T) {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "h"})
+			g.Set(v)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(g)
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if _, err := expfmt.MetricFamilyToOpenMetrics(&b, mfs[0]); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			want := strings.TrimPrefix(lines[len(lines)-1], "g ")
+			if got := string(appendOpenMetricsFloat([]byte("x"), v)); got != "x"+want {
+				t.Errorf("appendOpenMetricsFloat(%v) = %q, expfmt writes %q", v, got, "x"+want)
 			}
 		})
 	}

@@ -350,6 +350,17 @@ type envOptions struct {
 	// hostUnreachableFor replaces the `for:` of FleetHostUnreachable in the
 	// temporary copy of alerts.yml when not empty.
 	hostUnreachableFor string
+	// promName names Prometheus' directory under the test's temporary
+	// directory, so one test can run several Prometheus servers one after
+	// the other; empty means "prometheus".
+	promName string
+	// scrapeAddr is the address the fleet job scrapes instead of the
+	// exporter's (a recording proxy in front of it).
+	scrapeAddr string
+	// jobExtra is YAML appended to the fleet job (indented to its level).
+	jobExtra string
+	// promArgs are extra Prometheus flags.
+	promArgs []string
 }
 
 // env is one running fleet: TCP listeners, a fleetsim SSH fleet, the
@@ -506,13 +517,22 @@ func (e *env) hostsBySet() map[string][]string {
 
 // startPrometheus runs /usr/bin/prometheus on a loopback port with a temp
 // TSDB, scraping the exporter every second as job "fleet" and evaluating
-// copies of the shipped rule files every second.
-func (e *env) startPrometheus(opts envOptions) {
+// copies of the shipped rule files every second. It returns once the fleet
+// target is up.
+func (e *env) startPrometheus(opts envOptions) *process {
 	t := e.t
 	t.Helper()
 	bin := needTool(t, "/usr/bin/prometheus", "prometheus")
 	root := repoRoot(t)
-	promDir := filepath.Join(e.dir, "prometheus")
+	name := opts.promName
+	if name == "" {
+		name = "prometheus"
+	}
+	target := opts.scrapeAddr
+	if target == "" {
+		target = e.exporter
+	}
+	promDir := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(promDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -547,18 +567,18 @@ scrape_configs:
   - job_name: fleet
     static_configs:
       - targets: [%q]
-`, e.exporter)
+%s`, target, opts.jobExtra)
 	cfgPath := filepath.Join(promDir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.prom = net.JoinHostPort("127.0.0.1", strconv.Itoa(stablePort(t, "127.0.0.1")))
-	p := startProcess(t, e.dir, "prometheus", bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(promDir, "data"),
-		"--web.listen-address="+e.prom,
+	p := startProcess(t, e.dir, name, bin, append([]string{
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + filepath.Join(promDir, "data"),
+		"--web.listen-address=" + e.prom,
 		"--web.enable-lifecycle",
-	)
+	}, opts.promArgs...)...)
 	eventually(t, startTimeout, "prometheus ready", func() (bool, string) {
 		if gone, why := p.exited(); gone {
 			t.Fatal(why)
@@ -572,12 +592,13 @@ scrape_configs:
 			return false, err.Error()
 		}
 		for _, tg := range targets {
-			if tg.Labels["job"] == "fleet" && tg.Labels["instance"] == e.exporter && tg.Health == "up" {
+			if tg.Labels["job"] == "fleet" && tg.Labels["instance"] == target && tg.Health == "up" {
 				return true, ""
 			}
 		}
 		return false, fmt.Sprintf("targets: %+v", targets)
 	})
+	return p
 }
 
 // writeAlertsWithFor copies the alert rule file src to dst with the `for:` of

@@ -1,15 +1,15 @@
-// Package main is the scrape benchmark of fleet_exporter (issue 3, scenario
-// 5): it fills a collector.Store with synthetic results (no probing) for
-// 10,000 hosts with ICMP and SSH (one command) and for 100,000 ICMP-only
-// hosts, serves /metrics over loopback HTTP the way the exporter does, and
-// measures scrape time, body size and CPU, plain and gzip, for the registry
-// path (prometheus.Registry + NewCollector + promhttp) and the text fast
-// path (collector.TextWriter after the self-metrics registry).
+// Package main is the scrape benchmark of fleet_exporter (scenario 5): it
+// fills a collector.Store with synthetic results (no probing) for 10,000
+// hosts with ICMP and SSH (one command) and for 100,000 ICMP-only hosts,
+// serves /metrics over loopback HTTP, and measures scrape time, body size
+// and CPU, plain and gzip, in each exposition format (text 0.0.4,
+// OpenMetrics 1.0, delimited protobuf), for three roads: the registry
+// (prometheus.Registry + NewCollector + promhttp), the transactional road
+// (exposition.NewTransactionalHandler) and the daemon's handler
+// (exposition.NewHandler).
 package main
 
 import (
-	"bufio"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/exposition"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -53,6 +53,12 @@ type handlerPath struct {
 	name string
 	// build returns the /metrics handler for store.
 	build func(store *collector.Store) http.Handler
+}
+
+// format is one exposition format and the Accept header that asks for it.
+type format struct {
+	name, accept string
+	want         expfmt.FormatType
 }
 
 // run is the whole program; it returns the exit code.
@@ -85,48 +91,61 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	paths := []handlerPath{
 		{"registry (promhttp + NewCollector)", registryHandler},
-		{"text fast path (TextWriter)", textHandler},
+		{"transactional (promhttp + Gatherer)", transactionalHandler},
+		{"handler (exposition.Handler)", daemonHandler},
 	}
-	tb := benchenv.NewTable("fleet", "handler", "encoding", "series", "body bytes", "scrape ms", "CPU ms/scrape", "target", "result")
+	formats := []format{
+		{"text 0.0.4", "text/plain;version=0.0.4", expfmt.TypeTextPlain},
+		{"OpenMetrics 1.0", "application/openmetrics-text;version=1.0.0", expfmt.TypeOpenMetrics},
+		{"protobuf", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", expfmt.TypeProtoDelim},
+	}
+	tb := benchenv.NewTable("fleet", "handler", "format", "encoding", "body bytes", "scrape ms", "CPU ms/scrape", "target", "result")
 	checks := benchenv.NewTable("check", "value")
 	for _, ds := range sets {
 		store := syntheticStore(ds.hosts, ds.withSSH)
-		plain := map[string]float64{}
-		for _, p := range paths {
-			for _, gz := range []bool{false, true} {
-				if ctx.Err() != nil {
-					return 1
+		for _, f := range formats {
+			plain := map[string]float64{}
+			for _, p := range paths {
+				for _, gz := range []bool{false, true} {
+					if ctx.Err() != nil {
+						return 1
+					}
+					m, err := measure(ctx, p.build(store), f, gz, *runs)
+					if err != nil {
+						fmt.Fprintf(stderr, "scrape: %s, %s, %s: %v\n", ds.name, p.name, f.name, err)
+						return 1
+					}
+					enc := "plain"
+					if gz {
+						enc = "gzip"
+					} else {
+						plain[p.name] = m.wall
+					}
+					// Prometheus asks for gzip, so the target holds for both.
+					verdict := benchenv.Verdict(time.Duration(m.wall*float64(time.Millisecond)) <= ds.target)
+					fmt.Fprintf(stdout, "%s | %s | %s | %s: %.1f ms, %d bytes, cpu %.1f ms, load %s\n",
+						ds.name, p.name, f.name, enc, m.wall, m.bytes, m.cpu, benchenv.LoadAvg())
+					tb.Row(ds.name, p.name, f.name, enc, m.bytes, fmt.Sprintf("%.1f", m.wall), fmt.Sprintf("%.1f", m.cpu),
+						fmt.Sprintf("≤ %.0f ms", ms(ds.target)), verdict)
 				}
-				m, err := measure(ctx, p.build(store), gz, *runs)
-				if err != nil {
-					fmt.Fprintf(stderr, "scrape: %s, %s: %v\n", ds.name, p.name, err)
-					return 1
-				}
-				enc, series := "plain", fmt.Sprint(m.series)
-				if gz {
-					enc, series = "gzip", "(same)"
-				} else {
-					plain[p.name] = m.wall
-				}
-				// Prometheus asks for gzip, so the target holds for both.
-				verdict := benchenv.Verdict(time.Duration(m.wall*float64(time.Millisecond)) <= ds.target)
-				fmt.Fprintf(stdout, "%s | %s | %s: %.1f ms, %d bytes, cpu %.1f ms, load %s\n",
-					ds.name, p.name, enc, m.wall, m.bytes, m.cpu, benchenv.LoadAvg())
-				tb.Row(ds.name, p.name, enc, series, m.bytes, fmt.Sprintf("%.1f", m.wall), fmt.Sprintf("%.1f", m.cpu),
-					fmt.Sprintf("≤ %.0f ms", ms(ds.target)), verdict)
+			}
+			last := paths[len(paths)-1].name
+			for _, p := range paths[:len(paths)-1] {
+				checks.Row(fmt.Sprintf("%s, %s: plain scrape %s ÷ handler", ds.name, f.name, p.name),
+					fmt.Sprintf("%.1fx", plain[p.name]/plain[last]))
 			}
 		}
-		checks.Row(ds.name+": plain scrape registry ÷ text fast path",
-			fmt.Sprintf("%.1fx", plain[paths[0].name]/plain[paths[1].name]))
 	}
 	var body strings.Builder
 	fmt.Fprintf(&body, "Synthetic results in a collector.Store (10 sets, 2 static labels, a tenth of the ICMP targets "+
 		"failing), served over HTTP on 127.0.0.1 and read in full by a Go client; median of %d scrapes after one "+
-		"unmeasured warm-up. The registry path is promhttp.HandlerFor on a registry with the Go, process and build "+
-		"collectors plus NewCollector, as the exporter served /metrics before the fast path; the text path gathers "+
-		"the same self-metrics with expfmt and appends collector.TextWriter's output through a 64 KiB buffer and gzip.BestSpeed, as main/metrics_handler.go does (mirrored in the bench: package main cannot be imported). "+
-		"CPU is RUSAGE_SELF per scrape and includes the client's reading (and gunzipping is not done: the body is "+
-		"counted as sent).\n\n", *runs)
+		"unmeasured warm-up. Every road serves a registry with the Go and process collectors; the registry road adds "+
+		"NewCollector to it and serves it with promhttp.HandlerFor (OpenMetrics enabled), the transactional road is "+
+		"exposition.NewTransactionalHandler (promhttp.HandlerForTransactional over the registry merged with a "+
+		"collector.Gatherer), and the handler is exposition.NewHandler as the daemon serves it (text formats by "+
+		"collector.TextWriter, protobuf by expfmt from the Gatherer, gzip.BestSpeed). promhttp's gzip uses the "+
+		"default level. CPU is RUSAGE_SELF per scrape and includes the client's reading (and gunzipping is not "+
+		"done: the body is counted as sent).\n\n", *runs)
 	body.WriteString(tb.Markdown())
 	body.WriteString("\n")
 	body.WriteString(checks.Markdown())
@@ -164,67 +183,28 @@ func registryHandler(store *collector.Store) http.Handler {
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 40,
 		Registry:            reg,
+		EnableOpenMetrics:   true,
+		OfferedCompressions: []promhttp.Compression{promhttp.Identity, promhttp.Gzip},
 	})
 	return promhttp.InstrumentMetricHandler(reg, h)
 }
 
-// textHandler mirrors main/metrics_handler.go (which package main cannot
-// export): gather the self-metrics registry with expfmt, then append the
-// store's snapshot through a pooled collector.TextWriter, through a 64 KiB
-// bufio.Writer and, when the client accepts it, a pooled gzip.BestSpeed
-// writer.
-func textHandler(store *collector.Store) http.Handler {
+// transactionalHandler serves store through
+// exposition.NewTransactionalHandler.
+func transactionalHandler(store *collector.Store) http.Handler {
 	reg := selfRegistry()
-	var writers, gzips, bufs sync.Pool
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mfs, err := reg.Gather()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		snap := store.Snapshot()
-		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		var out io.Writer = w
-		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-			w.Header().Set("Content-Encoding", "gzip")
-			gz, _ := gzips.Get().(*gzip.Writer)
-			if gz == nil {
-				gz, _ = gzip.NewWriterLevel(w, gzip.BestSpeed)
-			} else {
-				gz.Reset(w)
-			}
-			defer func() {
-				_ = gz.Close()
-				gzips.Put(gz)
-			}()
-			out = gz
-		}
-		bw, _ := bufs.Get().(*bufio.Writer)
-		if bw == nil {
-			bw = bufio.NewWriterSize(out, 64<<10)
-		} else {
-			bw.Reset(out)
-		}
-		defer func() {
-			bw.Reset(nil)
-			bufs.Put(bw)
-		}()
-		enc := expfmt.NewEncoder(bw, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				return
-			}
-		}
-		tw, _ := writers.Get().(*collector.TextWriter)
-		if tw == nil {
-			tw = collector.NewTextWriter()
-		}
-		defer writers.Put(tw)
-		if err := tw.Write(bw, snap, nil); err != nil {
-			return
-		}
-		_ = bw.Flush()
-	})
+	h := exposition.NewTransactionalHandler(exposition.Options{Registry: reg, Snapshot: store.Snapshot, MaxRequestsInFlight: 40})
+	return promhttp.InstrumentMetricHandler(reg, h)
+}
+
+// daemonHandler serves store as the daemon does.
+func daemonHandler(store *collector.Store) http.Handler {
+	reg := selfRegistry()
+	h, err := exposition.NewHandler(exposition.Options{Registry: reg, Snapshot: store.Snapshot, MaxRequestsInFlight: 40})
+	if err != nil {
+		// A fresh registry has no clashing collector.
+		panic(err)
+	}
 	return promhttp.InstrumentMetricHandler(reg, h)
 }
 
@@ -232,12 +212,11 @@ func textHandler(store *collector.Store) http.Handler {
 type measurement struct {
 	wall, cpu float64 // milliseconds
 	bytes     int64
-	series    int
 }
 
 // measure serves h on a loopback listener and scrapes it runs times after
 // one warm-up.
-func measure(ctx context.Context, h http.Handler, gz bool, runs int) (measurement, error) {
+func measure(ctx context.Context, h http.Handler, f format, gz bool, runs int) (measurement, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return measurement{}, err
@@ -256,34 +235,32 @@ func measure(ctx context.Context, h http.Handler, gz bool, runs int) (measuremen
 	defer client.CloseIdleConnections()
 	url := "http://" + l.Addr().String() + "/metrics"
 
-	scrape := func() (int64, int, error) {
+	scrape := func() (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
+		req.Header.Set("Accept", f.accept)
 		if gz {
 			req.Header.Set("Accept-Encoding", "gzip")
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return 0, 0, fmt.Errorf("status %s", resp.Status)
+			return 0, fmt.Errorf("status %s", resp.Status)
 		}
 		if gz != (resp.Header.Get("Content-Encoding") == "gzip") {
-			return 0, 0, fmt.Errorf("asked gzip=%v, got Content-Encoding %q", gz, resp.Header.Get("Content-Encoding"))
+			return 0, fmt.Errorf("asked gzip=%v, got Content-Encoding %q", gz, resp.Header.Get("Content-Encoding"))
 		}
-		if gz {
-			n, err := io.Copy(io.Discard, resp.Body)
-			return n, 0, err
+		if got := expfmt.ResponseFormat(resp.Header).FormatType(); got != f.want {
+			return 0, fmt.Errorf("asked for %s, got Content-Type %q", f.name, resp.Header.Get("Content-Type"))
 		}
-		cw := &lineCounter{}
-		n, err := io.Copy(cw, resp.Body)
-		return n, cw.samples, err
+		return io.Copy(io.Discard, resp.Body)
 	}
-	if _, _, err := scrape(); err != nil {
+	if _, err := scrape(); err != nil {
 		return measurement{}, err
 	}
 	var walls, cpus []float64
@@ -291,40 +268,16 @@ func measure(ctx context.Context, h http.Handler, gz bool, runs int) (measuremen
 	for range runs {
 		benchenv.Settle()
 		c0, t0 := benchenv.CPUSelf(), time.Now()
-		n, series, err := scrape()
+		n, err := scrape()
 		if err != nil {
 			return measurement{}, err
 		}
 		walls = append(walls, ms(time.Since(t0)))
 		cpus = append(cpus, ms(benchenv.CPUSelf()-c0))
-		m.bytes, m.series = n, series
+		m.bytes = n
 	}
 	m.wall, m.cpu = benchenv.Median(walls), benchenv.Median(cpus)
 	return m, nil
-}
-
-// lineCounter counts sample lines (those not starting with '#').
-type lineCounter struct {
-	samples int
-	bol     bool
-	started bool
-}
-
-// Write implements io.Writer.
-func (c *lineCounter) Write(b []byte) (int, error) {
-	for _, ch := range b {
-		if !c.started || c.bol {
-			c.started = true
-			c.bol = false
-			if ch != '#' && ch != '\n' {
-				c.samples++
-			}
-		}
-		if ch == '\n' {
-			c.bol = true
-		}
-	}
-	return len(b), nil
 }
 
 // syntheticStore returns a store with hosts hosts in 10 sets, each with an

@@ -1,4 +1,4 @@
-package main
+package exposition
 
 import (
 	"bytes"
@@ -88,6 +88,16 @@ func selfRegistry() *prometheus.Registry {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// mustHandler returns NewHandler's handler for the arguments.
+func mustHandler(t testing.TB, reg *prometheus.Registry, snapshot func() *collector.Snapshot, maxRequests int, logger *slog.Logger) *Handler {
+	t.Helper()
+	h, err := NewHandler(Options{Registry: reg, Snapshot: snapshot, MaxRequestsInFlight: maxRequests, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // scrape serves one request to h and returns the recorded response.
 func scrape(t *testing.T, h http.Handler, header http.Header, query string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -126,14 +136,14 @@ func normalize(t *testing.T, body []byte) string {
 	return b.String()
 }
 
-// TestMetricsHandlerMatchesPromhttp compares the handler with the path it
+// TestHandlerMatchesPromhttp compares the handler with the path it
 // replaces: promhttp.HandlerFor over a registry holding the same self
 // metrics plus collector.NewCollector. Same families, same samples.
-func TestMetricsHandlerMatchesPromhttp(t *testing.T) {
+func TestHandlerMatchesPromhttp(t *testing.T) {
 	store, _ := handlerStore(200, true)
 
 	reg := selfRegistry()
-	h := newMetricsHandler(reg, store.Snapshot, 0, discardLogger())
+	h := mustHandler(t, reg, store.Snapshot, 0, discardLogger())
 
 	old := selfRegistry()
 	old.MustRegister(collector.NewCollector(store))
@@ -143,13 +153,16 @@ func TestMetricsHandlerMatchesPromhttp(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
-	if got := rec.Header().Get("Content-Type"); got != "text/plain; version=0.0.4; charset=utf-8" {
+	if got := rec.Header().Get("Content-Type"); !strings.HasPrefix(got, "text/plain; version=0.0.4; charset=utf-8") {
 		t.Errorf("Content-Type %q", got)
 	}
 	if got := rec.Header().Get("Content-Encoding"); got != "" {
 		t.Errorf("Content-Encoding %q without Accept-Encoding", got)
 	}
 	oldRec := scrape(t, oldH, http.Header{"Accept": {"text/plain;version=0.0.4"}}, "")
+	if got, want := rec.Header().Get("Content-Type"), oldRec.Header().Get("Content-Type"); got != want {
+		t.Errorf("Content-Type %q, promhttp sends %q", got, want)
+	}
 	if diff := cmp.Diff(normalize(t, oldRec.Body.Bytes()), normalize(t, rec.Body.Bytes())); diff != "" {
 		t.Errorf("handler output differs from promhttp + NewCollector (-old +new):\n%s", diff)
 	}
@@ -174,9 +187,9 @@ func TestMetricsHandlerMatchesPromhttp(t *testing.T) {
 	}
 }
 
-func TestMetricsHandlerGzip(t *testing.T) {
+func TestHandlerGzip(t *testing.T) {
 	store, _ := handlerStore(500, true)
-	h := newMetricsHandler(selfRegistry(), store.Snapshot, 0, discardLogger())
+	h := mustHandler(t, selfRegistry(), store.Snapshot, 0, discardLogger())
 	plain := scrape(t, h, nil, "").Body.String()
 
 	tests := []struct {
@@ -234,9 +247,9 @@ func TestMetricsHandlerGzip(t *testing.T) {
 	}
 }
 
-// TestMetricsHandlerLimit holds one scrape inside the handler and checks
+// TestHandlerLimit holds one scrape inside the handler and checks
 // that the next one is refused with 503 and counted, as promhttp does.
-func TestMetricsHandlerLimit(t *testing.T) {
+func TestHandlerLimit(t *testing.T) {
 	store, _ := handlerStore(10, false)
 	reg := selfRegistry()
 	entered := make(chan struct{})
@@ -251,7 +264,7 @@ func TestMetricsHandlerLimit(t *testing.T) {
 		}
 		return store.Snapshot()
 	}
-	h := promhttp.InstrumentMetricHandler(reg, newMetricsHandler(reg, snapshot, 1, discardLogger()))
+	h := promhttp.InstrumentMetricHandler(reg, mustHandler(t, reg, snapshot, 1, discardLogger()))
 
 	first := make(chan *httptest.ResponseRecorder)
 	go func() {
@@ -285,7 +298,7 @@ func TestMetricsHandlerLimit(t *testing.T) {
 	}
 }
 
-func TestMetricsHandlerUnlimited(t *testing.T) {
+func TestHandlerUnlimited(t *testing.T) {
 	store, _ := handlerStore(10, false)
 	entered := make(chan struct{}, 3)
 	release := make(chan struct{})
@@ -294,7 +307,7 @@ func TestMetricsHandlerUnlimited(t *testing.T) {
 		<-release
 		return store.Snapshot()
 	}
-	h := newMetricsHandler(selfRegistry(), snapshot, 0, discardLogger())
+	h := mustHandler(t, selfRegistry(), snapshot, 0, discardLogger())
 	codes := make(chan int, 3)
 	for range 3 {
 		go func() {
@@ -315,9 +328,9 @@ func TestMetricsHandlerUnlimited(t *testing.T) {
 	}
 }
 
-func TestMetricsHandlerNameFilter(t *testing.T) {
+func TestHandlerNameFilter(t *testing.T) {
 	store, _ := handlerStore(20, true)
-	h := newMetricsHandler(selfRegistry(), store.Snapshot, 0, discardLogger())
+	h := mustHandler(t, selfRegistry(), store.Snapshot, 0, discardLogger())
 	tests := []struct {
 		name, query string
 		want        []string
@@ -349,14 +362,14 @@ func TestMetricsHandlerNameFilter(t *testing.T) {
 	}
 }
 
-// TestMetricsHandlerSkipsRegisteredCollector registers NewCollector in the
+// TestHandlerSkipsRegisteredCollector registers NewCollector in the
 // served registry by mistake: every family must still appear once.
-func TestMetricsHandlerSkipsRegisteredCollector(t *testing.T) {
+func TestHandlerSkipsRegisteredCollector(t *testing.T) {
 	store, _ := handlerStore(20, true)
 	reg := selfRegistry()
 	reg.MustRegister(collector.NewCollector(store))
 	var logs bytes.Buffer
-	h := newMetricsHandler(reg, store.Snapshot, 0, slog.New(slog.NewTextHandler(&logs, nil)))
+	h := mustHandler(t, reg, store.Snapshot, 0, slog.New(slog.NewTextHandler(&logs, nil)))
 	for range 2 {
 		rec := scrape(t, h, nil, "")
 		normalize(t, rec.Body.Bytes()) // fails on a family written twice
@@ -364,7 +377,7 @@ func TestMetricsHandlerSkipsRegisteredCollector(t *testing.T) {
 			t.Errorf("fleet_host_up written %d times", n)
 		}
 	}
-	if n := strings.Count(logs.String(), "text writer owns"); n != 1 {
+	if n := strings.Count(logs.String(), "the store owns"); n != 1 {
 		t.Errorf("clash logged %d times, want once:\n%s", n, logs.String())
 	}
 }
@@ -376,11 +389,11 @@ func (e *errWriter) Header() http.Header       { return e.header }
 func (e *errWriter) WriteHeader(int)           {}
 func (e *errWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset") }
 
-func TestMetricsHandlerCountsWriteErrors(t *testing.T) {
+func TestHandlerCountsWriteErrors(t *testing.T) {
 	store, _ := handlerStore(2000, true)
 	reg := selfRegistry()
 	var logs bytes.Buffer
-	h := newMetricsHandler(reg, store.Snapshot, 0, slog.New(slog.NewTextHandler(&logs, nil)))
+	h := mustHandler(t, reg, store.Snapshot, 0, slog.New(slog.NewTextHandler(&logs, nil)))
 	tests := []struct {
 		name, acceptEncoding string
 	}{
@@ -419,19 +432,19 @@ func TestMetricsHandlerCountsWriteErrors(t *testing.T) {
 	}
 }
 
-// TestMetricsHandlerPromtool runs promtool check metrics on the output of
+// TestHandlerPromtool runs promtool check metrics on the output of
 // the handler as the daemon wires it: build info, Go and process metrics,
 // instrumentation and the store's families.
-func TestMetricsHandlerPromtool(t *testing.T) {
+func TestHandlerPromtool(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Skip("promtool not installed (scripts/install-test-deps.sh installs it)")
 	}
 	store, _ := handlerStore(100, true)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(versioncollector.NewCollector(exporterName),
+	reg.MustRegister(versioncollector.NewCollector("fleet_exporter"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := promhttp.InstrumentMetricHandler(reg, newMetricsHandler(reg, store.Snapshot, 4, discardLogger()))
+	h := promhttp.InstrumentMetricHandler(reg, mustHandler(t, reg, store.Snapshot, 4, discardLogger()))
 	scrape(t, h, nil, "") // so the request counter has a 200 sample
 	body := scrape(t, h, nil, "").Body.Bytes()
 	normalize(t, body)
@@ -444,14 +457,14 @@ func TestMetricsHandlerPromtool(t *testing.T) {
 	}
 }
 
-// TestMetricsHandlerConcurrentScrapes scrapes over HTTP from several
+// TestHandlerConcurrentScrapes scrapes over HTTP from several
 // goroutines while others update and reconfigure the store; under -race it
 // shows that writing a scrape shares no unsynchronised state with the
 // probes' updates. Every response must be a valid exposition.
-func TestMetricsHandlerConcurrentScrapes(t *testing.T) {
+func TestHandlerConcurrentScrapes(t *testing.T) {
 	store, targets := handlerStore(100, true)
 	reg := selfRegistry()
-	srv := httptest.NewServer(promhttp.InstrumentMetricHandler(reg, newMetricsHandler(reg, store.Snapshot, 8, discardLogger())))
+	srv := httptest.NewServer(promhttp.InstrumentMetricHandler(reg, mustHandler(t, reg, store.Snapshot, 8, discardLogger())))
 	defer srv.Close()
 
 	stop := make(chan struct{})
@@ -535,64 +548,4 @@ func TestMetricsHandlerConcurrentScrapes(t *testing.T) {
 	scrapers.Wait()
 	close(stop)
 	updaters.Wait()
-}
-
-// discardResponse is a ResponseWriter that counts and drops the body.
-type discardResponse struct {
-	header http.Header
-	n      int64
-}
-
-func (d *discardResponse) Header() http.Header { return d.header }
-func (d *discardResponse) WriteHeader(int)     {}
-func (d *discardResponse) Write(p []byte) (int, error) {
-	d.n += int64(len(p))
-	return len(p), nil
-}
-
-// BenchmarkMetricsHandler measures whole /metrics requests, the new handler
-// against the promhttp + NewCollector path it replaces, on the fleets of
-// collector.BenchmarkScrape, with and without gzip.
-func BenchmarkMetricsHandler(b *testing.B) {
-	fleets := []struct {
-		name    string
-		hosts   int
-		withSSH bool
-	}{
-		{"10k_icmp+ssh", 10_000, true},
-		{"100k_icmp", 100_000, false},
-	}
-	for _, fl := range fleets {
-		store, _ := handlerStore(fl.hosts, fl.withSSH)
-		reg := selfRegistry()
-		handlers := []struct {
-			name string
-			h    http.Handler
-		}{
-			{"text", newMetricsHandler(reg, store.Snapshot, 0, discardLogger())},
-		}
-		old := selfRegistry()
-		old.MustRegister(collector.NewCollector(store))
-		handlers = append(handlers, struct {
-			name string
-			h    http.Handler
-		}{"promhttp", promhttp.HandlerFor(old, promhttp.HandlerOpts{Registry: old})})
-		for _, hd := range handlers {
-			for _, enc := range []string{"identity", "gzip"} {
-				b.Run(fl.name+"/"+hd.name+"/"+enc, func(b *testing.B) {
-					req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-					req.Header.Set("Accept", "text/plain;version=0.0.4")
-					req.Header.Set("Accept-Encoding", enc)
-					var w *discardResponse
-					b.ReportAllocs()
-					for b.Loop() {
-						w = &discardResponse{header: http.Header{}}
-						hd.h.ServeHTTP(w, req)
-					}
-					b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
-					b.ReportMetric(float64(w.n), "bytes")
-				})
-			}
-		}
-	}
 }
