@@ -113,6 +113,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 	}, func() float64 { return float64(f.probers.SSHConnectionsOpened()) }))
 
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
+	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
 	mux, err := newMux(opts, reg, rl, f, logger)
 	if err != nil {
 		logger.Error("Cannot build the HTTP routes", "err", err)
@@ -163,10 +164,11 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 // reloader re-reads the config file on SIGHUP or POST /-/reload. It keeps
 // the running config whenever the new one does not load completely.
 type reloader struct {
-	filename string
-	fleet    *fleet
-	logger   *slog.Logger
-	ready    atomic.Bool
+	filename  string
+	preflight preflight.Options
+	fleet     *fleet
+	logger    *slog.Logger
+	ready     atomic.Bool
 
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -245,7 +247,7 @@ func (rl *reloader) reloadLocked() error {
 	if err != nil {
 		return err
 	}
-	report, err := preflight.Check(cfg)
+	report, err := preflight.Check(cfg, rl.preflight)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	cfg, err := loadConfig(opts.configFile)
 	var report *preflight.Report
 	if err == nil {
-		report, err = preflight.Check(cfg)
+		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections})
 	}
 	if err != nil {
 		if opts.configCheck {

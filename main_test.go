@@ -100,6 +100,11 @@ func TestRunVersionAndHelp(t *testing.T) {
 func TestRunConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "bad.yml", "global:\n  interval: 30s\nhost_sets:\n  - name: a\n    hosts: [127.0.0.1]\n    probes:\n      tcp:\n        port: 22\n        prot: 1\n")
+	pw := writeFile(t, dir, "pw", "secret\n")
+	risky := writeFile(t, dir, "risky.yml", "global:\n  interval: 1s\n  timeout: 900ms\n  limits:\n    tcp: {rate: 1, burst: 1}\n"+
+		"host_sets:\n  - name: a\n    hosts: [127.0.0.0/28]\n    probes:\n      tcp: {port: 22}\n"+
+		"  - name: b\n    hosts: [127.0.0.1]\n    probes:\n      ssh:\n        user: u\n        password_file: "+pw+
+		"\n        insecure_skip_host_key_verification: true\n        commands: [{name: x, run: x}]\n")
 	tests := []struct {
 		name       string
 		args       []string
@@ -107,6 +112,9 @@ func TestRunConfigCheck(t *testing.T) {
 		wantStdout []string
 		wantStderr []string
 	}{
+		// The warnings a start logs are printed, and the check still passes.
+		{name: "warnings", args: []string{"--config.file=" + risky}, wantCode: 0, wantStdout: []string{"is valid"},
+			wantStderr: []string{`warning: host set "b": Host key verification is disabled`, "warning: Pool limits cannot cover the fleet within one interval"}},
 		{name: "embedded default", args: nil, wantCode: 0, wantStdout: []string{"<embedded>", "localhost"}},
 		{name: "example config", args: []string{"--config.file=config.example.yml"}, wantCode: 0, wantStdout: []string{"config.example.yml", "is valid"}},
 		{name: "misspelt key", args: []string{"--config.file=" + bad}, wantCode: 1, wantStderr: []string{"bad.yml", ":9", "prot"}},

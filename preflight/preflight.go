@@ -58,11 +58,30 @@ func (r *Report) Log(logger *slog.Logger, file string) {
 	}
 }
 
+// Options are the facts about the running process a check weighs the
+// config against.
+type Options struct {
+	// HTTPConnections is how many client connections the HTTP server may
+	// hold (--web.max-connections); 0 means unbounded, counted as
+	// unboundedHTTPConnections.
+	HTTPConnections int
+	// FDLimit is the soft RLIMIT_NOFILE; 0 reads it from the process.
+	FDLimit uint64
+}
+
+// fdBaseline is what the process holds open besides probes and HTTP
+// clients: standard streams, listeners, ICMP and netlink sockets, the log.
+const fdBaseline = 64
+
+// unboundedHTTPConnections is what an unbounded HTTP server is assumed to
+// need when weighing the fd limit.
+const unboundedHTTPConnections = 1024
+
 // Check expands cfg into targets and checks that every SSH credential and
 // known_hosts file it names is usable, so that a config that would only fail
 // at probe time is refused at load and reload. An error means the config
 // must not run; warnings do not.
-func Check(cfg *config.Config) (*Report, error) {
+func Check(cfg *config.Config, opts Options) (*Report, error) {
 	targets, expansion, err := cfg.Targets()
 	if err != nil {
 		return nil, err
@@ -91,5 +110,48 @@ func Check(cfg *config.Config) (*Report, error) {
 	for _, w := range schedule.CapacityWarnings(cfg.Global, targets) {
 		r.Warnings = append(r.Warnings, Warning{Message: "Pool limits cannot cover the fleet within one interval", Detail: w})
 	}
+	if w, ok := fdWarning(cfg, targets, opts); ok {
+		r.Warnings = append(r.Warnings, w)
+	}
 	return r, nil
+}
+
+// fdDemand estimates the file descriptors the config can hold open at once:
+// one per TCP or SSH probe in flight (ICMP probes share a socket per address
+// family), one per kept SSH connection, the HTTP clients and a baseline.
+func fdDemand(cfg *config.Config, targets []*config.Target, httpConns int) int {
+	g := cfg.Global
+	inFlight := min(g.Concurrency, g.Limits.TCP.Concurrency+g.Limits.SSH.Concurrency)
+	kept := 0
+	for _, t := range targets {
+		if t.Probe == config.ProbeSSH && t.SSH != nil && t.SSH.ReuseConnections {
+			kept++
+		}
+	}
+	if httpConns <= 0 {
+		httpConns = unboundedHTTPConnections
+	}
+	return inFlight + kept + httpConns + fdBaseline
+}
+
+// fdWarning warns when RLIMIT_NOFILE cannot cover fdDemand: probes would
+// then fail with reason error (EMFILE) and scrapes be refused, with nothing
+// in the config to blame.
+func fdWarning(cfg *config.Config, targets []*config.Target, opts Options) (Warning, bool) {
+	limit := opts.FDLimit
+	if limit == 0 {
+		var err error
+		if limit, err = softFDLimit(); err != nil || limit == 0 {
+			return Warning{}, false
+		}
+	}
+	need := fdDemand(cfg, targets, opts.HTTPConnections)
+	if uint64(need) <= limit {
+		return Warning{}, false
+	}
+	return Warning{
+		Message: "The open-files limit cannot cover the configured concurrency",
+		Detail: fmt.Sprintf("RLIMIT_NOFILE is %d, but probes in flight, kept SSH connections and --web.max-connections may need %d; "+
+			"raise it (ulimit -n, systemd LimitNOFILE=) or lower global.concurrency and limits.*.concurrency", limit, need),
+	}, true
 }
