@@ -3,6 +3,8 @@ package exposition
 import (
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,5 +129,64 @@ func BenchmarkExposition(b *testing.B) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkConcurrentScrapes measures the memory a burst of scrapes costs:
+// 40 scrapes at once of 200,000 ICMP targets, through the daemon's handler.
+// It reports the peak heap in use above the heap before the burst
+// (peak-heap-MB, sampled every millisecond) next to the usual figures.
+func BenchmarkConcurrentScrapes(b *testing.B) {
+	const hosts, scrapes = 200_000, 40
+	store, _ := handlerStore(hosts, false)
+	h, err := NewHandler(Options{Registry: benchSelfRegistry(), Snapshot: store.Snapshot, MaxRequestsInFlight: scrapes})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, enc := range []string{"identity", "gzip"} {
+		b.Run(enc, func(b *testing.B) {
+			var peak uint64
+			var idle runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&idle)
+			stop := make(chan struct{})
+			sampled := make(chan uint64)
+			go func() {
+				var m runtime.MemStats
+				var max uint64
+				t := time.NewTicker(time.Millisecond)
+				defer t.Stop()
+				for {
+					select {
+					case <-stop:
+						sampled <- max
+						return
+					case <-t.C:
+						runtime.ReadMemStats(&m)
+						if m.HeapInuse > max {
+							max = m.HeapInuse
+						}
+					}
+				}
+			}()
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for range scrapes {
+					wg.Go(func() {
+						req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+						req.Header.Set("Accept-Encoding", enc)
+						w := &discardResponse{header: http.Header{}, code: http.StatusOK}
+						h.ServeHTTP(w, req)
+						if w.code != http.StatusOK {
+							b.Errorf("status %d", w.code)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			close(stop)
+			peak = <-sampled
+			b.ReportMetric(float64(peak-min(peak, idle.HeapInuse))/(1<<20), "peak-heap-MB")
+		})
 	}
 }
