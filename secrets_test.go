@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
+
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -158,7 +160,7 @@ func secretNewFixture(t *testing.T) *secretFixture {
 		t.Fatal(err)
 	}
 	f.srv = secretStartSSH(t, host)
-	refused := freePort(t)
+	refused := testutil.FreePort(t, "127.0.0.1")
 
 	_, userPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

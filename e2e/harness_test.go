@@ -26,7 +26,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 
 	"github.com/fleet-exporter/fleet_exporter/deploy"
 )
@@ -78,7 +81,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins.dir = dir
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	testutil.Main(m, goleak.Cleanup(func(code int) {
 		_ = os.RemoveAll(dir)
 		os.Exit(code)
 	}))

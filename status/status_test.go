@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 type probeOutcome struct {
