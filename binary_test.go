@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // dockerBuildLine extracts the `go build` command of the Dockerfile's build

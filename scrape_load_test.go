@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
-
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // TestConcurrentScrapesUnderProbeLoad runs 20 parallel scrapers against a

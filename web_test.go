@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
-
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // webSelfSigned writes a self-signed certificate for 127.0.0.1 and returns

@@ -16,9 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
-
 	"github.com/fleet-exporter/fleet_exporter/deploy"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {

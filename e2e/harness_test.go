@@ -29,9 +29,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
-
 	"github.com/fleet-exporter/fleet_exporter/deploy"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // Set names, static labels and SSH commands of the test fleet.
@@ -160,22 +159,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// freePort returns a TCP port that was free on ip a moment ago. The tiny race
-// with other processes is accepted: the port is random and the address
-// mostly private to the test.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("free port on %s: %v", ip, err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // process is a subprocess the test started; its output goes to a log file
 // that is printed when the test fails.
 type process struct {
@@ -276,7 +259,7 @@ func stablePort(t *testing.T, ip string) int {
 	}
 	const from = 10000
 	if low <= from+100 {
-		return freePort(t, ip)
+		return testutil.FreePort(t, ip)
 	}
 	for range 100 {
 		port := from + rand.IntN(low-from)
