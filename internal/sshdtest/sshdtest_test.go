@@ -274,26 +274,7 @@ func TestCleanupStopsServer(t *testing.T) {
 // take the other listener, which accepts connections too, for its sshd.
 func TestLaunchRejectsForeignListener(t *testing.T) {
 	RequireOpenSSH(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-	})
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := testutil.TCPListener(t, "127.0.0.1")
 	s, err := Launch(context.Background(), Options{Dir: t.TempDir(), Port: port, HostKeyTypes: []string{KeyEd25519}})
 	if err == nil {
 		_ = s.Close()
