@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // dockerBuildLine extracts the `go build` command of the Dockerfile's build
@@ -89,13 +91,13 @@ func TestDockerfileBuild(t *testing.T) {
 // within 5 s, and a real scrape passes `promtool check metrics`.
 func TestBinarySignals(t *testing.T) {
 	bin := buildBinary(t)
-	open := tcpListener(t)
+	open := testutil.TCPListener(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfgText := func(set string) string {
-		return fmt.Sprintf("global: {interval: 1s, timeout: 500ms}\nhost_sets:\n  - name: %s\n    labels: {env: ci}\n    hosts: [\"127.0.0.1:%d\", \"127.0.0.3:%d\"]\n    probes:\n      tcp: {}\n      icmp: {count: 2, packet_interval: 10ms}\n", set, open, freePort(t))
+		return fmt.Sprintf("global: {interval: 1s, timeout: 500ms}\nhost_sets:\n  - name: %s\n    labels: {env: ci}\n    hosts: [\"127.0.0.1:%d\", \"127.0.0.3:%d\"]\n    probes:\n      tcp: {}\n      icmp: {count: 2, packet_interval: 10ms}\n", set, open, testutil.FreePort(t, "127.0.0.1"))
 	}
 	cfgFile := writeFile(t, dir, "fleet.yml", cfgText("one"))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--config.file="+cfgFile, "--web.listen-address="+addr)
 	cmd.Stderr = &logs

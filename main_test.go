@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,52 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// tcpListener accepts and closes connections on 127.0.0.1 until the test
-// ends and returns its port.
-func tcpListener(t *testing.T) int {
-	t.Helper()
-	return tcpListenerOn(t, "127.0.0.1:0")
-}
-
-// tcpListenerOn is tcpListener on a given address.
-func tcpListenerOn(t *testing.T, addr string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return l.Addr().(*net.TCPAddr).Port
+	testutil.Main(m)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -142,8 +102,8 @@ func TestRunConfigCheck(t *testing.T) {
 }
 
 func TestRunOnce(t *testing.T) {
-	open := tcpListener(t)
-	closed := freePort(t)
+	open := testutil.TCPListener(t, "127.0.0.1")
+	closed := testutil.FreePort(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "once.yml", fmt.Sprintf(`
 global:
@@ -242,7 +202,7 @@ func (b *syncBuffer) String() string {
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))}
 	args = append([]string{"--web.listen-address=" + d.addr}, args...)
 	startDaemonWith(t, d, args, func() bool {
 		resp, err := http.Get("http://" + d.addr + "/-/ready")
@@ -300,7 +260,7 @@ func httpDo(t *testing.T, method, url string) (int, string) {
 }
 
 func TestDaemonRoutesAndReload(t *testing.T) {
-	open := tcpListener(t)
+	open := testutil.TCPListener(t, "127.0.0.1")
 	dir := t.TempDir()
 	cfgText := func(set string) string {
 		return fmt.Sprintf(`
@@ -434,7 +394,7 @@ func TestReloadKeepsConfigWhenKeyFileVanishes(t *testing.T) {
 	}
 	keyFile := writeFile(t, dir, "id_ed25519", string(pem.EncodeToMemory(block)))
 	writeFile(t, dir, "known_hosts", "")
-	closed := freePort(t)
+	closed := testutil.FreePort(t, "127.0.0.1")
 	cfgText := func(interval string) string {
 		return fmt.Sprintf(`
 global: {interval: %s, timeout: 500ms}

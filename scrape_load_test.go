@@ -13,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // TestConcurrentScrapesUnderProbeLoad runs 20 parallel scrapers against a
@@ -31,9 +33,9 @@ func TestConcurrentScrapesUnderProbeLoad(t *testing.T) {
 		duration = 30 * time.Second
 	}
 	const hosts, scrapers = 300, 20
-	port := freePort(t)
+	port := testutil.FreePort(t, "127.0.0.1")
 	for i := range hosts {
-		tcpListenerOn(t, fmt.Sprintf("127.1.%d.%d:%d", i/100, i%100+1, port))
+		testutil.TCPListenerOn(t, fmt.Sprintf("127.1.%d.%d", i/100, i%100+1), port)
 	}
 	cfg := writeFile(t, t.TempDir(), "fleet.yml", fmt.Sprintf(`
 global:

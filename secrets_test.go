@@ -8,112 +8,30 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
-// Credentials must never show up in logs (debug level included),
-// metrics, status pages, --once output, --config.check output or reload
-// errors, whatever fails.
+// Credentials must never show up in logs (debug level included), metrics,
+// status pages, --once output, --config.check output or reload errors,
+// whatever fails. The SSH peer is the kit's in-process server with no
+// credentials at all: it rejects every login and records the passwords it is
+// offered, which proves that the probe really used (and could have leaked)
+// the planted secret.
 
 // secretSSHUser is the user the probes log in as.
-const secretSSHUser = "probe"
-
-// secretSSHServer is an in-process SSH server on 127.0.0.1:0 that rejects
-// every authentication. It records the passwords it is offered, which proves
-// that the probe really used (and could have leaked) the planted secret.
-type secretSSHServer struct {
-	ln   net.Listener
-	port int
-	cfg  *ssh.ServerConfig
-
-	// mu guards passwords, keys and conns.
-	mu        sync.Mutex
-	passwords []string
-	keys      int
-	conns     map[net.Conn]struct{}
-
-	wg sync.WaitGroup
-}
-
-// secretStartSSH starts the server with host key host; it stops on cleanup.
-func secretStartSSH(t *testing.T, host ssh.Signer) *secretSSHServer {
-	t.Helper()
-	s := &secretSSHServer{conns: make(map[net.Conn]struct{})}
-	s.cfg = &ssh.ServerConfig{
-		PasswordCallback: func(_ ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
-			s.mu.Lock()
-			s.passwords = append(s.passwords, string(pw))
-			s.mu.Unlock()
-			return nil, errors.New("password rejected")
-		},
-		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
-			s.mu.Lock()
-			s.keys++
-			s.mu.Unlock()
-			return nil, errors.New("key rejected")
-		},
-	}
-	s.cfg.AddHostKey(host)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ln, s.port = ln, ln.Addr().(*net.TCPAddr).Port
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns[nc] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-				if conn, _, _, err := ssh.NewServerConn(nc, s.cfg); err == nil {
-					_ = conn.Close() // cannot happen: every method is rejected
-				}
-				s.mu.Lock()
-				delete(s.conns, nc)
-				s.mu.Unlock()
-				_ = nc.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.mu.Lock()
-		for nc := range s.conns {
-			_ = nc.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
-}
-
-// offered returns the passwords offered so far and the number of public
-// keys tried.
-func (s *secretSSHServer) offered() ([]string, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.passwords...), s.keys
-}
+const secretSSHUser = sshserver.DefaultUser
 
 // secretValue returns a random string that cannot occur by chance in any
 // output.
@@ -131,7 +49,7 @@ func secretValue(t *testing.T, prefix string) string {
 // connections.
 type secretFixture struct {
 	dir                  string
-	srv                  *secretSSHServer
+	srv                  *sshserver.TestServer
 	password, passphrase string
 	// keyLine is a line of the encrypted key's body: key material.
 	keyLine string
@@ -157,8 +75,8 @@ func secretNewFixture(t *testing.T) *secretFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = secretStartSSH(t, host)
-	refused := freePort(t)
+	f.srv = testutil.StartSSHServer(t, sshserver.TestOptions{HostSigners: []ssh.Signer{host}})
+	refused := testutil.FreePort(t, "127.0.0.1")
 
 	_, userPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -177,7 +95,7 @@ func secretNewFixture(t *testing.T) *secretFixture {
 	}
 	f.passphraseFile = writeFile(t, f.dir, "passphrase", f.passphrase+"\n")
 	passwordFile := writeFile(t, f.dir, "password", f.password+"\n")
-	hostport := net.JoinHostPort("127.0.0.1", strconv.Itoa(f.srv.port))
+	hostport := net.JoinHostPort("127.0.0.1", strconv.Itoa(f.srv.Port))
 	known := writeFile(t, f.dir, "known_hosts",
 		knownhosts.Line([]string{knownhosts.Normalize(hostport)}, host.PublicKey())+"\n")
 
@@ -228,7 +146,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			_, body := httpDo(t, "GET", base+"/metrics")
 			return strings.Contains(body, `reason="auth"`) && strings.Contains(body, `reason="refused"`)
 		})
-		pws, keys := f.srv.offered()
+		pws, keys := f.srv.Offered()
 		if len(pws) == 0 || pws[0] != f.password || keys == 0 {
 			t.Fatalf("the server was offered %d passwords (want the planted one) and %d keys: the secrets were not in play", len(pws), keys)
 		}
@@ -284,10 +202,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		// check inspects stdout and stderr beyond the secret check.
 		check func(t *testing.T, stdout, stderr string)
 	}{
-		{
-			"once json",
-			[]string{"--once", "--once.format=json", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)},
-			1,
+		{"once json", []string{"--once", "--once.format=json", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
 			func(t *testing.T, stdout, _ string) {
 				var rows []map[string]any
 				if err := json.Unmarshal([]byte(stdout), &rows); err != nil || len(rows) != 2 {
@@ -297,48 +212,31 @@ func TestSecretsNeverLeak(t *testing.T) {
 				if !reasons["auth"] || !reasons["refused"] {
 					t.Errorf("reasons %v, want auth and refused", reasons)
 				}
-			},
-		},
-		{
-			"once table",
-			[]string{"--once", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)},
-			1,
+			}},
+		{"once table", []string{"--once", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
 			func(t *testing.T, stdout, _ string) {
 				if !strings.Contains(stdout, "auth") || !strings.Contains(stdout, "refused") {
 					t.Errorf("table lacks the auth and refused failures:\n%s", stdout)
 				}
-			},
-		},
-		{
-			"config check",
-			[]string{"--config.check", "--log.level=debug", "--config.file=" + f.config("check.yml", f.passphraseFile)},
-			0,
+			}},
+		{"config check", []string{"--config.check", "--log.level=debug", "--config.file=" + f.config("check.yml", f.passphraseFile)}, 0,
 			func(t *testing.T, stdout, _ string) {
 				if !strings.Contains(stdout, "is valid") {
 					t.Errorf("stdout %q does not say the config is valid", stdout)
 				}
-			},
-		},
-		{
-			"config check with a wrong passphrase",
-			[]string{"--config.check", "--log.level=debug", "--config.file=" + wrongCfg},
-			1,
+			}},
+		{"config check with a wrong passphrase", []string{"--config.check", "--log.level=debug", "--config.file=" + wrongCfg}, 1,
 			func(t *testing.T, _, stderr string) {
 				if !strings.Contains(stderr, "passphrase") || !strings.Contains(stderr, f.keyFile) {
 					t.Errorf("stderr %q does not name the key file and the passphrase", stderr)
 				}
-			},
-		},
-		{
-			"daemon with a wrong passphrase",
-			[]string{"--log.level=debug", "--web.listen-address=127.0.0.1:0", "--config.file=" + wrongCfg},
-			1,
+			}},
+		{"daemon with a wrong passphrase", []string{"--log.level=debug", "--web.listen-address=127.0.0.1:0", "--config.file=" + wrongCfg}, 1,
 			func(t *testing.T, _, stderr string) {
 				if !strings.Contains(stderr, "passphrase") {
 					t.Errorf("stderr %q does not say the passphrase is wrong", stderr)
 				}
-			},
-		},
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

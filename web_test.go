@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // webSelfSigned writes a self-signed certificate for 127.0.0.1 and returns
@@ -69,7 +71,7 @@ func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 	webCfg := writeFile(t, dir, "web.yml", "tls_server_config:\n  cert_file: "+filepath.Base(certFile)+
 		"\n  key_file: "+filepath.Base(keyFile)+"\nbasic_auth_users:\n  prom: "+string(hash)+"\n")
 
-	port := freePort(t)
+	port := testutil.FreePort(t, "127.0.0.1")
 	d := &daemon{}
 	d.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	client := &http.Client{

@@ -8,9 +8,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	kit "github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -22,28 +24,15 @@ var t0 = time.Unix(1_700_000_000, 0)
 const probeDuration = 250 * time.Millisecond
 
 func icmpTarget(set, host string, labels map[string]string) *config.Target {
-	return &config.Target{
-		Set: set, Host: host, Name: host, Probe: config.ProbeICMP, Labels: labels,
-		ICMP: &config.ICMPProbe{Count: 3}, Fingerprint: "icmp",
-	}
+	return kit.ICMPTarget(set, host, kit.WithLabels(labels), kit.WithICMP(3, time.Second), kit.WithFingerprint("icmp"))
 }
 
 func tcpTarget(set, host string, labels map[string]string) *config.Target {
-	return &config.Target{
-		Set: set, Host: host, Name: host, Probe: config.ProbeTCP, Labels: labels,
-		TCP: &config.TCPProbe{Port: 80}, Fingerprint: "tcp",
-	}
+	return kit.TCPTarget(set, host, kit.WithLabels(labels), kit.WithTCPPort(80), kit.WithFingerprint("tcp"))
 }
 
 func sshTarget(set, host string, labels map[string]string, commands ...string) *config.Target {
-	cfg := &config.SSHProbe{Port: 22}
-	for _, c := range commands {
-		cfg.Commands = append(cfg.Commands, config.Command{Name: c, Run: c})
-	}
-	return &config.Target{
-		Set: set, Host: host, Name: host, Probe: config.ProbeSSH, Labels: labels,
-		SSH: cfg, Fingerprint: "ssh",
-	}
+	return kit.SSHTarget(set, host, kit.WithLabels(labels), kit.WithCommands(commands...), kit.WithFingerprint("ssh"))
 }
 
 // result returns the n-th result of t (starting at t0 + n minutes).

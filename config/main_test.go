@@ -1,11 +1,11 @@
-package config
+package config_test
 
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }

@@ -14,14 +14,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fleet-exporter/fleet_exporter/deploy"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 // Paths of the artefacts, relative to this package's directory (where go test

@@ -26,9 +26,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fleet-exporter/fleet_exporter/deploy"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // Set names, static labels and SSH commands of the test fleet.
@@ -78,7 +80,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins.dir = dir
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	testutil.Main(m, goleak.Cleanup(func(code int) {
 		_ = os.RemoveAll(dir)
 		os.Exit(code)
 	}))
@@ -155,22 +157,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 		}
 		time.Sleep(pollEvery)
 	}
-}
-
-// freePort returns a TCP port that was free on ip a moment ago. The tiny race
-// with other processes is accepted: the port is random and the address
-// mostly private to the test.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("free port on %s: %v", ip, err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // process is a subprocess the test started; its output goes to a log file
@@ -273,7 +259,7 @@ func stablePort(t *testing.T, ip string) int {
 	}
 	const from = 10000
 	if low <= from+100 {
-		return freePort(t, ip)
+		return testutil.FreePort(t, ip)
 	}
 	for range 100 {
 		port := from + rand.IntN(low-from)

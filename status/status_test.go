@@ -10,15 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 type probeOutcome struct {
@@ -61,7 +60,7 @@ func newTestStore(t testing.TB, targets []*config.Target, outcomes []probeOutcom
 }
 
 func target(set, host, probe string) *config.Target {
-	return &config.Target{Set: set, Host: host, Name: host, Probe: probe, Interval: time.Minute, Timeout: time.Second}
+	return testutil.NewTarget(set, host, probe, testutil.WithTimeout(time.Second))
 }
 
 func serve(t *testing.T, s *collector.Store, path string) (int, string) {

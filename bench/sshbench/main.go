@@ -1,5 +1,5 @@
-// Package main is sshbench, the SSH benchmark suite of fleet_exporter.
-// It owns three scenarios, each printing a table and appending a
+// Package main is sshbench, the SSH benchmark suite of fleet_exporter. It
+// owns three scenarios, each printing a table and appending a
 // dated section to BENCHMARKS.md:
 //
 //   - fresh: a fresh connection per probe against cmd/fleetsim in a separate

@@ -10,15 +10,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/bench/internal/benchenv"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 )
 
 // sshdOptions configure scenario 2.
@@ -45,14 +44,13 @@ const natTable = "fleet_sshbench_nat"
 // sshdEnv is one sshd on loopback with its keys and host list.
 type sshdEnv struct {
 	dir        string
+	srv        *sshdtest.Server
 	port       int
 	user       string
 	key        string
 	knownHosts string
 	hostsFile  string
 	addrs      []string // host addresses, without port
-	cmd        *exec.Cmd
-	waited     chan struct{}
 	nat        bool
 	nft        string
 }
@@ -151,68 +149,57 @@ func runSSHD(ctx context.Context, o sshdOptions, stdout io.Writer) error {
 	})
 }
 
-// startSSHD writes keys, known_hosts, sshd_config, sets up the DNAT and
-// starts sshd; it returns once sshd accepts connections.
+// startSSHD starts sshd with sshdtest, writes the client key, known_hosts
+// and the host list, and sets up the DNAT; it returns once sshd answers on
+// the first and the last address.
 func startSSHD(ctx context.Context, o sshdOptions) (*sshdEnv, error) {
-	if err := ensureUser(ctx, o.user); err != nil {
+	if err := sshdtest.EnsureUser(ctx, o.user, "fleet_exporter benchmark user"); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp(o.tmp, "sshd-bench-")
 	if err != nil {
 		return nil, err
 	}
-	// sshd reads authorized_keys with the login user's uid.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
-	env := &sshdEnv{dir: dir, user: o.user, nft: o.nft, port: o.port}
+	env := &sshdEnv{dir: dir, user: o.user, nft: o.nft}
 	ok := false
 	defer func() {
 		if !ok {
 			env.stop()
 		}
 	}()
-	if env.port == 0 {
-		if env.port, err = freePort("127.20.0.1"); err != nil {
-			return nil, err
-		}
-	}
-	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
-	env.key = filepath.Join(dir, "id_ed25519")
-	for _, k := range []string{hostKey, env.key} {
-		if out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", k).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("ssh-keygen: %w: %s", err, out)
-		}
-	}
-	hostPub, err := os.ReadFile(hostKey + ".pub")
+	env.srv, err = sshdtest.Launch(ctx, sshdtest.Options{
+		Addr: "127.20.0.1", Port: o.port, SSHD: o.sshd, Dir: dir, User: o.user,
+		HostKeyTypes: []string{sshdtest.KeyEd25519},
+		// Quiet logs, so that logging does not count as sshd's work, and
+		// start-up limits high enough for the fan-out.
+		LogLevel: "ERROR", MaxStartups: "200:30:400", MaxSessions: 100,
+	})
 	if err != nil {
 		return nil, err
 	}
-	clientPub, err := os.ReadFile(env.key + ".pub")
+	env.port = env.srv.Port
+	key, err := sshdtest.NewKey(ctx, dir, "id_ed25519", sshdtest.KeyEd25519, "")
 	if err != nil {
 		return nil, err
 	}
-	authKeys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, clientPub, 0o644); err != nil {
+	env.key = key.Private
+	if err := env.srv.AddAuthorizedKey(key); err != nil {
 		return nil, err
 	}
-	var kh, hf bytes.Buffer
+	var patterns []string
+	var hf bytes.Buffer
 	for i := 1; i <= o.hosts; i++ {
 		a := fmt.Sprintf("127.20.0.%d", i)
 		env.addrs = append(env.addrs, a)
-		fmt.Fprintf(&kh, "[%s]:%d %s", a, env.port, hostPub)
+		patterns = append(patterns, fmt.Sprintf("[%s]:%d", a, env.port))
 		fmt.Fprintln(&hf, a)
 	}
 	env.knownHosts = filepath.Join(dir, "known_hosts")
 	env.hostsFile = filepath.Join(dir, "hosts")
-	if err := os.WriteFile(env.knownHosts, kh.Bytes(), 0o600); err != nil {
+	if err := env.srv.WriteKnownHosts(env.knownHosts, sshdtest.KnownHostsPlain, patterns); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(env.hostsFile, hf.Bytes(), 0o600); err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "sshd_config")
-	if err := os.WriteFile(cfg, []byte(sshdConfig(env.port, hostKey, authKeys, filepath.Join(dir, "sshd.pid"))), 0o600); err != nil {
 		return nil, err
 	}
 	if o.hosts > 1 {
@@ -220,76 +207,11 @@ func startSSHD(ctx context.Context, o sshdOptions) (*sshdEnv, error) {
 			return nil, err
 		}
 	}
-	// sshd needs its privilege separation directory.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	env.cmd = exec.Command(o.sshd, "-D", "-e", "-f", cfg)
-	env.cmd.Stdout, env.cmd.Stderr = logf, logf
-	if err := env.cmd.Start(); err != nil {
-		return nil, err
-	}
-	env.waited = make(chan struct{})
-	go func() {
-		_ = env.cmd.Wait()
-		close(env.waited)
-	}()
 	if err := env.waitReady(ctx); err != nil {
-		b, _ := os.ReadFile(logf.Name())
-		return nil, fmt.Errorf("%w; sshd log:\n%s", err, b)
+		return nil, err
 	}
 	ok = true
 	return env, nil
-}
-
-// ensureUser creates the login account name when it does not exist: no
-// home directory, /bin/sh as shell (so no shell start-up files run per
-// session) and a password field of "*" (no password, but not locked, which
-// sshd without PAM would refuse even for key auth). It is left in place.
-func ensureUser(ctx context.Context, name string) error {
-	if _, err := user.Lookup(name); err == nil {
-		return nil
-	}
-	out, err := exec.CommandContext(ctx, "useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", "-p", "*",
-		"-c", "fleet_exporter benchmark user", name).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("useradd %s: %w: %s", name, err, out)
-	}
-	return nil
-}
-
-// sshdConfig is the benchmark's sshd_config: key auth only, quiet logs,
-// start-up limits high enough for the fan-out.
-func sshdConfig(port int, hostKey, authKeys, pidFile string) string {
-	return strings.Join([]string{
-		"# written by bench/sshbench",
-		fmt.Sprintf("ListenAddress 127.20.0.1:%d", port),
-		"HostKey " + hostKey,
-		"PidFile " + pidFile,
-		"AuthorizedKeysFile " + authKeys,
-		"StrictModes no",
-		"UsePAM no",
-		"PubkeyAuthentication yes",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
-		"PermitRootLogin prohibit-password",
-		"LogLevel ERROR",
-		"MaxStartups 200:30:400",
-		"MaxSessions 100",
-		"LoginGraceTime 30",
-		"UseDNS no",
-		"PrintMotd no",
-		"PrintLastLog no",
-		"X11Forwarding no",
-		"AllowTcpForwarding no",
-		"AllowAgentForwarding no",
-		"",
-	}, "\n")
 }
 
 // setupNAT maps 127.20.0.0/24:port to 127.20.0.1:port for locally generated
@@ -307,25 +229,25 @@ func (e *sshdEnv) setupNAT(ctx context.Context) error {
 	return nil
 }
 
-// waitReady dials the first and the last address until sshd sends its
-// banner, for at most 10 s.
+// waitReady dials the last address, which reaches sshd through the DNAT,
+// until sshd sends its banner, for at most 10 s. sshdtest has checked the
+// first one already.
 func (e *sshdEnv) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(10 * time.Second)
-	for _, a := range []string{e.addrs[0], e.addrs[len(e.addrs)-1]} {
-		for {
-			if err := sshBanner(net.JoinHostPort(a, strconv.Itoa(e.port))); err == nil {
-				break
-			} else if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("sshd not ready on %s: %w", a, err)
-			}
-			select {
-			case <-e.waited:
-				return errors.New("sshd exited")
-			case <-time.After(50 * time.Millisecond):
-			}
+	a := net.JoinHostPort(e.addrs[len(e.addrs)-1], strconv.Itoa(e.port))
+	for {
+		err := sshBanner(a)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("sshd not ready on %s: %w", a, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
 // sshBanner connects to addr and reads the server's version line.
@@ -346,38 +268,22 @@ func sshBanner(addr string) error {
 	return nil
 }
 
-// freePort returns a TCP port that was free on addr a moment ago.
-func freePort(addr string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // sshdCPU returns the CPU sshd and its (reaped) session processes used.
 func (e *sshdEnv) sshdCPU() time.Duration {
-	if e.cmd == nil || e.cmd.Process == nil {
+	if e.srv == nil {
 		return 0
 	}
-	d, err := benchenv.TreeCPU(e.cmd.Process.Pid)
+	d, err := benchenv.TreeCPU(e.srv.PID())
 	if err != nil {
 		return 0
 	}
 	return d
 }
 
-// stop kills sshd by PID, removes the DNAT table and the directory.
+// stop stops sshd, removes the DNAT table and the directory.
 func (e *sshdEnv) stop() {
-	if e.cmd != nil && e.cmd.Process != nil {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.waited:
-		case <-time.After(5 * time.Second):
-			_ = e.cmd.Process.Kill()
-			<-e.waited
-		}
+	if e.srv != nil {
+		_ = e.srv.Close()
 	}
 	if e.nat {
 		_ = exec.Command(e.nft, "delete", "table", "ip", natTable).Run()

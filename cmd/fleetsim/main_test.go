@@ -17,9 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // asMainEnv makes the test binary behave as fleetsim itself, so that
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 // testFleet returns fleet options on a random 127/8 block and port, so that

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 )
 
 // handshakeGrace bounds how long a connection may take from banner to
@@ -66,20 +68,14 @@ type servedHost struct {
 	err  error
 }
 
-// server serves the hosts of one process.
+// server holds what the hosts of one process share; the connections
+// themselves are served by an sshserver.Server.
 type server struct {
 	opts       *serveOptions
-	log        *slog.Logger
 	done       <-chan struct{}
 	authorized []byte
 	accept     func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error)
 	reject     func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error)
-	wg         sync.WaitGroup
-
-	// mu guards conns and closed.
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
 }
 
 // serve listens on every non-refused host of the selected shard, writes
@@ -117,10 +113,8 @@ func serve(ctx context.Context, opts *serveOptions) error {
 
 	s := &server{
 		opts:       opts,
-		log:        opts.Logger,
 		done:       ctx.Done(),
 		authorized: opts.AuthorizedKey.Marshal(),
-		conns:      make(map[net.Conn]struct{}),
 	}
 	s.accept = s.publicKeyCallback(false)
 	s.reject = s.publicKeyCallback(true)
@@ -135,17 +129,13 @@ func serve(ctx context.Context, opts *serveOptions) error {
 			drift++
 		}
 	}
+	log := opts.Logger
 	if limit, ok := fdLimit(); ok && uint64(len(hosts)-counts[classRefused]) > limit/2 {
-		s.log.Warn("listeners use more than half of the fd limit; connections may fail, consider --workers",
+		log.Warn("listeners use more than half of the fd limit; connections may fail, consider --workers",
 			"listeners", len(hosts)-counts[classRefused], "fd_limit", limit)
 	}
 
 	listeners := make([]net.Listener, 0, len(hosts)-counts[classRefused])
-	closeAll := func() {
-		for _, ln := range listeners {
-			_ = ln.Close()
-		}
-	}
 	var lc net.ListenConfig
 	for i := range hosts {
 		if hosts[i].Class == classRefused {
@@ -153,21 +143,25 @@ func serve(ctx context.Context, opts *serveOptions) error {
 		}
 		ln, err := lc.Listen(ctx, "tcp", hostPort(hosts[i].Addr, opts.Fleet.Port))
 		if err != nil {
-			closeAll()
+			for _, l := range listeners {
+				_ = l.Close()
+			}
 			return fmt.Errorf("listen for host %s: %w", hosts[i].Addr, err)
 		}
 		listeners = append(listeners, ln)
 	}
-	// Start accepting only once every listen succeeded, so a failed start
+	// Start serving only once every listen succeeded, so a failed start
 	// leaves no goroutine behind.
+	srv := sshserver.New(log)
+	var wg sync.WaitGroup
 	j := 0
 	for i := range hosts {
 		if hosts[i].Class == classRefused {
 			continue
 		}
-		h, ln := &hosts[i], listeners[j]
+		h, ln := s.host(&hosts[i]), listeners[j]
 		j++
-		s.wg.Go(func() { s.acceptLoop(h, ln) })
+		wg.Go(func() { _ = srv.Serve(ln, h) })
 	}
 
 	attrs := []any{"hosts", len(hosts), "listeners", len(listeners), "port", opts.Fleet.Port, "drift", drift}
@@ -177,67 +171,41 @@ func serve(ctx context.Context, opts *serveOptions) error {
 	if len(hosts) > 0 {
 		attrs = append(attrs, "first", hosts[0].Addr.String(), "last", hosts[len(hosts)-1].Addr.String())
 	}
-	s.log.Info("serving simulated hosts", attrs...)
+	log.Info("serving simulated hosts", attrs...)
 	_, err = fmt.Fprintf(opts.Ready, "ready %d\n", len(hosts))
 	if err != nil {
-		s.log.Error("cannot report readiness", "err", err)
+		log.Error("cannot report readiness", "err", err)
 	}
 
 	<-ctx.Done()
-	closeAll()
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	s.log.Info("stopped serving simulated hosts")
+	_ = srv.Close()
+	wg.Wait()
+	log.Info("stopped serving simulated hosts")
 	return nil
 }
 
-// acceptLoop accepts connections for one host until its listener is closed.
-func (s *server) acceptLoop(h *servedHost, ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+// host returns how the connections of h are served: tarpit hosts never get
+// to a handshake, the others after the banner delay, with commands answered
+// by h's class.
+func (s *server) host(h *servedHost) *sshserver.Host {
+	return &sshserver.Host{
+		Name: h.Addr.String(),
+		PreHandshake: func(nc net.Conn) bool {
+			if h.Class == classTarpit {
+				// Never send a banner; hold the connection until the client
+				// (or shutdown) closes it. Whatever the client sends is
+				// discarded.
+				sshserver.Discard(nc)
+				return false
 			}
-			// Typically EMFILE: back off briefly instead of spinning.
-			s.log.Warn("accept failed", "host", h.Addr.String(), "err", err)
-			if !s.wait(50*time.Millisecond, nil) {
-				return
-			}
-			continue
-		}
-		if !s.track(c) {
-			_ = c.Close()
-			return
-		}
-		s.wg.Go(func() {
-			defer s.untrack(c)
-			s.handleConn(h, c)
-		})
+			return s.wait(s.opts.DelayBanner, nil)
+		},
+		Config:           func() (*ssh.ServerConfig, error) { return s.serverConfig(h) },
+		HandshakeTimeout: s.opts.DelayAuth + handshakeGrace,
+		Exec: func(string) func(*sshserver.Session) {
+			return func(sess *sshserver.Session) { s.runCommand(h, sess) }
+		},
 	}
-}
-
-// track registers c so shutdown can close it; it returns false once shutdown
-// has begun.
-func (s *server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // wait sleeps for d and reports whether it elapsed; it returns false early
@@ -302,98 +270,27 @@ func (s *server) publicKeyCallback(rejectAll bool) func(ssh.ConnMetadata, ssh.Pu
 	}
 }
 
-// handleConn runs one connection to completion.
-func (s *server) handleConn(h *servedHost, c net.Conn) {
-	defer c.Close()
-	if h.Class == classTarpit {
-		// Never send a banner; hold the connection until the client (or
-		// shutdown) closes it. Whatever the client sends is discarded.
-		_, _ = io.Copy(io.Discard, c)
-		return
-	}
-	if !s.wait(s.opts.DelayBanner, nil) {
-		return
-	}
-	cfg, err := s.serverConfig(h)
-	if err != nil {
-		s.log.Error("cannot build server config", "host", h.Addr.String(), "err", err)
-		return
-	}
-	_ = c.SetDeadline(time.Now().Add(s.opts.DelayAuth + handshakeGrace))
-	sconn, chans, reqs, err := ssh.NewServerConn(c, cfg)
-	if err != nil {
-		s.log.Debug("handshake failed", "host", h.Addr.String(), "remote", c.RemoteAddr().String(), "err", err)
-		return
-	}
-	defer sconn.Close()
-	_ = c.SetDeadline(time.Time{})
-
-	var wg sync.WaitGroup
-	wg.Go(func() { ssh.DiscardRequests(reqs) })
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			_ = nc.Reject(ssh.UnknownChannelType, "only session channels are supported")
-			continue
-		}
-		wg.Go(func() { s.handleSession(h, nc) })
-	}
-	wg.Wait()
-}
-
-// handleSession serves one session channel: a single "exec" request; every
-// other request (pty-req, env, shell, subsystem) is refused.
-func (s *server) handleSession(h *servedHost, nc ssh.NewChannel) {
-	ch, reqs, err := nc.Accept()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	// closed is closed once the client has closed the channel (or the
-	// connection is gone): x/crypto closes reqs then.
-	closed := make(chan struct{})
-	var wg sync.WaitGroup
-	started := false
-	for req := range reqs {
-		if req.Type != "exec" || started {
-			_ = req.Reply(false, nil)
-			continue
-		}
-		var payload struct{ Command string }
-		if err := ssh.Unmarshal(req.Payload, &payload); err != nil {
-			_ = req.Reply(false, nil)
-			continue
-		}
-		started = true
-		_ = req.Reply(true, nil)
-		wg.Go(func() { s.runCommand(h, ch, payload.Command, closed) })
-	}
-	close(closed)
-	wg.Wait()
-}
-
 // runCommand answers one exec request according to the host's class.
-func (s *server) runCommand(h *servedHost, ch ssh.Channel, cmd string, closed <-chan struct{}) {
-	if !s.wait(s.opts.DelayCommand, closed) {
+func (s *server) runCommand(h *servedHost, sess *sshserver.Session) {
+	if !s.wait(s.opts.DelayCommand, sess.Closed()) {
 		return
 	}
 	switch h.Class {
 	case classHang:
 		// Never exit; the client has to give up and close the channel.
 		select {
-		case <-closed:
+		case <-sess.Closed():
 		case <-s.done:
 		}
 		return
 	case classSlow:
-		if !s.wait(s.opts.SlowDelay, closed) {
+		if !s.wait(s.opts.SlowDelay, sess.Closed()) {
 			return
 		}
 	}
-	out, status := commandOutput(s.opts.Fleet.Seed, &h.simHost, cmd)
-	if _, err := ch.Write(out); err != nil {
+	out, status := commandOutput(s.opts.Fleet.Seed, &h.simHost, sess.Command)
+	if _, err := sess.Write(out); err != nil {
 		return
 	}
-	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
-	_ = ch.CloseWrite()
-	_ = ch.Close()
+	sess.Exit(status)
 }

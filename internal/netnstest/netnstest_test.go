@@ -14,13 +14,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 // echoRequest builds an IPv4 ICMP echo request from src to dst.

@@ -1,24 +1,29 @@
-// Package sshdtest runs a real OpenSSH server for integration tests: the
-// Debian sshd binary on a loopback address and a free high port, with its own
-// temporary directory holding generated host keys, an sshd_config written
-// here, authorized_keys, optional user and host certificate authorities, and
-// the server's log. It also generates client keys, signs user and host
-// certificates with ssh-keygen and writes known_hosts files in plain, hashed
-// and @cert-authority form.
+// Package sshdtest runs a real OpenSSH server for integration tests and
+// benchmarks: the Debian sshd binary on a loopback address and a free high
+// port, with its own directory holding generated host keys, an sshd_config
+// written here, authorized_keys, optional user and host certificate
+// authorities, and the server's log. It also generates client keys, signs
+// user and host certificates with ssh-keygen and writes known_hosts files in
+// plain, hashed and @cert-authority form.
 //
-// It is a test helper library: only _test.go files import it.
+// It is the project's one OpenSSH launcher. Tests use Start and the other
+// functions taking a testing.TB, which fail or skip the test; programs such
+// as bench/sshbench use Launch and the functions returning errors.
 //
-// Side effects outside the temporary directory: when running as root, Start
-// creates /run/sshd (sshd's privilege separation directory) if missing, and
-// PasswordUser creates the local account "fleetprobe" (useradd -M -s /bin/sh,
-// no home directory) if it does not exist and sets a random password on it
-// with chpasswd. That password is kept in a root-only file under
-// os.TempDir() so that concurrent test processes agree on it; the account is
-// left in place after the tests. Without root, PasswordUser skips the test.
+// Side effects outside the server's directory: when running as root, Launch
+// creates /run/sshd (sshd's privilege separation directory) if missing;
+// EnsureUser creates a local account (useradd -M -s /bin/sh, no home
+// directory) if it does not exist; PasswordUser does that for "fleetprobe"
+// and sets a random password on it with chpasswd. That password is kept in a
+// root-only file under os.TempDir() so that concurrent test processes agree
+// on it; the accounts are left in place. Without root, PasswordUser skips the
+// test.
 package sshdtest
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -30,12 +35,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
-// SSHDPath is the absolute path of the OpenSSH server the harness starts.
+// SSHDPath is the absolute path of the OpenSSH server the harness starts
+// unless Options.SSHD names another.
 const SSHDPath = "/usr/sbin/sshd"
 
 // PasswordUserName is the local account PasswordUser creates for password
@@ -50,16 +59,39 @@ const (
 	KeyRSA     = "rsa"
 )
 
-// startTimeout bounds how long Start waits for sshd to accept connections.
-const startTimeout = 15 * time.Second
+// Timeouts of Launch: how long sshd may take to serve its own host key, how
+// long one readiness handshake may take, and how long Close waits after
+// SIGTERM before it kills sshd.
+const (
+	startTimeout     = 15 * time.Second
+	handshakeTimeout = 2 * time.Second
+	stopTimeout      = 5 * time.Second
+)
 
-// Options configures the sshd started by Start. The zero value starts a
-// server on 127.0.0.1 with ed25519, ecdsa and rsa host keys that accepts
-// public-key logins only.
+// portAttempts is how many free ports Launch tries when it picks the port.
+const portAttempts = 5
+
+// Options configures the sshd started by Start or Launch. The zero value
+// starts a server on 127.0.0.1 and a free port with ed25519, ecdsa and rsa
+// host keys that accepts public-key logins of the current user only.
 type Options struct {
 	// Addr is the loopback IP address sshd listens on; empty means
 	// 127.0.0.1. Any address in 127.0.0.0/8 works on Linux without setup.
 	Addr string
+	// Port is the port sshd listens on; 0 picks a free one, and another one
+	// when the port is taken before sshd binds it. A port given here is used
+	// as it is: if it is taken, Launch fails.
+	Port int
+	// SSHD is the sshd binary; empty means SSHDPath.
+	SSHD string
+	// Dir is the existing directory Launch writes its files to; Start uses a
+	// new t.TempDir() instead. The caller removes it.
+	Dir string
+	// User is the account public-key logins are for; empty means the
+	// account running the harness. sshd reads authorized_keys as that
+	// account, so for another one Dir and authorized_keys are made readable
+	// by everyone (they hold public keys only).
+	User string
 	// HostKeyTypes lists the host key types to generate, in the order they
 	// appear in sshd_config; nil means ed25519, ecdsa, rsa.
 	HostKeyTypes []string
@@ -75,7 +107,18 @@ type Options struct {
 	// key with it for the listen address and serves the certificates
 	// (HostCertificate lines).
 	HostCertificate bool
-	// ExtraConfig lines are appended to sshd_config verbatim.
+	// LogLevel is sshd's LogLevel; empty means VERBOSE, which logs every
+	// connection and authentication (tests read them with WaitLog). A
+	// benchmark sets ERROR so that logging does not count as sshd's work.
+	LogLevel string
+	// MaxStartups is sshd's MaxStartups; empty means 100:30:200.
+	MaxStartups string
+	// MaxSessions is sshd's MaxSessions; 0 means 50.
+	MaxSessions int
+	// ExtraConfig lines are appended to sshd_config verbatim. sshd keeps
+	// the first value it reads for most keywords, so these cannot override
+	// the lines the fields above produce; they suit Match blocks and
+	// keywords the harness does not write.
 	ExtraConfig []string
 }
 
@@ -94,11 +137,20 @@ type Key struct {
 // AuthorizedKey returns the public key line ("type base64 comment") of k.
 func (k Key) AuthorizedKey(tb testing.TB) string {
 	tb.Helper()
+	line, err := k.authorizedLine()
+	if err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
+	return line
+}
+
+// authorizedLine reads k's public key line.
+func (k Key) authorizedLine() (string, error) {
 	b, err := os.ReadFile(k.Public)
 	if err != nil {
-		tb.Fatalf("sshdtest: read public key: %v", err)
+		return "", fmt.Errorf("read public key: %w", err)
 	}
-	return strings.TrimSpace(string(b))
+	return strings.TrimSpace(string(b)), nil
 }
 
 // Server is a running sshd. Its fields describe the files it uses; they must
@@ -107,10 +159,11 @@ type Server struct {
 	// Addr is the listen IP address and Port the listen port.
 	Addr string
 	Port int
-	// User is the name of the account running the tests; with public keys
-	// written by Authorize it can log in (root when the tests run as root).
+	// User is the account public-key logins are for (Options.User, or the
+	// account running the harness, root when the tests run as root); with
+	// public keys written by Authorize it can log in.
 	User string
-	// Dir is the server's temporary directory.
+	// Dir is the server's directory.
 	Dir string
 	// ConfigFile, LogFile, AuthorizedKeysFile and PidFile are paths in Dir.
 	ConfigFile, LogFile, AuthorizedKeysFile, PidFile string
@@ -125,8 +178,13 @@ type Server struct {
 	// UserCA is the user certificate authority, set with Options.UserCA.
 	UserCA *Key
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait returned
+	sshd        string
+	hostPubs    [][]byte // wire form of HostKeys, to recognise this sshd
+	cmd         *exec.Cmd
+	done        chan struct{} // closed once cmd.Wait returned
+	listenInode uint64        // inode of sshd's listening socket
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // KnownHostsForm selects how Server.KnownHosts writes its entries.
@@ -164,46 +222,81 @@ func RequireOpenSSH(tb testing.TB) {
 	}
 }
 
-// run runs a command and fails the test with its output when it fails.
-func run(tb testing.TB, stdin string, name string, args ...string) {
-	tb.Helper()
-	cmd := exec.Command(name, args...)
+// run runs a command and returns an error with its output when it fails.
+func run(ctx context.Context, stdin string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		tb.Fatalf("sshdtest: %s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
+	return nil
 }
 
-// GenerateKey writes a new key pair of keyType ("ed25519", "ecdsa", "rsa") to
+// NewKey writes a new key pair of keyType ("ed25519", "ecdsa", "rsa") to
 // dir/name and dir/name.pub with ssh-keygen. A non-empty passphrase encrypts
 // the private key; it uses 4 bcrypt KDF rounds instead of OpenSSH's 16, the
 // same format but decrypted four times faster (seconds under the race
 // detector).
-func GenerateKey(tb testing.TB, dir, name, keyType, passphrase string) Key {
-	tb.Helper()
-	RequireOpenSSH(tb)
+func NewKey(ctx context.Context, dir, name, keyType, passphrase string) (Key, error) {
 	path := filepath.Join(dir, name)
 	args := []string{"-q", "-t", keyType, "-N", passphrase, "-C", "sshdtest-" + name, "-f", path}
 	if passphrase != "" {
 		args = append(args, "-a", "4")
 	}
-	run(tb, "", "ssh-keygen", args...)
-	return Key{Type: keyType, Private: path, Public: path + ".pub", Passphrase: passphrase}
+	if err := run(ctx, "", "ssh-keygen", args...); err != nil {
+		return Key{}, err
+	}
+	return Key{Type: keyType, Private: path, Public: path + ".pub", Passphrase: passphrase}, nil
 }
 
-// Start starts sshd as configured by opts and stops it when the test ends.
-// It skips the test when sshd or ssh-keygen is missing.
+// GenerateKey is NewKey for tests: it skips the test when ssh-keygen is
+// missing and fails it when ssh-keygen fails.
+func GenerateKey(tb testing.TB, dir, name, keyType, passphrase string) Key {
+	tb.Helper()
+	RequireOpenSSH(tb)
+	k, err := NewKey(context.Background(), dir, name, keyType, passphrase)
+	if err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
+	return k
+}
+
+// Start starts sshd as configured by opts in a new t.TempDir() and stops it
+// when the test ends. It skips the test when sshd or ssh-keygen is missing.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	RequireOpenSSH(tb)
+	opts.Dir = tb.TempDir()
+	s, err := Launch(context.Background(), opts)
+	if err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("sshdtest: %v", err)
+		}
+	})
+	return s
+}
+
+// Launch starts sshd as configured by opts and returns once that sshd, not
+// merely something, answers on its port. The caller must call Close. ctx
+// bounds the start only, not the server's life.
+func Launch(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("Options.Dir is empty")
+	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1"
 	}
 	if ip := net.ParseIP(opts.Addr); ip == nil || !ip.IsLoopback() {
-		tb.Fatalf("sshdtest: Addr %q is not a loopback IP address", opts.Addr)
+		return nil, fmt.Errorf("Addr %q is not a loopback IP address", opts.Addr)
+	}
+	if opts.SSHD == "" {
+		opts.SSHD = SSHDPath
 	}
 	if opts.HostKeyTypes == nil {
 		opts.HostKeyTypes = []string{KeyEd25519, KeyECDSA, KeyRSA}
@@ -212,61 +305,126 @@ func Start(tb testing.TB, opts Options) *Server {
 		// sshd refuses to start as root without its privilege separation
 		// directory; Debian creates it only from the service unit.
 		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			tb.Fatalf("sshdtest: create /run/sshd: %v", err)
+			return nil, fmt.Errorf("create /run/sshd: %w", err)
 		}
 	}
-	u, err := user.Current()
-	if err != nil {
-		tb.Fatalf("sshdtest: current user: %v", err)
-	}
-
-	dir := tb.TempDir()
 	s := &Server{
 		Addr:               opts.Addr,
-		User:               u.Username,
-		Dir:                dir,
-		ConfigFile:         filepath.Join(dir, "sshd_config"),
-		LogFile:            filepath.Join(dir, "sshd.log"),
-		AuthorizedKeysFile: filepath.Join(dir, "authorized_keys"),
-		PidFile:            filepath.Join(dir, "sshd.pid"),
+		User:               opts.User,
+		Dir:                opts.Dir,
+		ConfigFile:         filepath.Join(opts.Dir, "sshd_config"),
+		LogFile:            filepath.Join(opts.Dir, "sshd.log"),
+		AuthorizedKeysFile: filepath.Join(opts.Dir, "authorized_keys"),
+		PidFile:            filepath.Join(opts.Dir, "sshd.pid"),
+		sshd:               opts.SSHD,
 	}
-	if err := os.WriteFile(s.AuthorizedKeysFile, nil, 0o600); err != nil {
-		tb.Fatalf("sshdtest: %v", err)
+	if err := s.prepare(ctx, opts); err != nil {
+		return nil, err
+	}
+
+	if opts.Port != 0 {
+		s.Port = opts.Port
+		if err := s.writeConfig(opts); err != nil {
+			return nil, err
+		}
+		if err := s.start(ctx); err != nil {
+			return nil, fmt.Errorf("%w\nlog:\n%s", err, s.readLog())
+		}
+		return s, nil
+	}
+	// The port is free when chosen but sshd binds it only later; anything
+	// that takes it in between (a listener of a parallel test process, or
+	// the source port of an outgoing connection) makes sshd exit, and the
+	// next port is tried.
+	var lastErr error
+	for range portAttempts {
+		port, err := freePort(s.Addr)
+		if err != nil {
+			return nil, err
+		}
+		s.Port = port
+		if err := s.writeConfig(opts); err != nil {
+			return nil, err
+		}
+		if lastErr = s.start(ctx); lastErr == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("sshd did not start: %w\nlog:\n%s", lastErr, s.readLog())
+}
+
+// prepare writes authorized_keys and the host and CA keys.
+func (s *Server) prepare(ctx context.Context, opts Options) error {
+	akMode := os.FileMode(0o600)
+	if s.User == "" {
+		u, err := user.Current()
+		if err != nil {
+			return fmt.Errorf("current user: %w", err)
+		}
+		s.User = u.Username
+	} else if u, err := user.Current(); err != nil || u.Username != s.User {
+		if err := os.Chmod(s.Dir, 0o755); err != nil {
+			return err
+		}
+		akMode = 0o644
+	}
+	if err := os.WriteFile(s.AuthorizedKeysFile, nil, akMode); err != nil {
+		return err
+	}
+	// WriteFile keeps the mode of an existing file; the umask may also
+	// have cut it.
+	if err := os.Chmod(s.AuthorizedKeysFile, akMode); err != nil {
+		return err
 	}
 	for _, typ := range opts.HostKeyTypes {
-		s.HostKeys = append(s.HostKeys, GenerateKey(tb, dir, "ssh_host_"+typ+"_key", typ, ""))
+		k, err := NewKey(ctx, s.Dir, "ssh_host_"+typ+"_key", typ, "")
+		if err != nil {
+			return err
+		}
+		s.HostKeys = append(s.HostKeys, k)
+		pub, err := parsePublicKey(k)
+		if err != nil {
+			return err
+		}
+		s.hostPubs = append(s.hostPubs, pub.Marshal())
 	}
 	if opts.HostCertificate {
-		ca := GenerateKey(tb, dir, "host_ca", KeyEd25519, "")
+		ca, err := NewKey(ctx, s.Dir, "host_ca", KeyEd25519, "")
+		if err != nil {
+			return err
+		}
 		s.HostCA = &ca
 		for _, k := range s.HostKeys {
-			run(tb, "", "ssh-keygen", "-q", "-s", ca.Private, "-h", "-I", "sshdtest-host", "-n", s.Addr, k.Public)
+			if err := run(ctx, "", "ssh-keygen", "-q", "-s", ca.Private, "-h", "-I", "sshdtest-host", "-n", s.Addr, k.Public); err != nil {
+				return err
+			}
 			s.HostCerts = append(s.HostCerts, strings.TrimSuffix(k.Public, ".pub")+"-cert.pub")
 		}
 	}
 	if opts.UserCA {
-		ca := GenerateKey(tb, dir, "user_ca", KeyEd25519, "")
+		ca, err := NewKey(ctx, s.Dir, "user_ca", KeyEd25519, "")
+		if err != nil {
+			return err
+		}
 		s.UserCA = &ca
 	}
-
-	// A port taken between choosing it and sshd binding it makes sshd exit;
-	// try a few ports before giving up.
-	var lastErr error
-	for range 5 {
-		port, err := freePort(s.Addr)
-		if err != nil {
-			tb.Fatalf("sshdtest: %v", err)
-		}
-		s.Port = port
-		if err := os.WriteFile(s.ConfigFile, []byte(s.config(opts)), 0o600); err != nil {
-			tb.Fatalf("sshdtest: %v", err)
-		}
-		if lastErr = s.start(tb); lastErr == nil {
-			return s
-		}
-	}
-	tb.Fatalf("sshdtest: sshd did not start: %v\nlog:\n%s", lastErr, s.Log(tb))
 	return nil
+}
+
+// parsePublicKey reads the public half of k.
+func parsePublicKey(k Key) (ssh.PublicKey, error) {
+	b, err := os.ReadFile(k.Public)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", k.Public, err)
+	}
+	return pub, nil
 }
 
 // freePort returns a port on addr that was free a moment ago.
@@ -279,10 +437,21 @@ func freePort(addr string) (int, error) {
 	return port, ln.Close()
 }
 
+// writeConfig writes sshd_config for the current port.
+func (s *Server) writeConfig(opts Options) error {
+	return os.WriteFile(s.ConfigFile, []byte(s.config(opts)), 0o600)
+}
+
 // config returns the sshd_config text for opts.
 func (s *Server) config(opts Options) string {
 	var b strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	orDefault := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
 	line("# written by sshdtest")
 	line("ListenAddress %s", s.Addr)
 	line("Port %d", s.Port)
@@ -309,9 +478,13 @@ func (s *Server) config(opts Options) string {
 		line("PermitRootLogin prohibit-password")
 	}
 	line("PermitEmptyPasswords no")
-	line("LogLevel VERBOSE")
-	line("MaxStartups 100:30:200")
-	line("MaxSessions 50")
+	line("LogLevel %s", orDefault(opts.LogLevel, "VERBOSE"))
+	line("MaxStartups %s", orDefault(opts.MaxStartups, "100:30:200"))
+	if opts.MaxSessions > 0 {
+		line("MaxSessions %d", opts.MaxSessions)
+	} else {
+		line("MaxSessions 50")
+	}
 	line("MaxAuthTries 10")
 	line("LoginGraceTime 30")
 	line("UseDNS no")
@@ -334,17 +507,21 @@ func yesNo(v bool) string {
 	return "no"
 }
 
-// start launches sshd with the written config and waits until its port
-// accepts connections. On success it registers the cleanup that stops it.
-func (s *Server) start(tb testing.TB) error {
-	tb.Helper()
+// start launches sshd with the written config and waits until it serves its
+// own host key on the port. On error sshd has been stopped.
+//
+// A successful TCP connect alone would not do: the port may belong to
+// another process that took it after freePort released it, sshd then fails
+// to bind and exits, and the harness would hand out a server that is not
+// its own, whose cleanup leaves the port answering.
+func (s *Server) start(ctx context.Context) error {
 	logf, err := os.OpenFile(s.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		tb.Fatalf("sshdtest: %v", err)
+		return err
 	}
 	// -D: stay in the foreground, so the PID we hold is the listener;
 	// -e: log to stderr (our file) instead of syslog.
-	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", s.ConfigFile)
+	cmd := exec.Command(s.sshd, "-D", "-e", "-f", s.ConfigFile)
 	// A test binary killed by -timeout must not leave sshd behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = logf
@@ -353,7 +530,7 @@ func (s *Server) start(tb testing.TB) error {
 	// The child has its own copy of the descriptor.
 	_ = logf.Close()
 	if err != nil {
-		return fmt.Errorf("start %s: %w", SSHDPath, err)
+		return fmt.Errorf("start %s: %w", s.sshd, err)
 	}
 	done := make(chan struct{})
 	waitErr := make(chan error, 1)
@@ -361,42 +538,117 @@ func (s *Server) start(tb testing.TB) error {
 		waitErr <- cmd.Wait()
 		close(done)
 	}()
+	s.cmd, s.done = cmd, done
 
-	hostport := net.JoinHostPort(s.Addr, strconv.Itoa(s.Port))
 	deadline := time.Now().Add(startTimeout)
+	var lastErr error
 	for {
-		c, err := net.DialTimeout("tcp", hostport, time.Second)
-		if err == nil {
-			_ = c.Close()
-			break
+		// Exit first: once sshd is gone, whatever answers is not it.
+		select {
+		case <-done:
+			return fmt.Errorf("sshd exited before serving on %s: %w", s.HostPort(), <-waitErr)
+		default:
+		}
+		ours, err := s.answers(ctx, s.HostPort())
+		if ours {
+			if s.listenInode, err = listeningInode(cmd.Process.Pid); err != nil {
+				s.kill()
+				return err
+			}
+			return nil
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.kill()
+			return fmt.Errorf("sshd did not serve its host key on %s within %v: %w", s.HostPort(), startTimeout, errors.Join(lastErr, ctx.Err()))
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("sshd exited before accepting connections: %w", <-waitErr)
+		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):
 			// sshd gives no readiness signal in -D mode; poll the port.
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("sshd did not accept connections on %s within %v", hostport, startTimeout)
-		}
 	}
-	s.cmd, s.done = cmd, done
-	tb.Cleanup(s.stop)
-	return nil
 }
 
-// stop terminates exactly the sshd process Start launched and waits for it.
-// Per-connection children exit on their own once their clients disconnect.
-func (s *Server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
+// errHostKeySeen ends a readiness handshake once the host key is known.
+var errHostKeySeen = errors.New("host key seen")
+
+// answers reports whether the SSH server at hostport presents one of this
+// server's host keys (or a certificate of one). It stops the handshake right
+// after the key exchange, before authentication. The error tells why nothing
+// or something else answered.
+func (s *Server) answers(ctx context.Context, hostport string) (bool, error) {
+	d := net.Dialer{Timeout: handshakeTimeout}
+	nc, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return false, err
 	}
+	defer func() { _ = nc.Close() }()
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	ours := false
+	cfg := &ssh.ClientConfig{
+		User: "sshdtest",
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if cert, ok := key.(*ssh.Certificate); ok {
+				key = cert.Key
+			}
+			for _, p := range s.hostPubs {
+				if bytes.Equal(p, key.Marshal()) {
+					ours = true
+				}
+			}
+			return errHostKeySeen
+		},
+	}
+	c, _, _, err := ssh.NewClientConn(nc, hostport, cfg)
+	if err == nil {
+		_ = c.Close()
+	}
+	if !ours && errors.Is(err, errHostKeySeen) {
+		err = fmt.Errorf("%s presents a host key that is not this sshd's", hostport)
+	}
+	return ours, err
+}
+
+// kill ends sshd at once and waits for it.
+func (s *Server) kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Close terminates exactly the sshd process Launch started, waits for it,
+// and then waits until its listening socket is closed; later calls return
+// the first call's result. Per-connection children exit on their own once
+// their clients disconnect.
+//
+// The listener's exit alone does not close the port: a child that sshd
+// forked for a connection just before SIGTERM holds a copy of the listening
+// socket until it gets to run and close it, and until then the kernel
+// completes new connections into that socket's queue. On a busy machine that
+// takes milliseconds, so a port checked right after the listener exited
+// could still accept.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(stopTimeout):
+			s.kill()
+		}
+		s.closeErr = waitSocketClosed(s.listenInode, stopTimeout)
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("sshd (pid %d) on %s exited: %w", s.cmd.Process.Pid, s.HostPort(), s.closeErr)
+		}
+	})
+	return s.closeErr
+}
+
+// PID returns the process ID of the listening sshd.
+func (s *Server) PID() int {
+	return s.cmd.Process.Pid
 }
 
 // HostPort returns "addr:port" for dialling the server.
@@ -408,6 +660,15 @@ func (s *Server) HostPort() string {
 // "[addr]:port".
 func (s *Server) KnownHostsPattern() string {
 	return "[" + s.Addr + "]:" + strconv.Itoa(s.Port)
+}
+
+// readLog returns sshd's output so far, or why it cannot be read.
+func (s *Server) readLog() string {
+	b, err := os.ReadFile(s.LogFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "(" + err.Error() + ")"
+	}
+	return string(b)
 }
 
 // Log returns sshd's output so far.
@@ -461,23 +722,27 @@ func (s *Server) ClientKey(tb testing.TB, name, keyType, passphrase string) Key 
 // Authorize appends k's public key to the server's authorized_keys file.
 func (s *Server) Authorize(tb testing.TB, k Key) {
 	tb.Helper()
-	s.appendFile(tb, s.AuthorizedKeysFile, k.AuthorizedKey(tb)+"\n")
+	if err := s.AddAuthorizedKey(k); err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
 }
 
-// appendFile appends text to path.
-func (s *Server) appendFile(tb testing.TB, path, text string) {
-	tb.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// AddAuthorizedKey is Authorize for programs: it appends k's public key to
+// the server's authorized_keys file.
+func (s *Server) AddAuthorizedKey(k Key) error {
+	line, err := k.authorizedLine()
 	if err != nil {
-		tb.Fatalf("sshdtest: %v", err)
+		return err
 	}
-	if _, err := f.WriteString(text); err != nil {
+	f, err := os.OpenFile(s.AuthorizedKeysFile, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
 		_ = f.Close()
-		tb.Fatalf("sshdtest: %v", err)
+		return err
 	}
-	if err := f.Close(); err != nil {
-		tb.Fatalf("sshdtest: %v", err)
-	}
+	return f.Close()
 }
 
 // SignUserKey signs k's public key with the server's user CA for the given
@@ -492,8 +757,10 @@ func (s *Server) SignUserKey(tb testing.TB, k Key, principals ...string) string 
 	if len(principals) == 0 {
 		principals = []string{s.User}
 	}
-	run(tb, "", "ssh-keygen", "-q", "-s", s.UserCA.Private, "-I", "sshdtest-user",
-		"-n", strings.Join(principals, ","), k.Public)
+	if err := run(context.Background(), "", "ssh-keygen", "-q", "-s", s.UserCA.Private, "-I", "sshdtest-user",
+		"-n", strings.Join(principals, ","), k.Public); err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
 	return strings.TrimSuffix(k.Public, ".pub") + "-cert.pub"
 }
 
@@ -504,6 +771,18 @@ func (s *Server) SignUserKey(tb testing.TB, k Key, principals ...string) string 
 // host CA (KnownHostsCertAuthority).
 func (s *Server) KnownHosts(tb testing.TB, name string, form KnownHostsForm, keys ...Key) string {
 	tb.Helper()
+	path := filepath.Join(s.Dir, name)
+	if err := s.WriteKnownHosts(path, form, []string{s.KnownHostsPattern()}, keys...); err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
+	return path
+}
+
+// WriteKnownHosts is KnownHosts for programs and for servers reached under
+// other names (e.g. several addresses translated to this one): it writes
+// path with one line per host pattern and key. With no keys it lists the
+// server's host keys, or its host CA for KnownHostsCertAuthority.
+func (s *Server) WriteKnownHosts(path string, form KnownHostsForm, patterns []string, keys ...Key) error {
 	if len(keys) == 0 {
 		switch {
 		case form != KnownHostsCertAuthority:
@@ -511,7 +790,7 @@ func (s *Server) KnownHosts(tb testing.TB, name string, form KnownHostsForm, key
 		case s.HostCA != nil:
 			keys = []Key{*s.HostCA}
 		default:
-			tb.Fatalf("sshdtest: KnownHostsCertAuthority needs Options.HostCertificate or explicit keys")
+			return errors.New("KnownHostsCertAuthority needs Options.HostCertificate or explicit keys")
 		}
 	}
 	prefix := ""
@@ -519,18 +798,25 @@ func (s *Server) KnownHosts(tb testing.TB, name string, form KnownHostsForm, key
 		prefix = "@cert-authority "
 	}
 	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s%s %s\n", prefix, s.KnownHostsPattern(), k.AuthorizedKey(tb))
+	for _, p := range patterns {
+		for _, k := range keys {
+			line, err := k.authorizedLine()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%s%s %s\n", prefix, p, line)
+		}
 	}
-	path := filepath.Join(s.Dir, name)
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		tb.Fatalf("sshdtest: %v", err)
+		return err
 	}
 	if form == KnownHostsHashed {
-		run(tb, "", "ssh-keygen", "-q", "-H", "-f", path)
+		if err := run(context.Background(), "", "ssh-keygen", "-q", "-H", "-f", path); err != nil {
+			return err
+		}
 		_ = os.Remove(path + ".old")
 	}
-	return path
+	return nil
 }
 
 // WriteSecret writes a password or passphrase file (mode 0600, with a
@@ -543,6 +829,18 @@ func (s *Server) WriteSecret(tb testing.TB, name, secret string) string {
 		tb.Fatalf("sshdtest: %v", err)
 	}
 	return path
+}
+
+// EnsureUser creates the local account name when it does not exist: no home
+// directory, /bin/sh as its shell (no shell start-up files run per session)
+// and "*" as its password field, which allows no password yet, unlike a
+// locked "!", is not refused by sshd without PAM for key logins. The account
+// is left in place. It needs root.
+func EnsureUser(ctx context.Context, name, comment string) error {
+	if _, err := user.Lookup(name); err == nil {
+		return nil
+	}
+	return run(ctx, "", "useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", "-p", "*", "-c", comment, name)
 }
 
 // PasswordUser makes sure the local account PasswordUserName exists with a
@@ -570,8 +868,9 @@ func PasswordUser(tb testing.TB) (name, password string) {
 	}
 	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
 
-	if _, err := user.Lookup(PasswordUserName); err != nil {
-		run(tb, "", "useradd", "-M", "-s", "/bin/sh", "-c", "fleet_exporter test user", PasswordUserName)
+	ctx := context.Background()
+	if err := EnsureUser(ctx, PasswordUserName, "fleet_exporter test user"); err != nil {
+		tb.Fatalf("sshdtest: %v", err)
 	}
 	pwPath := filepath.Join(os.TempDir(), "sshdtest-"+PasswordUserName+".password")
 	if b, err := os.ReadFile(pwPath); err == nil && len(b) > 0 {
@@ -586,6 +885,8 @@ func PasswordUser(tb testing.TB) (name, password string) {
 	}
 	// Set it every time: the account may have been recreated, or its
 	// password changed, since the file was written.
-	run(tb, PasswordUserName+":"+password+"\n", "chpasswd")
+	if err := run(ctx, PasswordUserName+":"+password+"\n", "chpasswd"); err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
 	return PasswordUserName, password
 }

@@ -2,6 +2,7 @@ package sshdtest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -12,13 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }
 
 // dialRun logs in to s with cfg, runs cmd and returns its stdout.
@@ -227,22 +229,59 @@ func TestPasswordUser(t *testing.T) {
 	}
 }
 
+// TestCleanupStopsServer checks what a test may rely on once a server's
+// test has ended: the listener is gone, so is its listening socket, and
+// nothing presenting the server's host key answers on its port. Each round
+// connects right before the cleanup, so sshd has just forked a child for
+// that connection when it is told to stop; the child holds a copy of the
+// listening socket until it runs, which cleanup must wait out. The port is
+// not checked for being refused: once released, another process may take it.
 func TestCleanupStopsServer(t *testing.T) {
-	var pid int
-	var hostport string
-	t.Run("server", func(t *testing.T) {
-		s := Start(t, Options{HostKeyTypes: []string{KeyEd25519}})
-		pid, hostport = s.cmd.Process.Pid, s.HostPort()
-		if err := syscall.Kill(pid, 0); err != nil {
-			t.Fatalf("sshd pid %d not running: %v", pid, err)
+	for round := range 5 {
+		var s *Server
+		t.Run("round "+itoa(round), func(t *testing.T) {
+			s = Start(t, Options{Addr: "127.0.0.83", HostKeyTypes: []string{KeyEd25519}})
+			if err := syscall.Kill(s.PID(), 0); err != nil {
+				t.Fatalf("sshd pid %d not running: %v", s.PID(), err)
+			}
+			c, err := net.DialTimeout("tcp", s.HostPort(), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Close()
+		})
+		if s == nil {
+			t.FailNow()
 		}
-	})
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("after cleanup, kill(%d, 0) = %v, want ESRCH", pid, err)
+		if err := syscall.Kill(s.PID(), 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("after cleanup, kill(%d, 0) = %v, want ESRCH", s.PID(), err)
+		}
+		listening, err := listeningInodes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listening[s.listenInode] {
+			t.Errorf("after cleanup, sshd's listening socket (inode %d) is still open", s.listenInode)
+		}
+		if ours, _ := s.answers(context.Background(), s.HostPort()); ours {
+			t.Errorf("after cleanup, %s still serves the server's host key", s.HostPort())
+		}
 	}
-	if c, err := net.DialTimeout("tcp", hostport, time.Second); err == nil {
-		_ = c.Close()
-		t.Errorf("%s still accepts connections after cleanup", hostport)
+}
+
+// TestLaunchRejectsForeignListener starts sshd on a port another listener
+// holds. sshd cannot bind it and exits; Launch must report that rather than
+// take the other listener, which accepts connections too, for its sshd.
+func TestLaunchRejectsForeignListener(t *testing.T) {
+	RequireOpenSSH(t)
+	port := testutil.TCPListener(t, "127.0.0.1")
+	s, err := Launch(context.Background(), Options{Dir: t.TempDir(), Port: port, HostKeyTypes: []string{KeyEd25519}})
+	if err == nil {
+		_ = s.Close()
+		t.Fatalf("Launch on port %d, held by another listener, succeeded", port)
+	}
+	if !strings.Contains(err.Error(), "Address already in use") {
+		t.Errorf("Launch error = %v, want sshd's bind failure in it", err)
 	}
 }
 

@@ -1,0 +1,7 @@
+package testutil
+
+import "testing"
+
+func TestMain(m *testing.M) {
+	Main(m)
+}

@@ -1,0 +1,131 @@
+package testutil
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+)
+
+func TestFreePort(t *testing.T) {
+	for _, ip := range []string{"127.0.0.1", "127.0.0.3"} {
+		t.Run(ip, func(t *testing.T) {
+			port := FreePort(t, ip)
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				t.Fatalf("port %d from FreePort is not free: %v", port, err)
+			}
+			_ = ln.Close()
+		})
+	}
+}
+
+func TestTCPListener(t *testing.T) {
+	port := TCPListener(t, "127.0.0.1")
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		t.Fatalf("dial listener: %v", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	// The listener closes every connection: the read ends with EOF, not a
+	// timeout.
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("read from a closed connection succeeded")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("read = %v, want the connection closed by the listener", err)
+	}
+	_ = c.Close()
+}
+
+func TestNewTarget(t *testing.T) {
+	tests := []struct {
+		name string
+		got  *config.Target
+		want config.Target
+	}{
+		{
+			name: "icmp",
+			got:  ICMPTarget("s", "10.0.0.1", WithICMP(3, time.Millisecond), WithFingerprint("fp")),
+			want: config.Target{
+				Set: "s", Host: "10.0.0.1", Name: "10.0.0.1", Probe: config.ProbeICMP,
+				Interval: DefaultInterval, Timeout: DefaultTimeout, Fingerprint: "fp",
+				ICMP: &config.ICMPProbe{Count: 3, PacketInterval: config.Duration(time.Millisecond), Size: config.DefaultICMPSize},
+			},
+		},
+		{
+			name: "tcp with port in host",
+			got:  TCPTarget("s", "127.0.0.1:8080", WithTCPPort(80), WithLabels(map[string]string{"dc": "fra"}), WithFingerprint("fp")),
+			want: config.Target{
+				Set: "s", Host: "127.0.0.1:8080", Name: "127.0.0.1", Port: 8080, Probe: config.ProbeTCP,
+				Interval: DefaultInterval, Timeout: DefaultTimeout, Labels: map[string]string{"dc": "fra"},
+				TCP: &config.TCPProbe{Port: 80}, Fingerprint: "fp",
+			},
+		},
+		{
+			name: "ssh on v6 with commands",
+			got: SSHTarget("s", "[::1]:2222", WithCommands("uptime", "id"), WithInterval(time.Second),
+				WithTimeout(time.Millisecond), WithFingerprint("fp")),
+			want: config.Target{
+				Set: "s", Host: "[::1]:2222", Name: "::1", Port: 2222, Probe: config.ProbeSSH,
+				Interval: time.Second, Timeout: time.Millisecond, Fingerprint: "fp",
+				SSH: &config.SSHProbe{
+					Port: config.DefaultSSHPort, MaxOutputBytes: config.DefaultMaxOutputBytes,
+					Commands: []config.Command{{Name: "uptime", Run: "uptime"}, {Name: "id", Run: "id"}},
+				},
+			},
+		},
+		{
+			name: "ssh with own config",
+			got:  SSHTarget("s", "h", WithSSH(&config.SSHProbe{Port: 22, User: "u"}), WithFingerprint("fp")),
+			want: config.Target{
+				Set: "s", Host: "h", Name: "h", Probe: config.ProbeSSH,
+				Interval: DefaultInterval, Timeout: DefaultTimeout, Fingerprint: "fp",
+				SSH: &config.SSHProbe{Port: 22, User: "u"},
+			},
+		},
+		{
+			name: "other probe type has no probe config",
+			got:  NewTarget("s", "h", "fake", WithFingerprint("fp")),
+			want: config.Target{
+				Set: "s", Host: "h", Name: "h", Probe: "fake",
+				Interval: DefaultInterval, Timeout: DefaultTimeout, Fingerprint: "fp",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, *tt.got); diff != "" {
+				t.Errorf("target mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFingerprintDerived(t *testing.T) {
+	base := TCPTarget("s", "h:1")
+	if base.Fingerprint == "" {
+		t.Fatal("no fingerprint derived")
+	}
+	tests := []struct {
+		name  string
+		other *config.Target
+		same  bool
+	}{
+		{"identical", TCPTarget("s", "h:1"), true},
+		{"labels", TCPTarget("s", "h:1", WithLabels(map[string]string{"a": "b"})), false},
+		{"interval", TCPTarget("s", "h:1", WithInterval(time.Second)), false},
+		{"probe port", TCPTarget("s", "h:1", WithTCPPort(2)), false},
+		{"host", TCPTarget("s", "h:2"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if same := tt.other.Fingerprint == base.Fingerprint; same != tt.same {
+				t.Errorf("fingerprints %q and %q: same = %v, want %v", base.Fingerprint, tt.other.Fingerprint, same, tt.same)
+			}
+		})
+	}
+}
