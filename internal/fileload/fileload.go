@@ -11,9 +11,9 @@ import (
 
 const (
 	// MaxSecretSize caps private key, certificate, password and passphrase
-	// files (1 MiB). The largest of them, an RSA-16384 key in PEM, is under
-	// 13 KiB, so the cap only ever stops a file that is not what its setting
-	// says.
+	// files (1 MiB). The largest of them, an RSA-16384 key in PEM, is
+	// about 12 KiB, so the cap only ever stops a file that is not what its
+	// setting says.
 	MaxSecretSize = 1 << 20
 	// MaxKnownHostsSize caps known_hosts files (64 MiB), room for several
 	// hundred thousand hosts with a few keys each.
