@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 )
 
 // memoMax caps the lazily filled memo of a known_hosts file
@@ -86,21 +88,20 @@ type knownLine struct {
 	blob string
 }
 
-// Load parses the known_hosts file at path. Its errors name the file but
-// never quote its contents.
+// Load parses the known_hosts file at path. The file is read once,
+// bounded by fileload.MaxKnownHostsSize and only if it is a regular file;
+// the index and the x/crypto callback are both built from those bytes. Its
+// errors name the file but never quote its contents.
 func Load(path string) (*DB, error) {
-	b, err := os.ReadFile(path)
+	b, err := fileload.Read(path, fileload.MaxKnownHostsSize)
 	if err != nil {
 		return nil, fmt.Errorf("known_hosts_file %q: %v", path, pathError(err))
 	}
-	cb, err := knownhosts.New(path)
+	kh, err := parse(b, path)
 	if err != nil {
 		return nil, fmt.Errorf("known_hosts_file %q: %v", path, err)
 	}
-	// knownhosts.New read the file again; should it have changed in
-	// between, b may fail to parse where the callback's copy did not.
-	// Callers do not cache a file whose stamp changed while loading.
-	kh, err := parse(b, path)
+	cb, err := callbackFrom(b, path)
 	if err != nil {
 		return nil, fmt.Errorf("known_hosts_file %q: %v", path, err)
 	}
@@ -113,6 +114,55 @@ func Load(path string) (*DB, error) {
 		return nil, err
 	}
 	return kh, nil
+}
+
+// callbackFrom builds the x/crypto knownhosts callback from b, the
+// contents of the file at path. knownhosts offers no constructor taking
+// bytes, only knownhosts.New with file names, and letting it open path
+// itself would read the file a second time: unbounded, blocking on a FIFO
+// swapped in after the first read, and possibly a different version. So b
+// is handed to it through a pipe, opened by its /dev/fd name; nothing but
+// b is ever read and nothing touches the disk. The lines the callback
+// reports (knownhosts.KnownKey.Filename) are renamed back to path.
+func callbackFrom(b []byte, path string) (ssh.HostKeyCallback, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	// A pipe holds far less than a known_hosts file may, so the write
+	// runs beside the read. It ends when knownhosts has read everything,
+	// or with EPIPE once r is closed below should knownhosts stop early.
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		_, _ = w.Write(b)
+		_ = w.Close()
+	}()
+	name := fdName(r.Fd())
+	cb, err := knownhosts.New(name)
+	_ = r.Close()
+	<-wrote
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path == name {
+		return nil, fmt.Errorf("cannot pass the file to the knownhosts parser through %s: %v", name, pe.Err)
+	}
+	if err != nil {
+		// Parse errors quote the file name knownhosts was given.
+		return nil, errors.New(strings.ReplaceAll(err.Error(), name, path))
+	}
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		err := cb(hostname, remote, key)
+		var ke *knownhosts.KeyError
+		var re *knownhosts.RevokedError
+		switch {
+		case errors.As(err, &ke):
+			for i := range ke.Want {
+				ke.Want[i].Filename = path
+			}
+		case errors.As(err, &re):
+			re.Revoked.Filename = path
+		}
+		return err
+	}, nil
 }
 
 // parse parses a known_hosts file the way
@@ -185,6 +235,25 @@ func parse(b []byte, path string) (*DB, error) {
 		kh.index = nil
 	}
 	return kh, nil
+}
+
+// fdName returns a file name that opens the descriptor fd: /dev/fd/fd,
+// or its Linux target under /proc where a minimal /dev lacks the link.
+func fdName(fd uintptr) string {
+	name := fmt.Sprintf("/dev/fd/%d", fd)
+	if fileExists(name) {
+		return name
+	}
+	if alt := fmt.Sprintf("/proc/self/fd/%d", fd); fileExists(alt) {
+		return alt
+	}
+	return name
+}
+
+// fileExists reports whether name can be stat'ed.
+func fileExists(name string) bool {
+	_, err := os.Stat(name)
+	return err == nil
 }
 
 // plainKeyBlob is the blob a key is looked up by among revoked keys: for

@@ -8,12 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 )
 
@@ -248,7 +251,7 @@ func TestKnownHostsIndexErrors(t *testing.T) {
 // knownHostsBenchFile writes a known_hosts file of n hosts on port 2222,
 // hashed or plain, and returns its path and the host:port and key of the
 // host in its middle.
-func knownHostsBenchFile(b *testing.B, n int, hashed bool) (path, hostport string, key ssh.PublicKey) {
+func knownHostsBenchFile(b testing.TB, n int, hashed bool) (path, hostport string, key ssh.PublicKey) {
 	keys := make([]ssh.PublicKey, 16)
 	for i := range keys {
 		keys[i] = sshkeys.Generate(b, "ed25519").Pub
@@ -312,5 +315,87 @@ func BenchmarkKnownHostsLookup(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadRefusesUnsafeFiles points known_hosts_file at what would hang or
+// exhaust a plain read: each must be refused at once, naming the file.
+func TestLoadRefusesUnsafeFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	// A sparse file one byte over the cap costs no disk.
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, fileload.MaxKnownHostsSize+1); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, path, want string }{
+		{"fifo", fifo, "named pipe (FIFO)"},
+		{"symlink to a fifo", link, "named pipe (FIFO)"},
+		{"/dev/zero", "/dev/zero", "character device"},
+		{"directory", dir, "directory"},
+		{"over the cap", huge, "larger than 64 MiB"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Load(tc.path)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Load took %v", d)
+			}
+			if err == nil || !strings.Contains(err.Error(), "known_hosts_file") ||
+				!strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load(%s) = %v, want an error naming known_hosts_file, the file and %q", tc.path, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLoadCallbackFromReadBytes checks the callback Load builds from the
+// bytes it read against knownhosts.New on the file itself, for a hashed
+// file (so the callback, not the index, answers) far larger than a pipe
+// holds, and that the lines it reports name the real file.
+func TestLoadCallbackFromReadBytes(t *testing.T) {
+	path, hp, key := knownHostsBenchFile(t, 3000, true)
+	if fi, err := os.Stat(path); err != nil || fi.Size() < 1<<18 {
+		t.Fatalf("test file too small to exceed a pipe buffer: %v %v", fi, err)
+	}
+	kh, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kh.plain {
+		t.Fatal("hashed file indexed as plain; the callback would not be exercised")
+	}
+	ref, err := knownhosts.New(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(hp))
+	other := sshkeys.Generate(t, "ed25519").Pub
+	for _, tc := range []struct {
+		name, host string
+		key        ssh.PublicKey
+	}{
+		{"listed key", hp, key},
+		{"other key", hp, other},
+		{"unknown host", "127.99.0.1:2222", key},
+	} {
+		got, want := verdict(kh.callback(tc.host, remote, tc.key)), verdict(ref(tc.host, remote, tc.key))
+		if got != want {
+			t.Errorf("%s: callback from the read bytes says %s, knownhosts.New(path) says %s", tc.name, got, want)
+		}
+	}
+	if v := verdict(kh.Check(hp, remote, other)); !strings.Contains(v, path+":") {
+		t.Errorf("mismatch verdict %q does not name %s", v, path)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
 )
 
@@ -148,12 +149,25 @@ func pathError(err error) error {
 	return err
 }
 
+// readConfigFile reads a key, certificate, password or passphrase file the
+// setting what names. Every such read goes through here, at start, on
+// reload and when the credential cache re-reads a changed file, so a FIFO,
+// a device or an oversized file is refused the same way each time instead
+// of blocking or exhausting the reader.
+func readConfigFile(what, path string) ([]byte, error) {
+	b, err := fileload.Read(path, fileload.MaxSecretSize)
+	if err != nil {
+		return nil, configErrorf("%s %q: %v", what, path, pathError(err))
+	}
+	return b, nil
+}
+
 // readSecretFile reads a password or passphrase file and strips the
 // trailing line break an editor leaves behind.
 func readSecretFile(what, path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readConfigFile(what, path)
 	if err != nil {
-		return "", configErrorf("%s %q: %v", what, path, pathError(err))
+		return "", err
 	}
 	s := strings.TrimRight(string(b), "\r\n")
 	clear(b)
@@ -164,9 +178,9 @@ func readSecretFile(what, path string) (string, error) {
 // The certificate signer, when present, comes first so that it is offered
 // before the plain key.
 func loadSigners(cfg *config.SSHProbe) ([]ssh.Signer, error) {
-	pem, err := os.ReadFile(cfg.PrivateKeyFile)
+	pem, err := readConfigFile("private_key_file", cfg.PrivateKeyFile)
 	if err != nil {
-		return nil, configErrorf("private_key_file %q: %v", cfg.PrivateKeyFile, pathError(err))
+		return nil, err
 	}
 	defer clear(pem)
 	signer, err := ssh.ParsePrivateKey(pem)
@@ -193,9 +207,9 @@ func loadSigners(cfg *config.SSHProbe) ([]ssh.Signer, error) {
 	if cfg.CertificateFile == "" {
 		return []ssh.Signer{signer}, nil
 	}
-	b, err := os.ReadFile(cfg.CertificateFile)
+	b, err := readConfigFile("certificate_file", cfg.CertificateFile)
 	if err != nil {
-		return nil, configErrorf("certificate_file %q: %v", cfg.CertificateFile, pathError(err))
+		return nil, err
 	}
 	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
 	if err != nil {

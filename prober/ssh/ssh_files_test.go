@@ -1,0 +1,243 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
+	"github.com/fleet-exporter/fleet_exporter/probe"
+)
+
+// fileWait bounds every check and probe in these tests: refusing a file
+// must not wait for anything.
+const fileWait = 2 * time.Second
+
+// unsafeFile is a path the config may name that a plain read would block
+// on or be exhausted by, and the words the refusal must contain.
+type unsafeFile struct {
+	name, path, want string
+}
+
+// unsafeFiles creates one of each kind in dir: a FIFO without writer, a
+// symlink to /dev/zero, a sparse file over the cap and a directory.
+func unsafeFiles(t *testing.T, dir string, limit int64) []unsafeFile {
+	t.Helper()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	huge := writeFile(t, dir, "huge", nil)
+	if err := os.Truncate(huge, limit+1); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "subdir")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return []unsafeFile{
+		{"fifo", fifo, "named pipe (FIFO)"},
+		{"dev zero", zero, "character device"},
+		{"over the cap", huge, "larger than"},
+		{"directory", sub, "directory"},
+	}
+}
+
+// quickly runs fn and fails the test when it takes longer than fileWait.
+// A call stuck opening one of fifos is released by opening it for writing,
+// so no goroutine outlives the test.
+func quickly[T any](t *testing.T, fifos []string, fn func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	start := time.Now()
+	go func() { done <- fn() }()
+	select {
+	case v := <-done:
+		if d := time.Since(start); d > fileWait {
+			t.Errorf("took %v, want under %v", d, fileWait)
+		}
+		return v
+	case <-time.After(fileWait):
+		t.Errorf("still blocked after %v", fileWait)
+		for _, p := range fifos {
+			if w, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				_ = w.Close()
+			}
+		}
+		return <-done
+	}
+}
+
+// fileSettings returns, for each file setting, how to point a probe config at
+// path while every other file stays valid.
+func fileSettings(t *testing.T, f *fixture, dir string) []struct {
+	what  string
+	limit int64
+	set   func(c *config.SSHProbe, path string)
+} {
+	enc := writeFile(t, dir, "id_enc", sshkeys.OpenSSH(t, f.user, "passphrase"))
+	return []struct {
+		what  string
+		limit int64
+		set   func(c *config.SSHProbe, path string)
+	}{
+		{"private_key_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { c.PrivateKeyFile = p }},
+		{"passphrase_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) {
+			c.PrivateKeyFile, c.PassphraseFile = enc, p
+		}},
+		{"certificate_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { c.CertificateFile = p }},
+		{"password_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { c.PasswordFile = p }},
+		{"known_hosts_file", fileload.MaxKnownHostsSize, func(c *config.SSHProbe, p string) { c.KnownHostsFile = p }},
+	}
+}
+
+// TestSSHCheckFilesRefusesUnsafeFiles points each file setting at a FIFO,
+// /dev/zero, an oversized file and a directory: CheckFiles, which start,
+// reload and --config.check run, must refuse each at once and say which
+// set, setting and file, and what the file is.
+func TestSSHCheckFilesRefusesUnsafeFiles(t *testing.T) {
+	f := newFixture(t, testServerConfig{})
+	for _, s := range fileSettings(t, f, t.TempDir()) {
+		dir := t.TempDir()
+		for _, u := range unsafeFiles(t, dir, s.limit) {
+			t.Run(s.what+"/"+u.name, func(t *testing.T) {
+				c := f.cfg()
+				s.set(c, u.path)
+				cfg := &config.Config{HostSets: []config.HostSet{{Name: "s", Probes: config.Probes{SSH: c}}}}
+				err := quickly(t, []string{u.path}, func() error { return CheckFiles(cfg) })
+				if err == nil {
+					t.Fatal("CheckFiles accepted the file")
+				}
+				for _, w := range []string{`host set "s"`, s.what, u.path, u.want} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSSHProbeRefusesUnsafeFiles is the same through a probe, whose
+// credential cache loads the files: each must fail at once with reason
+// config, naming the file, without dialling the server.
+func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
+	f := newFixture(t, testServerConfig{})
+	p := newProber(t)
+	for _, s := range fileSettings(t, f, t.TempDir()) {
+		dir := t.TempDir()
+		for _, u := range unsafeFiles(t, dir, s.limit) {
+			t.Run(s.what+"/"+u.name, func(t *testing.T) {
+				c := f.cfg()
+				s.set(c, u.path)
+				res := quickly(t, []string{u.path}, func() probe.Result {
+					return p.Probe(context.Background(), testTarget(f.srv.port, c))
+				})
+				checkReason(t, res, probe.ReasonConfig)
+				if !errors.Is(res.Err, errConfig) {
+					t.Errorf("error %v does not wrap errConfig", res.Err)
+				}
+				for _, w := range []string{s.what, u.path, u.want} {
+					if !strings.Contains(res.Err.Error(), w) {
+						t.Errorf("error %q lacks %q", res.Err, w)
+					}
+				}
+			})
+		}
+	}
+	if n := f.srv.accepted.Load(); n != 0 {
+		t.Errorf("refused files dialled the server %d times", n)
+	}
+}
+
+// TestSSHCacheRereadRefusesUnsafeFiles replaces the key and known_hosts
+// files of a working target by a FIFO and by a link to /dev/zero: the
+// cache notices the change and re-reads through the same bounded load, so
+// the probe fails at once with reason config, and succeeds again once the
+// real file is back.
+func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
+	f := newFixture(t, testServerConfig{})
+	p := newProber(t)
+	tg := testTarget(f.srv.port, f.cfg())
+	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []struct{ what, path string }{
+		{"private_key_file", f.keyFile},
+		{"known_hosts_file", f.knownHosts},
+	} {
+		good, err := os.ReadFile(file.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, repl := range []struct{ name, target, want string }{
+			{"fifo", fifo, "named pipe (FIFO)"},
+			{"dev zero", "/dev/zero", "character device"},
+		} {
+			t.Run(file.what+"/"+repl.name, func(t *testing.T) {
+				// Swap the file atomically, as a deployment tool would.
+				tmp := file.path + ".new"
+				if err := os.Symlink(repl.target, tmp); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(tmp, file.path); err != nil {
+					t.Fatal(err)
+				}
+				res := quickly(t, []string{fifo}, func() probe.Result { return p.Probe(context.Background(), tg) })
+				checkReason(t, res, probe.ReasonConfig)
+				for _, w := range []string{file.what, file.path, repl.want} {
+					if !strings.Contains(res.Err.Error(), w) {
+						t.Errorf("error %q lacks %q", res.Err, w)
+					}
+				}
+				writeFile(t, filepath.Dir(file.path), filepath.Base(tmp), good)
+				if err := os.Rename(tmp, file.path); err != nil {
+					t.Fatal(err)
+				}
+				checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+			})
+		}
+	}
+}
+
+// TestSSHCertificateFileBounded checks that a certificate file of exactly
+// the cap is still read (and refused only for what it holds), so the cap is
+// where the documentation puts it.
+func TestSSHCertificateFileBounded(t *testing.T) {
+	f := newFixture(t, testServerConfig{})
+	ca := sshkeys.Generate(t, "ed25519")
+	line := ssh.MarshalAuthorizedKey(sshkeys.SignCert(t, ca, f.user.Pub, ssh.UserCert, testUser))
+	pad := make([]byte, fileload.MaxSecretSize-len(line))
+	for i := range pad {
+		pad[i] = '\n'
+	}
+	atCap := writeFile(t, t.TempDir(), "cert.pub", append(line, pad...))
+	c := f.cfg()
+	c.CertificateFile = atCap
+	cfg := &config.Config{HostSets: []config.HostSet{{Name: "s", Probes: config.Probes{SSH: c}}}}
+	if err := CheckFiles(cfg); err != nil {
+		t.Fatalf("certificate file of exactly %d bytes refused: %v", fileload.MaxSecretSize, err)
+	}
+	if err := os.WriteFile(atCap, append(append(line, pad...), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFiles(cfg); err == nil || !strings.Contains(err.Error(), "larger than 1 MiB") {
+		t.Fatalf("certificate file one byte over the cap: %v, want refused as larger than 1 MiB", err)
+	}
+}
