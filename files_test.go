@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // fileRefusal bounds how long refusing a config that names a FIFO or a
@@ -121,7 +123,7 @@ func TestReloadRefusesUnsafeFiles(t *testing.T) {
 		fifo := sshFiles(t, dir)
 		for _, u := range unsafeTargets(fifo) {
 			t.Run(setting+"/"+u.name, func(t *testing.T) {
-				closed := freePort(t)
+				closed := testutil.FreePort(t, "127.0.0.1")
 				cfgFile := writeFile(t, dir, "fleet.yml", sshConfig(closed, "", ""))
 				d := startDaemon(t, "--config.file="+cfgFile)
 				base := "http://" + d.addr
@@ -192,7 +194,7 @@ func TestReloadRefusesUnsafeFiles(t *testing.T) {
 func TestConfigCheckRefusesUnsafeFiles(t *testing.T) {
 	dir := t.TempDir()
 	fifo := sshFiles(t, dir)
-	port := freePort(t)
+	port := testutil.FreePort(t, "127.0.0.1")
 	for _, setting := range []string{"password_file", "private_key_file"} {
 		for _, u := range unsafeTargets(fifo) {
 			cfgFile := writeFile(t, dir, strings.ReplaceAll(setting+"-"+u.name, " ", "-")+".yml", sshConfig(port, setting, u.path))

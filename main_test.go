@@ -73,8 +73,10 @@ func TestRunConfigCheck(t *testing.T) {
 		wantStderr []string
 	}{
 		// The warnings a start logs are printed, and the check still passes.
-		{name: "warnings", args: []string{"--config.file=" + risky}, wantCode: 0, wantStdout: []string{"is valid"},
-			wantStderr: []string{`warning: host set "b": Host key verification is disabled`, "warning: Pool limits cannot cover the fleet within one interval"}},
+		{
+			name: "warnings", args: []string{"--config.file=" + risky}, wantCode: 0, wantStdout: []string{"is valid"},
+			wantStderr: []string{`warning: host set "b": Host key verification is disabled`, "warning: Pool limits cannot cover the fleet within one interval"},
+		},
 		{name: "embedded default", args: nil, wantCode: 0, wantStdout: []string{"<embedded>", "localhost"}},
 		{name: "example config", args: []string{"--config.file=config.example.yml"}, wantCode: 0, wantStdout: []string{"config.example.yml", "is valid"}},
 		{name: "misspelt key", args: []string{"--config.file=" + bad}, wantCode: 1, wantStderr: []string{"bad.yml", ":9", "prot"}},

@@ -202,7 +202,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 		// check inspects stdout and stderr beyond the secret check.
 		check func(t *testing.T, stdout, stderr string)
 	}{
-		{"once json", []string{"--once", "--once.format=json", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
+		{
+			"once json",
+			[]string{"--once", "--once.format=json", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)},
+			1,
 			func(t *testing.T, stdout, _ string) {
 				var rows []map[string]any
 				if err := json.Unmarshal([]byte(stdout), &rows); err != nil || len(rows) != 2 {
@@ -212,31 +215,48 @@ func TestSecretsNeverLeak(t *testing.T) {
 				if !reasons["auth"] || !reasons["refused"] {
 					t.Errorf("reasons %v, want auth and refused", reasons)
 				}
-			}},
-		{"once table", []string{"--once", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)}, 1,
+			},
+		},
+		{
+			"once table",
+			[]string{"--once", "--log.level=debug", "--config.file=" + f.config("once.yml", f.passphraseFile)},
+			1,
 			func(t *testing.T, stdout, _ string) {
 				if !strings.Contains(stdout, "auth") || !strings.Contains(stdout, "refused") {
 					t.Errorf("table lacks the auth and refused failures:\n%s", stdout)
 				}
-			}},
-		{"config check", []string{"--config.check", "--log.level=debug", "--config.file=" + f.config("check.yml", f.passphraseFile)}, 0,
+			},
+		},
+		{
+			"config check",
+			[]string{"--config.check", "--log.level=debug", "--config.file=" + f.config("check.yml", f.passphraseFile)},
+			0,
 			func(t *testing.T, stdout, _ string) {
 				if !strings.Contains(stdout, "is valid") {
 					t.Errorf("stdout %q does not say the config is valid", stdout)
 				}
-			}},
-		{"config check with a wrong passphrase", []string{"--config.check", "--log.level=debug", "--config.file=" + wrongCfg}, 1,
+			},
+		},
+		{
+			"config check with a wrong passphrase",
+			[]string{"--config.check", "--log.level=debug", "--config.file=" + wrongCfg},
+			1,
 			func(t *testing.T, _, stderr string) {
 				if !strings.Contains(stderr, "passphrase") || !strings.Contains(stderr, f.keyFile) {
 					t.Errorf("stderr %q does not name the key file and the passphrase", stderr)
 				}
-			}},
-		{"daemon with a wrong passphrase", []string{"--log.level=debug", "--web.listen-address=127.0.0.1:0", "--config.file=" + wrongCfg}, 1,
+			},
+		},
+		{
+			"daemon with a wrong passphrase",
+			[]string{"--log.level=debug", "--web.listen-address=127.0.0.1:0", "--config.file=" + wrongCfg},
+			1,
 			func(t *testing.T, _, stderr string) {
 				if !strings.Contains(stderr, "passphrase") {
 					t.Errorf("stderr %q does not say the passphrase is wrong", stderr)
 				}
-			}},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // guardConfig writes a config of one TCP set of n hosts on 127.0.0.1 ports
@@ -22,7 +24,7 @@ import (
 // returns its path and the port.
 func guardConfig(t *testing.T, n int, interval string) (string, int) {
 	t.Helper()
-	port := tcpListener(t)
+	port := testutil.TCPListener(t, "127.0.0.1")
 	var hosts strings.Builder
 	for i := range n {
 		// Distinct loopback addresses, one listener port: 127.1.x.y:port
@@ -309,7 +311,7 @@ func TestLimitInFlight(t *testing.T) {
 // removes and changes per set, and warns when a set loses every target (a
 // config cut off by a partial write can still parse).
 func TestReloadLogsTargetChanges(t *testing.T) {
-	port := tcpListener(t)
+	port := testutil.TCPListener(t, "127.0.0.1")
 	cfgFor := func(hosts string, timeout string) string {
 		return fmt.Sprintf(`
 global:

@@ -153,19 +153,17 @@ func BenchmarkConcurrentScrapes(b *testing.B) {
 			sampled := make(chan uint64)
 			go func() {
 				var m runtime.MemStats
-				var max uint64
+				var highest uint64
 				t := time.NewTicker(time.Millisecond)
 				defer t.Stop()
 				for {
 					select {
 					case <-stop:
-						sampled <- max
+						sampled <- highest
 						return
 					case <-t.C:
 						runtime.ReadMemStats(&m)
-						if m.HeapInuse > max {
-							max = m.HeapInuse
-						}
+						highest = max(highest, m.HeapInuse)
 					}
 				}
 			}()

@@ -70,18 +70,6 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 }
 
-// waitLine waits for the next line.
-func (w *lineWriter) waitLine(t *testing.T, timeout time.Duration) string {
-	t.Helper()
-	select {
-	case l := <-w.lines:
-		return l
-	case <-time.After(timeout):
-		t.Fatalf("no line within %s", timeout)
-		return ""
-	}
-}
-
 // genDir runs gen for fo in a temporary directory and returns it.
 func genDir(t *testing.T, fo fleetOptions) string {
 	t.Helper()

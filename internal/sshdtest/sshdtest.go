@@ -293,7 +293,7 @@ func Launch(ctx context.Context, opts Options) (*Server, error) {
 		opts.Addr = "127.0.0.1"
 	}
 	if ip := net.ParseIP(opts.Addr); ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("Addr %q is not a loopback IP address", opts.Addr)
+		return nil, fmt.Errorf("option Addr %q is not a loopback IP address", opts.Addr)
 	}
 	if opts.SSHD == "" {
 		opts.SSHD = SSHDPath
