@@ -61,6 +61,9 @@ func TestRunConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "bad.yml", "global:\n  interval: 30s\nhost_sets:\n  - name: a\n    hosts: [127.0.0.1]\n    probes:\n      tcp:\n        port: 22\n        prot: 1\n")
 	pw := writeFile(t, dir, "pw", "secret\n")
+	missingKey := writeFile(t, dir, "missing-key.yml", "host_sets:\n  - name: k\n    hosts: [127.0.0.1]\n    probes:\n"+
+		"      ssh:\n        user: u\n        insecure_skip_host_key_verification: true\n        commands: [{name: x, run: x}]\n"+
+		"        private_key_file: "+filepath.Join(dir, "nope_id")+"\n")
 	risky := writeFile(t, dir, "risky.yml", "global:\n  interval: 1s\n  timeout: 900ms\n  limits:\n    tcp: {rate: 1, burst: 1}\n"+
 		"host_sets:\n  - name: a\n    hosts: [127.0.0.0/28]\n    probes:\n      tcp: {port: 22}\n"+
 		"  - name: b\n    hosts: [127.0.0.1]\n    probes:\n      ssh:\n        user: u\n        password_file: "+pw+
@@ -72,6 +75,9 @@ func TestRunConfigCheck(t *testing.T) {
 		wantStdout []string
 		wantStderr []string
 	}{
+		// An unusable file is reported at the line of the key naming it.
+		{name: "missing key file", args: []string{"--config.file=" + missingKey}, wantCode: 1,
+			wantStderr: []string{"missing-key.yml:9: host set \"k\": ", "private_key_file", "nope_id"}},
 		// The warnings a start logs are printed, and the check still passes.
 		{
 			name: "warnings", args: []string{"--config.file=" + risky}, wantCode: 0, wantStdout: []string{"is valid"},

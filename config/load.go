@@ -109,6 +109,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 		}
 	}
 
+	cfg.fileKeyLines = sshFileKeyLines(&root, cfg)
 	cfg.applyDefaults(baseDir)
 	if errs := cfg.validate(); len(errs) > 0 {
 		return nil, loc.problems(errs)
@@ -206,6 +207,55 @@ func tooDeep(n *yaml.Node, depth int) *yaml.Node {
 	for _, c := range n.Content {
 		if d := tooDeep(c, depth+1); d != nil {
 			return d
+		}
+	}
+	return nil
+}
+
+// sshFileKeys are the ssh keys that name a file.
+var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file"}
+
+// sshFileKeyLines finds the line of every file-naming key in each host
+// set's ssh block, so that a file found unusable after parsing (missing,
+// a FIFO, too large) is reported at the line that names it.
+func sshFileKeyLines(root *yaml.Node, cfg *Config) map[setKey]int {
+	lines := map[setKey]int{}
+	doc := root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	sets := mappingValue(doc, "host_sets")
+	if sets == nil || sets.Kind != yaml.SequenceNode {
+		return lines
+	}
+	for i, item := range sets.Content {
+		if i >= len(cfg.HostSets) {
+			break
+		}
+		ssh := mappingValue(mappingValue(item, "probes"), "ssh")
+		if ssh == nil || ssh.Kind != yaml.MappingNode {
+			continue
+		}
+		for j := 0; j+1 < len(ssh.Content); j += 2 {
+			k := ssh.Content[j]
+			for _, want := range sshFileKeys {
+				if k.Value == want {
+					lines[setKey{cfg.HostSets[i].Name, want}] = k.Line
+				}
+			}
+		}
+	}
+	return lines
+}
+
+// mappingValue returns the value of key in mapping node n, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
 		}
 	}
 	return nil

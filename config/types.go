@@ -123,6 +123,27 @@ type Config struct {
 	// Filename is the file the config came from ("<embedded>" for the
 	// built-in default).
 	Filename string `yaml:"-"`
+
+	// fileKeyLines holds the line of every file-naming key of each set's
+	// ssh block, for errors about those files found after parsing.
+	fileKeyLines map[setKey]int
+}
+
+// setKey names one key of one host set's ssh block.
+type setKey struct{ set, key string }
+
+// Where returns "file:line" of key (e.g. "private_key_file") in the ssh block
+// of the host set named set, or just the file name when the line is not
+// known (the key is absent, or the config did not come from a file).
+func (c *Config) Where(set, key string) string {
+	name := c.Filename
+	if name == "" {
+		name = "<input>"
+	}
+	if line := c.fileKeyLines[setKey{set, key}]; line > 0 {
+		return fmt.Sprintf("%s:%d", name, line)
+	}
+	return name
 }
 
 // Global holds the defaults and the pool limits.

@@ -3,6 +3,7 @@ package ssh
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
@@ -22,12 +23,19 @@ func CheckFiles(cfg *config.Config) error {
 		}
 		if s.PrivateKeyFile != "" {
 			if _, err := loadSigners(s); err != nil {
-				return fmt.Errorf("host set %q: %w", hs.Name, err)
+				// The error names the key it is about.
+				key := "private_key_file"
+				for _, k := range []string{"passphrase_file", "certificate_file"} {
+					if strings.Contains(err.Error(), k) {
+						key = k
+					}
+				}
+				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, key), hs.Name, err)
 			}
 		}
 		if s.PasswordFile != "" {
 			if _, err := readSecretFile("password_file", s.PasswordFile); err != nil {
-				return fmt.Errorf("host set %q: %w", hs.Name, err)
+				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "password_file"), hs.Name, err)
 			}
 		}
 		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
@@ -35,7 +43,7 @@ func CheckFiles(cfg *config.Config) error {
 		}
 		if !s.InsecureSkipHostKeyVerification {
 			if _, err := knownhosts.Load(s.KnownHostsFile); err != nil {
-				return fmt.Errorf("host set %q: %w", hs.Name, err)
+				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "known_hosts_file"), hs.Name, err)
 			}
 		}
 	}
