@@ -76,8 +76,10 @@ func TestRunConfigCheck(t *testing.T) {
 		wantStderr []string
 	}{
 		// An unusable file is reported at the line of the key naming it.
-		{name: "missing key file", args: []string{"--config.file=" + missingKey}, wantCode: 1,
-			wantStderr: []string{"missing-key.yml:9: host set \"k\": ", "private_key_file", "nope_id"}},
+		{
+			name: "missing key file", args: []string{"--config.file=" + missingKey}, wantCode: 1,
+			wantStderr: []string{"missing-key.yml:9: host set \"k\": ", "private_key_file", "nope_id"},
+		},
 		// The warnings a start logs are printed, and the check still passes.
 		{
 			name: "warnings", args: []string{"--config.file=" + risky}, wantCode: 0, wantStdout: []string{"is valid"},

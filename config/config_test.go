@@ -274,7 +274,7 @@ func TestParseValid(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if diff := cmp.Diff(tc.want, *cfg, cmpopts.IgnoreFields(Config{}, "Hash", "Filename")); diff != "" {
+			if diff := cmp.Diff(tc.want, *cfg, cmpopts.IgnoreFields(Config{}, "Hash", "Filename"), cmpopts.IgnoreUnexported(Config{})); diff != "" {
 				t.Errorf("config mismatch (-want +got):\n%s", diff)
 			}
 			if cfg.Filename != file {
@@ -627,4 +627,24 @@ func allYAMLFields(t reflect.Type) []string {
 	}
 	visit(t)
 	return out
+}
+
+// TestWhere checks that file-naming ssh keys are located by line.
+func TestWhere(t *testing.T) {
+	text := "host_sets:\n  - name: a\n    hosts: [127.0.0.1]\n    probes:\n      ssh:\n        user: u\n" +
+		"        password_file: /p\n        known_hosts_file: /k\n        commands: [{name: x, run: x}]\n"
+	cfg, err := Parse([]byte(text), "/etc/fleet.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ set, key, want string }{
+		{"a", "password_file", "/etc/fleet.yml:7"},
+		{"a", "known_hosts_file", "/etc/fleet.yml:8"},
+		{"a", "private_key_file", "/etc/fleet.yml"},
+		{"b", "password_file", "/etc/fleet.yml"},
+	} {
+		if got := cfg.Where(tc.set, tc.key); got != tc.want {
+			t.Errorf("Where(%q, %q) = %q, want %q", tc.set, tc.key, got, tc.want)
+		}
+	}
 }
