@@ -27,7 +27,7 @@ type formatRecorder struct {
 	types []string
 }
 
-func newFormatRecorder(t *testing.T, backend string) *formatRecorder {
+func newFormatRecorder(t *testing.T, backend, accept string) *formatRecorder {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,6 +36,15 @@ func newFormatRecorder(t *testing.T, backend string) *formatRecorder {
 	r := &formatRecorder{addr: l.Addr().String()}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backend})
 	proxy.Transport = &http.Transport{DisableKeepAlives: true}
+	if accept != "" {
+		// Stand in for scrape_protocols on a Prometheus that lacks it:
+		// ask for exactly the format the test names.
+		direct := proxy.Director
+		proxy.Director = func(req *http.Request) {
+			direct(req)
+			req.Header.Set("Accept", accept)
+		}
+	}
 	proxy.ModifyResponse = func(resp *http.Response) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -98,8 +107,9 @@ func supportsScrapeProtocols(t *testing.T) bool {
 // Prometheus before 2.49 has no scrape_protocols. There the OpenMetrics run
 // relies on the default Accept header (which prefers OpenMetrics 1.0), the
 // protobuf run on --enable-feature=native-histograms (which makes protobuf
-// the first choice), and the text 0.0.4 run is skipped: nothing makes such a
-// Prometheus ask for text first.
+// the first choice), and in the text 0.0.4 run the recording proxy asks
+// for text 0.0.4 in Prometheus's place, since nothing makes such a
+// Prometheus ask for it first; what it parses and stores is the same.
 func TestPrometheusScrapeFormats(t *testing.T) {
 	t.Parallel()
 	needTool(t, "/usr/bin/prometheus", "prometheus")
@@ -110,11 +120,16 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 		// oldArgs are the Prometheus flags that select the format
 		// without scrape_protocols; nil when none does.
 		oldArgs []string
-		want    expfmt.FormatType
+		// oldAccept, when set, is the Accept header the recording proxy
+		// sends instead of Prometheus's own when scrape_protocols is
+		// missing: the exporter's text 0.0.4 still goes into a real
+		// Prometheus's parser and TSDB.
+		oldAccept string
+		want      expfmt.FormatType
 	}{
-		{"text 0.0.4", "PrometheusText0.0.4", nil, expfmt.TypeTextPlain},
-		{"OpenMetrics 1.0", "OpenMetricsText1.0.0", []string{}, expfmt.TypeOpenMetrics},
-		{"protobuf", "PrometheusProto", []string{"--enable-feature=native-histograms"}, expfmt.TypeProtoDelim},
+		{"text 0.0.4", "PrometheusText0.0.4", []string{}, "text/plain;version=0.0.4", expfmt.TypeTextPlain},
+		{"OpenMetrics 1.0", "OpenMetricsText1.0.0", []string{}, "", expfmt.TypeOpenMetrics},
+		{"protobuf", "PrometheusProto", []string{"--enable-feature=native-histograms"}, "", expfmt.TypeProtoDelim},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,7 +142,11 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 			default:
 				opts.promArgs = tc.oldArgs
 			}
-			rec := newFormatRecorder(t, e.exporter)
+			accept := ""
+			if !protocols {
+				accept = tc.oldAccept
+			}
+			rec := newFormatRecorder(t, e.exporter, accept)
 			opts.scrapeAddr = rec.addr
 			prom := e.startPrometheus(opts)
 			defer prom.stop(t)
