@@ -30,8 +30,11 @@ const (
 	StatePending  HostState = "pending"
 )
 
-// States lists the states in display order.
-var States = []HostState{StateUp, StateDegraded, StateDown, StatePending}
+// states lists the states in display order.
+var states = [...]HostState{StateUp, StateDegraded, StateDown, StatePending}
+
+// States returns the states in display order, as a fresh slice.
+func States() []HostState { return append([]HostState(nil), states[:]...) }
 
 // Info is the static part of the pages.
 type Info struct {
@@ -223,7 +226,7 @@ type landingData struct {
 
 func (h *Handler) landing(w http.ResponseWriter, _ *http.Request) {
 	sets := buildSets(h.snapshot())
-	d := landingData{Info: h.info, Now: h.now(), Sets: sets, States: States, Total: &SetView{Name: "all", Counts: map[HostState]int{}}}
+	d := landingData{Info: h.info, Now: h.now(), Sets: sets, States: States(), Total: &SetView{Name: "all", Counts: map[HostState]int{}}}
 	for _, s := range sets {
 		d.Total.Hosts += s.Hosts
 		for st, n := range s.Counts {
@@ -260,7 +263,7 @@ func (h *Handler) setPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	filter := HostState(strings.ToLower(r.URL.Query().Get("state")))
-	if filter != "" && !slices.Contains(States, filter) {
+	if filter != "" && !slices.Contains(states[:], filter) {
 		http.Error(w, "state must be one of up, degraded, down, pending", http.StatusBadRequest)
 		return
 	}
@@ -271,7 +274,7 @@ func (h *Handler) setPage(w http.ResponseWriter, r *http.Request) {
 	// Down hosts first within the grid would reorder it on every change;
 	// sort by host name so the grid stays put.
 	slices.SortStableFunc(hosts, func(a, b HostView) int { return cmp.Compare(a.Host, b.Host) })
-	h.render(w, "set.html", setData{Info: h.info, Now: h.now(), Set: set, Filter: filter, States: States, Hosts: hosts})
+	h.render(w, "set.html", setData{Info: h.info, Now: h.now(), Set: set, Filter: filter, States: States(), Hosts: hosts})
 }
 
 func (h *Handler) render(w http.ResponseWriter, name string, data any) {
