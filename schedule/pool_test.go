@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -135,18 +136,19 @@ func (s *poolSink) byHost() map[string]probe.Result {
 	return m
 }
 
+// poolTarget returns a target of the set "s" whose probe times out after
+// timeout.
 func poolTarget(host, probe string, timeout time.Duration) *config.Target {
-	return &config.Target{
-		Set: "s", Host: host, Name: host, Probe: probe,
-		Interval: time.Minute, Timeout: timeout,
-		Fingerprint: host + "/" + probe,
-	}
+	return testutil.NewTarget("s", host, probe, testutil.WithTimeout(timeout))
 }
 
-func poolTargets(n int, probe string, timeout time.Duration) []*config.Target {
+// poolTargets returns n targets of the set "s" for probe, hosts named after
+// the probe type and a number; opts apply to each.
+func poolTargets(n int, probe string, timeout time.Duration, opts ...testutil.TargetOption) []*config.Target {
+	opts = append([]testutil.TargetOption{testutil.WithTimeout(timeout)}, opts...)
 	out := make([]*config.Target, n)
 	for i := range out {
-		out[i] = poolTarget(fmt.Sprintf("%s%03d", probe, i), probe, timeout)
+		out[i] = testutil.NewTarget("s", fmt.Sprintf("%s%03d", probe, i), probe, opts...)
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // schedFired is one call of the scheduler's submit function.
@@ -52,12 +53,10 @@ func (r *schedRecorder) byKey() map[config.Key][]schedFired {
 	return m
 }
 
+// schedTarget returns a target probed every interval with half of it as
+// timeout.
 func schedTarget(set, host, probe string, interval time.Duration) *config.Target {
-	return &config.Target{
-		Set: set, Host: host, Name: host, Probe: probe,
-		Interval: interval, Timeout: interval / 2,
-		Fingerprint: fmt.Sprintf("%s/%s/%s/%s", set, host, probe, interval),
-	}
+	return testutil.NewTarget(set, host, probe, testutil.WithInterval(interval), testutil.WithTimeout(interval/2))
 }
 
 // schedWantOffset is the phase of k inside interval, computed with the
