@@ -129,3 +129,23 @@ func TestFingerprintDerived(t *testing.T) {
 		})
 	}
 }
+
+func TestClock(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	c := NewClock(start)
+	steps := []struct {
+		advance time.Duration
+		want    time.Time
+	}{
+		{0, start},
+		{time.Second, start.Add(time.Second)},
+		{time.Hour, start.Add(time.Hour + time.Second)},
+		{-time.Second, start.Add(time.Hour)},
+	}
+	for i, s := range steps {
+		c.Advance(s.advance)
+		if got := c.Now(); !got.Equal(s.want) {
+			t.Errorf("step %d: Now() = %v, want %v", i, got, s.want)
+		}
+	}
+}

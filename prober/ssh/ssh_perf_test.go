@@ -15,6 +15,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
@@ -244,7 +245,7 @@ func TestSSHProbeReuseSilentDrop(t *testing.T) {
 func TestSSHProbeReuseKeepalive(t *testing.T) {
 	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	p.now = clock.Now
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
 	cfg.ReuseConnections = true

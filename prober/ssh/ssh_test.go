@@ -772,30 +772,12 @@ func TestSSHProbeReuseSessionRefused(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock for the reconnect backoff.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestSSHProbeReuseBackoff(t *testing.T) {
 	f := newFixture(t, sshserver.TestOptions{})
 	other := sshkeys.Generate(t, "ed25519")
 	badKnown := writeFile(t, f.dir, "bad_known_hosts", []byte(knownHostsFor(f.srv.Port, other.Pub)))
 	p := newProber(t)
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	p.now = clock.Now
 	cfg := f.cfg()
 	cfg.ReuseConnections = true
