@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strconv"
 	"testing"
@@ -149,3 +151,34 @@ func TestClock(t *testing.T) {
 		}
 	}
 }
+
+func TestStart(t *testing.T) {
+	started := make(chan struct{})
+	var sawCancel bool
+	stop := Start(t, func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		sawCancel = true
+		return nil
+	})
+	<-started
+	stop()
+	if !sawCancel {
+		t.Error("stop returned before run saw its context end")
+	}
+
+	// A run that fails is reported by stop.
+	ft := &fakeTB{TB: t}
+	Start(ft, func(context.Context) error { return errors.New("boom") })()
+	if !ft.failed {
+		t.Error("stop did not report run's error")
+	}
+}
+
+// fakeTB records Errorf instead of failing the test.
+type fakeTB struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fakeTB) Errorf(string, ...any) { f.failed = true }
