@@ -666,12 +666,7 @@ func TestSSHMixedLoad(t *testing.T) {
 
 	dir := t.TempDir()
 	bin := faultFleetsim(t, dir)
-	ln, err := net.Listen("tcp", base+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	_ = ln.Close()
+	port := strconv.Itoa(testutil.FreePort(t, base))
 	fleet := []string{"--n", strconv.Itoa(n), "--base", base, "--port", port, "--tarpit", strconv.FormatFloat(tarpits, 'f', -1, 64)}
 	out, err := exec.Command(bin, append([]string{
 		"gen", "--out", dir,

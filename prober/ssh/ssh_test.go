@@ -629,12 +629,7 @@ func TestSSHProbeNetworkFailures(t *testing.T) {
 	garbage := testutil.StartRawServer(t, sshserver.GreetAndClose("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
 	endless := testutil.StartRawServer(t, sshserver.Greet(strings.Repeat("no ssh here\r\n", 2000)))
 	badVersion := testutil.StartRawServer(t, sshserver.GreetAndClose("SSH-1.5-ancient\r\n"))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	closedPort := testutil.FreePort(t, "127.0.0.1")
 
 	tests := []struct {
 		name string
