@@ -1,25 +1,14 @@
 package schedule
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
-
-func capacityTargets(n int, probe string, timeout, interval time.Duration) []*config.Target {
-	out := make([]*config.Target, n)
-	for i := range out {
-		out[i] = &config.Target{
-			Set: "s", Host: fmt.Sprintf("h%d", i), Probe: probe,
-			Timeout: timeout, Interval: interval,
-		}
-	}
-	return out
-}
 
 func TestCapacityWarnings(t *testing.T) {
 	join := func(lists ...[]*config.Target) []*config.Target {
@@ -43,7 +32,7 @@ func TestCapacityWarnings(t *testing.T) {
 		{
 			name:    "ssh concurrency too low",
 			g:       config.Global{Concurrency: 5000, Limits: config.ProbeLimits{SSH: config.Limit{Concurrency: 64}}},
-			targets: capacityTargets(10000, config.ProbeSSH, 10*time.Second, 60*time.Second),
+			targets: poolTargets(10000, config.ProbeSSH, 10*time.Second, testutil.WithInterval(60*time.Second)),
 			want: []string{
 				"ssh: 10000 targets with timeout 10s every 1m need up to 1667 concurrent slots in the worst case but limits.ssh.concurrency is 64; raise it or lengthen the interval",
 			},
@@ -51,12 +40,12 @@ func TestCapacityWarnings(t *testing.T) {
 		{
 			name:    "exactly enough",
 			g:       config.Global{Concurrency: 1667, Limits: config.ProbeLimits{SSH: config.Limit{Concurrency: 1667, Rate: 10000.0 / 60}}},
-			targets: capacityTargets(10000, config.ProbeSSH, 10*time.Second, 60*time.Second),
+			targets: poolTargets(10000, config.ProbeSSH, 10*time.Second, testutil.WithInterval(60*time.Second)),
 		},
 		{
 			name:    "float noise does not round up",
 			g:       config.Global{Concurrency: 1, Limits: config.ProbeLimits{TCP: config.Limit{Concurrency: 1}}},
-			targets: capacityTargets(6, config.ProbeTCP, time.Second, 6*time.Second),
+			targets: poolTargets(6, config.ProbeTCP, time.Second, testutil.WithInterval(6*time.Second)),
 		},
 		{
 			name: "global concurrency too low across types",
@@ -64,8 +53,8 @@ func TestCapacityWarnings(t *testing.T) {
 				ICMP: config.Limit{Concurrency: 1000}, TCP: config.Limit{Concurrency: 1000},
 			}},
 			targets: join(
-				capacityTargets(1000, config.ProbeICMP, time.Second, 10*time.Second),
-				capacityTargets(500, config.ProbeTCP, 5*time.Second, 30*time.Second),
+				poolTargets(1000, config.ProbeICMP, time.Second, testutil.WithInterval(10*time.Second)),
+				poolTargets(500, config.ProbeTCP, 5*time.Second, testutil.WithInterval(30*time.Second)),
 			),
 			want: []string{
 				"all probes: 1500 targets with timeout 1s..5s every 10s..30s need up to 184 concurrent slots in the worst case but global.concurrency is 100; raise it or lengthen the intervals",
@@ -74,7 +63,7 @@ func TestCapacityWarnings(t *testing.T) {
 		{
 			name:    "icmp rate too low",
 			g:       config.Global{Limits: config.ProbeLimits{ICMP: config.Limit{Rate: 5000, Burst: 100}}},
-			targets: capacityTargets(100000, config.ProbeICMP, 500*time.Millisecond, time.Second),
+			targets: poolTargets(100000, config.ProbeICMP, 500*time.Millisecond, testutil.WithInterval(time.Second)),
 			want: []string{
 				"icmp: 100000 targets every 1s need 100000 probe starts per second but limits.icmp.rate is 5000; raise it or lengthen the interval",
 			},
@@ -82,7 +71,7 @@ func TestCapacityWarnings(t *testing.T) {
 		{
 			name:    "fractional rate",
 			g:       config.Global{Limits: config.ProbeLimits{SSH: config.Limit{Rate: 0.25, Burst: 1}}},
-			targets: capacityTargets(10, config.ProbeSSH, time.Second, 10*time.Second),
+			targets: poolTargets(10, config.ProbeSSH, time.Second, testutil.WithInterval(10*time.Second)),
 			want: []string{
 				"ssh: 10 targets every 10s need 1 probe starts per second but limits.ssh.rate is 0.25; raise it or lengthen the interval",
 			},
@@ -92,20 +81,20 @@ func TestCapacityWarnings(t *testing.T) {
 			g:    config.Global{Limits: config.ProbeLimits{TCP: config.Limit{Concurrency: 10}}},
 			// 10 targets with timeout 30s every 10s still need only 10 slots:
 			// a target never runs twice at once.
-			targets: capacityTargets(10, config.ProbeTCP, 30*time.Second, 10*time.Second),
+			targets: poolTargets(10, config.ProbeTCP, 30*time.Second, testutil.WithInterval(10*time.Second)),
 		},
 		{
 			name: "unbounded limits never warn",
 			g:    config.Global{},
 			targets: join(
-				capacityTargets(100000, config.ProbeICMP, 5*time.Second, time.Second),
-				capacityTargets(10000, config.ProbeSSH, 10*time.Second, 10*time.Second),
+				poolTargets(100000, config.ProbeICMP, 5*time.Second, testutil.WithInterval(time.Second)),
+				poolTargets(10000, config.ProbeSSH, 10*time.Second, testutil.WithInterval(10*time.Second)),
 			),
 		},
 		{
 			name:    "non-positive intervals are ignored",
 			g:       config.Global{Concurrency: 1, Limits: config.ProbeLimits{TCP: config.Limit{Concurrency: 1, Rate: 1}}},
-			targets: capacityTargets(100, config.ProbeTCP, time.Second, 0),
+			targets: poolTargets(100, config.ProbeTCP, time.Second, testutil.WithInterval(0)),
 		},
 		{
 			name: "every shortfall, in probe type order",
@@ -114,9 +103,9 @@ func TestCapacityWarnings(t *testing.T) {
 				SSH:  config.Limit{Concurrency: 2, Rate: 1},
 			}},
 			targets: join(
-				capacityTargets(30, config.ProbeSSH, 10*time.Second, 20*time.Second),
-				append(capacityTargets(90, config.ProbeICMP, 2*time.Second, time.Second),
-					capacityTargets(1, config.ProbeICMP, 2*time.Second, 2*time.Second)...),
+				poolTargets(30, config.ProbeSSH, 10*time.Second, testutil.WithInterval(20*time.Second)),
+				append(poolTargets(90, config.ProbeICMP, 2*time.Second, testutil.WithInterval(time.Second)),
+					poolTargets(1, config.ProbeICMP, 2*time.Second, testutil.WithInterval(2*time.Second))...),
 			),
 			want: []string{
 				"icmp: 91 targets with timeout 2s every 1s..2s need up to 91 concurrent slots in the worst case but limits.icmp.concurrency is 5; raise it or lengthen the interval",

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -34,7 +35,7 @@ func TestOneShot(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(tt.hold)}
 				sink := &poolSink{}
 				p, _ := poolNew(t, config.Global{Concurrency: 3}, map[string]probe.Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, sink)
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				defer stop()
 
 				targets := append(poolTargets(4, config.ProbeICMP, time.Minute), poolTargets(3, config.ProbeTCP, time.Minute)...)

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -135,18 +136,19 @@ func (s *poolSink) byHost() map[string]probe.Result {
 	return m
 }
 
+// poolTarget returns a target of the set "s" whose probe times out after
+// timeout.
 func poolTarget(host, probe string, timeout time.Duration) *config.Target {
-	return &config.Target{
-		Set: "s", Host: host, Name: host, Probe: probe,
-		Interval: time.Minute, Timeout: timeout,
-		Fingerprint: host + "/" + probe,
-	}
+	return testutil.NewTarget("s", host, probe, testutil.WithTimeout(timeout))
 }
 
-func poolTargets(n int, probe string, timeout time.Duration) []*config.Target {
+// poolTargets returns n targets of the set "s" for probe, hosts named after
+// the probe type and a number; opts apply to each.
+func poolTargets(n int, probe string, timeout time.Duration, opts ...testutil.TargetOption) []*config.Target {
+	opts = append([]testutil.TargetOption{testutil.WithTimeout(timeout)}, opts...)
 	out := make([]*config.Target, n)
 	for i := range out {
-		out[i] = poolTarget(fmt.Sprintf("%s%03d", probe, i), probe, timeout)
+		out[i] = testutil.NewTarget("s", fmt.Sprintf("%s%03d", probe, i), probe, opts...)
 	}
 	return out
 }
@@ -203,22 +205,6 @@ func poolNew(t *testing.T, g config.Global, probers map[string]probe.Prober, sin
 		t.Fatalf("NewPool() error = %v", err)
 	}
 	return p, reg
-}
-
-// poolStart runs p in the bubble and returns a function that cancels Run,
-// waits for it and checks its return value.
-func poolStart(t *testing.T, p *Pool) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	return func() {
-		t.Helper()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	}
 }
 
 func poolSubmitAll(t *testing.T, p *Pool, targets []*config.Target) {
@@ -303,7 +289,7 @@ func TestPoolConcurrencyLimits(t *testing.T) {
 				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, 10*time.Second))
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeTCP, 10*time.Second))
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 
 				// Half a second in, the pool is saturated: check the gauges.
 				time.Sleep(500 * time.Millisecond)
@@ -370,7 +356,7 @@ func TestPoolRateLimit(t *testing.T) {
 				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 				start := time.Now()
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Second))
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				time.Sleep(time.Duration(tt.n)*time.Second + time.Second)
 				synctest.Wait()
 				stop()
@@ -443,7 +429,7 @@ func TestPoolSlowTargetHoldsSlotAtMostTimeout(t *testing.T) {
 				sink := &poolSink{}
 				p, _ := poolNew(t, tt.g, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
 				start := time.Now()
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				poolSubmitAll(t, p, []*config.Target{poolTarget("slow", config.ProbeICMP, timeout)})
 				synctest.Wait() // the slow probe holds the slot
 				poolSubmitAll(t, p, []*config.Target{poolTarget("fast", tt.fast, timeout)})
@@ -494,7 +480,7 @@ func TestPoolSkipsBusyTarget(t *testing.T) {
 				}
 				var stop func()
 				if tt.running {
-					stop = poolStart(t, p)
+					stop = testutil.Start(t, p.Run)
 					synctest.Wait()
 					if got := p.Stats().InFlight[config.ProbeSSH]; got != 1 {
 						t.Fatalf("in flight = %d, want 1", got)
@@ -511,7 +497,7 @@ func TestPoolSkipsBusyTarget(t *testing.T) {
 					t.Errorf("Stats().Skipped = %d, want %v", got, tt.wantSkipped)
 				}
 				if stop == nil {
-					stop = poolStart(t, p)
+					stop = testutil.Start(t, p.Run)
 				}
 				// Once the probe finished, the target may be submitted again.
 				time.Sleep(30 * time.Second)
@@ -538,8 +524,8 @@ func TestPoolWithSchedulerSkipsOverlappingTurns(t *testing.T) {
 		tg.Interval = time.Second
 		s := NewScheduler(p.Submit, nil)
 		s.Reconcile([]*config.Target{tg})
-		stopPool := poolStart(t, p)
-		stopSched := schedStart(t, s)
+		stopPool := testutil.Start(t, p.Run)
+		stopSched := testutil.Start(t, s.Run)
 		// The first turn is within the first second; 9 more turns follow
 		// within the 9.5s after it.
 		time.Sleep(10 * time.Second)
@@ -572,7 +558,7 @@ func TestPoolRunCancelsInFlight(t *testing.T) {
 				sink := &poolSink{}
 				p, _ := poolNew(t, config.Global{Concurrency: tt.concurrency}, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
 				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Hour))
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				time.Sleep(time.Second)
 				synctest.Wait()
 				running := min(tt.n, tt.concurrency)
@@ -605,7 +591,7 @@ func TestPoolRunCancelsInFlight(t *testing.T) {
 func TestPoolRunTwice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: &schedFakeProber{}}, &poolSink{})
-		stop := poolStart(t, p)
+		stop := testutil.Start(t, p.Run)
 		synctest.Wait()
 		if err := p.Run(t.Context()); err == nil {
 			t.Error("second concurrent Run() = nil, want an error")
@@ -630,7 +616,7 @@ func TestPoolResultFields(t *testing.T) {
 				fake := &schedFakeProber{hold: poolHold(700 * time.Millisecond), setDuration: tt.setDuration}
 				sink := &poolSink{}
 				p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeTCP: fake}, sink)
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				tg := poolTarget("web1:8080", config.ProbeTCP, 5*time.Second)
 				now := time.Now()
 				due := now.Add(-tt.lateBy)
@@ -655,7 +641,7 @@ func TestPoolLagHistogram(t *testing.T) {
 		fake := &schedFakeProber{}
 		sink := &poolSink{}
 		p, reg := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
-		stop := poolStart(t, p)
+		stop := testutil.Start(t, p.Run)
 		now := time.Now()
 		for i, late := range []time.Duration{0, 20 * time.Millisecond, 3 * time.Second, 90 * time.Second} {
 			if !p.Submit(poolTarget(fmt.Sprint(i), config.ProbeICMP, time.Second), now.Add(-late)) {
@@ -744,7 +730,7 @@ func TestPoolSetLimits(t *testing.T) {
 				sink := &poolSink{}
 				p, _ := poolNew(t, tt.from, map[string]probe.Prober{config.ProbeSSH: fake}, sink)
 				poolSubmitAll(t, p, poolTargets(8, config.ProbeSSH, time.Minute))
-				stop := poolStart(t, p)
+				stop := testutil.Start(t, p.Run)
 				time.Sleep(time.Second)
 				synctest.Wait()
 				p.SetLimits(tt.to)

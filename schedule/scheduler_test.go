@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 // schedFired is one call of the scheduler's submit function.
@@ -52,12 +53,10 @@ func (r *schedRecorder) byKey() map[config.Key][]schedFired {
 	return m
 }
 
+// schedTarget returns a target probed every interval with half of it as
+// timeout.
 func schedTarget(set, host, probe string, interval time.Duration) *config.Target {
-	return &config.Target{
-		Set: set, Host: host, Name: host, Probe: probe,
-		Interval: interval, Timeout: interval / 2,
-		Fingerprint: fmt.Sprintf("%s/%s/%s/%s", set, host, probe, interval),
-	}
+	return testutil.NewTarget(set, host, probe, testutil.WithInterval(interval), testutil.WithTimeout(interval/2))
 }
 
 // schedWantOffset is the phase of k inside interval, computed with the
@@ -86,22 +85,6 @@ func schedSlots(t *testing.T, k config.Key, interval time.Duration, from, to tim
 		out = append(out, time.Unix(0, x))
 	}
 	return out
-}
-
-// schedStart runs s in the bubble and returns a stop function that ends Run
-// and checks its return value.
-func schedStart(t *testing.T, s *Scheduler) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	return func() {
-		t.Helper()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	}
 }
 
 // schedSleepUntil advances virtual time to at and lets every goroutine
@@ -151,7 +134,7 @@ func TestSchedulerFiresOncePerIntervalAtOffset(t *testing.T) {
 				if got, want := s.Len(), len(tt.targets); got != want {
 					t.Errorf("Len() = %d, want %d", got, want)
 				}
-				stop := schedStart(t, s)
+				stop := testutil.Start(t, s.Run)
 				end := start.Add(tt.run)
 				schedSleepUntil(end)
 				stop()
@@ -199,7 +182,7 @@ func TestSchedulerSpreadsTargets(t *testing.T) {
 				s := NewScheduler(rec.submit, nil)
 				start := time.Now()
 				s.Reconcile(targets)
-				stop := schedStart(t, s)
+				stop := testutil.Start(t, s.Run)
 				schedSleepUntil(start.Add(tt.interval - 1))
 				stop()
 
@@ -251,7 +234,7 @@ func TestSchedulerPhaseStableAcrossRestarts(t *testing.T) {
 				first := &schedRecorder{}
 				s1 := NewScheduler(first.submit, nil)
 				s1.Reconcile(targets)
-				stop1 := schedStart(t, s1)
+				stop1 := testutil.Start(t, s1.Run)
 
 				schedSleepUntil(start.Add(tt.restartAfter))
 				restart := time.Now()
@@ -260,7 +243,7 @@ func TestSchedulerPhaseStableAcrossRestarts(t *testing.T) {
 				reversed := slices.Clone(targets)
 				slices.Reverse(reversed)
 				s2.Reconcile(reversed)
-				stop2 := schedStart(t, s2)
+				stop2 := testutil.Start(t, s2.Run)
 
 				schedSleepUntil(end)
 				stop1()
@@ -347,7 +330,7 @@ func TestSchedulerReconcile(t *testing.T) {
 				s := NewScheduler(rec.submit, nil)
 				start := time.Now()
 				s.Reconcile(build(tt.before, nil))
-				stop := schedStart(t, s)
+				stop := testutil.Start(t, s.Run)
 
 				// Update while Run is active, at an instant that is no
 				// target's slot.
@@ -525,7 +508,7 @@ func TestSchedulerNoBacklog(t *testing.T) {
 				start := time.Now()
 				s.Reconcile([]*config.Target{tg})
 				first := schedSlots(t, tg.Key(), iv, start, start.Add(iv))[0]
-				stop := schedStart(t, s)
+				stop := testutil.Start(t, s.Run)
 				schedSleepUntil(first.Add(4*iv + iv/2))
 				stop()
 
@@ -550,7 +533,7 @@ func TestSchedulerLateRunFiresOnce(t *testing.T) {
 		// Run starts three intervals after Update computed the first due.
 		time.Sleep(16 * time.Second)
 		runAt := time.Now()
-		stop := schedStart(t, s)
+		stop := testutil.Start(t, s.Run)
 		synctest.Wait()
 		stop()
 		if len(rec.fires) != 1 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -54,24 +55,6 @@ func (f *fakeLookup) lookup(ctx context.Context, network, host string) ([]netip.
 		}
 	}
 	return f.addrs, f.err
-}
-
-// fakeClock is a manually advanced clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func TestResolverLiterals(t *testing.T) {
@@ -237,7 +220,7 @@ func TestResolverCacheAndTTL(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+			clock := testutil.NewClock(time.Unix(1_700_000_000, 0))
 			f := &fakeLookup{addrs: tc.addrs, err: tc.err}
 			r := NewResolver(tc.ttl)
 			r.lookup, r.now = f.lookup, clock.Now
@@ -336,7 +319,7 @@ func TestResolverCallerContext(t *testing.T) {
 }
 
 func TestResolverBoundedCache(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	r := NewResolver(time.Minute)
 	r.now = clock.Now
 	e := entry{addr: netip.MustParseAddr("192.0.2.1"), expires: clock.Now().Add(time.Minute)}

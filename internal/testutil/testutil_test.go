@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strconv"
 	"testing"
@@ -129,3 +131,54 @@ func TestFingerprintDerived(t *testing.T) {
 		})
 	}
 }
+
+func TestClock(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	c := NewClock(start)
+	steps := []struct {
+		advance time.Duration
+		want    time.Time
+	}{
+		{0, start},
+		{time.Second, start.Add(time.Second)},
+		{time.Hour, start.Add(time.Hour + time.Second)},
+		{-time.Second, start.Add(time.Hour)},
+	}
+	for i, s := range steps {
+		c.Advance(s.advance)
+		if got := c.Now(); !got.Equal(s.want) {
+			t.Errorf("step %d: Now() = %v, want %v", i, got, s.want)
+		}
+	}
+}
+
+func TestStart(t *testing.T) {
+	started := make(chan struct{})
+	var sawCancel bool
+	stop := Start(t, func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		sawCancel = true
+		return nil
+	})
+	<-started
+	stop()
+	if !sawCancel {
+		t.Error("stop returned before run saw its context end")
+	}
+
+	// A run that fails is reported by stop.
+	ft := &fakeTB{TB: t}
+	Start(ft, func(context.Context) error { return errors.New("boom") })()
+	if !ft.failed {
+		t.Error("stop did not report run's error")
+	}
+}
+
+// fakeTB records Errorf instead of failing the test.
+type fakeTB struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fakeTB) Errorf(string, ...any) { f.failed = true }

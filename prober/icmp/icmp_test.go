@@ -14,6 +14,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -55,14 +56,10 @@ func modesOrSkip(t *testing.T) []Mode {
 	return modes
 }
 
+// testTarget returns an ICMP target of the set "test": count echo requests
+// to name, interval apart.
 func testTarget(name string, count int, interval time.Duration) *config.Target {
-	return &config.Target{
-		Set: "test", Host: name, Name: name, Probe: config.ProbeICMP,
-		Timeout: 2 * time.Second,
-		ICMP: &config.ICMPProbe{
-			Count: count, PacketInterval: config.Duration(interval), Size: 56,
-		},
-	}
+	return testutil.ICMPTarget("test", name, testutil.WithICMP(count, interval))
 }
 
 func TestICMPModeString(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -58,11 +59,8 @@ func TestSSHForgetDropsInsecureWarnings(t *testing.T) {
 			t.Cleanup(p.Close)
 			// A .invalid name fails at DNS, after the warning and without
 			// any traffic.
-			target := &config.Target{
-				Set: "s", Host: "gone.invalid", Name: "gone.invalid", Probe: config.ProbeSSH,
-				Interval: time.Minute, Timeout: time.Second, Fingerprint: "f",
-				SSH: &config.SSHProbe{User: "u", InsecureSkipHostKeyVerification: true, ReuseConnections: tt.reuse},
-			}
+			target := testutil.SSHTarget("s", "gone.invalid", testutil.WithTimeout(time.Second),
+				testutil.WithSSH(&config.SSHProbe{User: "u", InsecureSkipHostKeyVerification: true, ReuseConnections: tt.reuse}))
 			probe := func() {
 				t.Helper()
 				if r := p.Probe(t.Context(), target); r.Reason != probe.ReasonDNS {

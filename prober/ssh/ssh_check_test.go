@@ -1,10 +1,6 @@
 package ssh
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,38 +8,16 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 )
 
 func TestSSHCheckFiles(t *testing.T) {
 	dir := t.TempDir()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := filepath.Join(dir, "id")
-	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kh := filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(kh, []byte("127.0.0.1 "+string(ssh.MarshalAuthorizedKey(sshPub))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pw, []byte("s3cret-planted\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	garbage := filepath.Join(dir, "garbage")
-	if err := os.WriteFile(garbage, []byte("not a key s3cret-planted"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	k := sshkeys.Generate(t, "ed25519")
+	key := writeFile(t, dir, "id", sshkeys.OpenSSH(t, k, ""))
+	kh := writeFile(t, dir, "known_hosts", []byte("127.0.0.1 "+string(ssh.MarshalAuthorizedKey(k.Pub))))
+	pw := writeFile(t, dir, "pw", []byte("s3cret-planted\n"))
+	garbage := writeFile(t, dir, "garbage", []byte("not a key s3cret-planted"))
 	missing := filepath.Join(dir, "missing")
 
 	tests := []struct {

@@ -26,6 +26,8 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/schedule"
@@ -66,74 +68,6 @@ const (
 	faultFloodCommandTimeout = 3 * time.Second
 )
 
-// faultServer is a TCP listener on 127.0.0.1:0 whose connections are served
-// by a raw handler instead of an SSH server. Unlike a tarpit that holds its
-// connections until the test ends, it closes each connection as soon as its
-// handler returns, which handlers do once the client has gone, so that
-// descriptors can be counted right after a probe.
-type faultServer struct {
-	ln       net.Listener
-	port     int
-	accepted atomic.Int64
-
-	// mu guards conns.
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-
-	wg sync.WaitGroup
-}
-
-// faultListen starts a faultServer; serve handles one connection and must
-// return once a read reports that the client closed (or cleanup closed the
-// connection). The server is stopped on test cleanup.
-func faultListen(t *testing.T, serve func(nc net.Conn)) *faultServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	s := &faultServer{ln: ln, port: ln.Addr().(*net.TCPAddr).Port, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			s.mu.Lock()
-			s.conns[nc] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				serve(nc)
-				s.mu.Lock()
-				delete(s.conns, nc)
-				s.mu.Unlock()
-				_ = nc.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.mu.Lock()
-		for nc := range s.conns {
-			_ = nc.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
-}
-
-// faultDrain reads and discards until the client closes.
-func faultDrain(nc net.Conn) { _, _ = io.Copy(io.Discard, nc) }
-
-// faultTarpit accepts and never writes.
-func faultTarpit(nc net.Conn) { faultDrain(nc) }
-
 // faultGarbage answers with binary noise that contains no "SSH-" line.
 func faultGarbage(nc net.Conn) {
 	noise := make([]byte, 4096)
@@ -141,7 +75,7 @@ func faultGarbage(nc net.Conn) {
 		noise[i] = byte(i*131 + 7) // no '\n' before the 255-byte version limit
 	}
 	_, _ = nc.Write(noise)
-	faultDrain(nc)
+	sshserver.Discard(nc)
 }
 
 // faultBanner is a valid server version line.
@@ -154,7 +88,7 @@ func faultSlowloris(nc net.Conn) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		faultDrain(nc)
+		sshserver.Discard(nc)
 		close(gone)
 	}()
 	defer wg.Wait()
@@ -225,7 +159,7 @@ func (k *faultKexStall) serve(nc net.Conn) {
 		}
 		n := int(binary.BigEndian.Uint32(hdr[:4]))
 		if n < 2 || n > 1<<16 {
-			faultDrain(nc)
+			sshserver.Discard(nc)
 			return
 		}
 		body := make([]byte, n-1)
@@ -355,8 +289,8 @@ func faultWaitFDs(t *testing.T, want int) {
 }
 
 func TestSSHFaultMatrix(t *testing.T) {
-	healthy := newFixture(t, testServerConfig{})
-	healthyTarget := testTarget(healthy.srv.port, healthy.cfg(config.Command{Name: "echo", Run: "echo ok"}))
+	healthy := newFixture(t, sshserver.TestOptions{})
+	healthyTarget := testTarget(healthy.srv.Port, healthy.cfg(config.Command{Name: "echo", Run: "echo ok"}))
 	healthyTarget.Set = "healthy"
 
 	// A command the fault server's user may run, and the probe settings of
@@ -387,22 +321,16 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "connection refused", timeout: 2 * time.Second, want: probe.ReasonRefused,
 			setup: func(t *testing.T) setup {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				port := ln.Addr().(*net.TCPAddr).Port
-				_ = ln.Close()
-				return setup{tg: rawTarget(port)}
+				return setup{tg: rawTarget(testutil.FreePort(t, "127.0.0.1"))}
 			},
 		},
 		{
 			name: "tarpit: no banner ever", timeout: faultStall, stalls: true, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
-				s := faultListen(t, faultTarpit)
-				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ probe.Result) {
-					if s.accepted.Load() != 1 {
-						t.Errorf("tarpit accepted %d connections, want 1", s.accepted.Load())
+				s := testutil.StartRawServer(t, sshserver.Greet(""))
+				return setup{tg: rawTarget(s.Port), check: func(t *testing.T, _ probe.Result) {
+					if s.Accepted() != 1 {
+						t.Errorf("tarpit accepted %d connections, want 1", s.Accepted())
 					}
 				}}
 			},
@@ -410,8 +338,8 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "garbage instead of a banner", timeout: 2 * time.Second, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
-				s := faultListen(t, faultGarbage)
-				return setup{tg: rawTarget(s.port)}
+				s := testutil.StartRawServer(t, faultGarbage)
+				return setup{tg: rawTarget(s.Port)}
 			},
 		},
 		{
@@ -421,16 +349,16 @@ func TestSSHFaultMatrix(t *testing.T) {
 			// the socket ends it at the probe timeout.
 			name: "slowloris banner, one byte per second", timeout: faultStall + 500*time.Millisecond, stalls: true, want: probe.ReasonBanner,
 			setup: func(t *testing.T) setup {
-				s := faultListen(t, faultSlowloris)
-				return setup{tg: rawTarget(s.port)}
+				s := testutil.StartRawServer(t, faultSlowloris)
+				return setup{tg: rawTarget(s.Port)}
 			},
 		},
 		{
 			name: "handshake stalls after KEXINIT", timeout: faultStall, stalls: true, want: probe.ReasonHandshake,
 			setup: func(t *testing.T) setup {
 				k := &faultKexStall{}
-				s := faultListen(t, k.serve)
-				return setup{tg: rawTarget(s.port), check: func(t *testing.T, _ probe.Result) {
+				s := testutil.StartRawServer(t, k.serve)
+				return setup{tg: rawTarget(s.Port), check: func(t *testing.T, _ probe.Result) {
 					// The client must have got as far as its own KEXINIT
 					// and key exchange init: the stall is in the key
 					// exchange, not in algorithm negotiation.
@@ -444,15 +372,15 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "auth rejected", timeout: 2 * time.Second, want: probe.ReasonAuth,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
+				f := newFixture(t, sshserver.TestOptions{})
 				stranger := sshkeys.Generate(t, "ed25519")
 				cfg := f.cfg(cmd("echo hi"))
 				cfg.PrivateKeyFile = writeFile(t, f.dir, "stranger", sshkeys.OpenSSH(t, stranger, ""))
-				return setup{tg: testTarget(f.srv.port, cfg), check: func(t *testing.T, res probe.Result) {
-					if f.srv.authAttempts.Load() == 0 {
+				return setup{tg: testTarget(f.srv.Port, cfg), check: func(t *testing.T, res probe.Result) {
+					if f.srv.AuthAttempts() == 0 {
 						t.Error("server saw no auth attempt")
 					}
-					if f.srv.sessions.Load() != 0 || res.SSH.Commands[0].Ran {
+					if f.srv.Sessions() != 0 || res.SSH.Commands[0].Ran {
 						t.Error("a command ran without authentication")
 					}
 				}}
@@ -461,18 +389,18 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "host key changed", timeout: 2 * time.Second, want: probe.ReasonHostKey,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
+				f := newFixture(t, sshserver.TestOptions{})
 				// known_hosts still lists the key the host had before.
 				old := sshkeys.Generate(t, "ed25519")
 				cfg := f.cfg(cmd("echo hi"))
-				cfg.KnownHostsFile = writeFile(t, f.dir, "old_known_hosts", []byte(knownHostsFor(f.srv.port, old.Pub)))
-				return setup{tg: testTarget(f.srv.port, cfg), check: func(t *testing.T, _ probe.Result) {
-					if f.srv.accepted.Load() != 1 {
-						t.Errorf("server accepted %d connections, want 1", f.srv.accepted.Load())
+				cfg.KnownHostsFile = writeFile(t, f.dir, "old_known_hosts", []byte(knownHostsFor(f.srv.Port, old.Pub)))
+				return setup{tg: testTarget(f.srv.Port, cfg), check: func(t *testing.T, _ probe.Result) {
+					if f.srv.Accepted() != 1 {
+						t.Errorf("server accepted %d connections, want 1", f.srv.Accepted())
 					}
 					// No credential may reach a host that failed
 					// verification: not even the "none" method.
-					if n := f.srv.authAttempts.Load(); n != 0 {
+					if n := f.srv.AuthAttempts(); n != 0 {
 						t.Errorf("server saw %d auth attempts from a client that rejected its host key", n)
 					}
 				}}
@@ -481,8 +409,8 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "command never exits", timeout: faultStall, stalls: true, want: probe.ReasonTimeout,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
-				return setup{tg: testTarget(f.srv.port, f.cfg(cmd("sleep forever"))), check: func(t *testing.T, res probe.Result) {
+				f := newFixture(t, sshserver.TestOptions{})
+				return setup{tg: testTarget(f.srv.Port, f.cfg(cmd("sleep forever"))), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
 					if !c.Ran || c.ExitStatus != -1 || c.Reason != probe.ReasonTimeout {
 						t.Errorf("command: ran=%v exit=%d reason=%q err=%v, want ran, exit -1, timeout", c.Ran, c.ExitStatus, c.Reason, c.Err)
@@ -493,10 +421,10 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "stdout flood of 1 GiB", timeout: 10 * time.Second, heap: true, want: probe.ReasonOutputLimit,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
+				f := newFixture(t, sshserver.TestOptions{})
 				cfg := f.cfg(cmd("flood " + strconv.Itoa(faultFlood)))
 				cfg.MaxOutputBytes = faultMaxOutput
-				return setup{tg: testTarget(f.srv.port, cfg), check: func(t *testing.T, res probe.Result) {
+				return setup{tg: testTarget(f.srv.Port, cfg), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
 					if c.Bytes != faultMaxOutput || c.Reason != probe.ReasonOutputLimit {
 						t.Errorf("command: bytes=%d reason=%q, want %d bytes and output_limit", c.Bytes, c.Reason, faultMaxOutput)
@@ -508,10 +436,10 @@ func TestSSHFaultMatrix(t *testing.T) {
 			name: "stderr flood of 1 GiB", timeout: 2 * faultFloodCommandTimeout, heap: true,
 			want: probe.ReasonNone, orWant: probe.ReasonTimeout,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
+				f := newFixture(t, sshserver.TestOptions{})
 				c := cmd("errflood " + strconv.Itoa(faultFlood))
 				c.Timeout = config.Duration(faultFloodCommandTimeout)
-				return setup{tg: testTarget(f.srv.port, f.cfg(c)), check: func(t *testing.T, res probe.Result) {
+				return setup{tg: testTarget(f.srv.Port, f.cfg(c)), check: func(t *testing.T, res probe.Result) {
 					c := res.SSH.Commands[0]
 					switch {
 					case res.Success && c.ExitStatus == 0:
@@ -533,8 +461,8 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "connection dropped mid-command", timeout: 2 * time.Second, want: probe.ReasonSession,
 			setup: func(t *testing.T) setup {
-				f := newFixture(t, testServerConfig{})
-				return setup{tg: testTarget(f.srv.port, f.cfg(cmd("drop"))), check: func(t *testing.T, res probe.Result) {
+				f := newFixture(t, sshserver.TestOptions{})
+				return setup{tg: testTarget(f.srv.Port, f.cfg(cmd("drop"))), check: func(t *testing.T, res probe.Result) {
 					if c := res.SSH.Commands[0]; !c.Ran || c.ExitStatus != -1 {
 						t.Errorf("command: ran=%v exit=%d, want ran with exit -1", c.Ran, c.ExitStatus)
 					}
@@ -544,7 +472,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 		{
 			name: "name does not resolve", timeout: 2 * time.Second, want: probe.ReasonDNS,
 			setup: func(t *testing.T) setup {
-				tg := rawTarget(healthy.srv.port)
+				tg := rawTarget(healthy.srv.Port)
 				tg.Name = "x.invalid"
 				tg.Host = "x.invalid"
 				return setup{tg: tg}
@@ -738,12 +666,7 @@ func TestSSHMixedLoad(t *testing.T) {
 
 	dir := t.TempDir()
 	bin := faultFleetsim(t, dir)
-	ln, err := net.Listen("tcp", base+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	_ = ln.Close()
+	port := strconv.Itoa(testutil.FreePort(t, base))
 	fleet := []string{"--n", strconv.Itoa(n), "--base", base, "--port", port, "--tarpit", strconv.FormatFloat(tarpits, 'f', -1, 64)}
 	out, err := exec.Command(bin, append([]string{
 		"gen", "--out", dir,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
@@ -109,7 +110,7 @@ func fileSettings(t *testing.T, f *fixture, dir string) []struct {
 // reload and --config.check run, must refuse each at once and say which
 // set, setting and file, and what the file is.
 func TestSSHCheckFilesRefusesUnsafeFiles(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	for _, s := range fileSettings(t, f, t.TempDir()) {
 		dir := t.TempDir()
 		for _, u := range unsafeFiles(t, dir, s.limit) {
@@ -135,7 +136,7 @@ func TestSSHCheckFilesRefusesUnsafeFiles(t *testing.T) {
 // credential cache loads the files: each must fail at once with reason
 // config, naming the file, without dialling the server.
 func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	for _, s := range fileSettings(t, f, t.TempDir()) {
 		dir := t.TempDir()
@@ -144,7 +145,7 @@ func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
 				c := f.cfg()
 				s.set(c, u.path)
 				res := quickly(t, []string{u.path}, func() probe.Result {
-					return p.Probe(context.Background(), testTarget(f.srv.port, c))
+					return p.Probe(context.Background(), testTarget(f.srv.Port, c))
 				})
 				checkReason(t, res, probe.ReasonConfig)
 				if !errors.Is(res.Err, errConfig) {
@@ -158,7 +159,7 @@ func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
 			})
 		}
 	}
-	if n := f.srv.accepted.Load(); n != 0 {
+	if n := f.srv.Accepted(); n != 0 {
 		t.Errorf("refused files dialled the server %d times", n)
 	}
 }
@@ -169,9 +170,9 @@ func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
 // the probe fails at once with reason config, and succeeds again once the
 // real file is back.
 func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
-	tg := testTarget(f.srv.port, f.cfg())
+	tg := testTarget(f.srv.Port, f.cfg())
 	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -220,9 +221,9 @@ func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
 // the cap is still read (and refused only for what it holds), so the cap is
 // where the documentation puts it.
 func TestSSHCertificateFileBounded(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	ca := sshkeys.Generate(t, "ed25519")
-	line := ssh.MarshalAuthorizedKey(sshkeys.SignCert(t, ca, f.user.Pub, ssh.UserCert, testUser))
+	line := ssh.MarshalAuthorizedKey(sshkeys.SignCert(t, ca, f.user.Pub, ssh.UserCert, sshserver.DefaultUser))
 	pad := make([]byte, fileload.MaxSecretSize-len(line))
 	for i := range pad {
 		pad[i] = '\n'

@@ -14,6 +14,8 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
@@ -24,29 +26,29 @@ import (
 // for the type the file lists.
 func TestSSHProbeKnownHostsIndex(t *testing.T) {
 	ec := sshkeys.Generate(t, "ecdsa")
-	f := newFixture(t, testServerConfig{hostSigners: []ssh.Signer{ec.Signer}})
+	f := newFixture(t, sshserver.TestOptions{HostSigners: []ssh.Signer{ec.Signer}})
 	other := sshkeys.Generate(t, "ed25519")
 	var filler strings.Builder
 	for i := range 500 {
-		fmt.Fprintf(&filler, "[127.1.%d.%d]:%d %s", i/256, i%256, f.srv.port, ssh.MarshalAuthorizedKey(other.Pub))
+		fmt.Fprintf(&filler, "[127.1.%d.%d]:%d %s", i/256, i%256, f.srv.Port, ssh.MarshalAuthorizedKey(other.Pub))
 	}
 	tests := []struct {
 		name  string
 		lines string
 		want  probe.Reason
 	}{
-		{"listed among many", filler.String() + knownHostsFor(f.srv.port, f.host.Pub), probe.ReasonNone},
-		{"ecdsa listed first", knownHostsFor(f.srv.port, ec.Pub) + knownHostsFor(f.srv.port, f.host.Pub), probe.ReasonNone},
-		{"changed key", filler.String() + knownHostsFor(f.srv.port, other.Pub), probe.ReasonHostKey},
-		{"other port only", strings.Replace(knownHostsFor(f.srv.port, f.host.Pub), fmt.Sprint(f.srv.port), "1", 1), probe.ReasonHostKey},
+		{"listed among many", filler.String() + knownHostsFor(f.srv.Port, f.host.Pub), probe.ReasonNone},
+		{"ecdsa listed first", knownHostsFor(f.srv.Port, ec.Pub) + knownHostsFor(f.srv.Port, f.host.Pub), probe.ReasonNone},
+		{"changed key", filler.String() + knownHostsFor(f.srv.Port, other.Pub), probe.ReasonHostKey},
+		{"other port only", strings.Replace(knownHostsFor(f.srv.Port, f.host.Pub), fmt.Sprint(f.srv.Port), "1", 1), probe.ReasonHostKey},
 	}
 	p := newProber(t)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
 			cfg.KnownHostsFile = writeFile(t, f.dir, fmt.Sprintf("kh_index_%d", i), []byte(tt.lines))
-			attempts := f.srv.authAttempts.Load()
-			res := p.Probe(context.Background(), testTarget(f.srv.port, cfg))
+			attempts := f.srv.AuthAttempts()
+			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
 			checkReason(t, res, tt.want)
 			kh, err := p.files.hostKey(cfg)
 			if err != nil || !kh.Indexed() {
@@ -56,7 +58,7 @@ func TestSSHProbeKnownHostsIndex(t *testing.T) {
 				if !errors.Is(res.Err, errHostKey) {
 					t.Errorf("error %v does not wrap errHostKey", res.Err)
 				}
-				if got := f.srv.authAttempts.Load(); got != attempts {
+				if got := f.srv.AuthAttempts(); got != attempts {
 					t.Errorf("%d auth requests sent to a server with a bad host key", got-attempts)
 				}
 			}
@@ -204,8 +206,8 @@ func (p *dropProxy) drop() {
 // the next probe: its session open fails (the keepalive before it is
 // skipped for a connection used moments ago) and the probe reconnects.
 func TestSSHProbeReuseSilentDrop(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
-	proxy := startDropProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(f.srv.port)))
+	f := newFixture(t, sshserver.TestOptions{})
+	proxy := startDropProxy(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(f.srv.Port)))
 	f.knownHosts = writeFile(t, f.dir, "known_hosts_proxy", []byte(knownHostsFor(proxy.port(), f.host.Pub)))
 	p := newProber(t)
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
@@ -241,13 +243,13 @@ func TestSSHProbeReuseSilentDrop(t *testing.T) {
 // target's interval, but once it has been idle longer, and never for a new
 // connection.
 func TestSSHProbeReuseKeepalive(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	p.now = clock.Now
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
 	cfg.ReuseConnections = true
-	tg := testTarget(f.srv.port, cfg)
+	tg := testTarget(f.srv.Port, cfg)
 	tg.Interval = 10 * time.Second
 
 	steps := []struct {

@@ -24,6 +24,8 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
@@ -64,7 +66,7 @@ func newProber(t testing.TB) *Prober {
 // fixture is a running test server with an ed25519 host key, an
 // authorized ed25519 user key and a matching known_hosts file.
 type fixture struct {
-	srv        *testServer
+	srv        *sshserver.TestServer
 	dir        string
 	host       sshkeys.Key
 	user       sshkeys.Key
@@ -73,40 +75,30 @@ type fixture struct {
 }
 
 // newFixture starts the fixture; sc adds to the server config.
-func newFixture(t testing.TB, sc testServerConfig) *fixture {
+func newFixture(t testing.TB, sc sshserver.TestOptions) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), host: sshkeys.Generate(t, "ed25519"), user: sshkeys.Generate(t, "ed25519")}
-	sc.hostSigners = append(sc.hostSigners, f.host.Signer)
-	sc.authorized = append(sc.authorized, f.user.Pub)
-	f.srv = startTestServer(t, sc)
+	sc.HostSigners = append(sc.HostSigners, f.host.Signer)
+	sc.AuthorizedKeys = append(sc.AuthorizedKeys, f.user.Pub)
+	f.srv = testutil.StartSSHServer(t, sc)
 	f.keyFile = writeFile(t, f.dir, "id_ed25519", sshkeys.OpenSSH(t, f.user, ""))
-	f.knownHosts = writeFile(t, f.dir, "known_hosts", []byte(knownHostsFor(f.srv.port, f.host.Pub)))
+	f.knownHosts = writeFile(t, f.dir, "known_hosts", []byte(knownHostsFor(f.srv.Port, f.host.Pub)))
 	return f
 }
 
 // cfg returns a probe config that logs in with the fixture's key.
 func (f *fixture) cfg(cmds ...config.Command) *config.SSHProbe {
 	return &config.SSHProbe{
-		User:           testUser,
+		User:           sshserver.DefaultUser,
 		PrivateKeyFile: f.keyFile,
 		KnownHostsFile: f.knownHosts,
 		Commands:       cmds,
 	}
 }
 
-// testTarget returns a target for 127.0.0.1:port.
+// testTarget returns a target of the set "test" for 127.0.0.1:port.
 func testTarget(port int, cfg *config.SSHProbe) *config.Target {
-	return &config.Target{
-		Set:         "test",
-		Host:        net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		Name:        "127.0.0.1",
-		Port:        port,
-		Probe:       config.ProbeSSH,
-		Interval:    30 * time.Second,
-		Timeout:     5 * time.Second,
-		SSH:         cfg,
-		Fingerprint: "v1",
-	}
+	return testutil.SSHTarget("test", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), testutil.WithSSH(cfg))
 }
 
 // checkReason fails the test when res does not have the wanted outcome.
@@ -129,15 +121,15 @@ func TestSSHProbeAuth(t *testing.T) {
 	stranger := sshkeys.Generate(t, "ed25519")
 	const password, passphrase = "pa55-word", "open sesame"
 
-	srv := startTestServer(t, testServerConfig{
-		hostSigners: []ssh.Signer{host.Signer},
-		authorized:  []ssh.PublicKey{ed.Pub, ec.Pub, rs.Pub, enc.Pub},
-		password:    password,
-		userCA:      ca.Pub,
+	srv := testutil.StartSSHServer(t, sshserver.TestOptions{
+		HostSigners:    []ssh.Signer{host.Signer},
+		AuthorizedKeys: []ssh.PublicKey{ed.Pub, ec.Pub, rs.Pub, enc.Pub},
+		Password:       password,
+		UserCA:         ca.Pub,
 	})
-	known := writeFile(t, dir, "known_hosts", []byte(knownHostsFor(srv.port, host.Pub)))
+	known := writeFile(t, dir, "known_hosts", []byte(knownHostsFor(srv.Port, host.Pub)))
 	file := func(name string, data []byte) string { return writeFile(t, dir, name, data) }
-	cert := sshkeys.SignCert(t, ca, certKey.Pub, ssh.UserCert, testUser)
+	cert := sshkeys.SignCert(t, ca, certKey.Pub, ssh.UserCert, sshserver.DefaultUser)
 	wrongCert := sshkeys.SignCert(t, ca, certKey.Pub, ssh.UserCert, "someone-else")
 
 	tests := []struct {
@@ -174,11 +166,11 @@ func TestSSHProbeAuth(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			if cfg.User == "" {
-				cfg.User = testUser
+				cfg.User = sshserver.DefaultUser
 			}
 			cfg.KnownHostsFile = known
-			before := srv.authAttempts.Load()
-			tg := testTarget(srv.port, &cfg)
+			before := srv.AuthAttempts()
+			tg := testTarget(srv.Port, &cfg)
 			// Decrypting a bcrypt-protected key is slow under the race
 			// detector and counts against the (first) probe's timeout.
 			tg.Timeout = time.Minute
@@ -191,7 +183,7 @@ func TestSSHProbeAuth(t *testing.T) {
 			if tc.want == probe.ReasonNone && sr.Auth <= 0 {
 				t.Errorf("auth phase not timed: %v", sr.Auth)
 			}
-			if srv.authAttempts.Load() == before {
+			if srv.AuthAttempts() == before {
 				t.Error("server saw no auth attempt")
 			}
 			if res.Duration < sr.Connect+sr.Handshake+sr.Auth {
@@ -202,7 +194,7 @@ func TestSSHProbeAuth(t *testing.T) {
 }
 
 func TestSSHProbeAgent(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	keyring := agent.NewKeyring()
 	if err := keyring.Add(agent.AddedKey{PrivateKey: f.user.Priv}); err != nil {
 		t.Fatal(err)
@@ -257,7 +249,7 @@ func TestSSHProbeAgent(t *testing.T) {
 			cfg := f.cfg()
 			cfg.PrivateKeyFile = ""
 			cfg.Agent = true
-			res := p.Probe(context.Background(), testTarget(f.srv.port, cfg))
+			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
 			checkReason(t, res, tc.want)
 		})
 	}
@@ -269,7 +261,7 @@ func TestSSHProbeAgent(t *testing.T) {
 }
 
 func TestSSHProbeConfigErrors(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	dir := t.TempDir()
 	const passphrase, password = "very-secret-passphrase", "very-secret-password"
 	enc := sshkeys.OpenSSH(t, f.user, passphrase)
@@ -279,7 +271,7 @@ func TestSSHProbeConfigErrors(t *testing.T) {
 	garbage := "-----BEGIN OPENSSH PRIVATE KEY-----\nU0VDUkVUU0VDUkVUU0VDUkVU\n-----END OPENSSH PRIVATE KEY-----\n"
 	other := sshkeys.Generate(t, "ed25519")
 	ca := sshkeys.Generate(t, "ed25519")
-	otherCert := sshkeys.SignCert(t, ca, other.Pub, ssh.UserCert, testUser)
+	otherCert := sshkeys.SignCert(t, ca, other.Pub, ssh.UserCert, sshserver.DefaultUser)
 	file := func(name string, data []byte) string { return writeFile(t, dir, name, data) }
 	secrets := []string{passphrase, password, material, "U0VDUkVU"}
 
@@ -319,7 +311,7 @@ func TestSSHProbeConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.cfg(config.Command{Name: "c", Run: "echo hi"})
 			tc.cfg(cfg)
-			res := p.Probe(context.Background(), testTarget(f.srv.port, cfg))
+			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
 			checkReason(t, res, probe.ReasonConfig)
 			if !errors.Is(res.Err, errConfig) || !strings.Contains(res.Err.Error(), tc.wantErr) {
 				t.Errorf("error %q does not mention %q", res.Err, tc.wantErr)
@@ -334,7 +326,7 @@ func TestSSHProbeConfigErrors(t *testing.T) {
 			}
 		})
 	}
-	if n := f.srv.accepted.Load(); n != 0 {
+	if n := f.srv.Accepted(); n != 0 {
 		t.Errorf("config errors dialled the server %d times", n)
 	}
 }
@@ -396,18 +388,18 @@ func TestSSHProbeHostKey(t *testing.T) {
 	p := newProber(t)
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startTestServer(t, testServerConfig{hostSigners: tc.hostKeys, authorized: []ssh.PublicKey{user.Pub}})
-			known := writeFile(t, dir, "known_hosts"+strconv.Itoa(i), []byte(tc.known(srv.port)))
+			srv := testutil.StartSSHServer(t, sshserver.TestOptions{HostSigners: tc.hostKeys, AuthorizedKeys: []ssh.PublicKey{user.Pub}})
+			known := writeFile(t, dir, "known_hosts"+strconv.Itoa(i), []byte(tc.known(srv.Port)))
 			cfg := &config.SSHProbe{
-				User: testUser, PrivateKeyFile: keyFile, KnownHostsFile: known,
+				User: sshserver.DefaultUser, PrivateKeyFile: keyFile, KnownHostsFile: known,
 				InsecureSkipHostKeyVerification: tc.insecure,
 			}
 			if tc.insecure {
 				cfg.KnownHostsFile = ""
 			}
-			res := p.Probe(context.Background(), testTarget(srv.port, cfg))
+			res := p.Probe(context.Background(), testTarget(srv.Port, cfg))
 			checkReason(t, res, tc.want)
-			attempts := srv.authAttempts.Load()
+			attempts := srv.AuthAttempts()
 			if tc.want == probe.ReasonHostKey {
 				if attempts != 0 {
 					t.Errorf("client sent %d auth requests to a server with a bad host key", attempts)
@@ -426,7 +418,7 @@ func TestSSHProbeHostKey(t *testing.T) {
 }
 
 func TestSSHProbeCommands(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	cmd := func(run string) config.Command { return config.Command{Name: strings.Fields(run)[0], Run: run} }
 	type wantCmd struct {
 		ran    bool
@@ -521,7 +513,7 @@ func TestSSHProbeCommands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.cfg(tc.cmds...)
 			cfg.MaxOutputBytes = tc.maxOutput
-			res := p.Probe(context.Background(), testTarget(f.srv.port, cfg))
+			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
 			checkReason(t, res, tc.want)
 			got := res.SSH.Commands
 			if len(got) != len(tc.wantCmds) {
@@ -548,11 +540,11 @@ func TestSSHProbeCommands(t *testing.T) {
 }
 
 func TestSSHProbeOutputHash(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	hashOf := func(run string) uint64 {
 		t.Helper()
-		res := p.Probe(context.Background(), testTarget(f.srv.port, f.cfg(config.Command{Run: run})))
+		res := p.Probe(context.Background(), testTarget(f.srv.Port, f.cfg(config.Command{Run: run})))
 		checkReason(t, res, probe.ReasonNone)
 		return res.SSH.Commands[0].Hash
 	}
@@ -569,10 +561,10 @@ func TestSSHProbeOutputHash(t *testing.T) {
 }
 
 func TestSSHProbeTimeouts(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
-	tarpit := startRawListener(t, "", false)
-	silentAfterBanner := startRawListener(t, "SSH-2.0-OpenSSH_9.6\r\n", false)
-	preBannerThenSilence := startRawListener(t, "Welcome, please wait\r\n", false)
+	f := newFixture(t, sshserver.TestOptions{})
+	tarpit := testutil.StartRawServer(t, sshserver.Greet(""))
+	silentAfterBanner := testutil.StartRawServer(t, sshserver.Greet("SSH-2.0-OpenSSH_9.6\r\n"))
+	preBannerThenSilence := testutil.StartRawServer(t, sshserver.Greet("Welcome, please wait\r\n"))
 
 	tests := []struct {
 		name        string
@@ -584,11 +576,11 @@ func TestSSHProbeTimeouts(t *testing.T) {
 		wantRan     []bool
 		minDuration time.Duration
 	}{
-		{"tarpit", tarpit.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
-		{"text lines but no version line", preBannerThenSilence.port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
-		{"key exchange stalls", silentAfterBanner.port, 300 * time.Millisecond, nil, probe.ReasonHandshake, nil, nil, 300 * time.Millisecond},
+		{"tarpit", tarpit.Port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
+		{"text lines but no version line", preBannerThenSilence.Port, 300 * time.Millisecond, nil, probe.ReasonBanner, nil, nil, 300 * time.Millisecond},
+		{"key exchange stalls", silentAfterBanner.Port, 300 * time.Millisecond, nil, probe.ReasonHandshake, nil, nil, 300 * time.Millisecond},
 		{
-			"command timeout, next command runs", f.srv.port, 5 * time.Second,
+			"command timeout, next command runs", f.srv.Port, 5 * time.Second,
 			[]config.Command{{Name: "hang", Run: "sleep forever", Timeout: config.Duration(300 * time.Millisecond)}, {Name: "after", Run: "echo after"}},
 			probe.ReasonTimeout,
 			[]probe.Reason{probe.ReasonTimeout, probe.ReasonNone},
@@ -596,7 +588,7 @@ func TestSSHProbeTimeouts(t *testing.T) {
 			300 * time.Millisecond,
 		},
 		{
-			"probe timeout during command", f.srv.port, 500 * time.Millisecond,
+			"probe timeout during command", f.srv.Port, 500 * time.Millisecond,
 			[]config.Command{{Name: "hang", Run: "sleep forever"}, {Name: "after", Run: "echo after"}},
 			probe.ReasonTimeout,
 			[]probe.Reason{probe.ReasonTimeout, probe.ReasonNone},
@@ -633,34 +625,29 @@ func TestSSHProbeTimeouts(t *testing.T) {
 }
 
 func TestSSHProbeNetworkFailures(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
-	garbage := startRawListener(t, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true)
-	endless := startRawListener(t, strings.Repeat("no ssh here\r\n", 2000), false)
-	badVersion := startRawListener(t, "SSH-1.5-ancient\r\n", true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	f := newFixture(t, sshserver.TestOptions{})
+	garbage := testutil.StartRawServer(t, sshserver.GreetAndClose("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+	endless := testutil.StartRawServer(t, sshserver.Greet(strings.Repeat("no ssh here\r\n", 2000)))
+	badVersion := testutil.StartRawServer(t, sshserver.GreetAndClose("SSH-1.5-ancient\r\n"))
+	closedPort := testutil.FreePort(t, "127.0.0.1")
 
 	tests := []struct {
 		name string
 		tg   func() *config.Target
 		want probe.Reason
 	}{
-		{"garbage banner", func() *config.Target { return testTarget(garbage.port, f.cfg()) }, probe.ReasonBanner},
-		{"endless pre-banner lines", func() *config.Target { return testTarget(endless.port, f.cfg()) }, probe.ReasonBanner},
-		{"unsupported protocol version", func() *config.Target { return testTarget(badVersion.port, f.cfg()) }, probe.ReasonHandshake},
+		{"garbage banner", func() *config.Target { return testTarget(garbage.Port, f.cfg()) }, probe.ReasonBanner},
+		{"endless pre-banner lines", func() *config.Target { return testTarget(endless.Port, f.cfg()) }, probe.ReasonBanner},
+		{"unsupported protocol version", func() *config.Target { return testTarget(badVersion.Port, f.cfg()) }, probe.ReasonHandshake},
 		{"refused", func() *config.Target { return testTarget(closedPort, f.cfg()) }, probe.ReasonRefused},
 		{"dns", func() *config.Target {
-			tg := testTarget(f.srv.port, f.cfg())
+			tg := testTarget(f.srv.Port, f.cfg())
 			tg.Name = "no-such-host.invalid"
 			return tg
 		}, probe.ReasonDNS},
 		{"port from probe config", func() *config.Target {
 			cfg := f.cfg()
-			cfg.Port = f.srv.port
+			cfg.Port = f.srv.Port
 			tg := testTarget(0, cfg)
 			tg.Port = 0
 			return tg
@@ -681,17 +668,17 @@ func TestSSHProbeNetworkFailures(t *testing.T) {
 }
 
 func TestSSHProbeContextCancel(t *testing.T) {
-	tarpit := startRawListener(t, "", false)
-	f := newFixture(t, testServerConfig{})
+	tarpit := testutil.StartRawServer(t, sshserver.Greet(""))
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	tg := testTarget(tarpit.port, f.cfg())
+	tg := testTarget(tarpit.Port, f.cfg())
 	tg.Timeout = time.Minute
 	done := make(chan probe.Result)
 	go func() { done <- p.Probe(ctx, tg) }()
 	// Cancel once the client has sent its version line, so the probe is
 	// blocked reading the banner and only the close on ctx.Done can free it.
-	for tarpit.received.Load() == 0 {
+	for tarpit.Received() == 0 {
 		runtime.Gosched()
 	}
 	cancel()
@@ -704,11 +691,11 @@ func TestSSHProbeContextCancel(t *testing.T) {
 }
 
 func TestSSHProbeReuse(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
 	cfg.ReuseConnections = true
-	tg := testTarget(f.srv.port, cfg)
+	tg := testTarget(f.srv.Port, cfg)
 
 	const n = 5
 	for i := range n {
@@ -722,14 +709,14 @@ func TestSSHProbeReuse(t *testing.T) {
 	if got := p.ConnectionsOpened(); got != 1 {
 		t.Errorf("ConnectionsOpened after %d probes: %d, want 1", n, got)
 	}
-	if got := f.srv.accepted.Load(); got != 1 {
+	if got := f.srv.Accepted(); got != 1 {
 		t.Errorf("server accepted %d connections, want 1", got)
 	}
-	if got := f.srv.sessions.Load(); got != n {
+	if got := f.srv.Sessions(); got != n {
 		t.Errorf("server opened %d sessions, want %d", got, n)
 	}
 
-	f.srv.killConns()
+	f.srv.CloseConns()
 	res := p.Probe(context.Background(), tg)
 	checkReason(t, res, probe.ReasonNone)
 	if !res.SSH.NewConnection || res.SSH.Connect <= 0 {
@@ -763,11 +750,11 @@ func TestSSHProbeReuse(t *testing.T) {
 }
 
 func TestSSHProbeReuseSessionRefused(t *testing.T) {
-	f := newFixture(t, testServerConfig{maxSessions: 1})
+	f := newFixture(t, sshserver.TestOptions{MaxSessions: 1})
 	p := newProber(t)
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
 	cfg.ReuseConnections = true
-	tg := testTarget(f.srv.port, cfg)
+	tg := testTarget(f.srv.Port, cfg)
 	for i := range 3 {
 		res := p.Probe(context.Background(), tg)
 		checkReason(t, res, probe.ReasonNone)
@@ -780,35 +767,17 @@ func TestSSHProbeReuseSessionRefused(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock for the reconnect backoff.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestSSHProbeReuseBackoff(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	other := sshkeys.Generate(t, "ed25519")
-	badKnown := writeFile(t, f.dir, "bad_known_hosts", []byte(knownHostsFor(f.srv.port, other.Pub)))
+	badKnown := writeFile(t, f.dir, "bad_known_hosts", []byte(knownHostsFor(f.srv.Port, other.Pub)))
 	p := newProber(t)
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	p.now = clock.Now
 	cfg := f.cfg()
 	cfg.ReuseConnections = true
 	cfg.KnownHostsFile = badKnown
-	tg := testTarget(f.srv.port, cfg)
+	tg := testTarget(f.srv.Port, cfg)
 	tg.Interval = 3 * time.Second
 
 	// Each step advances the clock, probes, and says whether the probe may
@@ -835,7 +804,7 @@ func TestSSHProbeReuseBackoff(t *testing.T) {
 		if s.dials {
 			accepted++
 		}
-		if got := f.srv.accepted.Load(); got != accepted {
+		if got := f.srv.Accepted(); got != accepted {
 			t.Fatalf("step %d: server accepted %d connections, want %d", i, got, accepted)
 		}
 		if !s.dials && (res.SSH.NewConnection || !strings.Contains(res.Err.Error(), "backoff")) {
@@ -880,12 +849,12 @@ func TestSSHBackoff(t *testing.T) {
 }
 
 func TestSSHProbeForgetAndClose(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	cfg := f.cfg()
 	cfg.ReuseConnections = true
-	a := testTarget(f.srv.port, cfg)
-	b := testTarget(f.srv.port, cfg)
+	a := testTarget(f.srv.Port, cfg)
+	b := testTarget(f.srv.Port, cfg)
 	b.Set = "other"
 	for _, tg := range []*config.Target{a, b, a, b} {
 		checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
@@ -941,10 +910,10 @@ func TestSSHProbeNoLeaks(t *testing.T) {
 
 	func() {
 		srv := func() *fixture {
-			f := newFixture(t, testServerConfig{})
+			f := newFixture(t, sshserver.TestOptions{})
 			return f
 		}()
-		tarpit := startRawListener(t, "", false)
+		tarpit := testutil.StartRawServer(t, sshserver.Greet(""))
 		p := NewProber(dns.NewResolver(time.Minute), slog.New(slog.DiscardHandler))
 		run := []config.Command{{Name: "echo", Run: "echo hi"}, {Name: "flood", Run: "flood 100000"}}
 		fresh := srv.cfg(run...)
@@ -954,11 +923,11 @@ func TestSSHProbeNoLeaks(t *testing.T) {
 		pooled.MaxOutputBytes = 1000
 		timing := srv.cfg(config.Command{Name: "hang", Run: "sleep forever", Timeout: config.Duration(100 * time.Millisecond)})
 		for range 3 {
-			p.Probe(context.Background(), testTarget(srv.srv.port, fresh))
-			p.Probe(context.Background(), testTarget(srv.srv.port, pooled))
-			p.Probe(context.Background(), testTarget(srv.srv.port, timing))
+			p.Probe(context.Background(), testTarget(srv.srv.Port, fresh))
+			p.Probe(context.Background(), testTarget(srv.srv.Port, pooled))
+			p.Probe(context.Background(), testTarget(srv.srv.Port, timing))
 		}
-		tg := testTarget(tarpit.port, fresh)
+		tg := testTarget(tarpit.Port, fresh)
 		tg.Timeout = 100 * time.Millisecond
 		checkReason(t, p.Probe(context.Background(), tg), probe.ReasonBanner)
 		if p.ConnectionsOpened() < 7 {
@@ -967,12 +936,12 @@ func TestSSHProbeNoLeaks(t *testing.T) {
 		p.Close()
 		// Stop the servers now rather than at cleanup so that what is left
 		// below is the prober's alone.
-		srv.srv.close()
+		srv.srv.Close()
 	}()
 	goleak.VerifyNone(t, ignore,
 		// The tarpit listener lives until cleanup.
-		goleak.IgnoreAnyFunction("github.com/fleet-exporter/fleet_exporter/prober/ssh.startRawListener.func1"),
-		goleak.IgnoreAnyFunction("github.com/fleet-exporter/fleet_exporter/prober/ssh.startRawListener.func1.1"))
+		goleak.IgnoreAnyFunction("github.com/fleet-exporter/fleet_exporter/internal/sshserver.StartRaw.func1"),
+		goleak.IgnoreAnyFunction("github.com/fleet-exporter/fleet_exporter/internal/sshserver.StartRaw.func1.1"))
 	// The tarpit holds one listener fd (its connection was closed by the
 	// prober and has been read to EOF by now, or is about to be).
 	deadline := time.Now().Add(5 * time.Second)
@@ -992,7 +961,7 @@ func TestSSHProbeMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams tens of MiB")
 	}
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
 	const size = 64 << 20
 	tests := []struct {
@@ -1006,7 +975,7 @@ func TestSSHProbeMemoryBounded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.cfg(config.Command{Name: "flood", Run: tc.run})
 			cfg.MaxOutputBytes = 2 * size
-			tg := testTarget(f.srv.port, cfg)
+			tg := testTarget(f.srv.Port, cfg)
 			tg.Timeout = 2 * time.Minute
 
 			runtime.GC()
@@ -1045,9 +1014,9 @@ func TestSSHProbeMemoryBounded(t *testing.T) {
 }
 
 func TestSSHKeyFileCache(t *testing.T) {
-	f := newFixture(t, testServerConfig{})
+	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
-	tg := testTarget(f.srv.port, f.cfg())
+	tg := testTarget(f.srv.Port, f.cfg())
 	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 
 	fi, err := os.Stat(f.keyFile)
@@ -1186,10 +1155,10 @@ func (c *chunkConn) Read(b []byte) (int, error) {
 
 // bench returns a prober and target for the benchmarks.
 func bench(b *testing.B, reuse bool) (*Prober, *config.Target) {
-	f := newFixture(b, testServerConfig{})
+	f := newFixture(b, sshserver.TestOptions{})
 	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hello"})
 	cfg.ReuseConnections = reuse
-	return newProber(b), testTarget(f.srv.port, cfg)
+	return newProber(b), testTarget(f.srv.Port, cfg)
 }
 
 func BenchmarkSSHProbe(b *testing.B) {

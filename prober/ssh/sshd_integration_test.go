@@ -2,8 +2,6 @@ package ssh
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"log/slog"
 	"os"
 	"regexp"
@@ -18,6 +16,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -46,25 +45,10 @@ func sshdNewProber(t *testing.T) *Prober {
 	return p
 }
 
-// sshdTarget returns an SSH target for s with the given probe settings.
+// sshdTarget returns an SSH target of the set "sshd" for s with the given
+// probe settings.
 func sshdTarget(s *sshdtest.Server, cfg *config.SSHProbe) *config.Target {
-	return &config.Target{
-		Set:      "sshd",
-		Host:     s.HostPort(),
-		Name:     s.Addr,
-		Port:     s.Port,
-		Probe:    config.ProbeSSH,
-		Timeout:  sshdProbeTimeout,
-		Interval: time.Minute,
-		SSH:      cfg,
-	}
-}
-
-// sshdHash is the documented output hash: the first 8 bytes of SHA-256 as a
-// big-endian uint64, shifted right by 12.
-func sshdHash(out string) uint64 {
-	sum := sha256.Sum256([]byte(out))
-	return binary.BigEndian.Uint64(sum[:8]) >> 12
+	return testutil.SSHTarget("sshd", s.HostPort(), testutil.WithSSH(cfg), testutil.WithTimeout(sshdProbeTimeout))
 }
 
 // sshdFingerprint returns the SHA256 fingerprint of k as sshd logs it,
@@ -99,7 +83,7 @@ func sshdCheckSuccess(t *testing.T, s *sshdtest.Server, res probe.Result) {
 		t.Fatalf("got %d command results, want 1: %+v", len(sr.Commands), sr.Commands)
 	}
 	c := sr.Commands[0]
-	want := probe.CommandResult{Name: sshdNoiseCommand.Name, Ran: true, ExitStatus: 0, Hash: sshdHash("out\n"), Bytes: 4}
+	want := probe.CommandResult{Name: sshdNoiseCommand.Name, Ran: true, ExitStatus: 0, Hash: testHash([]byte("out\n")), Bytes: 4}
 	if c.Name != want.Name || c.Ran != want.Ran || c.ExitStatus != want.ExitStatus || c.Hash != want.Hash ||
 		c.Bytes != want.Bytes || c.Reason != probe.ReasonNone || c.Err != nil {
 		t.Errorf("command result = %+v, want %+v", c, want)
@@ -386,13 +370,13 @@ func TestSSHDCommands(t *testing.T) {
 			name:        "stderr noise is not a failure",
 			commands:    []config.Command{sshdNoiseCommand},
 			wantSuccess: true,
-			want:        []probe.CommandResult{{Name: "noise", Ran: true, Hash: sshdHash("out\n"), Bytes: 4}},
+			want:        []probe.CommandResult{{Name: "noise", Ran: true, Hash: testHash([]byte("out\n")), Bytes: 4}},
 		},
 		{
 			name:       "non-zero exit",
 			commands:   []config.Command{{Name: "exit3", Run: "exit 3"}},
 			wantReason: probe.ReasonCommand,
-			want:       []probe.CommandResult{{Name: "exit3", Ran: true, ExitStatus: 3, Hash: sshdHash(""), Reason: probe.ReasonCommand}},
+			want:       []probe.CommandResult{{Name: "exit3", Ran: true, ExitStatus: 3, Hash: testHash([]byte("")), Reason: probe.ReasonCommand}},
 		},
 		{
 			name: "output before a non-zero exit",
@@ -402,8 +386,8 @@ func TestSSHDCommands(t *testing.T) {
 			},
 			wantReason: probe.ReasonCommand,
 			want: []probe.CommandResult{
-				{Name: "noise", Ran: true, Hash: sshdHash("out\n"), Bytes: 4},
-				{Name: "partial", Ran: true, ExitStatus: 7, Hash: sshdHash("abc"), Bytes: 3, Reason: probe.ReasonCommand},
+				{Name: "noise", Ran: true, Hash: testHash([]byte("out\n")), Bytes: 4},
+				{Name: "partial", Ran: true, ExitStatus: 7, Hash: testHash([]byte("abc")), Bytes: 3, Reason: probe.ReasonCommand},
 			},
 		},
 	}

@@ -3,9 +3,9 @@ package tcp
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.Main(m)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -13,50 +14,9 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
-
-// listen starts a listener that accepts and closes connections until the
-// test ends, and returns its port.
-func listen(t testing.TB, network, addr string) int {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatalf("listen %s %s: %v", network, addr, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-	})
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// closedPort returns a port on addr that nothing listens on: it listens
-// and closes again. Another process could take the port in between, which is
-// unlikely enough on loopback for a test.
-func closedPort(t testing.TB, network, addr string) int {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatalf("listen %s %s: %v", network, addr, err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatalf("close listener: %v", err)
-	}
-	return port
-}
 
 // iPv6Loopback reports whether ::1 can be listened on.
 func iPv6Loopback() bool {
@@ -68,17 +28,18 @@ func iPv6Loopback() bool {
 	return true
 }
 
-func testTarget(name string, hostPort, probePort int) *config.Target {
-	return &config.Target{
-		Set: "test", Host: name, Name: name, Port: hostPort,
-		Probe: config.ProbeTCP, Timeout: 2 * time.Second,
-		TCP: &config.TCPProbe{Port: probePort},
+// testTarget returns a TCP target of the set "test" for host, with port
+// (0: none) in the host entry and probePort (0: none) in the probe config.
+func testTarget(host string, port, probePort int) *config.Target {
+	if port != 0 {
+		host = net.JoinHostPort(host, strconv.Itoa(port))
 	}
+	return testutil.TCPTarget("test", host, testutil.WithTCPPort(probePort))
 }
 
 func TestTCPProbe(t *testing.T) {
-	open4 := listen(t, "tcp4", "127.0.0.1:0")
-	closed4 := closedPort(t, "tcp4", "127.0.0.1:0")
+	open4 := testutil.TCPListener(t, "127.0.0.1")
+	closed4 := testutil.FreePort(t, "127.0.0.1")
 
 	tests := []struct {
 		name       string
@@ -105,9 +66,9 @@ func TestTCPProbe(t *testing.T) {
 					t.Skip("IPv6 loopback ::1 unavailable; enable IPv6 on lo to run this case")
 				}
 				if tc.wantOK {
-					target = testTarget("::1", listen(t, "tcp6", "[::1]:0"), 0)
+					target = testTarget("::1", testutil.TCPListener(t, "::1"), 0)
 				} else {
-					target = testTarget("::1", closedPort(t, "tcp6", "[::1]:0"), 0)
+					target = testTarget("::1", testutil.FreePort(t, "::1"), 0)
 				}
 			}
 			p := NewProber(dnstest.Offline(t, time.Minute))
@@ -135,7 +96,7 @@ func TestTCPProbe(t *testing.T) {
 }
 
 func TestTCPProbeContextDone(t *testing.T) {
-	open4 := listen(t, "tcp4", "127.0.0.1:0")
+	open4 := testutil.TCPListener(t, "127.0.0.1")
 	tests := []struct {
 		name       string
 		ctx        func() (context.Context, context.CancelFunc)
@@ -218,7 +179,7 @@ func TestReasonFor(t *testing.T) {
 }
 
 func BenchmarkTCPProbe(b *testing.B) {
-	port := listen(b, "tcp4", "127.0.0.1:0")
+	port := testutil.TCPListener(b, "127.0.0.1")
 	p := NewProber(dns.NewResolver(time.Minute))
 	target := testTarget("127.0.0.1", port, 0)
 	b.ReportAllocs()
