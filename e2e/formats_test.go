@@ -36,22 +36,22 @@ func newFormatRecorder(t *testing.T, backend, accept string) *formatRecorder {
 	r := &formatRecorder{addr: l.Addr().String()}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backend})
 	proxy.Transport = &http.Transport{DisableKeepAlives: true}
-	if accept != "" {
-		// Stand in for scrape_protocols on a Prometheus that lacks it:
-		// ask for exactly the format the test names.
-		direct := proxy.Director
-		proxy.Director = func(req *http.Request) {
-			direct(req)
-			req.Header.Set("Accept", accept)
-		}
-	}
 	proxy.ModifyResponse = func(resp *http.Response) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.types = append(r.types, resp.Header.Get("Content-Type"))
 		return nil
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	handler := http.Handler(proxy)
+	if accept != "" {
+		// Stand in for scrape_protocols on a Prometheus that lacks it:
+		// ask for exactly the format the test names.
+		handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			req.Header.Set("Accept", accept)
+			proxy.ServeHTTP(w, req)
+		})
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
