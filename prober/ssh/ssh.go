@@ -509,6 +509,9 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, sr *probe.SSHRes
 
 	t0 := time.Now()
 	var d net.Dialer
+	if src := t.SourceAddress; src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
+	}
 	nc, err := d.DialContext(ctx, "tcp", raddr.String())
 	sr.Connect = time.Since(t0)
 	if err != nil {
