@@ -53,13 +53,17 @@ func (f *fleet) close() {
 }
 
 // newFleet builds the probing pipeline: config -> scheduler -> pool ->
-// probers -> sink -> store. Nothing runs until Run is called. The daemon
+// probers -> sink -> store, and back from the sink to the scheduler, which
+// retries failed targets sooner. Nothing runs until Run is called. The daemon
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
+		// The scheduler moves a failing target to its retry interval. It
+		// exists before the pool runs, so this is never called without it.
+		f.sched.Observe(r)
 		if !r.Success {
 			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
 		}

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"slices"
 	"testing"
@@ -20,7 +21,7 @@ func end(n int) time.Time { return t0.Add(time.Duration(n)*time.Minute + probeDu
 func TestStoreTargetState(t *testing.T) {
 	tcp := tcpTarget("a", "h1", nil)
 	icmp := icmpTarget("a", "h1", nil)
-	ignore := cmpopts.IgnoreUnexported(TargetState{})
+	ignore := cmp.Options{cmpopts.IgnoreUnexported(TargetState{}), cmpopts.EquateComparable(netip.Addr{})}
 
 	tests := []struct {
 		name    string
@@ -186,7 +187,7 @@ func TestSnapshotIsolation(t *testing.T) {
 	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
 	s.Reconcile(nil)
 
-	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{})); diff != "" {
+	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{}), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Errorf("snapshot changed after later updates (-before +after):\n%s", diff)
 	}
 }

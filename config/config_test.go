@@ -115,6 +115,11 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-ssh-max-output-bytes-large.yml", `probes.ssh.max_output_bytes: max_output_bytes must be at most 1073741824, got 9223372036854775807`, 9},
 		{"invalid-ssh-too-many-commands.yml", `probes.ssh.commands: 65 commands, more than the 64 one probe may run`, 9},
 		{"invalid-label-count.yml", `host_sets[0] ("web").labels: 65 labels, more than the 64 a set may have`, 6},
+		{"invalid-retry-interval.yml", `host_sets[0] ("web").retry_interval: retry_interval 2m exceeds the interval 1m`, 4},
+		{"invalid-retry-interval-short.yml", `host_sets[0] ("web").retry_interval: retry_interval must be at least 1s, got 100ms`, 4},
+		{"invalid-source-address.yml", `host_sets[0] ("web").source_address: source_address 192.0.2.1 is not an address of this machine`, 5},
+		{"invalid-source-address-syntax.yml", `host_sets[0] ("web").source_address: source_address "uplink1.example.com" is not an IP address`, 3},
+		{"invalid-source-address-unspecified.yml", `source_address :: is unspecified: leave the key out to let the kernel choose`, 3},
 		{"invalid-mapping-size.yml", `host_sets[0].name: unexpected mapping of 65 keys`, 3},
 	}
 	covered := map[string]bool{}
@@ -179,7 +184,7 @@ func TestParseValid(t *testing.T) {
 				Global: defaultGlobalWant,
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
-					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
+					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
 					Probes: Probes{ICMP: icmpDefault(10 * time.Second)},
 				}},
@@ -192,7 +197,7 @@ func TestParseValid(t *testing.T) {
 				Global: defaultGlobalWant,
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com:80"},
-					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
+					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
 					Probes: Probes{ICMP: icmpDefault(10 * time.Second), TCP: &TCPProbe{Timeout: Duration(10 * time.Second)}},
 				}},
@@ -214,7 +219,7 @@ func TestParseValid(t *testing.T) {
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
-					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
+					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
 					Probes: Probes{ICMP: icmpDefault(10 * time.Second)},
 				}},
@@ -232,12 +237,27 @@ func TestParseValid(t *testing.T) {
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
-					Interval: Duration(2 * time.Second), Timeout: Duration(2 * time.Second),
+					Interval: Duration(2 * time.Second), RetryInterval: Duration(2 * time.Second), Timeout: Duration(2 * time.Second),
 					Labels: map[string]string{"team": "x"},
 					Probes: Probes{
 						ICMP: &ICMPProbe{Count: 3, PacketInterval: Duration(200 * time.Millisecond), Size: 56, Timeout: Duration(2 * time.Second)},
 						TCP:  &TCPProbe{Port: 22, Timeout: Duration(1500 * time.Millisecond)},
 					},
+				}},
+			},
+		},
+		{
+			name: "retry_interval and source_address are kept as given",
+			yaml: "host_sets:\n- name: a\n  interval: 5m\n  retry_interval: 30s\n  source_address: 127.0.0.1\n" +
+				"  hosts: [a.example.com]\n  probes: {icmp: {}}\n",
+			want: Config{
+				Global: defaultGlobalWant,
+				HostSets: []HostSet{{
+					Name: "a", Hosts: []string{"a.example.com"},
+					Interval: Duration(5 * time.Minute), RetryInterval: Duration(30 * time.Second), Timeout: Duration(10 * time.Second),
+					SourceAddress: "127.0.0.1",
+					Labels:        map[string]string{},
+					Probes:        Probes{ICMP: icmpDefault(10 * time.Second)},
 				}},
 			},
 		},
@@ -250,7 +270,7 @@ func TestParseValid(t *testing.T) {
 				Global: defaultGlobalWant,
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
-					Interval: Duration(time.Minute), Timeout: Duration(20 * time.Second),
+					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(20 * time.Second),
 					Labels: map[string]string{},
 					Probes: Probes{SSH: &SSHProbe{
 						Port: 22, User: "u",

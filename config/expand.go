@@ -420,15 +420,17 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 		// encoding/json is canonical enough here: struct fields in
 		// declaration order, map keys sorted.
 		b, err := json.Marshal(struct {
-			Set      string
-			Probe    string
-			Interval time.Duration
-			Timeout  time.Duration
-			Labels   map[string]string
-			ICMP     *ICMPProbe
-			TCP      *TCPProbe
-			SSH      *SSHProbe
-		}{hs.Name, r.name, hs.Interval.D(), r.timeout, hs.Labels, r.icmp, r.tcp, r.ssh})
+			Set           string
+			Probe         string
+			Interval      time.Duration
+			RetryInterval time.Duration
+			Timeout       time.Duration
+			SourceAddress string
+			Labels        map[string]string
+			ICMP          *ICMPProbe
+			TCP           *TCPProbe
+			SSH           *SSHProbe
+		}{hs.Name, r.name, hs.Interval.D(), hs.RetryInterval.D(), r.timeout, hs.SourceAddress, hs.Labels, r.icmp, r.tcp, r.ssh})
 		if err != nil {
 			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
 		}
@@ -476,6 +478,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		entries []*hostEntry
 		probes  []probeRef
 		hosts   uint64
+		src     netip.Addr
 	}
 	plans := make([]setPlan, len(c.HostSets))
 	var all uint64
@@ -489,12 +492,18 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		var src netip.Addr
+		if hs.SourceAddress != "" {
+			if src, err = netip.ParseAddr(hs.SourceAddress); err != nil {
+				return nil, nil, fmt.Errorf("host set %q: source_address: %w", hs.Name, err)
+			}
+		}
 		hosts := setCount(entries)
 		all += hosts * uint64(len(probes)) // bounded per set by limit: no overflow
 		if all > uint64(maxTargets) {
 			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
-		plans[i] = setPlan{entries, probes, hosts}
+		plans[i] = setPlan{entries, probes, hosts, src}
 	}
 	var (
 		targets  = make([]*Target, 0, all)
@@ -503,6 +512,11 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 	for i := range c.HostSets {
 		hs := &c.HostSets[i]
 		entries, probes, total := plans[i].entries, plans[i].probes, plans[i].hosts
+		retry := hs.RetryInterval.D()
+		if retry <= 0 {
+			// A hand-built config without defaults applied.
+			retry = hs.Interval.D()
+		}
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
 		block := make([]Target, 0, total*uint64(len(probes)))
@@ -522,18 +536,20 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 				for pi := range probes {
 					p := &probes[pi]
 					block = append(block, Target{
-						Set:         hs.Name,
-						Host:        a.host,
-						Name:        a.name,
-						Port:        a.port,
-						Probe:       p.name,
-						Interval:    hs.Interval.D(),
-						Timeout:     p.timeout,
-						Labels:      hs.Labels,
-						ICMP:        p.icmp,
-						TCP:         p.tcp,
-						SSH:         p.ssh,
-						Fingerprint: p.fingerprint(a),
+						Set:           hs.Name,
+						Host:          a.host,
+						Name:          a.name,
+						Port:          a.port,
+						Probe:         p.name,
+						Interval:      hs.Interval.D(),
+						RetryInterval: retry,
+						Timeout:       p.timeout,
+						SourceAddress: plans[i].src,
+						Labels:        hs.Labels,
+						ICMP:          p.icmp,
+						TCP:           p.tcp,
+						SSH:           p.ssh,
+						Fingerprint:   p.fingerprint(a),
 					})
 					targets = append(targets, &block[len(block)-1])
 				}

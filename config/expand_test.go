@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -385,6 +386,8 @@ host_sets:
 		{"global timeout", "interval: 30s", "interval: 30s\n  timeout: 5s", []string{"icmp", "tcp", "ssh"}},
 		{"label value", "team: a", "team: b", []string{"icmp", "tcp", "ssh"}},
 		{"label added", "team: a", "team: a, zone: z", []string{"icmp", "tcp", "ssh"}},
+		{"retry interval", "labels: {team: a}", "labels: {team: a}\n    retry_interval: 10s", []string{"icmp", "tcp", "ssh"}},
+		{"source address", "labels: {team: a}", "labels: {team: a}\n    source_address: 127.0.0.1", []string{"icmp", "tcp", "ssh"}},
 		{"icmp count", "count: 2", "count: 3", []string{"icmp"}},
 		{"icmp size", "size: 56", "size: 64", []string{"icmp"}},
 		{"icmp packet interval", "packet_interval: 1s", "packet_interval: 2s", []string{"icmp"}},
@@ -423,6 +426,44 @@ host_sets:
 	fp := withPort[Key{"web", "web1.example.com:443", ProbeICMP}]
 	if fp == "" || fp == before[key(ProbeICMP)] {
 		t.Errorf("fingerprint with a port = %q, want a new one", fp)
+	}
+}
+
+// TestTargetsCarryRetryAndSource checks that every target of a set carries
+// its retry interval (the interval when none is given) and source address.
+func TestTargetsCarryRetryAndSource(t *testing.T) {
+	cfg := mustParse(t, `
+host_sets:
+  - name: uplink1
+    interval: 5m
+    retry_interval: 30s
+    source_address: 127.0.0.1
+    hosts: [a.example.com, b.example.com]
+    probes: {icmp: {}, tcp: {port: 22}}
+  - name: plain
+    interval: 2m
+    hosts: [c.example.com]
+    probes: {icmp: {}}
+`)
+	targets, _, err := cfg.Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		retry time.Duration
+		src   netip.Addr
+	}{
+		"uplink1": {30 * time.Second, netip.MustParseAddr("127.0.0.1")},
+		"plain":   {2 * time.Minute, netip.Addr{}},
+	}
+	if len(targets) != 5 {
+		t.Fatalf("got %d targets, want 5", len(targets))
+	}
+	for _, tg := range targets {
+		w := want[tg.Set]
+		if tg.RetryInterval != w.retry || tg.SourceAddress != w.src {
+			t.Errorf("%v: retry %v source %v, want %v and %v", tg.Key(), tg.RetryInterval, tg.SourceAddress, w.retry, w.src)
+		}
 	}
 }
 

@@ -152,6 +152,9 @@ func (c *Config) applyDefaults(baseDir string) {
 		if hs.Interval == 0 {
 			hs.Interval = g.Interval
 		}
+		if hs.RetryInterval == 0 {
+			hs.RetryInterval = hs.Interval
+		}
 		if hs.Timeout == 0 {
 			// Like Prometheus' scrape_timeout: an inherited timeout never
 			// exceeds the set's own interval; an explicit one must not.

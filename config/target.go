@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Target is one (host, probe) pair of a host set after expansion: the unit
 // the scheduler runs once per interval.
@@ -21,6 +24,12 @@ type Target struct {
 	// and probe overrides.
 	Interval time.Duration
 	Timeout  time.Duration
+	// RetryInterval is the time from a failed probe to the next one, until
+	// a probe succeeds. It equals Interval unless the set shortens it.
+	RetryInterval time.Duration
+	// SourceAddress is the local address the probe sends from; the zero
+	// Addr leaves the choice to the kernel.
+	SourceAddress netip.Addr
 	// Labels are the set's static labels (shared, never mutated).
 	Labels map[string]string
 	// ICMP, TCP, SSH point at the set's probe configuration; exactly the one

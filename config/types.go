@@ -192,12 +192,19 @@ type Limit struct {
 
 // HostSet is a named group of hosts probed the same way.
 type HostSet struct {
-	Name     string            `yaml:"name"`
-	Hosts    []string          `yaml:"hosts"`
-	Interval Duration          `yaml:"interval"`
-	Timeout  Duration          `yaml:"timeout"`
-	Labels   map[string]string `yaml:"labels"`
-	Probes   Probes            `yaml:"probes"`
+	Name     string   `yaml:"name"`
+	Hosts    []string `yaml:"hosts"`
+	Interval Duration `yaml:"interval"`
+	// RetryInterval is the time from a failed probe to the next run of the
+	// same probe of the same host, until one succeeds; it defaults to
+	// Interval, which keeps failing targets on their regular slots.
+	RetryInterval Duration `yaml:"retry_interval"`
+	Timeout       Duration `yaml:"timeout"`
+	// SourceAddress is the local IP address the set's probes leave from,
+	// empty for the kernel's choice. It must be an address of this machine.
+	SourceAddress string            `yaml:"source_address"`
+	Labels        map[string]string `yaml:"labels"`
+	Probes        Probes            `yaml:"probes"`
 }
 
 // Probes lists the probes enabled for a set; a nil pointer means disabled.

@@ -3,6 +3,8 @@ package config
 import (
 	"maps"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -145,6 +147,17 @@ func (v *validator) probeTimeout(p []any, timeout, interval Duration) {
 func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool, total *targetTally) {
 	if globalOK || hs.Interval > 0 {
 		v.intervalTimeout(sp, hs.Interval, hs.Timeout)
+	}
+	// An inherited retry_interval is the interval itself: when that is
+	// out of range it has been reported already.
+	intervalOK := hs.Interval.D() >= MinInterval && hs.Interval.D() <= MaxInterval
+	if (intervalOK || hs.RetryInterval != hs.Interval) &&
+		v.durationRange(at(sp, "retry_interval"), "retry_interval", hs.RetryInterval, MinInterval, MaxInterval) &&
+		intervalOK && hs.RetryInterval > hs.Interval {
+		v.add(at(sp, "retry_interval"), "retry_interval %s exceeds the interval %s", hs.RetryInterval, hs.Interval)
+	}
+	if hs.SourceAddress != "" {
+		v.sourceAddress(at(sp, "source_address"), hs.SourceAddress)
 	}
 
 	labels := slices.Sorted(maps.Keys(hs.Labels))
@@ -377,4 +390,43 @@ func isLabelName(s string) bool {
 
 func isAlnum(b byte) bool {
 	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9')
+}
+
+// sourceAddress checks a set's source_address: an IP literal naming an
+// address this machine can send from.
+func (v *validator) sourceAddress(p []any, s string) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		v.add(p, "source_address %q is not an IP address", s)
+	case a.IsUnspecified():
+		v.add(p, "source_address %s is unspecified: leave the key out to let the kernel choose", a)
+	case a.IsMulticast():
+		v.add(p, "source_address %s is a multicast address", a)
+	case !isLocalAddr(a):
+		v.add(p, "source_address %s is not an address of this machine", a)
+	}
+}
+
+// isLocalAddr reports whether a is an address of one of this machine's
+// interfaces, or one it can bind to anyway: a route of type local (AnyIP)
+// or net.ipv4.ip_nonlocal_bind make addresses usable that no interface
+// lists, and binding is what the probes will do.
+func isLocalAddr(a netip.Addr) bool {
+	plain := a.Unmap().WithZone("")
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range addrs {
+			if n, ok := ia.(*net.IPNet); ok {
+				if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == plain {
+					return true
+				}
+			}
+		}
+	}
+	c, err := net.ListenPacket("udp", netip.AddrPortFrom(a, 0).String())
+	if err != nil {
+		return false
+	}
+	_ = c.Close() // nothing was sent: the bind was the test
+	return true
 }

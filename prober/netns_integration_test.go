@@ -9,6 +9,8 @@ package prober_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,11 +18,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
 	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
@@ -380,4 +388,174 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNetnsSourceAddress probes the host from a client with two addresses:
+// set "uplink1" sends from the client's first address, "uplink2" from its
+// second, "default" leaves the choice to the kernel (the first, the one on
+// the route). nftables counters on the host's input, one per source
+// address and protocol, show which address each probe left from.
+func TestNetnsSourceAddress(t *testing.T) {
+	ns := netnstest.New(t, netnstest.Options{})
+	second := ns.AddClientAddr(t)
+	ns.CountSources(t, ns.ClientAddr, second)
+	res := dns.NewResolver(time.Minute)
+	sets := []struct {
+		name string
+		src  netip.Addr // configured; invalid for the kernel's choice
+		from netip.Addr // where the packets must come from
+	}{
+		{"uplink1", ns.ClientAddr, ns.ClientAddr},
+		{"uplink2", second, second},
+		{"default", netip.Addr{}, ns.ClientAddr},
+	}
+	// counted runs probe and returns how many packets of proto each
+	// client address sent meanwhile.
+	counted := func(t *testing.T, proto string, probe func()) map[netip.Addr]int {
+		t.Helper()
+		before := map[netip.Addr]int{}
+		for _, a := range []netip.Addr{ns.ClientAddr, second} {
+			before[a] = ns.FromCount(t, a, proto)
+		}
+		probe()
+		out := map[netip.Addr]int{}
+		for a, n := range before {
+			out[a] = ns.FromCount(t, a, proto) - n
+		}
+		return out
+	}
+	checkFrom := func(t *testing.T, got map[netip.Addr]int, from netip.Addr, exact int) {
+		t.Helper()
+		for a, n := range got {
+			switch {
+			case a != from && n != 0:
+				t.Errorf("%d packets from %s, want none", n, a)
+			case a == from && exact > 0 && n != exact:
+				t.Errorf("%d packets from %s, want %d", n, a, exact)
+			case a == from && n == 0:
+				t.Errorf("no packet from %s", a)
+			}
+		}
+	}
+
+	t.Run("tcp", func(t *testing.T) {
+		ap := ns.ListenTCP(t, ns.HostAddr)
+		p := tcp.NewProber(res)
+		for _, set := range sets {
+			t.Run(set.name, func(t *testing.T) {
+				tg := testutil.TCPTarget(set.name, ap.String(), testutil.WithTimeout(time.Second), testutil.WithSourceAddress(set.src))
+				got := counted(t, "tcp", func() {
+					if r := netnsProbe(t, ns, p, tg, nil); !r.Success {
+						t.Errorf("reason %q (%v), want success", r.Reason, r.Err)
+					}
+				})
+				checkFrom(t, got, set.from, 0)
+			})
+		}
+	})
+
+	t.Run("icmp", func(t *testing.T) {
+		for _, mode := range []icmp.Mode{icmp.ModeUnprivileged, icmp.ModePrivileged} {
+			t.Run(mode.String(), func(t *testing.T) {
+				for _, set := range sets {
+					t.Run(set.name, func(t *testing.T) {
+						tg := testutil.ICMPTarget(set.name, ns.HostAddr.String(), testutil.WithICMP(3, 20*time.Millisecond),
+							testutil.WithTimeout(2*time.Second), testutil.WithSourceAddress(set.src))
+						// A prober per set: the socket for the source is
+						// opened by this probe, inside the namespace.
+						p := icmp.NewProber(res, mode, nil)
+						got := counted(t, "icmp", func() {
+							r := netnsProbe(t, ns, p, tg, p.Close)
+							if !r.Success || r.ICMP == nil || r.ICMP.Received != 3 {
+								t.Errorf("success %v result %+v (%v), want 3 replies", r.Success, r.ICMP, r.Err)
+							}
+						})
+						checkFrom(t, got, set.from, 3)
+					})
+				}
+			})
+		}
+	})
+
+	t.Run("ssh", func(t *testing.T) {
+		var (
+			ln     net.Listener
+			lnErr  error
+			mu     sync.Mutex
+			remote []netip.Addr
+		)
+		if err := ns.InHost(func() { ln, lnErr = net.Listen("tcp", netip.AddrPortFrom(ns.HostAddr, 0).String()) }); err != nil {
+			t.Fatal(err)
+		}
+		if lnErr != nil {
+			t.Fatal(lnErr)
+		}
+		cfg := &ssh.ServerConfig{PasswordCallback: func(_ ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			if string(pw) == "secret" {
+				return nil, nil
+			}
+			return nil, errors.New("wrong password")
+		}}
+		cfg.AddHostKey(sshkeys.Generate(t, "ed25519").Signer)
+		srv := sshserver.New(nil)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			_ = srv.Serve(ln, &sshserver.Host{
+				Name:   "netns",
+				Config: func() (*ssh.ServerConfig, error) { return cfg, nil },
+				Exec:   sshserver.Builtin,
+				PreHandshake: func(nc net.Conn) bool {
+					mu.Lock()
+					remote = append(remote, nc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+					mu.Unlock()
+					return true
+				},
+			})
+		}()
+		t.Cleanup(func() {
+			_ = srv.Close()
+			<-served
+		})
+		pwFile := filepath.Join(t.TempDir(), "password")
+		if err := os.WriteFile(pwFile, []byte("secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, set := range sets {
+			t.Run(set.name, func(t *testing.T) {
+				tg := testutil.SSHTarget(set.name, ln.Addr().String(), testutil.WithTimeout(2*time.Second),
+					testutil.WithSourceAddress(set.src), testutil.WithSSH(&config.SSHProbe{
+						User: sshserver.DefaultUser, PasswordFile: pwFile, InsecureSkipHostKeyVerification: true,
+						MaxOutputBytes: config.DefaultMaxOutputBytes,
+						Commands:       []config.Command{{Name: "echo", Run: "echo hi"}},
+					}))
+				p := sshprober.NewProber(res, nil)
+				defer p.Close()
+				mu.Lock()
+				remote = nil
+				mu.Unlock()
+				// The server's connection handlers outlive the probe, so
+				// this probe runs without netnsProbe's leak check.
+				got := counted(t, "tcp", func() {
+					var r probe.Result
+					if err := ns.InClient(func() {
+						ctx, cancel := context.WithTimeout(context.Background(), tg.Timeout)
+						defer cancel()
+						r = p.Probe(ctx, tg)
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if !r.Success {
+						t.Errorf("reason %q (%v), want success", r.Reason, r.Err)
+					}
+				})
+				checkFrom(t, got, set.from, 0)
+				mu.Lock()
+				defer mu.Unlock()
+				if diff := cmp.Diff([]netip.Addr{set.from}, remote, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+					t.Errorf("connections accepted from (-want +got):\n%s", diff)
+				}
+			})
+		}
+	})
 }

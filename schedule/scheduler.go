@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // Scheduler decides when each target is due and hands it to a submit
@@ -19,6 +20,12 @@ import (
 // target is therefore due at the same instants across restarts, reloads and
 // replicas, and a fleet sharing one interval is spread evenly over it instead
 // of bursting at start-up.
+//
+// A target whose retry interval is shorter than its interval leaves its
+// phase while it fails: Observe, fed with every result, moves its next run
+// to one retry interval after each failure, so an outage is confirmed in a
+// few retry intervals rather than a few intervals. The first success puts it
+// back on its hashed slots.
 type Scheduler struct {
 	submit func(t *config.Target, due time.Time) bool
 	logger *slog.Logger
@@ -43,7 +50,13 @@ type schedEntry struct {
 	due      int64 // Unix nanoseconds
 	offset   int64 // phase inside the interval, in [0, interval)
 	interval int64 // nanoseconds, > 0
-	idx      int   // position in the heap
+	// retry is the time from a failure to the next run, in (0, interval);
+	// zero when the target has no retry interval shorter than its interval.
+	retry int64
+	// failedAt is when the last result, a failure, was observed (Unix
+	// nanoseconds); zero after a success.
+	failedAt int64
+	idx      int // position in the heap
 	gen      uint64
 }
 
@@ -71,8 +84,10 @@ func NewScheduler(submit func(t *config.Target, due time.Time) bool, logger *slo
 
 // Reconcile takes the configured target list: Targets whose Key and
 // Fingerprint are unchanged keep their next due time; changed targets are
-// re-timed from their new interval; new targets are added at their next
-// slot; targets missing from the list are dropped. Targets with a
+// re-timed from their new interval (one still failing is retried one new
+// retry interval after its failure, if that comes before its slot); new
+// targets are added at their next slot; targets missing from the list are
+// dropped. Targets with a
 // non-positive interval are ignored with a warning, and of duplicate keys
 // only the first is kept. Reconcile is safe to call from any goroutine, before
 // and while Run runs.
@@ -94,18 +109,22 @@ func (s *Scheduler) Reconcile(targets []*config.Target) {
 		case ok && e.gen == gen:
 			s.logger.Warn("Ignoring duplicate target", "set", t.Set, "host", t.Host, "probe", t.Probe)
 			continue
-		case ok && e.t.Fingerprint == t.Fingerprint && e.interval == int64(t.Interval):
+		case ok && e.t.Fingerprint == t.Fingerprint && e.interval == int64(t.Interval) && e.retry == schedRetry(t):
 			// Unchanged: keep the due time, but point at the new snapshot
 			// so the old config can be collected.
 			e.t = t
 		case ok:
 			e.t = t
 			e.interval = int64(t.Interval)
+			e.retry = schedRetry(t)
 			e.offset = schedOffset(k, e.interval)
 			e.due = schedNextSlot(now, e.offset, e.interval)
+			if e.failedAt != 0 && e.retry > 0 {
+				e.due = min(e.due, max(now, e.failedAt+e.retry))
+			}
 			s.heap.fix(e.idx)
 		default:
-			e = &schedEntry{t: t, interval: int64(t.Interval)}
+			e = &schedEntry{t: t, interval: int64(t.Interval), retry: schedRetry(t)}
 			e.offset = schedOffset(k, e.interval)
 			e.due = schedNextSlot(now, e.offset, e.interval)
 			s.byKey[k] = e
@@ -127,6 +146,53 @@ func (s *Scheduler) Reconcile(targets []*config.Target) {
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+}
+
+// schedRetry returns t's retry interval in nanoseconds, or zero when it is
+// unset or not shorter than the interval: retrying on the interval is what
+// the regular slots do anyway, without leaving the phase.
+func schedRetry(t *config.Target) int64 {
+	if r := int64(t.RetryInterval); r > 0 && r < int64(t.Interval) {
+		return r
+	}
+	return 0
+}
+
+// Observe takes the result of a probe of a scheduled target; the daemon
+// calls it from the pool's result sink. After a failure of a target with a
+// retry interval, the target's next run is moved to one retry interval from
+// now, unless its regular slot comes first. A success ends the retries:
+// every run, retries included, is followed by the target's next hashed slot,
+// so nothing has to move. Results of targets no longer scheduled are
+// ignored. Observe never blocks on Run and is safe to call from any
+// goroutine.
+func (s *Scheduler) Observe(r probe.Result) {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	e := s.byKey[r.Key]
+	if e == nil {
+		s.mu.Unlock()
+		return
+	}
+	if r.Success {
+		e.failedAt = 0
+		s.mu.Unlock()
+		return
+	}
+	e.failedAt = now
+	moved := false
+	if e.retry > 0 && now+e.retry < e.due {
+		e.due = now + e.retry
+		s.heap.fix(e.idx)
+		moved = true
+	}
+	s.mu.Unlock()
+	if moved {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -195,7 +261,9 @@ func (s *Scheduler) collect(now int64, batch []schedFire) []schedFire {
 			due += (now - due) / e.interval * e.interval
 		}
 		batch = append(batch, schedFire{t: e.t, due: due})
-		e.due = due + e.interval
+		// The next hashed slot: due plus one interval for a regular run,
+		// the slot following a retry, which is off the phase.
+		e.due = schedNextSlot(due+1, e.offset, e.interval)
 		s.heap.fix(0)
 	}
 	return batch

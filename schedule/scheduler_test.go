@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // schedFired is one call of the scheduler's submit function.
@@ -599,4 +600,146 @@ func BenchmarkSchedulerFire(b *testing.B) {
 	for b.Loop() {
 		s.fire(s.heap[0].due)
 	}
+}
+
+// TestSchedulerRetriesFailures runs a target through the pool with a fake
+// prober that fails (by timing out) during an outage, the scheduler
+// observing every result as the daemon's sink does. The outage starts just
+// before the target's second slot S1 and ends 30s after it; interval 60s,
+// timeout 2s, so a failure is observed 2s after its start.
+func TestSchedulerRetriesFailures(t *testing.T) {
+	const (
+		interval  = time.Minute
+		timeout   = 2 * time.Second
+		outageEnd = 30 * time.Second // after S1
+	)
+	tests := []struct {
+		name  string
+		retry time.Duration
+		// reload, when set, is applied 5s after S1 (the first failure is
+		// in, its retry not yet due) with this retry interval.
+		reload *time.Duration
+		// want are the probe starts from S1 on, as offsets from S1; the
+		// run before S1 (at S1-interval) is checked for every case.
+		want []time.Duration
+	}{
+		{
+			name:  "no retry interval keeps the slots",
+			retry: 0,
+			want:  []time.Duration{0, interval, 2 * interval},
+		},
+		{
+			name:  "retry interval equal to the interval keeps the slots",
+			retry: interval,
+			want:  []time.Duration{0, interval, 2 * interval},
+		},
+		{
+			// Failures end at 2s, 14s, 26s: retries 10s after each; the
+			// run at 36s succeeds and the next is the hashed slot S2.
+			name:  "failures are retried after the retry interval until one succeeds",
+			retry: 10 * time.Second,
+			want:  []time.Duration{0, 12 * time.Second, 24 * time.Second, 36 * time.Second, interval, 2 * interval},
+		},
+		{
+			// The first failure ends at 2s; the reload at 5s moves its
+			// retry from 12s to 2s+20s.
+			name:   "reload lengthens the retry interval of a failing target",
+			retry:  10 * time.Second,
+			reload: new(20 * time.Second),
+			want:   []time.Duration{0, 22 * time.Second, 44 * time.Second, interval, 2 * interval},
+		},
+		{
+			name:   "reload dropping the retry interval returns to the slots",
+			retry:  10 * time.Second,
+			reload: new(time.Duration(0)),
+			want:   []time.Duration{0, interval, 2 * interval},
+		},
+		{
+			// With no retry interval before, the reload still retries the
+			// target that failed at 2s: 2s+10s.
+			name:   "reload adding a retry interval retries a failing target",
+			retry:  0,
+			reload: new(10 * time.Second),
+			want:   []time.Duration{0, 12 * time.Second, 24 * time.Second, 36 * time.Second, interval, 2 * interval},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tg := schedTarget("s", "a", config.ProbeTCP, interval)
+				tg.Timeout, tg.RetryInterval = timeout, tt.retry
+				start := time.Now()
+				s0 := schedSlots(t, tg.Key(), interval, start, start.Add(interval))[0]
+				s1 := s0.Add(interval)
+				fake := &schedFakeProber{hold: func(*config.Target) time.Duration {
+					if now := time.Now(); !now.Before(s1.Add(-time.Second)) && now.Before(s1.Add(outageEnd)) {
+						return -1 // until the timeout: a failure
+					}
+					return 0
+				}}
+				var sched *Scheduler
+				sink := &poolSink{observe: func(r probe.Result) { sched.Observe(r) }}
+				p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeTCP: fake}, sink)
+				sched = NewScheduler(p.Submit, nil)
+				sched.Reconcile([]*config.Target{tg})
+				stopPool := testutil.Start(t, p.Run)
+				stopSched := testutil.Start(t, sched.Run)
+				if tt.reload != nil {
+					schedSleepUntil(s1.Add(5 * time.Second))
+					next := *tg
+					next.RetryInterval = *tt.reload
+					next.Fingerprint += fmt.Sprintf("/retry=%s", *tt.reload)
+					sched.Reconcile([]*config.Target{&next})
+				}
+				schedSleepUntil(s1.Add(2*interval + time.Second))
+				stopSched()
+				stopPool()
+
+				want := []time.Time{s0}
+				for _, d := range tt.want {
+					want = append(want, s1.Add(d))
+				}
+				if diff := cmp.Diff(want, fake.startTimes()); diff != "" {
+					t.Errorf("probe starts (-want +got):\n%s", diff)
+				}
+				// Every run, retries included, went through the pool to
+				// the sink, stamped with the due time it was submitted at.
+				results := sink.get()
+				if len(results) != len(want) {
+					t.Fatalf("%d results, want %d", len(results), len(want))
+				}
+				for i, r := range results {
+					if !r.Due.Equal(want[i]) {
+						t.Errorf("result %d: due %v, want %v", i, r.Due, want[i])
+					}
+					inOutage := !want[i].Before(s1.Add(-time.Second)) && want[i].Before(s1.Add(outageEnd))
+					if r.Success == inOutage {
+						t.Errorf("result %d (start %v): success %v, want %v", i, want[i].Sub(s1), r.Success, !inOutage)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestSchedulerObserveIgnoresUnknown checks that a result of a target that is
+// not (or no longer) scheduled moves nothing.
+func TestSchedulerObserveIgnoresUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewScheduler(func(*config.Target, time.Time) bool { return true }, nil)
+		tg := schedTarget("s", "a", config.ProbeICMP, time.Minute)
+		tg.RetryInterval = time.Second
+		s.Reconcile([]*config.Target{tg})
+		s.mu.Lock()
+		before := s.byKey[tg.Key()].due
+		s.mu.Unlock()
+		s.Observe(probe.Result{Key: config.Key{Set: "s", Host: "b", Probe: config.ProbeICMP}})
+		s.Observe(probe.Result{Key: tg.Key(), Success: true})
+		s.mu.Lock()
+		after := s.byKey[tg.Key()].due
+		s.mu.Unlock()
+		if after != before {
+			t.Errorf("due moved from %v to %v", time.Unix(0, before), time.Unix(0, after))
+		}
+	})
 }

@@ -14,6 +14,11 @@
 //	  default via HostAddr              ip_forward=1, nft table "inet fx"
 //	                                    tun: EchoPrefix routed to it
 //
+// AddClientAddr gives the client a second address (a multi-homed prober),
+// and CountSources counts, in the host's input hook, the ICMP and TCP
+// packets from each client address, so a test can tell which address a
+// probe left from.
+//
 // # Running code in a namespace
 //
 // Go cannot move a whole process into another network namespace, but a

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +97,16 @@ func WithInterval(d time.Duration) TargetOption {
 	return func(t *config.Target) { t.Interval = d }
 }
 
+// WithRetryInterval sets the time from a failed probe to the next one.
+func WithRetryInterval(d time.Duration) TargetOption {
+	return func(t *config.Target) { t.RetryInterval = d }
+}
+
+// WithSourceAddress sets the local address the probe sends from.
+func WithSourceAddress(a netip.Addr) TargetOption {
+	return func(t *config.Target) { t.SourceAddress = a }
+}
+
 // WithTimeout sets the timeout.
 func WithTimeout(d time.Duration) TargetOption {
 	return func(t *config.Target) { t.Timeout = d }
@@ -137,7 +148,7 @@ func WithCommands(lines ...string) TargetOption {
 // fingerprint renders every field a test can set, labels sorted by name.
 func fingerprint(t *config.Target) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s/%s/%s/%s/%d/%s/%s", t.Set, t.Host, t.Probe, t.Name, t.Port, t.Interval, t.Timeout)
+	fmt.Fprintf(&b, "%s/%s/%s/%s/%d/%s/%s/%s/%s", t.Set, t.Host, t.Probe, t.Name, t.Port, t.Interval, t.Timeout, t.RetryInterval, t.SourceAddress)
 	for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
 		fmt.Fprintf(&b, "/%s=%s", k, t.Labels[k])
 	}

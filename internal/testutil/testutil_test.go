@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 )
@@ -100,7 +102,7 @@ func TestNewTarget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, *tt.got); diff != "" {
+			if diff := cmp.Diff(tt.want, *tt.got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 				t.Errorf("target mismatch (-want +got):\n%s", diff)
 			}
 		})

@@ -95,7 +95,10 @@ func tryListen(network string) error {
 
 // roundSpec is what one probe asks of the shared engine.
 type roundSpec struct {
-	addr     netip.Addr
+	addr netip.Addr
+	// src is the address to send from; the zero Addr lets the kernel
+	// choose.
+	src      netip.Addr
 	count    int
 	interval time.Duration
 	size     int
@@ -110,8 +113,9 @@ type stats struct {
 
 // Prober sends one round of ICMP echo requests per probe.
 //
-// On Linux every probe of a prober shares one socket per address family (an
-// unprivileged ping socket, or one raw socket in privileged mode), read by one
+// On Linux every probe of a prober shares one socket per address family and
+// source address (an unprivileged ping socket, or one raw socket in
+// privileged mode), read by one
 // goroutine that hands each reply to its probe by a token in the echo payload
 // . pro-bing, the library the project otherwise uses
 // for ICMP, opens a socket per probe; that does not scale: measured on a
@@ -180,7 +184,7 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 	if timeout <= 0 {
 		return fail(probe.ReasonTimeout, fmt.Errorf("icmp %s: %w", t.Host, context.DeadlineExceeded))
 	}
-	round := roundSpec{addr: addr, count: 1, interval: defaultInterval, size: minSize, timeout: timeout}
+	round := roundSpec{addr: addr, src: t.SourceAddress, count: 1, interval: defaultInterval, size: minSize, timeout: timeout}
 	if c := t.ICMP; c != nil {
 		round.count = max(c.Count, 1)
 		if c.PacketInterval > 0 {
@@ -230,6 +234,9 @@ func (p *Prober) probeProBing(ctx context.Context, t *config.Target, r roundSpec
 	// The address comes from our resolver so that pro-bing never resolves
 	// on its own (it would use its own, uncached, context-free lookup).
 	pinger.SetIPAddr(&net.IPAddr{IP: r.addr.AsSlice(), Zone: r.addr.Zone()})
+	if r.src.IsValid() {
+		pinger.Source = r.src.String()
+	}
 	pinger.Count, pinger.Interval, pinger.Size = r.count, r.interval, r.size
 	pinger.Timeout = r.timeout
 	// Only the summary is used; per-packet slices would just be garbage.

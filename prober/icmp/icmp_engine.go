@@ -23,8 +23,11 @@ import (
 
 // The shared ICMP engine.
 //
-// One socket per address family serves every probe of an Prober: an
-// unprivileged ping socket (SOCK_DGRAM, IPPROTO_ICMP[V6]) or one raw socket.
+// One socket per address family and source address serves every probe of an
+// Prober: an unprivileged ping socket (SOCK_DGRAM, IPPROTO_ICMP[V6]) or one
+// raw socket. Targets without a source address share the unbound socket of
+// their family; a set with a source_address gets a socket bound to it, so
+// its requests leave from that address. Sockets are opened on first use.
 // A single reader goroutine per socket drains replies with recvmmsg and hands
 // each one to the probe waiting for it, found by the token that the probe
 // writes into the echo payload. Probes send from their own goroutine (the
@@ -90,8 +93,9 @@ type sharedEngine struct {
 	done chan struct{}
 
 	// mu guards socks and closed.
-	mu     sync.Mutex
-	socks  [2]*engineSocket // [0] IPv4, [1] IPv6; nil until first use
+	mu sync.Mutex
+	// socks holds the sockets opened so far.
+	socks  map[sockKey]*engineSocket
 	closed bool
 
 	// pmu guards pending and nextToken, and the reply fields of every
@@ -101,11 +105,19 @@ type sharedEngine struct {
 	nextToken uint32
 }
 
+// sockKey names one shared socket: its family and the address it is bound
+// to, the zero Addr for the kernel's choice.
+type sockKey struct {
+	v6  bool
+	src netip.Addr
+}
+
 // engineSocket is one open shared socket.
 type engineSocket struct {
-	f  *os.File
-	rc syscall.RawConn
-	v6 bool
+	key sockKey
+	f   *os.File
+	rc  syscall.RawConn
+	v6  bool
 	// raw is true for raw sockets, whose IPv4 replies carry the IP header.
 	raw bool
 }
@@ -143,6 +155,7 @@ func newEngine(mode Mode, logger *slog.Logger) *sharedEngine {
 		id:         uint16(rand.Uint32()),
 		cookie:     rand.Uint32(),
 		done:       make(chan struct{}),
+		socks:      make(map[sockKey]*engineSocket),
 		pending:    make(map[uint32]*waiter),
 		nextToken:  rand.Uint32(),
 	}
@@ -165,48 +178,46 @@ func (e *sharedEngine) close() {
 	e.closed = true
 	close(e.done)
 	socks := e.socks
-	e.socks = [2]*engineSocket{}
+	e.socks = nil
 	e.mu.Unlock()
 	for _, s := range socks {
-		if s != nil {
-			// Close waits for the reader to leave its read call, then the
-			// reader returns and the file descriptor is released.
-			_ = s.f.Close()
-		}
+		// Close waits for the reader to leave its read call, then the
+		// reader returns and the file descriptor is released.
+		_ = s.f.Close()
 	}
 	e.readers.Wait()
 }
 
-// socket returns the shared socket for the family of v6, opening it and
-// starting its reader on first use.
-func (e *sharedEngine) socket(v6 bool) (*engineSocket, error) {
-	i := 0
-	if v6 {
-		i = 1
-	}
+// socket returns the shared socket of k, opening it and starting its
+// reader on first use. A socket the kernel refuses is errEngineUnavailable;
+// a source address it cannot bind is not, since pro-bing could not send from
+// it either, and nothing is kept: the next probe tries again, so a source
+// address that comes back (an interface up again) is used.
+func (e *sharedEngine) socket(k sockKey) (*engineSocket, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, errClosed
 	}
-	if s := e.socks[i]; s != nil {
+	if s := e.socks[k]; s != nil {
 		return s, nil
 	}
-	s, err := e.open(v6)
+	s, err := e.open(k)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errEngineUnavailable, err)
+		return nil, err
 	}
-	e.socks[i] = s
+	e.socks[k] = s
 	e.readers.Add(1)
 	go e.read(s)
-	e.logger.Debug("Opened shared ICMP socket", "ipv6", v6, "privileged", e.privileged)
+	e.logger.Debug("Opened shared ICMP socket", "ipv6", k.v6, "source", k.src, "privileged", e.privileged)
 	return s, nil
 }
 
-// open creates one non-blocking socket, sets its buffers, kernel timestamps
-// and (raw sockets) the ICMP type filter, and registers it with the runtime
-// poller.
-func (e *sharedEngine) open(v6 bool) (*engineSocket, error) {
+// open creates one non-blocking socket, binds it to k's source address if
+// there is one, sets its buffers, kernel timestamps and (raw sockets) the
+// ICMP type filter, and registers it with the runtime poller.
+func (e *sharedEngine) open(k sockKey) (*engineSocket, error) {
+	v6 := k.v6
 	domain, proto, typ := unix.AF_INET, unix.IPPROTO_ICMP, unix.SOCK_DGRAM
 	if v6 {
 		domain, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
@@ -216,11 +227,23 @@ func (e *sharedEngine) open(v6 bool) (*engineSocket, error) {
 	}
 	fd, err := unix.Socket(domain, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, fmt.Errorf("%w: %w", errEngineUnavailable, os.NewSyscallError("socket", err))
 	}
 	if err := setupSocket(fd, v6, e.privileged); err != nil {
 		_ = unix.Close(fd)
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errEngineUnavailable, err)
+	}
+	if k.src.IsValid() {
+		// A ping socket bound with port 0 still gets its ICMP ID from the
+		// kernel; a bound raw socket receives only packets to its address.
+		var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: k.src.Unmap().As4()}
+		if v6 {
+			sa = &unix.SockaddrInet6{Addr: k.src.As16(), ZoneId: zoneID(k.src.Zone())}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("icmp bind to source address %s: %w", k.src, os.NewSyscallError("bind", err))
+		}
 	}
 	f := os.NewFile(uintptr(fd), "icmp")
 	rc, err := f.SyscallConn()
@@ -228,7 +251,7 @@ func (e *sharedEngine) open(v6 bool) (*engineSocket, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	return &engineSocket{f: f, rc: rc, v6: v6, raw: e.privileged}, nil
+	return &engineSocket{key: k, f: f, rc: rc, v6: v6, raw: e.privileged}, nil
 }
 
 // setupSocket applies the socket options the engine relies on. Only the
@@ -282,7 +305,17 @@ const (
 func (e *sharedEngine) ping(ctx context.Context, r roundSpec) (stats, error) {
 	deadline := time.Now().Add(r.timeout)
 	v6 := !r.addr.Is4() && !r.addr.Is4In6()
-	s, err := e.socket(v6)
+	k := sockKey{v6: v6}
+	if r.src.IsValid() {
+		if srcV6 := !r.src.Is4() && !r.src.Is4In6(); srcV6 != v6 {
+			return stats{}, fmt.Errorf("icmp: source address %s and target address %s are of different families", r.src, r.addr)
+		}
+		k.src = r.src
+		if !v6 {
+			k.src = r.src.Unmap()
+		}
+	}
+	s, err := e.socket(k)
 	if err != nil {
 		return stats{}, err
 	}
@@ -585,10 +618,8 @@ func (e *sharedEngine) read(s *engineSocket) {
 		// opens a fresh socket. This is not expected outside fd exhaustion.
 		e.logger.Error("Shared ICMP socket reader stopped", "ipv6", s.v6, "err", rerr)
 		e.mu.Lock()
-		for i, o := range e.socks {
-			if o == s {
-				e.socks[i] = nil
-			}
+		if e.socks[s.key] == s {
+			delete(e.socks, s.key)
 		}
 		e.mu.Unlock()
 		_ = s.f.Close()

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -554,4 +556,67 @@ func BenchmarkICMPShared(b *testing.B) {
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
 	cpu := time.Duration(after.Utime.Nano() - before.Utime.Nano() + after.Stime.Nano() - before.Stime.Nano())
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/ping")
+}
+
+// TestICMPEngineSourceAddress pings loopback with and without a source
+// address: each (family, source) pair gets its own socket, bound to the
+// source, and a source that cannot be bound fails the round without a
+// fallback and without keeping a socket.
+func TestICMPEngineSourceAddress(t *testing.T) {
+	for _, mode := range modesOrSkip(t) {
+		t.Run(mode.String(), func(t *testing.T) {
+			if !modeWorks(mode, "ip4") {
+				t.Skipf("%s ICMP socket for ip4 not available", mode)
+			}
+			e := newTestEngine(t, mode)
+			target := netip.MustParseAddr("127.0.0.1")
+			round := func(src string) (stats, error) {
+				r := roundSpec{addr: target, count: 2, interval: 5 * time.Millisecond, size: 56, timeout: 2 * time.Second}
+				if src != "" {
+					r.src = netip.MustParseAddr(src)
+				}
+				return e.ping(t.Context(), r)
+			}
+			for _, src := range []string{"", "127.0.0.2", "127.0.0.3", "127.0.0.2"} {
+				if st, err := round(src); err != nil || st.recv != 2 {
+					t.Fatalf("ping from %q: received %d of 2, err %v", src, st.recv, err)
+				}
+			}
+			// Bound sockets answer getsockname with their source.
+			e.mu.Lock()
+			got := map[string]string{}
+			for k, s := range e.socks {
+				var name string
+				if err := s.rc.Control(func(fd uintptr) {
+					sa, err := unix.Getsockname(int(fd))
+					if sa4, ok := sa.(*unix.SockaddrInet4); ok && err == nil {
+						name = netip.AddrFrom4(sa4.Addr).String()
+					}
+				}); err != nil {
+					t.Error(err)
+				}
+				got[k.src.String()] = name
+			}
+			e.mu.Unlock()
+			want := map[string]string{"invalid IP": "0.0.0.0", "127.0.0.2": "127.0.0.2", "127.0.0.3": "127.0.0.3"}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("sockets by source -> bound address (-want +got):\n%s", diff)
+			}
+
+			// 192.0.2.0/24 is documentation space: no machine has it.
+			_, err := round("192.0.2.1")
+			if err == nil || errors.Is(err, errEngineUnavailable) || probe.ReasonFor(err) != probe.ReasonUnreachable {
+				t.Errorf("ping from an address of no interface: err %v (reason %q), want a bind error, reason unreachable, no fallback", err, probe.ReasonFor(err))
+			}
+			if _, err := round("::1"); err == nil || !strings.Contains(err.Error(), "different families") {
+				t.Errorf("IPv6 source for an IPv4 target: err %v, want a family mismatch", err)
+			}
+			e.mu.Lock()
+			n := len(e.socks)
+			e.mu.Unlock()
+			if n != 3 {
+				t.Errorf("%d sockets open after the failed rounds, want the 3 that worked", n)
+			}
+		})
+	}
 }

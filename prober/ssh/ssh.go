@@ -399,7 +399,7 @@ func (p *Prober) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSH
 			// Counted from the attempt's start, so that at the cap (the
 			// interval) the next turn of a dead host connects again
 			// instead of failing on the backoff every other interval.
-			e.retryAt = start.Add(backoff(e.failures, t.Interval))
+			e.retryAt = start.Add(backoff(e.failures, backoffCap(t)))
 			e.lastReason, e.lastErr, e.failedFingerprint = reason, err, t.Fingerprint
 		}
 		return nil, false, false, reason, err
@@ -452,6 +452,17 @@ func backoff(n int, interval time.Duration) time.Duration {
 	return min(d, limit)
 }
 
+// backoffCap is the longest reconnect backoff of t: the time to its next
+// run after a failure, which is its retry interval when the set has one
+// shorter than the interval. A longer backoff would fail those retries
+// without trying to connect.
+func backoffCap(t *config.Target) time.Duration {
+	if r := t.RetryInterval; r > 0 && r < t.Interval {
+		return r
+	}
+	return t.Interval
+}
+
 // targetPort returns the port to connect to: the host entry's, else the
 // probe's, else 22.
 func targetPort(t *config.Target) int {
@@ -498,6 +509,9 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, sr *probe.SSHRes
 
 	t0 := time.Now()
 	var d net.Dialer
+	if src := t.SourceAddress; src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
+	}
 	nc, err := d.DialContext(ctx, "tcp", raddr.String())
 	sr.Connect = time.Since(t0)
 	if err != nil {

@@ -825,6 +825,26 @@ func TestSSHProbeReuseBackoff(t *testing.T) {
 	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 }
 
+func TestSSHBackoffCap(t *testing.T) {
+	tests := []struct {
+		name            string
+		interval, retry time.Duration
+		want            time.Duration
+	}{
+		{"no retry interval", 5 * time.Minute, 0, 5 * time.Minute},
+		{"retry interval equal to the interval", 5 * time.Minute, 5 * time.Minute, 5 * time.Minute},
+		{"shorter retry interval", 5 * time.Minute, 30 * time.Second, 30 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := &config.Target{Interval: tc.interval, RetryInterval: tc.retry}
+			if got := backoffCap(tg); got != tc.want {
+				t.Errorf("backoffCap = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSSHBackoff(t *testing.T) {
 	tests := []struct {
 		failures int

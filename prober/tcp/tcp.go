@@ -53,6 +53,9 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 	}
 	ap := netip.AddrPortFrom(addr, uint16(port))
 	var d net.Dialer
+	if src := t.SourceAddress; src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
+	}
 	conn, err := d.DialContext(ctx, "tcp", ap.String())
 	if err != nil {
 		return finish(dialError(ctx, err))
