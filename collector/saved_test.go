@@ -8,8 +8,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
-	"github.com/fleet-exporter/fleet_exporter/probe"
 	kit "github.com/fleet-exporter/fleet_exporter/internal/testutil"
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // TestExportImport fills a store, exports it and imports the copy into a
