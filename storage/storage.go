@@ -135,12 +135,12 @@ func (s *Snapshotter) Restore() error {
 		return nil
 	}
 	if err != nil {
-		s.moveAside("Cannot read the state snapshot", err)
+		s.moveAside(err)
 		return nil
 	}
 	h, saved, err := Unmarshal(data)
 	if err != nil {
-		s.moveAside("Ignoring the state snapshot", err)
+		s.moveAside(err)
 		return nil
 	}
 	if !h.Clean {
@@ -187,13 +187,13 @@ func (s *Snapshotter) removeTemps() {
 
 // moveAside renames the snapshot file out of the way, so it is kept for a
 // post-mortem and the next snapshot does not depend on it.
-func (s *Snapshotter) moveAside(msg string, cause error) {
+func (s *Snapshotter) moveAside(cause error) {
 	aside := s.path + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
 	if err := os.Rename(s.path, aside); err != nil {
-		s.logger.Error(msg, "file", s.path, "err", cause, "rename_err", err)
+		s.logger.Error("Ignoring the state snapshot; cannot move it aside", "file", s.path, "err", cause, "rename_err", err)
 		return
 	}
-	s.logger.Error(msg, "file", s.path, "moved_to", aside, "err", cause)
+	s.logger.Error("Ignoring the state snapshot", "file", s.path, "moved_to", aside, "err", cause)
 }
 
 // Save writes one snapshot of the store. clean marks the snapshot taken

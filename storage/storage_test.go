@@ -198,7 +198,7 @@ func TestRestoreBadFiles(t *testing.T) {
 		{name: "truncated", content: good[:len(good)-5], log: "header says"},
 		{name: "corrupt", content: corrupt, log: "checksum mismatch"},
 		{name: "future version", content: future, log: "unsupported state snapshot version"},
-		{name: "not a file", dir: true, log: "Cannot read the state snapshot"},
+		{name: "not a file", dir: true, log: "is a directory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
