@@ -26,9 +26,8 @@ import (
 // The body is hand-written binary rather than encoding/gob: its layout is
 // spelled out here and does not change when a Go field is renamed or
 // reordered, decoding needs no reflection, and it checks every length and
-// index against what is
-// left, so even a file that passes the checksum by accident cannot make the
-// decoder allocate without bound. Integers are varints (zig-zag for signed
+// index against what is left, so even a file that passes the checksum by
+// accident cannot make the decoder allocate without bound. Integers are varints (zig-zag for signed
 // ones), times are signed nanosecond offsets from the creation time, so the
 // recent ones take 4-6 bytes. Set, probe, reason and command names repeat
 // across targets and are written once, in a string table, and referred to by
