@@ -27,6 +27,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 	"github.com/fleet-exporter/fleet_exporter/schedule"
+	"github.com/fleet-exporter/fleet_exporter/storage"
 )
 
 // shutdownGrace bounds how long in-flight probes and HTTP requests may take
@@ -116,6 +117,21 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		Help: "SSH connections opened by the SSH prober, fresh or reused.",
 	}, func() float64 { return float64(f.probers.SSHConnectionsOpened()) }))
 
+	// The snapshot is restored after the store holds the configured targets
+	// and before the HTTP server starts, so the first scrape already serves
+	// every known host's last result.
+	var snap *storage.Snapshotter
+	if opts.storagePath != "" {
+		snap, err = storage.New(opts.storagePath, opts.snapshotInterval, f.store, logger.With("component", "storage"), reg)
+		if err == nil {
+			err = snap.Restore()
+		}
+		if err != nil {
+			logger.Error("Cannot use the storage directory", "dir", opts.storagePath, "err", err)
+			return 1
+		}
+	}
+
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
 	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
 	mux, err := newMux(opts, reg, rl, f, logger)
@@ -130,7 +146,25 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 	defer signal.Stop(hup)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return f.pool.Run(gctx) })
+	poolStopped := make(chan struct{})
+	g.Go(func() error {
+		defer close(poolStopped)
+		return f.pool.Run(gctx)
+	})
+	if snap != nil {
+		g.Go(func() error {
+			err := snap.Run(gctx)
+			// The final snapshot waits for the probes in flight, so it
+			// holds every result this process exported.
+			<-poolStopped
+			if serr := snap.Save(true); serr != nil {
+				logger.Error("Cannot write the final state snapshot", "file", snap.Path(), "err", serr)
+			} else {
+				logger.Info("Wrote the final state snapshot", "file", snap.Path())
+			}
+			return err
+		})
+	}
 	g.Go(func() error { return f.sched.Run(gctx) })
 	g.Go(func() error {
 		for {

@@ -40,6 +40,8 @@ type options struct {
 	enablePprof            bool
 	disableExporterMetrics bool
 	maxRequests            int
+	storagePath            string
+	snapshotInterval       time.Duration
 	web                    webLimits
 	webFlags               *web.FlagConfig
 	logConfig              *promslog.Config
@@ -121,6 +123,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		Default("60s").DurationVar(&opts.web.writeTimeout)
 	app.Flag("web.idle-timeout", "Time an idle keep-alive connection is kept open.").
 		Default("2m").DurationVar(&opts.web.idleTimeout)
+	app.Flag("storage.path", "Directory for the state snapshot, so last results, failure streaks and output-change times survive restarts; empty keeps state in memory only.").
+		PlaceHolder("DIR").StringVar(&opts.storagePath)
+	app.Flag("storage.snapshot-interval", "Time between two state snapshots with --storage.path; one more is written at clean shutdown.").
+		Default("60s").DurationVar(&opts.snapshotInterval)
 	opts.webFlags = kingpinflag.AddFlags(app, ":9922")
 	promslogflag.AddFlags(app, opts.logConfig)
 	showVersion := app.Flag("version", "Show the version and exit.").Bool()
@@ -145,9 +151,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		return nil, 0, true
 	}
 	for name, d := range map[string]time.Duration{
-		"web.read-header-timeout": opts.web.readHeaderTimeout,
-		"web.write-timeout":       opts.web.writeTimeout,
-		"web.idle-timeout":        opts.web.idleTimeout,
+		"web.read-header-timeout":   opts.web.readHeaderTimeout,
+		"web.write-timeout":         opts.web.writeTimeout,
+		"web.idle-timeout":          opts.web.idleTimeout,
+		"storage.snapshot-interval": opts.snapshotInterval,
 	} {
 		if d <= 0 {
 			fmt.Fprintf(stderr, "%s: error: --%s must be positive, got %v\n", exporterName, name, d)

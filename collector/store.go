@@ -403,3 +403,69 @@ func (s *Store) Snapshot() *Snapshot {
 		order:      s.order,
 	}
 }
+
+// Saved is the part of the store that outlives the process: what Export
+// copies out for a snapshot file and Import puts back at the next start.
+// Configuration (labels, the Target pointer, target counts) is not part of
+// it: that comes from the config the new process loaded.
+type Saved struct {
+	// Targets holds the state of every configured target, sorted by key.
+	Targets []SavedTarget
+	// SetProbes holds the probe counters of every configured (set, probe)
+	// pair; Targets in each entry is the count at export and is ignored by
+	// Import.
+	SetProbes []SetProbeState
+}
+
+// SavedTarget is the state of one target, identified by its key. State.Target
+// is ignored by Import: the target's current configuration is kept.
+type SavedTarget struct {
+	Key   config.Key
+	State TargetState
+}
+
+// Export copies the state of every configured target, taken under the read
+// lock. SSH states are shared with the store, which never mutates them.
+func (s *Store) Export() *Saved {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := &Saved{
+		Targets:   make([]SavedTarget, len(s.targets)),
+		SetProbes: slices.Clone(s.sets),
+	}
+	for i := range s.targets {
+		out.Targets[i] = SavedTarget{Key: s.targets[i].Target.Key(), State: s.targets[i]}
+	}
+	return out
+}
+
+// Import puts saved state back into the store, for targets that are
+// configured now: call it after Reconcile, before the first Update. It
+// matches by key only, as Reconcile does, so a target whose configuration
+// changed but whose key stayed keeps its results; saved targets and (set,
+// probe) pairs that are no longer configured are dropped, and so is the
+// history of commands the target no longer runs. Import returns how many
+// targets it restored.
+func (s *Store) Import(saved *Saved) (restored int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range saved.Targets {
+		sv := &saved.Targets[i]
+		j, ok := s.index[sv.Key]
+		if !ok {
+			continue
+		}
+		st := &s.targets[j]
+		target, setIdx := st.Target, st.setIdx
+		*st = sv.State
+		st.Target, st.setIdx = target, setIdx
+		st.SSH = pruneCommands(st.SSH, target.SSH)
+		restored++
+	}
+	for _, sp := range saved.SetProbes {
+		if j, ok := s.setIndex[setProbeKey{sp.Set, sp.Probe}]; ok {
+			s.sets[j].Successes, s.sets[j].Failures = sp.Successes, sp.Failures
+		}
+	}
+	return restored
+}

@@ -908,7 +908,8 @@ func TestSystemdUnit(t *testing.T) {
 	tests := []struct {
 		section, key, want string
 	}{
-		{"Service", "ExecStart", "/usr/local/bin/fleet_exporter --config.file=/etc/fleet_exporter/fleet.yml"},
+		{"Service", "ExecStart", "/usr/local/bin/fleet_exporter --config.file=/etc/fleet_exporter/fleet.yml --storage.path=/var/lib/fleet_exporter"},
+		{"Service", "StateDirectory", "fleet_exporter"},
 		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
 		{"Service", "Restart", "on-failure"},
 		{"Service", "DynamicUser", "yes"},
