@@ -141,7 +141,7 @@ func TestBinaryKill9MidSnapshot(t *testing.T) {
 	}
 	cfgFile := writeFile(t, dir, "fleet.yml", cfgText("5s"))
 
-	start := func(extraEnv ...string) (addr string, cmd *exec.Cmd, logs *syncBuffer) {
+	start := func(extraEnv ...string) (addr string, cmd *exec.Cmd, logs *syncBuffer, exited <-chan struct{}) {
 		t.Helper()
 		addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 		cmd = exec.Command(bin, "--config.file="+cfgFile, "--web.listen-address="+addr,
@@ -152,23 +152,23 @@ func TestBinaryKill9MidSnapshot(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		exited := make(chan struct{})
+		done := make(chan struct{})
 		go func() {
 			_ = cmd.Wait()
-			close(exited)
+			close(done)
 		}()
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
-			<-exited
+			<-done
 		})
 		waitFor(t, 20*time.Second, func() bool {
 			code, _, err := tryGet("http://" + addr + "/-/ready")
 			return err == nil && code == 200
 		})
-		return addr, cmd, logs
+		return addr, cmd, logs, done
 	}
 
-	addr, cmd, logs := start(storage.SlowWriteEnv + "=3s")
+	addr, cmd, logs, exited := start(storage.SlowWriteEnv + "=3s")
 	url := "http://" + addr + "/metrics"
 	var allSeen time.Time
 	waitFor(t, 30*time.Second, func() bool {
@@ -198,9 +198,7 @@ func TestBinaryKill9MidSnapshot(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for cmd.ProcessState == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	<-exited
 	if _, err := os.Stat(temps[0]); err != nil {
 		t.Fatalf("the temporary snapshot is gone, so the kill did not land mid-write: %v\n%s", err, logs)
 	}
@@ -221,7 +219,7 @@ func TestBinaryKill9MidSnapshot(t *testing.T) {
 
 	writeFile(t, dir, "fleet.yml", cfgText("24h"))
 	restart := time.Now()
-	addr, cmd, logs = start()
+	addr, cmd, logs, _ = start()
 	fams, err := scrapeFamilies("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

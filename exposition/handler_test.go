@@ -316,9 +316,13 @@ func TestHandlerUnlimited(t *testing.T) {
 			codes <- rec.Code
 		}()
 	}
-	// All three get in at once: with no limit nothing answers 503.
-	for range 3 {
-		<-entered
+	// The three overlap: the first takes the snapshot the others will
+	// share, and with no limit none of them is turned away meanwhile.
+	<-entered
+	select {
+	case c := <-codes:
+		t.Fatalf("a scrape answered %d while the first one was still taking its snapshot", c)
+	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
 	for range 3 {
