@@ -240,7 +240,21 @@ func startDaemonWith(t *testing.T, d *daemon, args []string, ready func() bool) 
 			t.Error("daemon did not stop within 10s")
 		}
 	})
-	waitFor(t, 10*time.Second, ready)
+	// A daemon that exited (a config it refused, a port in use) will never
+	// be ready: say so with its log instead of waiting out the timeout.
+	deadline := time.Now().Add(10 * time.Second)
+	for !ready() {
+		select {
+		case code := <-d.done:
+			d.done <- code
+			t.Fatalf("daemon exited with %d before it was ready:\n%s", code, d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready within 10s:\n%s", d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func waitFor(t *testing.T, limit time.Duration, cond func() bool) {

@@ -171,7 +171,7 @@ func TestStuckReadersReleaseTheirSlots(t *testing.T) {
 // the extra ones are closed on accept, the process keeps its file
 // descriptors for probing, and once the holders go, scrapes work.
 func TestConnectionLimit(t *testing.T) {
-	cfg, port := guardConfig(t, 1, "200ms")
+	cfg, port := guardConfig(t, 1, "1s")
 	d := startDaemon(t, "--config.file="+cfg, "--web.max-connections=4", "--web.read-header-timeout=30s")
 
 	// The readiness check left a keep-alive connection open; drop it so
