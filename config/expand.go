@@ -425,10 +425,11 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 			Interval time.Duration
 			Timeout  time.Duration
 			Labels   map[string]string
+			IP       IPPolicy
 			ICMP     *ICMPProbe
 			TCP      *TCPProbe
 			SSH      *SSHProbe
-		}{hs.Name, r.name, hs.Interval.D(), r.timeout, hs.Labels, r.icmp, r.tcp, r.ssh})
+		}{hs.Name, r.name, hs.Interval.D(), r.timeout, hs.Labels, hs.IPPolicy(), r.icmp, r.tcp, r.ssh})
 		if err != nil {
 			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
 		}
@@ -503,6 +504,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 	for i := range c.HostSets {
 		hs := &c.HostSets[i]
 		entries, probes, total := plans[i].entries, plans[i].probes, plans[i].hosts
+		ip := hs.IPPolicy()
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
 		block := make([]Target, 0, total*uint64(len(probes)))
@@ -530,6 +532,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 						Interval:    hs.Interval.D(),
 						Timeout:     p.timeout,
 						Labels:      hs.Labels,
+						IP:          ip,
 						ICMP:        p.icmp,
 						TCP:         p.tcp,
 						SSH:         p.ssh,
