@@ -118,7 +118,7 @@ func netnsCheckDuration(t *testing.T, what string, got, lo, hi time.Duration) {
 
 func TestNetnsICMPFaults(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{EchoDelay: netnsEchoDelay})
-	res := dns.NewResolver(time.Minute)
+	res := dns.New(dns.Options{})
 
 	type check struct {
 		sent, received int
@@ -270,7 +270,7 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{})
 	healthy := ns.ListenTCP(t, ns.HostAddr)
 	victim := ns.ListenTCP(t, ns.AltAddr)
-	p := tcp.NewProber(dns.NewResolver(time.Minute))
+	p := tcp.NewProber(dns.New(dns.Options{}))
 	target := func(ap netip.AddrPort) *config.Target {
 		return &config.Target{
 			Set: "netns", Host: ap.String(), Name: ap.Addr().String(), Port: int(ap.Port()),
@@ -327,7 +327,7 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res := dns.NewResolver(time.Minute)
+	res := dns.New(dns.Options{})
 
 	const timeout = time.Second
 	tests := []struct {
