@@ -674,7 +674,7 @@ func TestHostSetIPPolicy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := Parse([]byte("host_sets:\n- name: a\n  hosts: [a.example.com]\n  probes: {tcp: {port: 22}}\n" + tc.yaml), "test.yml")
+			cfg, err := Parse([]byte("host_sets:\n- name: a\n  hosts: [a.example.com]\n  probes: {tcp: {port: 22}}\n"+tc.yaml), "test.yml")
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
