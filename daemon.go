@@ -58,7 +58,7 @@ func (f *fleet) close() {
 // retries failed targets sooner. Nothing runs until Run is called. The daemon
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
-	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged}, logger)
+	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, DNS: cfg.Global.DNS, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
@@ -88,6 +88,7 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 // the state of targets whose key and fingerprint did not change.
 func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
 	f.pool.SetLimits(cfg.Global)
+	f.probers.SetDNS(cfg.Global.DNS)
 	for _, r := range f.reconcilers {
 		r.Reconcile(targets)
 	}

@@ -3,6 +3,7 @@ package collector
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -27,11 +28,14 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 		host := fmt.Sprintf("host%06d.example.net", i)
 		icmp := icmpTarget(set, host, labels)
 		targets = append(targets, icmp)
+		r := icmpResult(icmp, 0, 3, 3, time.Millisecond)
 		if i%10 == 0 {
-			results = append(results, icmpResult(icmp, 0, 3, 0, 0))
-		} else {
-			results = append(results, icmpResult(icmp, 0, 3, 3, time.Millisecond))
+			r = icmpResult(icmp, 0, 3, 0, 0)
 		}
+		if i%10 != 1 { // a few names that did not resolve
+			r.Addr = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		}
+		results = append(results, r)
 		if withSSH {
 			ssh := sshTarget(set, host, labels, "uname")
 			targets = append(targets, ssh)
@@ -39,6 +43,7 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 				Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
 				Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
 			}))
+			results[len(results)-1].Addr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 		}
 	}
 	s := NewStore()

@@ -444,6 +444,10 @@ func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	if !t.Success {
 		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason)), 1)
 	}
+	if t.Addr.IsValid() {
+		out.series(famProbeIPAddrHash, pl, addrHash(t.Addr))
+		out.series(famProbeIPProtocol, pl, addrProtocol(t.Addr))
+	}
 
 	switch t.Target.Probe {
 	case config.ProbeICMP:

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,12 @@ func result(t *config.Target, n int, success bool, reason probe.Reason) probe.Re
 	}
 }
 
+// withAddr returns r with the probed address a.
+func withAddr(r probe.Result, a string) probe.Result {
+	r.Addr = netip.MustParseAddr(a)
+	return r
+}
+
 func icmpResult(t *config.Target, n, sent, received int, rtt time.Duration) probe.Result {
 	r := result(t, n, received > 0, probe.ReasonNone)
 	if received == 0 {
@@ -76,6 +83,10 @@ var families = map[string]string{
 		"# TYPE fleet_probe_consecutive_failures gauge\n",
 	"fleet_probe_failure_info": "# HELP fleet_probe_failure_info Reason of the last probe's failure; present with value 1 only while the last probe failed.\n" +
 		"# TYPE fleet_probe_failure_info gauge\n",
+	"fleet_probe_ip_addr_hash": "# HELP fleet_probe_ip_addr_hash FNV-1a 32-bit hash of the address the last probe went to, so that a change of address shows; absent when the name did not resolve.\n" +
+		"# TYPE fleet_probe_ip_addr_hash gauge\n",
+	"fleet_probe_ip_protocol": "# HELP fleet_probe_ip_protocol IP version (4 or 6) of the address the last probe went to; absent when the name did not resolve.\n" +
+		"# TYPE fleet_probe_ip_protocol gauge\n",
 	"fleet_icmp_rtt_seconds": "# HELP fleet_icmp_rtt_seconds Mean round-trip time of the replies to the last ICMP probe in seconds; absent when no reply came.\n" +
 		"# TYPE fleet_icmp_rtt_seconds gauge\n",
 	"fleet_icmp_packets_sent_total": "# HELP fleet_icmp_packets_sent_total Number of ICMP echo requests sent.\n" +
@@ -182,6 +193,25 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="icmp",set="edge"} 1`,
 				`fleet_probes_total{probe="icmp",result="failure",set="edge"} 0`,
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 1`,
+			},
+		},
+		{
+			name:    "probed address as hash and protocol",
+			targets: []*config.Target{tcpA},
+			results: []probe.Result{withAddr(result(tcpA, 0, true, ""), "2001:db8::1")},
+			want: []string{
+				`fleet_host_up{` + hostL + `} 1`,
+				`fleet_probe_success{` + tcpL + `} 1`,
+				`fleet_probe_duration_seconds{` + tcpL + `} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{` + tcpL + `} 1700000000.25`,
+				`fleet_probe_last_success_timestamp_seconds{` + tcpL + `} 1700000000.25`,
+				`fleet_probe_consecutive_failures{` + tcpL + `} 0`,
+				// FNV-1a 32 of "2001:db8::1", as blackbox_exporter hashes it.
+				`fleet_probe_ip_addr_hash{` + tcpL + `} 988793287`,
+				`fleet_probe_ip_protocol{` + tcpL + `} 6`,
+				`fleet_targets{probe="tcp",set="edge"} 1`,
+				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 0`,
+				`fleet_probes_total{probe="tcp",result="success",set="edge"} 1`,
 			},
 		},
 		{
@@ -559,7 +589,7 @@ func fullStore() *Store {
 	ssh := sshTarget("db", "db1", map[string]string{"zone": "z1"}, "uname")
 	s := NewStore()
 	s.Reconcile([]*config.Target{icmp, tcp, ssh})
-	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
+	s.Update(withAddr(icmpResult(icmp, 0, 3, 3, time.Millisecond), "192.0.2.1"))
 	s.Update(result(tcp, 0, true, probe.ReasonNone))
 	s.Update(result(tcp, 1, false, probe.ReasonRefused))
 	s.Update(sshResult(ssh, 0, true, probe.ReasonNone, &probe.SSHResult{

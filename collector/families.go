@@ -25,6 +25,8 @@ const (
 	famProbeLastSuccess
 	famProbeConsecutiveFailures
 	famProbeFailureInfo
+	famProbeIPAddrHash
+	famProbeIPProtocol
 	famICMPRTT
 	famICMPSent
 	famICMPReceived
@@ -120,6 +122,14 @@ func familyTable() *[numFamilies]family {
 		famProbeFailureInfo: {
 			"fleet_probe_failure_info", gauge,
 			"Reason of the last probe's failure; present with value 1 only while the last probe failed.", rowsFailure,
+		},
+		famProbeIPAddrHash: {
+			"fleet_probe_ip_addr_hash", gauge,
+			"FNV-1a 32-bit hash of the address the last probe went to, so that a change of address shows; absent when the name did not resolve.", rowsTarget,
+		},
+		famProbeIPProtocol: {
+			"fleet_probe_ip_protocol", gauge,
+			"IP version (4 or 6) of the address the last probe went to; absent when the name did not resolve.", rowsTarget,
 		},
 		famICMPRTT: {
 			"fleet_icmp_rtt_seconds", gauge,

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func TestExportImport(t *testing.T) {
 	w, g := byKey(want), byKey(got)
 	ignore := cmpopts.IgnoreFields(TargetState{}, "Target")
 	for _, k := range []config.Key{icmp.Key(), tcp.Key()} {
-		if diff := cmp.Diff(w[k], g[k], ignore, cmpopts.IgnoreUnexported(TargetState{})); diff != "" {
+		if diff := cmp.Diff(w[k], g[k], ignore, cmpopts.IgnoreUnexported(TargetState{}), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 			t.Errorf("%v after import (-want +got):\n%s", k, diff)
 		}
 	}

@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type TargetState struct {
 	FailingSince time.Time
 	// ConsecutiveFailures counts the failed probes since the last success.
 	ConsecutiveFailures int
+	// Addr is the address the last probe went to; invalid when its name
+	// did not resolve.
+	Addr netip.Addr
 	// ICMP holds the cumulative packet counters and the last RTT; it stays
 	// zero for targets of other probe types.
 	ICMP ICMPState
@@ -296,6 +300,7 @@ func (s *Store) Update(r probe.Result) {
 	st.HasResult = true
 	st.Success = r.Success
 	st.Duration = r.Duration
+	st.Addr = r.Addr
 	st.LastRun = end
 	sp := &s.sets[st.setIdx]
 	if r.Success {
@@ -468,4 +473,33 @@ func (s *Store) Import(saved *Saved) (restored int) {
 		}
 	}
 	return restored
+}
+
+// addrHash is the value of fleet_probe_ip_addr_hash: FNV-1a 32 of the
+// address's text, as blackbox_exporter's probe_ip_addr_hash, so the two
+// can be compared; 32 bits are exact in a float64.
+// It is computed inline on a stack buffer: the writers call it for every
+// target on every scrape and must not allocate.
+func addrHash(a netip.Addr) float64 {
+	var buf [64]byte
+	h := uint32(fnvOffset32)
+	for _, c := range a.AppendTo(buf[:0]) {
+		h ^= uint32(c)
+		h *= fnvPrime32
+	}
+	return float64(h)
+}
+
+// FNV-1a 32-bit parameters (the same as hash/fnv's).
+const (
+	fnvOffset32 = 2166136261
+	fnvPrime32  = 16777619
+)
+
+// addrProtocol is the value of fleet_probe_ip_protocol: 4 or 6.
+func addrProtocol(a netip.Addr) float64 {
+	if a.Is4() {
+		return 4
+	}
+	return 6
 }

@@ -21,7 +21,9 @@ func end(n int) time.Time { return t0.Add(time.Duration(n)*time.Minute + probeDu
 func TestStoreTargetState(t *testing.T) {
 	tcp := tcpTarget("a", "h1", nil)
 	icmp := icmpTarget("a", "h1", nil)
-	ignore := cmp.Options{cmpopts.IgnoreUnexported(TargetState{}), cmpopts.EquateComparable(netip.Addr{})}
+	ignore := cmp.Options{cmpopts.IgnoreUnexported(TargetState{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })}
+	addr := netip.MustParseAddr("2001:db8::7")
+	withAddr := func(r probe.Result, a netip.Addr) probe.Result { r.Addr = a; return r }
 
 	tests := []struct {
 		name    string
@@ -50,6 +52,24 @@ func TestStoreTargetState(t *testing.T) {
 			want: TargetState{
 				Target: tcp, HasResult: true, Success: true, Duration: probeDuration,
 				LastRun: end(1), LastSuccess: end(1),
+			},
+		},
+		{
+			name:    "address follows the last probe",
+			target:  tcp,
+			results: []probe.Result{withAddr(result(tcp, 0, true, ""), netip.MustParseAddr("192.0.2.1")), withAddr(result(tcp, 1, true, ""), addr)},
+			want: TargetState{
+				Target: tcp, HasResult: true, Success: true, Duration: probeDuration,
+				LastRun: end(1), LastSuccess: end(1), Addr: addr,
+			},
+		},
+		{
+			name:    "a probe whose name did not resolve has no address",
+			target:  tcp,
+			results: []probe.Result{withAddr(result(tcp, 0, true, ""), addr), result(tcp, 1, false, probe.ReasonDNS)},
+			want: TargetState{
+				Target: tcp, HasResult: true, Reason: probe.ReasonDNS, Duration: probeDuration,
+				LastRun: end(1), LastSuccess: end(0), FailingSince: end(1), ConsecutiveFailures: 1,
 			},
 		},
 		{
@@ -187,7 +207,7 @@ func TestSnapshotIsolation(t *testing.T) {
 	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
 	s.Reconcile(nil)
 
-	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{}), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("snapshot changed after later updates (-before +after):\n%s", diff)
 	}
 }

@@ -211,6 +211,14 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 			return float64(target(w, r).ConsecutiveFailures)
 		}),
 		famProbeFailureInfo: always(func(*TextWriter, row) float64 { return 1 }),
+		famProbeIPAddrHash: func(w *TextWriter, r row) (float64, bool) {
+			t := target(w, r)
+			return addrHash(t.Addr), t.Addr.IsValid()
+		},
+		famProbeIPProtocol: func(w *TextWriter, r row) (float64, bool) {
+			t := target(w, r)
+			return addrProtocol(t.Addr), t.Addr.IsValid()
+		},
 		famICMPRTT: func(w *TextWriter, r row) (float64, bool) {
 			t := target(w, r)
 			return t.ICMP.RTT.Seconds(), t.ICMP.LastReceived > 0

@@ -100,8 +100,8 @@ func escapingStore() *Store {
 	s.Reconcile(targets)
 	ns := func(n int) time.Duration { return time.Duration(n)*time.Millisecond + 123456*time.Nanosecond }
 	// alpha: icmp ok, tcp failing, ssh with every command state.
-	s.Update(icmpResult(aICMP, 0, 3, 2, ns(3)))
-	s.Update(result(aTCP, 0, true, probe.ReasonNone))
+	s.Update(withAddr(icmpResult(aICMP, 0, 3, 2, ns(3)), "192.0.2.10"))
+	s.Update(withAddr(result(aTCP, 0, true, probe.ReasonNone), "2001:db8::10"))
 	s.Update(result(aTCP, 1, false, probe.ReasonRefused))
 	s.Update(sshResult(aSSH, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: ns(1), Handshake: ns(2), Auth: ns(3), NewConnection: true,
@@ -126,7 +126,7 @@ func escapingStore() *Store {
 	s.Update(icmpResult(bOnly, 0, 5, 5, ns(11)))
 	// gamma: failing tcp with another reason; ssh before any phase.
 	s.Update(result(cTCP, 0, false, probe.ReasonTimeout))
-	s.Update(result(dTCP, 0, true, probe.ReasonNone))
+	s.Update(withAddr(result(dTCP, 0, true, probe.ReasonNone), "fe80::1%eth0"))
 	s.Update(sshResult(cSSH, 0, false, probe.ReasonDNS, nil))
 	s.Update(sshResult(cSSH, 1, true, probe.ReasonNone, &probe.SSHResult{
 		Commands: []probe.CommandResult{{Name: "df -h", Ran: true, Duration: 0, Hash: 7, Bytes: 3}},

@@ -121,6 +121,10 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-source-address-syntax.yml", `host_sets[0] ("web").source_address: source_address "uplink1.example.com" is not an IP address`, 3},
 		{"invalid-source-address-unspecified.yml", `source_address :: is unspecified: leave the key out to let the kernel choose`, 3},
 		{"invalid-mapping-size.yml", `host_sets[0].name: unexpected mapping of 65 keys`, 3},
+		{"invalid-dns-ttl-order.yml", `global.dns.min_ttl: min_ttl 10m exceeds max_ttl 1m`, 3},
+		{"invalid-ip-protocol.yml", `host_sets[0] ("web").ip_protocol: ip_protocol must be "ip4" or "ip6", got "ipv6"`, 4},
+		{"invalid-ip-protocol-preferred.yml", `host_sets[0] ("web").preferred_ip_protocol: preferred_ip_protocol must be "ip4" or "ip6", got "ip5"`, 4},
+		{"invalid-ip-protocol-pinned.yml", `host_sets[0] ("web").ip_protocol: ip_protocol pins the address family`, 4},
 	}
 	covered := map[string]bool{}
 	for _, tc := range tests {
@@ -164,6 +168,10 @@ func TestParseValid(t *testing.T) {
 		TCP:  Limit{Concurrency: 256},
 		SSH:  Limit{Concurrency: 64},
 	}
+	defaultDNS := DNS{
+		MinTTL: Duration(time.Second), MaxTTL: Duration(5 * time.Minute),
+		NegativeTTL: Duration(30 * time.Second), MaxStale: Duration(5 * time.Minute),
+	}
 	defaultGlobalWant := Global{
 		Interval:         Duration(time.Minute),
 		Timeout:          Duration(10 * time.Second),
@@ -171,6 +179,7 @@ func TestParseValid(t *testing.T) {
 		MaxTargets:       1000000,
 		MaxTargetsPerSet: 65536,
 		Limits:           defaultLimits,
+		DNS:              defaultDNS,
 	}
 	tests := []struct {
 		name string
@@ -216,6 +225,7 @@ func TestParseValid(t *testing.T) {
 						TCP:  Limit{Concurrency: 256, Rate: 10, Burst: 3},
 						SSH:  Limit{Concurrency: 64, Rate: 0.2, Burst: 1},
 					},
+					DNS: defaultDNS,
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
@@ -234,6 +244,7 @@ func TestParseValid(t *testing.T) {
 				Global: Global{
 					Interval: Duration(5 * time.Second), Timeout: Duration(5 * time.Second),
 					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536, Limits: defaultLimits,
+					DNS: defaultDNS,
 				},
 				HostSets: []HostSet{{
 					Name: "a", Hosts: []string{"a.example.com"},
@@ -666,5 +677,37 @@ func TestWhere(t *testing.T) {
 		if got := cfg.Where(tc.set, tc.key); got != tc.want {
 			t.Errorf("Where(%q, %q) = %q, want %q", tc.set, tc.key, got, tc.want)
 		}
+	}
+}
+
+func TestHostSetIPPolicy(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want IPPolicy
+	}{
+		{name: "default prefers ip4 with fallback", yaml: "", want: IPPolicy{Preferred: IP4, Fallback: true}},
+		{name: "preferred ip6", yaml: "  preferred_ip_protocol: ip6\n", want: IPPolicy{Preferred: IP6, Fallback: true}},
+		{name: "fallback off", yaml: "  preferred_ip_protocol: ip6\n  ip_protocol_fallback: false\n", want: IPPolicy{Preferred: IP6}},
+		{name: "ip_protocol pins the family", yaml: "  ip_protocol: ip6\n", want: IPPolicy{Preferred: IP6}},
+		{name: "ip_protocol ip4", yaml: "  ip_protocol: ip4\n", want: IPPolicy{Preferred: IP4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("host_sets:\n- name: a\n  hosts: [a.example.com]\n  probes: {tcp: {port: 22}}\n"+tc.yaml), "test.yml")
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := cfg.HostSets[0].IPPolicy(); got != tc.want {
+				t.Errorf("IPPolicy() = %+v, want %+v", got, tc.want)
+			}
+			targets, _, err := cfg.Targets()
+			if err != nil {
+				t.Fatalf("Targets: %v", err)
+			}
+			if got := targets[0].IP; got != tc.want {
+				t.Errorf("Target.IP = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

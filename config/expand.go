@@ -427,10 +427,11 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 			Timeout       time.Duration
 			SourceAddress string
 			Labels        map[string]string
+			IP            IPPolicy
 			ICMP          *ICMPProbe
 			TCP           *TCPProbe
 			SSH           *SSHProbe
-		}{hs.Name, r.name, hs.Interval.D(), hs.RetryInterval.D(), r.timeout, hs.SourceAddress, hs.Labels, r.icmp, r.tcp, r.ssh})
+		}{hs.Name, r.name, hs.Interval.D(), hs.RetryInterval.D(), r.timeout, hs.SourceAddress, hs.Labels, hs.IPPolicy(), r.icmp, r.tcp, r.ssh})
 		if err != nil {
 			return nil, fmt.Errorf("host set %q: encode %s probe: %w", hs.Name, r.name, err)
 		}
@@ -517,6 +518,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 			// A hand-built config without defaults applied.
 			retry = hs.Interval.D()
 		}
+		ip := hs.IPPolicy()
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
 		block := make([]Target, 0, total*uint64(len(probes)))
@@ -546,6 +548,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 						Timeout:       p.timeout,
 						SourceAddress: plans[i].src,
 						Labels:        hs.Labels,
+						IP:            ip,
 						ICMP:          p.icmp,
 						TCP:           p.tcp,
 						SSH:           p.ssh,

@@ -32,6 +32,8 @@ type Target struct {
 	SourceAddress netip.Addr
 	// Labels are the set's static labels (shared, never mutated).
 	Labels map[string]string
+	// IP is the set's address family rule for Name.
+	IP IPPolicy
 	// ICMP, TCP, SSH point at the set's probe configuration; exactly the one
 	// matching Probe is non-nil.
 	ICMP *ICMPProbe

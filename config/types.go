@@ -98,6 +98,25 @@ const (
 	// DefaultMaxOutputBytes is the SSH probe's default limit on one
 	// command's stdout.
 	DefaultMaxOutputBytes = 1 << 20
+	// DefaultDNSMinTTL and DefaultDNSMaxTTL are global.dns.min_ttl's and
+	// max_ttl's defaults: the bounds a record's TTL is clamped to.
+	DefaultDNSMinTTL = time.Second
+	DefaultDNSMaxTTL = 5 * time.Minute
+	// DefaultDNSNegativeTTL is global.dns.negative_ttl's default.
+	DefaultDNSNegativeTTL = 30 * time.Second
+	// DefaultDNSMaxStale is global.dns.max_stale's default.
+	DefaultDNSMaxStale = 5 * time.Minute
+	// DefaultPreferredIPProtocol is a host set's preferred_ip_protocol
+	// default. blackbox_exporter prefers ip6; we keep IPv4, what the
+	// exporter always probed, so upgrading changes no probed address.
+	DefaultPreferredIPProtocol = IP4
+)
+
+// Address families a host set may ask for in ip_protocol and
+// preferred_ip_protocol.
+const (
+	IP4 = "ip4"
+	IP6 = "ip6"
 )
 
 // Probe type names, used as the `probe` label and as keys of the per-type pool
@@ -161,6 +180,21 @@ type Global struct {
 	MaxTargetsPerSet int `yaml:"max_targets_per_set"`
 	// Limits holds per probe type concurrency and start rate.
 	Limits ProbeLimits `yaml:"limits"`
+	// DNS tunes the resolver every prober shares.
+	DNS DNS `yaml:"dns"`
+}
+
+// DNS tunes how long the resolver keeps answers.
+type DNS struct {
+	// MinTTL and MaxTTL clamp the TTL of every answer from a nameserver.
+	MinTTL Duration `yaml:"min_ttl"`
+	MaxTTL Duration `yaml:"max_ttl"`
+	// NegativeTTL is how long a name or record type that does not exist
+	// (NXDOMAIN, NODATA) is remembered as missing.
+	NegativeTTL Duration `yaml:"negative_ttl"`
+	// MaxStale is how long past its TTL an answer is still used while the
+	// nameservers fail.
+	MaxStale Duration `yaml:"max_stale"`
 }
 
 // ProbeLimits holds one Limit per probe type.
@@ -205,6 +239,39 @@ type HostSet struct {
 	SourceAddress string            `yaml:"source_address"`
 	Labels        map[string]string `yaml:"labels"`
 	Probes        Probes            `yaml:"probes"`
+	// IPProtocol, when set (IP4 or IP6), is the only address family the
+	// set's names are resolved to.
+	IPProtocol string `yaml:"ip_protocol"`
+	// PreferredIPProtocol is the family tried first when IPProtocol is
+	// not set; empty means DefaultPreferredIPProtocol.
+	PreferredIPProtocol string `yaml:"preferred_ip_protocol"`
+	// IPProtocolFallback permits the other family when a name has no
+	// address of the preferred one; nil means true.
+	IPProtocolFallback *bool `yaml:"ip_protocol_fallback"`
+}
+
+// IPPolicy returns the address family rule of the set's names.
+func (hs *HostSet) IPPolicy() IPPolicy {
+	if hs.IPProtocol != "" {
+		return IPPolicy{Preferred: hs.IPProtocol}
+	}
+	p := IPPolicy{Preferred: hs.PreferredIPProtocol, Fallback: true}
+	if p.Preferred == "" {
+		p.Preferred = DefaultPreferredIPProtocol
+	}
+	if hs.IPProtocolFallback != nil {
+		p.Fallback = *hs.IPProtocolFallback
+	}
+	return p
+}
+
+// IPPolicy says which address of a name a target probes.
+type IPPolicy struct {
+	// Preferred is IP4 or IP6: the family looked up first.
+	Preferred string
+	// Fallback permits the other family when the name has no address of
+	// the preferred one.
+	Fallback bool
 }
 
 // Probes lists the probes enabled for a set; a nil pointer means disabled.
@@ -278,6 +345,12 @@ func defaultGlobal() Global {
 			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
 			TCP:  Limit{Concurrency: DefaultTCPConcurrency},
 			SSH:  Limit{Concurrency: DefaultSSHConcurrency},
+		},
+		DNS: DNS{
+			MinTTL:      Duration(DefaultDNSMinTTL),
+			MaxTTL:      Duration(DefaultDNSMaxTTL),
+			NegativeTTL: Duration(DefaultDNSNegativeTTL),
+			MaxStale:    Duration(DefaultDNSMaxStale),
 		},
 	}
 }

@@ -66,6 +66,7 @@ func (c *Config) validate() []fieldError {
 			v.intRange(at(lp, "burst"), "burst", int64(l.Burst), 0, MaxBurst)
 		}
 	}
+	v.dns(at(gp, "dns"), &g.DNS)
 
 	if len(c.HostSets) == 0 {
 		v.add([]any{"host_sets"}, "at least one host set is required")
@@ -90,6 +91,31 @@ func (c *Config) validate() []fieldError {
 		c.validateSet(v, sp, hs, globalOK, &total)
 	}
 	return v.errs
+}
+
+// dns checks global.dns. Zero durations never get here: the schema check
+// refuses them.
+func (v *validator) dns(p []any, d *DNS) {
+	if d.MinTTL > d.MaxTTL {
+		v.add(at(p, "min_ttl"), "min_ttl %s exceeds max_ttl %s", d.MinTTL, d.MaxTTL)
+	}
+}
+
+// ipProtocol checks a set's address family keys.
+func (v *validator) ipProtocol(sp []any, hs *HostSet) {
+	for _, f := range []struct{ key, val string }{
+		{"ip_protocol", hs.IPProtocol},
+		{"preferred_ip_protocol", hs.PreferredIPProtocol},
+	} {
+		if f.val != "" && f.val != IP4 && f.val != IP6 {
+			v.add(at(sp, f.key), "%s must be %q or %q, got %q", f.key, IP4, IP6, f.val)
+		}
+	}
+	// ip_protocol pins one family, so a preference or a fallback next to
+	// it would say something it cannot do.
+	if hs.IPProtocol != "" && (hs.PreferredIPProtocol != "" || hs.IPProtocolFallback != nil) {
+		v.add(at(sp, "ip_protocol"), "ip_protocol pins the address family: leave out preferred_ip_protocol and ip_protocol_fallback")
+	}
 }
 
 // intRange checks lo <= got <= hi, reporting whether it holds.
@@ -179,6 +205,8 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 			v.add(lp, "label %q has a value that is not valid UTF-8", k)
 		}
 	}
+
+	v.ipProtocol(sp, hs)
 
 	p := &hs.Probes
 	if p.ICMP == nil && p.TCP == nil && p.SSH == nil {

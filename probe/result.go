@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -53,6 +54,9 @@ type Result struct {
 	Reason Reason
 	// Err is the underlying error, for logs only.
 	Err error
+	// Addr is the address the probe went to; invalid when the name did
+	// not resolve (or the probe failed before resolving it).
+	Addr netip.Addr
 
 	ICMP *ICMPResult
 	SSH  *SSHResult

@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
@@ -126,7 +127,7 @@ func netnsCheckDuration(t *testing.T, what string, got, lo, hi time.Duration) {
 
 func TestNetnsICMPFaults(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{EchoDelay: netnsEchoDelay})
-	res := dns.NewResolver(time.Minute)
+	res := dns.New(dns.Options{})
 
 	type check struct {
 		sent, received int
@@ -278,7 +279,7 @@ func TestNetnsTCPBlackhole(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{})
 	healthy := ns.ListenTCP(t, ns.HostAddr)
 	victim := ns.ListenTCP(t, ns.AltAddr)
-	p := tcp.NewProber(dns.NewResolver(time.Minute))
+	p := tcp.NewProber(dns.New(dns.Options{}))
 	target := func(ap netip.AddrPort) *config.Target {
 		return &config.Target{
 			Set: "netns", Host: ap.String(), Name: ap.Addr().String(), Port: int(ap.Port()),
@@ -335,7 +336,7 @@ func TestNetnsSSHBlackhole(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res := dns.NewResolver(time.Minute)
+	res := dns.New(dns.Options{})
 
 	const timeout = time.Second
 	tests := []struct {
@@ -399,7 +400,7 @@ func TestNetnsSourceAddress(t *testing.T) {
 	ns := netnstest.New(t, netnstest.Options{})
 	second := ns.AddClientAddr(t)
 	ns.CountSources(t, ns.ClientAddr, second)
-	res := dns.NewResolver(time.Minute)
+	res := dnstest.Offline(t)
 	sets := []struct {
 		name string
 		src  netip.Addr // configured; invalid for the kernel's choice

@@ -2,7 +2,8 @@ package prober
 
 import (
 	"log/slog"
-	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
@@ -12,17 +13,19 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
 )
 
-// dnsCacheTTL is how long a resolved name is reused.
-const dnsCacheTTL = time.Minute
-
 // Options chooses how the probers are built.
 type Options struct {
 	// ICMPPrivileged forces raw ICMP sockets instead of detecting the mode.
 	ICMPPrivileged bool
+	// DNS holds the resolver's TTL settings (global.dns).
+	DNS config.DNS
+	// Registerer, if not nil, gets the resolver's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Set is one prober per probe type, sharing a DNS cache.
 type Set struct {
+	res  *dns.Resolver
 	icmp *icmp.Prober
 	tcp  *tcp.Prober
 	ssh  *ssh.Prober
@@ -41,8 +44,9 @@ func Open(opts Options, logger *slog.Logger) *Set {
 	} else {
 		logger.Info("ICMP socket mode", "mode", mode.String())
 	}
-	res := dns.NewResolver(dnsCacheTTL)
+	res := dns.New(dns.Options{TTL: opts.DNS, Registerer: opts.Registerer})
 	return &Set{
+		res:  res,
 		icmp: icmp.NewProber(res, mode, logger.With("component", "icmp")),
 		tcp:  tcp.NewProber(res),
 		ssh:  ssh.NewProber(res, logger.With("component", "ssh")),
@@ -63,6 +67,9 @@ func (s *Set) Probers() map[string]probe.Prober {
 func (s *Set) Reconcile(targets []*config.Target) {
 	s.ssh.Reconcile(targets)
 }
+
+// SetDNS applies reloaded global.dns settings to the shared resolver.
+func (s *Set) SetDNS(d config.DNS) { s.res.SetTTL(d) }
 
 // SSHConnectionsOpened counts the SSH connections the SSH prober opened.
 func (s *Set) SSHConnectionsOpened() uint64 { return s.ssh.ConnectionsOpened() }

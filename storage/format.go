@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"net/netip"
 	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
@@ -204,6 +205,12 @@ func (e *encoder) target(sv *collector.SavedTarget) {
 	}
 	if flags&tFailingSince != 0 {
 		e.time(st.FailingSince)
+	}
+	// The probed address, empty when none was recorded.
+	if st.Addr.IsValid() {
+		e.str(st.Addr.String())
+	} else {
+		e.str("")
 	}
 	if flags&tICMP != 0 {
 		e.uvarint(st.ICMP.PacketsSent)
@@ -448,6 +455,13 @@ func (d *decoder) target(sv *collector.SavedTarget) {
 	}
 	if flags&tFailingSince != 0 {
 		st.FailingSince = d.time()
+	}
+	if a := d.str(); a != "" {
+		addr, err := netip.ParseAddr(a)
+		if err != nil {
+			d.fail("probed address %q: %v", a, err)
+		}
+		st.Addr = addr
 	}
 	if flags&tICMP != 0 {
 		st.ICMP.PacketsSent = d.uvarint()

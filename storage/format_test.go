@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -36,12 +37,12 @@ func fullSaved() *collector.Saved {
 			{Key: config.Key{Set: "a", Host: "[2001:db8::1]:22", Probe: config.ProbeTCP}, State: collector.TargetState{
 				HasResult: true, Reason: probe.ReasonRefused, Duration: 5 * time.Millisecond,
 				LastRun: at(-3 * 24 * time.Hour), LastSuccess: at(-400 * 24 * time.Hour), FailingSince: at(-5 * 24 * time.Hour),
-				ConsecutiveFailures: 1 << 20,
+				ConsecutiveFailures: 1 << 20, Addr: netip.MustParseAddr("2001:db8::1"),
 			}},
 			{Key: config.Key{Set: "a", Host: "never", Probe: config.ProbeTCP}},
 			{Key: config.Key{Set: "b", Host: "web001.dc1", Probe: config.ProbeSSH}, State: collector.TargetState{
 				HasResult: true, Reason: probe.ReasonCommand, Duration: 2 * time.Second,
-				LastRun: at(time.Millisecond), FailingSince: at(time.Millisecond), ConsecutiveFailures: 1,
+				LastRun: at(time.Millisecond), FailingSince: at(time.Millisecond), ConsecutiveFailures: 1, Addr: netip.MustParseAddr("127.0.0.7"),
 				SSH: &collector.SSHState{
 					Connect: 1, Handshake: 2 * time.Millisecond, Auth: 3 * time.Second, HasPhases: true,
 					Commands: []collector.CommandState{
@@ -64,7 +65,7 @@ func fullSaved() *collector.Saved {
 	}
 }
 
-var ignoreUnexported = cmpopts.IgnoreUnexported(collector.TargetState{})
+var ignoreUnexported = cmp.Options{cmpopts.IgnoreUnexported(collector.TargetState{}), cmpopts.EquateComparable(netip.Addr{})}
 
 func TestRoundTrip(t *testing.T) {
 	for _, clean := range []bool{false, true} {

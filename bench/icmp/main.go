@@ -230,7 +230,7 @@ func runEngine(ctx context.Context, c common, concurrency int) (Measurement, err
 		replies.Add(int64(r.ICMP.Received))
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p := icmp.NewProber(dns.NewResolver(time.Hour), mode, logger)
+	p := icmp.NewProber(dns.New(dns.Options{}), mode, logger)
 	defer p.Close()
 	g := config.Global{Concurrency: concurrency}
 	g.Limits.ICMP.Concurrency = concurrency

@@ -96,7 +96,7 @@ type ourClient struct {
 }
 
 func newOurClient(concurrency int) (*ourClient, error) {
-	c := &ourClient{ssh: sshprober.NewProber(dns.NewResolver(time.Minute), nil), cnt: newSinkCounter()}
+	c := &ourClient{ssh: sshprober.NewProber(dns.New(dns.Options{}), nil), cnt: newSinkCounter()}
 	g := config.Global{
 		Concurrency: concurrency,
 		Limits:      config.ProbeLimits{SSH: config.Limit{Concurrency: concurrency}},

@@ -2,6 +2,7 @@ package netnstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -383,4 +384,57 @@ func OpenFDs() (int, error) {
 	// ReadDir's own descriptor is closed again before it returns but is
 	// listed; it is counted every time, so differences are exact.
 	return len(ents), nil
+}
+
+// ClientDialer returns a dial function whose sockets are created inside the
+// client namespace, from any goroutine: one locked thread in the namespace
+// dials on request. It is for code that opens its sockets on goroutines of
+// its own (a resolver's shared queries), where InClient cannot reach. The
+// thread ends with the test.
+func (n *NS) ClientDialer(t testing.TB) func(ctx context.Context, network, address string) (net.Conn, error) {
+	t.Helper()
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	type request struct {
+		ctx              context.Context
+		network, address string
+		reply            chan result
+	}
+	reqs := make(chan request)
+	done := make(chan struct{})
+	ended := make(chan error, 1)
+	go func() {
+		ended <- n.InClient(func() {
+			for {
+				select {
+				case <-done:
+					return
+				case r := <-reqs:
+					var d net.Dialer
+					c, err := d.DialContext(r.ctx, r.network, r.address)
+					r.reply <- result{c, err}
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		close(done)
+		if err := <-ended; err != nil {
+			t.Errorf("netnstest: dialer: %v", err)
+		}
+	})
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		reply := make(chan result, 1)
+		select {
+		case reqs <- request{ctx, network, address, reply}:
+		case <-done:
+			return nil, errors.New("netnstest: dialer closed with its test")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		r := <-reply
+		return r.conn, r.err
+	}
 }

@@ -172,10 +172,11 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 		return res
 	}
 
-	addr, err := p.res.Lookup(ctx, t.Name)
+	addr, err := p.res.Lookup(ctx, t.Name, t.IP)
 	if err != nil {
 		return fail(probe.ReasonFor(err), err)
 	}
+	res.Addr = addr
 
 	if err := ctx.Err(); err != nil {
 		return fail(probe.ReasonFor(err), fmt.Errorf("icmp %s: %w", t.Host, err))

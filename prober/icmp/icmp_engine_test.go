@@ -108,7 +108,7 @@ func TestICMPEngineManyTargets(t *testing.T) {
 					if !modeWorks(mode, tc.family) {
 						t.Skipf("%s ICMP socket for %s not available", mode, tc.family)
 					}
-					p := NewProber(dnstest.Offline(t, time.Minute), mode, nil)
+					p := NewProber(dnstest.Offline(t), mode, nil)
 					defer p.Close()
 					results := make([]probe.Result, tc.n)
 					var wg sync.WaitGroup
@@ -271,7 +271,7 @@ func TestICMPEngineForeignTraffic(t *testing.T) {
 	if !modeWorks(ModePrivileged, "ip4") {
 		t.Skip("raw ICMP sockets need CAP_NET_RAW; unprivileged ping sockets never see foreign replies")
 	}
-	p := NewProber(dnstest.Offline(t, time.Minute), ModePrivileged, nil)
+	p := NewProber(dnstest.Offline(t), ModePrivileged, nil)
 	defer p.Close()
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -348,7 +348,7 @@ func TestICMPEngineClose(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			fdsBefore := openFDs(t)
-			p := NewProber(dnstest.Offline(t, time.Minute), mode, nil)
+			p := NewProber(dnstest.Offline(t), mode, nil)
 			// Open both families.
 			for _, addr := range []string{"127.0.0.1", "::1"} {
 				family := map[bool]string{true: "ip4", false: "ip6"}[addr == "127.0.0.1"]
@@ -527,7 +527,7 @@ func BenchmarkICMPShared(b *testing.B) {
 	if err != nil {
 		b.Skipf("no ICMP socket permitted (%v)", err)
 	}
-	p := NewProber(dns.NewResolver(time.Minute), mode, nil)
+	p := NewProber(dns.New(dns.Options{}), mode, nil)
 	defer p.Close()
 	targets := make([]*config.Target, 256)
 	for i := range targets {

@@ -163,7 +163,7 @@ func TestICMPProbe(t *testing.T) {
 					if !modeWorks(mode, tc.family) {
 						t.Skipf("%s ICMP socket for %s not available (IPv6 loopback disabled?)", mode, tc.family)
 					}
-					p := NewProber(dnstest.Offline(t, time.Minute), mode, slog.New(slog.DiscardHandler))
+					p := NewProber(dnstest.Offline(t), mode, slog.New(slog.DiscardHandler))
 					defer p.Close()
 					ctx, cancel := context.WithTimeout(t.Context(), tc.target.Timeout)
 					defer cancel()
@@ -232,7 +232,7 @@ func TestICMPProbeStopsWithContext(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
-					p := NewProber(dnstest.Offline(t, time.Minute), mode, nil)
+					p := NewProber(dnstest.Offline(t), mode, nil)
 					defer p.Close()
 					target := testTarget("127.0.0.1", 5, time.Second)
 					target.Timeout = 10 * time.Second
@@ -262,7 +262,7 @@ func TestICMPProbeTimeoutBoundsRound(t *testing.T) {
 	modes := modesOrSkip(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
-			p := NewProber(dnstest.Offline(t, time.Minute), mode, nil)
+			p := NewProber(dnstest.Offline(t), mode, nil)
 			defer p.Close()
 			target := testTarget("127.0.0.1", 10, 200*time.Millisecond)
 			target.Timeout = 300 * time.Millisecond
@@ -294,7 +294,7 @@ func TestICMPProbePermission(t *testing.T) {
 	}
 	for _, mode := range denied {
 		t.Run(mode.String(), func(t *testing.T) {
-			p := NewProber(dnstest.Offline(t, time.Minute), mode, nil)
+			p := NewProber(dnstest.Offline(t), mode, nil)
 			defer p.Close()
 			got := p.Probe(t.Context(), testTarget("127.0.0.1", 1, 10*time.Millisecond))
 			if got.Success || got.Reason != probe.ReasonPermission {
@@ -410,7 +410,7 @@ func BenchmarkICMPProbe(b *testing.B) {
 	if err != nil {
 		b.Skipf("no ICMP socket permitted (%v)", err)
 	}
-	p := NewProber(dns.NewResolver(time.Minute), mode, nil)
+	p := NewProber(dns.New(dns.Options{}), mode, nil)
 	defer p.Close()
 	target := testTarget(netip.MustParseAddr("127.0.0.1").String(), 1, 10*time.Millisecond)
 	b.ReportAllocs()

@@ -55,7 +55,7 @@ func TestSSHForgetDropsInsecureWarnings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			warns := &warnCounter{}
-			p := NewProber(dns.NewResolver(0), slog.New(warns))
+			p := NewProber(dns.New(dns.Options{}), slog.New(warns))
 			t.Cleanup(p.Close)
 			// A .invalid name fails at DNS, after the warning and without
 			// any traffic.

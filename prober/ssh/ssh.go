@@ -113,6 +113,9 @@ type pooledTarget struct {
 type clientConn struct {
 	client *ssh.Client
 	nc     net.Conn
+	// addr is the address the connection went to, so a pooled connection
+	// is replaced once the name resolves elsewhere.
+	addr netip.Addr
 	// dead is closed once the connection has ended.
 	dead chan struct{}
 	// usedAt is when a probe last completed sessions on the connection
@@ -277,19 +280,31 @@ func (p *Prober) probe(ctx context.Context, t *config.Target) probe.Result {
 	if cfg.InsecureSkipHostKeyVerification {
 		p.warnInsecure(t)
 	}
+	// Resolved on every probe, also one that reuses a connection: the
+	// answer is cached, and a name that moved must not keep its probes on
+	// the old address.
+	ip, err := p.res.Lookup(ctx, t.Name, t.IP)
+	if err != nil {
+		if !errors.Is(err, probe.ErrDNS) {
+			err = fmt.Errorf("%w: %w", probe.ErrDNS, withContext(ctx, err))
+		}
+		skipCommands(sr, cfg.Commands, 0)
+		res.Reason, res.Err = probe.ReasonDNS, err
+		return res
+	}
+	res.Addr = ip
 
 	var (
 		conn   *clientConn
 		owned  bool // close conn after the probe
 		reused bool // conn was established by an earlier probe
 		reason probe.Reason
-		err    error
 	)
 	for attempt := 0; ; attempt++ {
 		if cfg.ReuseConnections {
-			conn, owned, reused, reason, err = p.pooledConn(ctx, t, sr)
+			conn, owned, reused, reason, err = p.pooledConn(ctx, t, ip, sr)
 		} else {
-			conn, reason, err = p.connect(ctx, t, sr)
+			conn, reason, err = p.connect(ctx, t, ip, sr)
 			owned = true
 		}
 		if err != nil {
@@ -347,12 +362,12 @@ func (p *Prober) discard(k config.Key, conn *clientConn) {
 // alive, or establishes a new one unless the target is in reconnect backoff.
 // owned is true when the connection could not be pooled (the prober is
 // closed or the target was forgotten) and the caller must close it.
-func (p *Prober) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSHResult) (conn *clientConn, owned, reused bool, reason probe.Reason, err error) {
+func (p *Prober) pooledConn(ctx context.Context, t *config.Target, ip netip.Addr, sr *probe.SSHResult) (conn *clientConn, owned, reused bool, reason probe.Reason, err error) {
 	k := t.Key()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		conn, reason, err = p.connect(ctx, t, sr)
+		conn, reason, err = p.connect(ctx, t, ip, sr)
 		return conn, true, false, reason, err
 	}
 	e := p.pool[k]
@@ -369,7 +384,7 @@ func (p *Prober) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSH
 	old, fp := e.conn, e.fingerprint
 	p.mu.Unlock()
 	if old != nil {
-		if fp == t.Fingerprint && p.usable(ctx, old, t) {
+		if fp == t.Fingerprint && old.addr == ip && p.usable(ctx, old, t) {
 			return old, false, true, probe.ReasonNone, nil
 		}
 		p.discard(k, old)
@@ -387,7 +402,7 @@ func (p *Prober) pooledConn(ctx context.Context, t *config.Target, sr *probe.SSH
 			retryAt.Sub(start).Round(time.Millisecond), lastErr)
 	}
 
-	conn, reason, err = p.connect(ctx, t, sr)
+	conn, reason, err = p.connect(ctx, t, ip, sr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
@@ -479,7 +494,7 @@ func targetPort(t *config.Target) int {
 // connect resolves, dials and authenticates a new connection to t, recording
 // the Connect, Handshake and Auth phases in sr. The returned connection has
 // no deadline when the target reuses connections, else ctx's deadline.
-func (p *Prober) connect(ctx context.Context, t *config.Target, sr *probe.SSHResult) (*clientConn, probe.Reason, error) {
+func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, sr *probe.SSHResult) (*clientConn, probe.Reason, error) {
 	cfg := t.SSH
 	port := targetPort(t)
 	if port <= 0 || port > 65535 {
@@ -495,13 +510,6 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, sr *probe.SSHRes
 	}
 	defer auth.close()
 
-	ip, err := p.res.Lookup(ctx, t.Name)
-	if err != nil {
-		if !errors.Is(err, probe.ErrDNS) {
-			err = fmt.Errorf("%w: %w", probe.ErrDNS, withContext(ctx, err))
-		}
-		return nil, probe.ReasonDNS, err
-	}
 	raddr := netip.AddrPortFrom(ip, uint16(port))
 	// knownhosts matches on the name as configured, with the port
 	// (knownhosts.Normalize rules), not on the resolved address.
@@ -561,7 +569,9 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, sr *probe.SSHRes
 		// use with its own context instead.
 		_ = nc.SetDeadline(time.Time{})
 	}
-	return newConn(ssh.NewClient(c, chans, reqs), nc), probe.ReasonNone, nil
+	cc := newConn(ssh.NewClient(c, chans, reqs), nc)
+	cc.addr = ip
+	return cc, probe.ReasonNone, nil
 }
 
 // withContext makes sure an error caused by ctx ending says so: a socket

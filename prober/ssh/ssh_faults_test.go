@@ -482,7 +482,7 @@ func TestSSHFaultMatrix(t *testing.T) {
 
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := NewProber(dns.NewResolver(time.Minute), nil)
+			p := NewProber(dns.New(dns.Options{}), nil)
 			s := tc.setup(t)
 			s.tg.Timeout = tc.timeout
 			// One healthy probe first warms the key caches, so what is
@@ -711,7 +711,7 @@ func TestSSHMixedLoad(t *testing.T) {
 		results[r.Key.Host] = append(results[r.Key.Host], faultLag{lag: r.Start.Sub(r.Due), success: r.Success, reason: r.Reason, err: r.Err})
 		mu.Unlock()
 	}
-	sp := NewProber(dns.NewResolver(time.Minute), nil)
+	sp := NewProber(dns.New(dns.Options{}), nil)
 	defer sp.Close()
 	pool, err := schedule.NewPool(cfg.Global, map[string]probe.Prober{config.ProbeSSH: sp}, sink, nil, nil)
 	if err != nil {

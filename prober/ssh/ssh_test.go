@@ -58,7 +58,7 @@ func testHash(b []byte) uint64 {
 // newProber returns a prober closed on cleanup.
 func newProber(t testing.TB) *Prober {
 	t.Helper()
-	p := NewProber(dns.NewResolver(time.Minute), slog.New(slog.DiscardHandler))
+	p := NewProber(dns.New(dns.Options{}), slog.New(slog.DiscardHandler))
 	t.Cleanup(p.Close)
 	return p
 }
@@ -934,7 +934,7 @@ func TestSSHProbeNoLeaks(t *testing.T) {
 			return f
 		}()
 		tarpit := testutil.StartRawServer(t, sshserver.Greet(""))
-		p := NewProber(dns.NewResolver(time.Minute), slog.New(slog.DiscardHandler))
+		p := NewProber(dns.New(dns.Options{}), slog.New(slog.DiscardHandler))
 		run := []config.Command{{Name: "echo", Run: "echo hi"}, {Name: "flood", Run: "flood 100000"}}
 		fresh := srv.cfg(run...)
 		fresh.MaxOutputBytes = 1000

@@ -40,7 +40,7 @@ var sshdNoiseCommand = config.Command{Name: "noise", Run: "echo out; echo err >&
 // closed when the test ends.
 func sshdNewProber(t *testing.T) *Prober {
 	t.Helper()
-	p := NewProber(dns.NewResolver(time.Minute), slog.New(slog.NewTextHandler(t.Output(), nil)))
+	p := NewProber(dns.New(dns.Options{}), slog.New(slog.NewTextHandler(t.Output(), nil)))
 	t.Cleanup(p.Close)
 	return p
 }

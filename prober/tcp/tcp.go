@@ -47,10 +47,11 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 		res.Reason, res.Err = probe.ReasonConfig, fmt.Errorf("tcp: no valid port for %s: %d", t.Host, port)
 		return res
 	}
-	addr, err := p.res.Lookup(ctx, t.Name)
+	addr, err := p.res.Lookup(ctx, t.Name, t.IP)
 	if err != nil {
 		return finish(err)
 	}
+	res.Addr = addr
 	ap := netip.AddrPortFrom(addr, uint16(port))
 	var d net.Dialer
 	if src := t.SourceAddress; src.IsValid() {

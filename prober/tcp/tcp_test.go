@@ -71,7 +71,7 @@ func TestTCPProbe(t *testing.T) {
 					target = testTarget("::1", testutil.FreePort(t, "::1"), 0)
 				}
 			}
-			p := NewProber(dnstest.Offline(t, time.Minute))
+			p := NewProber(dnstest.Offline(t))
 			ctx, cancel := context.WithTimeout(t.Context(), target.Timeout)
 			defer cancel()
 			got := p.Probe(ctx, target)
@@ -123,7 +123,7 @@ func TestTCPProbeContextDone(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := tc.ctx()
 			defer cancel()
-			got := NewProber(dnstest.Offline(t, time.Minute)).Probe(ctx, testTarget("127.0.0.1", open4, 0))
+			got := NewProber(dnstest.Offline(t)).Probe(ctx, testTarget("127.0.0.1", open4, 0))
 			if got.Success || got.Reason != tc.wantReason {
 				t.Errorf("Probe = success %v reason %q (err %v), want failure %q", got.Success, got.Reason, got.Err, tc.wantReason)
 			}
@@ -180,7 +180,7 @@ func TestReasonFor(t *testing.T) {
 
 func BenchmarkTCPProbe(b *testing.B) {
 	port := testutil.TCPListener(b, "127.0.0.1")
-	p := NewProber(dns.NewResolver(time.Minute))
+	p := NewProber(dns.New(dns.Options{}))
 	target := testTarget("127.0.0.1", port, 0)
 	b.ReportAllocs()
 	for b.Loop() {

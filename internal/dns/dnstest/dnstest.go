@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 )
@@ -13,12 +12,12 @@ import (
 // ErrNoDNS is what the offline resolver's DNS dialer returns.
 var ErrNoDNS = errors.New("test: DNS traffic is not allowed")
 
-// Offline returns a Resolver that uses Go's own resolver with /etc/hosts
-// but whose DNS dialer always fails with ErrNoDNS.
-func Offline(t testing.TB, ttl time.Duration) *dns.Resolver {
+// Offline returns a Resolver that answers from /etc/hosts but whose
+// nameserver dialer always fails with ErrNoDNS, so a name not in the hosts
+// file fails as with a dead nameserver.
+func Offline(t testing.TB) *dns.Resolver {
 	t.Helper()
-	return dns.NewResolverWith(ttl, &net.Resolver{
-		PreferGo: true,
+	return dns.New(dns.Options{
 		Dial: func(context.Context, string, string) (net.Conn, error) {
 			return nil, ErrNoDNS
 		},
