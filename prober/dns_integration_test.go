@@ -17,14 +17,18 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns/dnstest"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	kit "github.com/fleet-exporter/fleet_exporter/internal/testutil"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
+	sshprober "github.com/fleet-exporter/fleet_exporter/prober/ssh"
 	"github.com/fleet-exporter/fleet_exporter/prober/tcp"
 )
 
@@ -223,5 +227,34 @@ func TestDNSAAAAOnlyName(t *testing.T) {
 	r := ip.Probe(ctx, kit.ICMPTarget("dns", "six.fx.test", withIP(config.IPPolicy{Preferred: config.IP6})))
 	if !r.Success || r.Addr != netip.IPv6Loopback() {
 		t.Errorf("icmp: success %v addr %v reason %q err %v; want success to ::1", r.Success, r.Addr, r.Reason, r.Err)
+	}
+}
+
+// TestDNSAAAAOnlySSH checks that an SSH probe of a name with only an AAAA
+// record reaches an SSH server on ::1, end to end through the resolver.
+func TestDNSAAAAOnlySSH(t *testing.T) {
+	host := sshkeys.Generate(t, "ed25519")
+	srv := kit.StartSSHServer(t, sshserver.TestOptions{Addr: "::1", HostSigners: []ssh.Signer{host.Signer}, Password: "six-password"})
+	env := newDNSEnv(t, "::1 sixssh.fx.test\n", config.DNS{})
+	pw := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pw, []byte("six-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := sshprober.NewProber(env.res, nil)
+	defer p.Close()
+	cfg := &config.SSHProbe{
+		User: sshserver.DefaultUser, PasswordFile: pw, InsecureSkipHostKeyVerification: true,
+		MaxOutputBytes: 1 << 20, Commands: []config.Command{{Name: "echo", Run: "echo six"}},
+	}
+	target := kit.SSHTarget("dns", "sixssh.fx.test:"+strconv.Itoa(srv.Port), kit.WithSSH(cfg),
+		withIP(config.IPPolicy{Preferred: config.IP4, Fallback: true}))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	r := p.Probe(ctx, target)
+	if !r.Success || r.Addr != netip.IPv6Loopback() {
+		t.Fatalf("ssh: success %v addr %v reason %q err %v; want success to ::1", r.Success, r.Addr, r.Reason, r.Err)
+	}
+	if len(r.SSH.Commands) != 1 || r.SSH.Commands[0].Bytes != int64(len("six\n")) {
+		t.Errorf("commands %+v, want one echo with 4 bytes of output", r.SSH.Commands)
 	}
 }
