@@ -48,20 +48,27 @@ func (o *OneShot) Observe(r probe.Result) {
 
 // Run hands every target to submit with due = now and blocks until each
 // accepted one was observed or ctx ends, whichever comes first. A target
-// submit refuses (a duplicate, or no prober for its type) is not waited
-// for. Run returns ctx.Err() when ctx ended first, nil otherwise. Call it
+// listed twice is submitted once; one submit refuses (still in flight, or
+// no prober for its type) is not waited for. Run returns ctx.Err() when ctx ended first, nil otherwise. Call it
 // once.
 func (o *OneShot) Run(ctx context.Context, submit func(t *config.Target, due time.Time) bool) error {
 	now := time.Now()
+	submitted := make(map[config.Key]struct{}, len(o.targets))
 	for _, t := range o.targets {
 		k := t.Key()
+		// A key is probed once per run, however often it is listed: its
+		// first probe may already be over when the duplicate comes, and
+		// the pool only refuses duplicates still in flight.
+		if _, dup := submitted[k]; dup {
+			continue
+		}
+		submitted[k] = struct{}{}
 		// Mark the key pending before submitting: its result can reach
 		// Observe before submit returns.
 		o.mu.Lock()
-		_, dup := o.pending[k]
 		o.pending[k] = struct{}{}
 		o.mu.Unlock()
-		if !submit(t, now) && !dup {
+		if !submit(t, now) {
 			o.mu.Lock()
 			delete(o.pending, k)
 			o.mu.Unlock()

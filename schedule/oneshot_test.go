@@ -40,7 +40,7 @@ func TestOneShot(t *testing.T) {
 
 				targets := append(poolTargets(4, config.ProbeICMP, time.Minute), poolTargets(3, config.ProbeTCP, time.Minute)...)
 				targets = append(targets,
-					targets[0], // a duplicate is refused, not waited for
+					targets[0], // a duplicate is submitted once, not waited for
 					poolTarget("no-prober", config.ProbeSSH, time.Minute), // refused: no prober
 				)
 				o := NewOneShot(targets)
