@@ -291,7 +291,7 @@ func (v *validator) relabel(p []any, r *RelabelConfig) {
 	}
 	switch r.Action {
 	case RelabelReplace:
-		if needTarget() && !isLabelName(strings.NewReplacer("$", "", "{", "", "}", "").Replace(r.TargetLabel)) {
+		if needTarget() && !templatedLabelName(r.TargetLabel) {
 			v.add(at(p, "target_label"), "target_label %q is invalid for the replace action", r.TargetLabel)
 		}
 	case RelabelHashMod:
@@ -312,7 +312,7 @@ func (v *validator) relabel(p []any, r *RelabelConfig) {
 		}
 		onlyDefaults("regex", "modulus", "separator", "replacement")
 	case RelabelLabelMap:
-		if !isLabelName(strings.NewReplacer("$", "", "{", "", "}", "").Replace(r.Replacement)) {
+		if !templatedLabelName(r.Replacement) {
 			v.add(at(p, "replacement"), "replacement %q is invalid for the labelmap action", r.Replacement)
 		}
 	case RelabelLabelDrop, RelabelLabelKeep:
@@ -321,4 +321,16 @@ func (v *validator) relabel(p []any, r *RelabelConfig) {
 	default:
 		v.add(at(p, "action"), "unknown relabel action %q: want one of replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase", r.Action)
 	}
+}
+
+// labelTemplate is a label name that may hold $1, ${1} or $name references
+// to regex groups, as Prometheus accepts for target_label and labelmap's
+// replacement.
+var labelTemplate = regexp.MustCompile(`^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$`)
+
+func templatedLabelName(s string) bool {
+	if !strings.Contains(s, "$") {
+		return isLabelName(s)
+	}
+	return labelTemplate.MatchString(s)
 }
