@@ -294,6 +294,7 @@ func (m *Manager) ApplyConfig(ctx context.Context, cfg *config.Config) error {
 
 func (m *Manager) initMetrics(s *source) {
 	m.targets.WithLabelValues(s.set, s.name)
+	m.lastSuccess.WithLabelValues(s.set, s.name)
 	m.dropped.WithLabelValues(s.set, s.name)
 	reasons := fileReasons
 	if s.http != nil {

@@ -27,7 +27,7 @@ import (
 // may be loaded; the waits end as soon as the change is seen.
 const eventWait = 15 * time.Second
 
-func parseConfig(t *testing.T, dir, yml string) *config.Config {
+func parseConfig(t testing.TB, dir, yml string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yml), filepath.Join(dir, "fleet.yml"))
 	if err != nil {
