@@ -69,12 +69,6 @@ func (f *fileSource) dirs() []string {
 	return []string{d}
 }
 
-// matches reports whether a changed path concerns this source.
-func (f *fileSource) matches(path string) bool {
-	ok, _ := filepath.Match(f.glob, path)
-	return ok
-}
-
 // withLabel returns labels with name set, without changing the input.
 func withLabel(labels map[string]string, name, value string) map[string]string {
 	out := make(map[string]string, len(labels)+1)

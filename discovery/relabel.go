@@ -101,7 +101,8 @@ func validLabelName(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		b := s[i]
-		if !(b >= 'a' && b <= 'z') && !(b >= 'A' && b <= 'Z') && !(b >= '0' && b <= '9') && b != '_' {
+		letter := (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z')
+		if !letter && (b < '0' || b > '9') && b != '_' {
 			return false
 		}
 	}
