@@ -381,7 +381,10 @@ func (m *Manager) loop(ctx context.Context, s *source, done chan struct{}, readN
 		}
 	}
 	wait := s.refresh
-	if readNow {
+	if readNow || events != nil {
+		// A file source reads once the watch is in place: a change
+		// between the last read and the watch would otherwise wait for
+		// the refresh interval.
 		wait = 0
 	}
 	timer := time.NewTimer(wait)
@@ -524,14 +527,14 @@ func (m *Manager) process(s *source, groups []Group) ([]config.DiscoveredHost, i
 		dropped  int
 		interned = map[string]map[string]string{}
 		key      strings.Builder
+		declared = slices.Sorted(maps.Keys(hs.Labels))
 	)
 	for _, g := range groups {
 		for _, t := range g.Targets {
-			in := make(map[string]string, len(g.Labels)+1)
-			maps.Copy(in, g.Labels)
-			in["__address__"] = t
-			out, keep := Relabel(hs.RelabelConfigs, in)
-			if !keep {
+			out := make(map[string]string, len(g.Labels)+1)
+			maps.Copy(out, g.Labels)
+			out["__address__"] = t
+			if !relabelInPlace(hs.RelabelConfigs, out) {
 				continue
 			}
 			entry := out["host"]
@@ -555,10 +558,10 @@ func (m *Manager) process(s *source, groups []Group) ([]config.DiscoveredHost, i
 					dropped++
 				}
 			}
+			// labels holds exactly the declared names, so their values
+			// in a fixed order identify it.
 			key.Reset()
-			for _, name := range slices.Sorted(maps.Keys(labels)) {
-				key.WriteString(name)
-				key.WriteByte(0)
+			for _, name := range declared {
 				key.WriteString(labels[name])
 				key.WriteByte(0)
 			}

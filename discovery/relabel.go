@@ -20,12 +20,20 @@ func Relabel(cfgs []config.RelabelConfig, labels map[string]string) (map[string]
 	if out == nil {
 		out = map[string]string{}
 	}
-	for i := range cfgs {
-		if !relabelOne(&cfgs[i], out) {
-			return nil, false
-		}
+	if !relabelInPlace(cfgs, out) {
+		return nil, false
 	}
 	return out, true
+}
+
+// relabelInPlace is Relabel on a map the caller owns.
+func relabelInPlace(cfgs []config.RelabelConfig, ls map[string]string) bool {
+	for i := range cfgs {
+		if !relabelOne(&cfgs[i], ls) {
+			return false
+		}
+	}
+	return true
 }
 
 // set writes a label; the empty value removes it, as in Prometheus.
