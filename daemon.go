@@ -136,7 +136,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 
 	reg.MustRegister(disc)
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
-	rl.disc = disc
+	rl.disc, rl.ctx = disc, ctx
 	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
 	mux, err := newMux(opts, reg, rl, f, logger)
 	if err != nil {
@@ -212,8 +212,10 @@ type reloader struct {
 	filename  string
 	preflight preflight.Options
 	fleet     *fleet
-	// disc runs the discovery sources of the current config.
+	// disc runs the discovery sources of the current config; ctx, the
+	// daemon's, bounds the reads a reload makes.
 	disc   *discovery.Manager
+	ctx    context.Context
 	logger *slog.Logger
 	ready  atomic.Bool
 
@@ -297,14 +299,14 @@ func (rl *reloader) reloadLocked() error {
 	// The new config's discovery sources are read before its targets are
 	// checked; a config that then fails goes back to the running sources,
 	// each with its last good read.
-	if err := rl.disc.ApplyConfig(context.Background(), cfg); err != nil {
+	if err := rl.disc.ApplyConfig(rl.ctx, cfg); err != nil {
 		return err
 	}
 	pre := rl.preflight
 	pre.Discovered = rl.disc.Hosts()
 	report, err := preflight.Check(cfg, pre)
 	if err != nil {
-		if rerr := rl.disc.ApplyConfig(context.Background(), rl.current); rerr != nil {
+		if rerr := rl.disc.ApplyConfig(rl.ctx, rl.current); rerr != nil {
 			rl.logger.Error("Cannot restore the running discovery sources", "err", rerr)
 		}
 		return err

@@ -207,3 +207,74 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReloadWithDiscovery checks that a reload reads the sources it adds
+// before it returns, keeps a source it does not change, and that a reload
+// that fails goes back to the running sources.
+func TestReloadWithDiscovery(t *testing.T) {
+	a := testutil.TCPListener(t, "127.0.0.1")
+	b := testutil.TCPListener(t, "127.0.0.1")
+	dir := t.TempDir()
+	writeFile(t, dir, "a.json", fmt.Sprintf(`[{"targets": ["127.0.0.1:%d"]}]`, a))
+	writeFile(t, dir, "b.json", fmt.Sprintf(`[{"targets": ["127.0.0.1:%d"]}]`, b))
+	cfg := func(globs, extra string) string {
+		return fmt.Sprintf(`
+global:
+  interval: 1s
+  timeout: 500ms
+host_sets:
+  - name: sd
+    file_sd: [%s]
+    probes:
+      tcp: {}%s
+`, globs, extra)
+	}
+	cfgFile := writeFile(t, dir, "fleet.yml", cfg("a.json", ""))
+	d := startDaemon(t, "--config.file="+cfgFile)
+	base := "http://" + d.addr
+	scrape := func() string {
+		_, body := httpDo(t, "GET", base+"/metrics")
+		return body
+	}
+	series := func(port int) string {
+		return fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",probe="tcp",set="sd"} 1`, port)
+	}
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), series(a)) })
+
+	writeFile(t, dir, "fleet.yml", cfg("a.json, b.json", ""))
+	if code, body := httpDo(t, "POST", base+"/-/reload"); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	// The added source was read by the reload itself.
+	if body := scrape(); !strings.Contains(body, fmt.Sprintf(`fleet_targets{probe="tcp",set="sd"} 2`)) {
+		t.Errorf("after the reload fleet_targets is not 2:\n%s", grep(body, "fleet_targets"))
+	}
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), series(b)) })
+
+	// A reload that fails after reading its sources (a key file that is
+	// not there) keeps both sources' hosts.
+	writeFile(t, dir, "fleet.yml", cfg("a.json, b.json, c.json", `
+      ssh:
+        user: u
+        insecure_skip_host_key_verification: true
+        private_key_file: `+filepath.Join(dir, "no-such-key")))
+	if code, body := httpDo(t, "POST", base+"/-/reload"); code != 500 || !strings.Contains(body, "no-such-key") {
+		t.Errorf("bad reload: %d %q, want 500 naming the key file", code, body)
+	}
+	if body := scrape(); !strings.Contains(body, series(a)) || !strings.Contains(body, `fleet_discovery_targets{set="sd",source="file_sd:`+filepath.Join(dir, "b.json")+`"} 1`) {
+		t.Errorf("a failed reload lost discovered hosts:\n%s", grep(body, `set="sd"`))
+	}
+
+	// Dropping a source drops its hosts and its series.
+	writeFile(t, dir, "fleet.yml", cfg("b.json", ""))
+	if code, body := httpDo(t, "POST", base+"/-/reload"); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	body := scrape()
+	if strings.Contains(body, fmt.Sprintf(`host="127.0.0.1:%d"`, a)) || strings.Contains(body, "a.json") {
+		t.Errorf("the removed source's hosts or series remain:\n%s", grep(body, "a.json"))
+	}
+	if !strings.Contains(body, series(b)) {
+		t.Error("the kept source's host lost its result across the reload")
+	}
+}
