@@ -70,7 +70,8 @@ host_sets:
 
 	waitFor(t, 10*time.Second, has(series(a)))
 	if body := scrape(); !strings.Contains(body, `fleet_discovery_targets{set="sd",`+src+`} 1`) ||
-		!strings.Contains(body, `fleet_discovery_dropped_labels_total{set="sd",`+src+`} 1`) {
+		!strings.Contains(body, `fleet_discovery_dropped_labels_total{set="sd",`+src+`} `) ||
+		strings.Contains(body, `fleet_discovery_dropped_labels_total{set="sd",`+src+`} 0`) {
 		t.Fatalf("discovery metrics missing:\n%s", grep(body, "fleet_discovery_"))
 	}
 
