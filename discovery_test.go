@@ -247,7 +247,7 @@ host_sets:
 		t.Fatalf("reload: %d %s", code, body)
 	}
 	// The added source was read by the reload itself.
-	if body := scrape(); !strings.Contains(body, fmt.Sprintf(`fleet_targets{probe="tcp",set="sd"} 2`)) {
+	if body := scrape(); !strings.Contains(body, `fleet_targets{probe="tcp",set="sd"} 2`) {
 		t.Errorf("after the reload fleet_targets is not 2:\n%s", grep(body, "fleet_targets"))
 	}
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), series(b)) })
