@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -498,5 +499,69 @@ host_sets:
 	}
 	if n := promtestutil.CollectAndCount(m); n != 0 {
 		t.Errorf("%d discovery series after removing the source, want 0", n)
+	}
+}
+
+// TestHTTPSDWithTLSAndBasicAuth fetches over TLS, verified against a CA
+// file, with basic auth whose password comes from a file; a certificate
+// the client cannot verify is a failed request.
+func TestHTTPSDWithTLSAndBasicAuth(t *testing.T) {
+	hs := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "sd" || p != "pw-from-file" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		fmt.Fprint(w, `[{"targets": ["10.2.0.1"]}]`)
+	}))
+	defer hs.Close()
+	dir := t.TempDir()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("pw-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yml := `
+host_sets:
+  - name: tls
+    http_sd:
+      - url: %s
+        basic_auth: {username: sd, password_file: %s}
+        tls_config: {ca_file: %s}
+    probes: {icmp: }
+`
+	// Without tls_config the system roots apply, which do not hold the
+	// test server's certificate.
+	noCA := strings.Replace(yml, "        tls_config: {ca_file: %s}\n", "", 1)
+	for _, c := range []struct {
+		name, pw, ca, reason string
+		hosts                int
+	}{
+		{"verified with the right password", "pw", "ca.pem", "", 1},
+		{"wrong password", "ca.pem", "ca.pem", "http_status", 0},
+		{"unknown CA", "pw", "", "http", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := discovery.NewManager(discovery.Options{})
+			defer m.Close()
+			text := fmt.Sprintf(yml, hs.URL, c.pw, c.ca)
+			if c.ca == "" {
+				text = fmt.Sprintf(noCA, hs.URL, c.pw)
+			}
+			if err := m.ApplyConfig(t.Context(), parseConfig(t, dir, text)); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(m.Hosts()["tls"]); got != c.hosts {
+				t.Errorf("%d hosts, want %d (status %+v)", got, c.hosts, m.Status())
+			}
+			if c.reason != "" {
+				l := map[string]string{"set": "tls", "source": "http_sd:" + hs.URL, "reason": c.reason}
+				if v, _ := metric(t, m, "fleet_discovery_failures_total", l); v != 1 {
+					t.Errorf("fleet_discovery_failures_total%v = %v, want 1 (status %+v)", l, v, m.Status())
+				}
+			}
+		})
 	}
 }
