@@ -110,7 +110,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 	app := kingpin.New(exporterName, "Polls host sets with ICMP, TCP and SSH probes and exposes the results to Prometheus.")
 	app.Flag("config.file", "Configuration file. Without it an embedded default watches localhost.").
 		PlaceHolder("FILE").StringVar(&opts.configFile)
-	app.Flag("config.check", "Validate the configuration, print a summary of sets and target counts, and exit.").
+	app.Flag("config.check", "Validate the configuration, read every discovery source once, print a summary of sets, target counts and hosts per discovery source, and exit.").
 		BoolVar(&opts.configCheck)
 	app.Flag("once", "Run every probe once, print the results and exit; exit code 1 if any probe failed.").
 		BoolVar(&opts.once)
