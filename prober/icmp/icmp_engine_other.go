@@ -23,5 +23,14 @@ func (*sharedEngine) ping(context.Context, roundSpec) (stats, error) {
 	return stats{}, errEngineUnavailable
 }
 
+// start rejects every round: the prober falls back to pro-bing.
+func (*sharedEngine) start(_ context.Context, specs []startSpec, _ outcomeSink) []rejected {
+	rej := make([]rejected, len(specs))
+	for i := range specs {
+		rej[i] = rejected{spec: specs[i], err: errEngineUnavailable}
+	}
+	return rej
+}
+
 // close does nothing.
 func (*sharedEngine) close() {}

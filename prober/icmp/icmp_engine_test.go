@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -210,12 +211,14 @@ func TestICMPEngineDeliver(t *testing.T) {
 				mode = ModePrivileged
 			}
 			e := newTestEngine(t, mode)
-			w := e.register(roundSpec{addr: netip.MustParseAddr("127.0.0.9"), count: 3, interval: time.Millisecond, size: 56, timeout: time.Second})
-			defer e.release(w)
+			sink := &countSink{}
+			sock := &engineSocket{raw: tc.raw}
 			e.pmu.Lock()
+			w := e.newFlight(&startSpec{round: roundSpec{addr: netip.MustParseAddr("127.0.0.9"), count: 3, interval: time.Millisecond, size: 56, timeout: time.Second}},
+				sock, sink, e.mono(time.Now()))
 			w.sent = 2 // packets 0 and 1 are out, 2 is not
-			w.sendAt[0] = time.Now().Add(-time.Millisecond)
-			w.sendAt[1] = time.Now().Add(-time.Millisecond)
+			w.sendAt[0] = time.Now().Add(-time.Millisecond).UnixNano()
+			w.sendAt[1] = time.Now().Add(-time.Millisecond).UnixNano()
 			e.pmu.Unlock()
 			for _, s := range tc.steps {
 				spec := testReplySpec{id: e.id, cookie: e.cookie, token: w.token, src: "127.0.0.9", typ: icmpv4EchoReply}
@@ -231,10 +234,12 @@ func TestICMPEngineDeliver(t *testing.T) {
 				if spec.trunc {
 					pkt = pkt[:off+8+payloadHeader-1]
 				}
-				e.deliver(false, tc.raw, pkt, testName(spec.src), nil, time.Now())
+				var out outcomes
 				e.pmu.Lock()
+				e.deliver(false, tc.raw, pkt, testName(spec.src), nil, time.Now(), &out)
 				got := w.recv
 				e.pmu.Unlock()
+				out.flush()
 				if got != s.wantRecv {
 					t.Errorf("after %q: received = %d, want %d", s.name, got, s.wantRecv)
 				}
@@ -245,13 +250,25 @@ func TestICMPEngineDeliver(t *testing.T) {
 			if rtt < time.Millisecond {
 				t.Errorf("RTT sum = %v, want at least 1ms (sent 1ms before delivery)", rtt)
 			}
-			select {
-			case <-w.done:
-				t.Errorf("done signalled with fewer than count replies")
-			default:
+			if n := sink.n.Load(); n != 0 {
+				t.Errorf("round finished with fewer than count replies (%d outcomes)", n)
 			}
 		})
 	}
+}
+
+// countSink counts the outcomes it is handed and keeps the last.
+type countSink struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	last []outcome
+}
+
+func (c *countSink) done(o []outcome) {
+	c.n.Add(int64(len(o)))
+	c.mu.Lock()
+	c.last = append(c.last, o...)
+	c.mu.Unlock()
 }
 
 // testReplySpec describes one crafted reply for TestICMPEngineDeliver.
