@@ -470,4 +470,3 @@ type rejected struct {
 	spec startSpec
 	err  error
 }
-

@@ -168,9 +168,9 @@ type flight struct {
 	token    uint32
 	gen      uint32
 	finished bool
-	sent     int       // packets handed to the kernel, or about to be
-	sendAt   []int64   // Unix nanoseconds per sequence number
-	got      []uint64  // bitmap of sequence numbers answered
+	sent     int      // packets handed to the kernel, or about to be
+	sendAt   []int64  // Unix nanoseconds per sequence number
+	got      []uint64 // bitmap of sequence numbers answered
 	recv     int
 	rttSum   time.Duration
 	err      error
@@ -1004,7 +1004,6 @@ const (
 	icmpv6EchoReply   = 129
 )
 
-
 // checksum is the Internet checksum (RFC 1071) of b.
 func checksum(b []byte) uint16 {
 	var sum uint32
@@ -1079,7 +1078,6 @@ func (b *readBatch) reset() {
 		h.Flags = 0
 	}
 }
-
 
 // source returns the source address from a received msg_name.
 func source(v6 bool, name *unix.RawSockaddrInet6) netip.Addr {
