@@ -129,7 +129,7 @@ for cell in "${cells[@]}"; do
       port=$((port + 1))
       url=http://127.0.0.1:$port/metrics
       # Exporter: warm up two intervals (and the load), then the window.
-      nsx "$bin" --config.file="$cfg" --web.listen-address=127.0.0.1:$port --web.enable-pprof \
+      ip netns exec "$ns" "$bin" --config.file="$cfg" --web.listen-address=127.0.0.1:$port --web.enable-pprof \
         "${flag[@]}" --log.level=warn >"$tmp/exp.log" 2>&1 &
       epid=$!
       pids+=("$epid")
@@ -171,27 +171,42 @@ for cell in "${cells[@]}"; do
         'BEGIN { printf "%.0f", (p1 - p0) / (b - a) * c * (t1 - t0) }')
       ecpu=$(awk -v a="$c0" -v b="$c1" -v k="$clk" 'BEGIN { printf "%.3f", (b - a) / k }')
 
-      # fping on the same file and packet rate, same namespace.
-      nsx fping -l -q -p "$fp" -i 0 -f "$tf" >/dev/null 2>"$tmp/fping.err" &
-      fpid=$!
-      pids+=("$fpid")
+      # fping on the same file and packet rate, same namespace. fping 5.1
+      # draws every ping from one 16-bit sequence space that it recycles
+      # only after 10 s, so one process sends at most about 6,500 pings/s
+      # ("not enough sequence numbers available"); faster fleets are split
+      # over processes of at most 5,000 pings/s each, whose CPU is added up.
+      rm -f "$tmp"/fchunk-*
+      split -l $((5 * fp)) -d -a 3 "$tf" "$tmp/fchunk-"
+      fpids=()
+      for chunk in "$tmp"/fchunk-*; do
+        ip netns exec "$ns" fping -l -q -p "$fp" -i 0 -f "$chunk" >/dev/null 2>"$chunk.err" &
+        fpids+=($!)
+        pids+=($!)
+      done
       sleep $((2 * iv + 3))
-      d0=$(cpu_ticks "$fpid")
+      d0=0
+      for f in "${fpids[@]}"; do d0=$((d0 + $(cpu_ticks "$f"))); done
       s0=$(date +%s.%N)
       sleep "$window"
-      d1=$(cpu_ticks "$fpid")
+      d1=0
+      frss=0
+      for f in "${fpids[@]}"; do
+        d1=$((d1 + $(cpu_ticks "$f")))
+        frss=$((frss + $(rss_kb "$f")))
+      done
       s1=$(date +%s.%N)
-      frss=$(rss_kb "$fpid")
-      kill -INT "$fpid"
-      wait "$fpid" || true
+      for f in "${fpids[@]}"; do kill -INT "$f"; done
+      for f in "${fpids[@]}"; do wait "$f" || true; done
       # fping's per-target summary: "addr : xmt/rcv/%loss = 12/12/0%, ..."
-      read -r fxmt frcv < <(awk -F'[=/,]' '/xmt\/rcv/ { x += $4; r += $5 } END { print x + 0, r + 0 }' "$tmp/fping.err")
+      nfp=${#fpids[@]}
+      read -r fxmt frcv < <(cat "$tmp"/fchunk-*.err | awk -F'[=/,]' '/xmt\/rcv/ { x += $4; r += $5 } END { print x + 0, r + 0 }')
       fpings=$(awk -v n="$n" -v p="$fp" -v a="$s0" -v b="$s1" 'BEGIN { printf "%.0f", n * (b - a) * 1000 / p }')
       fcpu=$(awk -v a="$d0" -v b="$d1" -v k="$clk" 'BEGIN { printf "%.3f", (b - a) / k }')
 
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$mode" "$n" "$iv" "$count" "$run" "$ecpu" "$epings" "$fcpu" "$fpings" \
-        "$skipped" "$((sent - recv))" "$lag" "$rss" "$frss" "$((fxmt - frcv))" "$load" "$(loadavg)" | tee -a "$out" >&2
+        "$skipped" "$((sent - recv))" "$lag" "$rss" "$frss" "$((fxmt - frcv))" "$load" "$(loadavg)" "$nfp" | tee -a "$out" >&2
     done
   done
 done
@@ -199,7 +214,7 @@ done
 # Report: per cell and mode, medians over the runs.
 echo "Exporter built from $rev; $(nproc) CPUs, $(uname -r), $(fping --version 2>&1 | head -1); window ${window}s after a warm-up of two intervals + 3 s; $runs runs, medians."
 echo
-echo "| mode | targets | interval | count | exporter µs/ping | fping µs/ping | ratio | exporter CPU % | fping CPU % | skipped | replies lost (exporter, fping) | lag p99 ≤ | RSS/target | load avg (start of runs) |"
+echo "| mode | targets | interval | count | exporter µs/ping | fping µs/ping (processes) | ratio | exporter CPU % | fping CPU % | skipped | replies lost (exporter, fping) | lag p99 ≤ | RSS/target | load avg (start of runs) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 awk -F'\t' -v w="$window" '
   function median(s,   a, k, i, j, t) {
@@ -215,18 +230,18 @@ awk -F'\t' -v w="$window" '
     EP[key] = EP[key] " " $6 * 100 / w; FP[key] = FP[key] " " $8 * 100 / w
     S[key] += $10; L[key] = L[key] " " $11; FL[key] = FL[key] " " $15
     if ($12 == "n/a" || $12 > LAG[key]) LAG[key] = $12
-    RSS[key] = RSS[key] " " $13 * 1024 / $2; LOAD[key] = LOAD[key] ($5 > 1 ? "; " : "") $16
+    RSS[key] = RSS[key] " " $13 * 1024 / $2; LOAD[key] = LOAD[key] ($5 > 1 ? "; " : "") $16; NFP[key] = $18
   }
   END {
     for (i = 1; i <= nk; i++) {
       k = keys[i]; split(k, f, "\t")
-      printf "| %s | %d | %ss | %d | %.2f | %.2f | %.2f× | %.1f | %.1f | %d | %s / %s | %s s | %.0f B | %s |\n",
-        f[1], f[2], f[3], f[4], median(E[k]), median(F[k]), median(R[k]), median(EP[k]), median(FP[k]),
+      printf "| %s | %d | %ss | %d | %.2f | %.2f (%d) | %.2f× | %.1f | %.1f | %d | %s / %s | %s s | %.0f B | %s |\n",
+        f[1], f[2], f[3], f[4], median(E[k]), median(F[k]), NFP[k], median(R[k]), median(EP[k]), median(FP[k]),
         S[k], L[k], FL[k], LAG[k], median(RSS[k]), LOAD[k]
     }
   }' "$out"
 echo
-echo "Raw rows (mode targets interval count run exporter_cpu_s exporter_pings fping_cpu_s fping_pings skipped exporter_lost lag_p99 exporter_rss_kb fping_rss_kb fping_lost load_start load_end):"
+echo "Raw rows (mode targets interval count run exporter_cpu_s exporter_pings fping_cpu_s fping_pings skipped exporter_lost lag_p99 exporter_rss_kb fping_rss_kb fping_lost load_start load_end fping_processes):"
 echo
 echo '```'
 cat "$out"

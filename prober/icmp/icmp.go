@@ -12,6 +12,7 @@ import (
 	"time"
 
 	probing "github.com/prometheus-community/pro-bing"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -395,6 +396,24 @@ func (p *Prober) probeProBing(ctx context.Context, t *config.Target, r roundSpec
 		runErr = nil
 	}
 	return out, runErr
+}
+
+// discardedDesc describes fleet_icmp_replies_discarded_total.
+var discardedDesc = prometheus.NewDesc("fleet_icmp_replies_discarded_total",
+	"Echo replies to this exporter's requests that were not counted: duplicate (a second reply to one request of a round in flight), "+
+		"late (the round had ended: timed out, or complete), mismatched (from another address than the target, or to a request not sent).",
+	[]string{"reason"}, nil)
+
+// Describe implements prometheus.Collector.
+func (p *Prober) Describe(ch chan<- *prometheus.Desc) { ch <- discardedDesc }
+
+// Collect implements prometheus.Collector: the shared engine's discarded
+// reply counts.
+func (p *Prober) Collect(ch chan<- prometheus.Metric) {
+	d := p.engine.discardedReplies()
+	for i, n := range d {
+		ch <- prometheus.MustNewConstMetric(discardedDesc, prometheus.CounterValue, float64(n), discardNames[i])
+	}
 }
 
 // roundTimeout returns how long one round may last: the target's timeout,

@@ -78,7 +78,7 @@ const (
 	readSize = 60 + 8 + payloadHeader
 	// wheelTick is the resolution of the timeout wheel: round timeouts
 	// and the later packets of a round are late by at most about this.
-	wheelTick = 5 * time.Millisecond
+	wheelTick = 10 * time.Millisecond
 	// wheelSlots is the number of wheel slots (a power of two); deadlines
 	// further out than wheelSlots ticks wait for more turns.
 	wheelSlots = 1024
@@ -124,6 +124,9 @@ type sharedEngine struct {
 	nextToken uint32
 	free      []*flight
 	wheel     wheel
+	// discarded counts our replies that matched no packet in flight, by
+	// discardReason.
+	discarded [discardReasons]uint64
 
 	// smu guards snd, the one send batch.
 	smu sync.Mutex
@@ -191,6 +194,28 @@ type group struct {
 type groupMember struct {
 	f   *flight
 	gen uint32
+}
+
+// Reasons a reply carrying our cookie is discarded.
+const (
+	// discardDuplicate is a second reply to a packet of a round in flight.
+	discardDuplicate = iota
+	// discardLate is a reply to a round that is no longer in flight.
+	discardLate
+	// discardMismatched is a reply with the token of a round in flight but
+	// from another address, or to a sequence number not sent.
+	discardMismatched
+	discardReasons
+)
+
+// discardNames are the reason label values of discardDuplicate and on.
+var discardNames = [discardReasons]string{"duplicate", "late", "mismatched"}
+
+// discardedReplies returns the discarded reply counts by reason.
+func (e *sharedEngine) discardedReplies() [discardReasons]uint64 {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	return e.discarded
 }
 
 // newEngine returns an engine for the given socket mode. It opens no
@@ -895,10 +920,17 @@ func (e *sharedEngine) deliver(v6, raw bool, pkt []byte, name *unix.RawSockaddrI
 	token := binary.BigEndian.Uint32(pkt[12:16])
 
 	f := e.pending[token]
-	if f == nil || seq >= f.sent || f.got[seq/64]&(1<<(seq%64)) != 0 {
-		return // late, foreign or duplicate
-	}
-	if source(v6, name) != f.match {
+	switch {
+	case f == nil:
+		// The round is over: timed out, or complete and this is a
+		// duplicate that came after its end.
+		e.discarded[discardLate]++
+		return
+	case seq >= f.sent || source(v6, name) != f.match:
+		e.discarded[discardMismatched]++
+		return
+	case f.got[seq/64]&(1<<(seq%64)) != 0:
+		e.discarded[discardDuplicate]++
 		return
 	}
 	f.got[seq/64] |= 1 << (seq % 64)

@@ -32,5 +32,13 @@ func (*sharedEngine) start(_ context.Context, specs []startSpec, _ outcomeSink) 
 	return rej
 }
 
+// Reasons a reply is discarded; the stub discards none.
+const discardReasons = 3
+
+var discardNames = [discardReasons]string{"duplicate", "late", "mismatched"}
+
+// discardedReplies returns zeros.
+func (*sharedEngine) discardedReplies() [discardReasons]uint64 { return [discardReasons]uint64{} }
+
 // close does nothing.
 func (*sharedEngine) close() {}
