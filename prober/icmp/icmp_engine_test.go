@@ -517,7 +517,7 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 	defer cancel()
 	script := ip + ` link set lo up && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && exec "$0" "$@"`
 	cmd := exec.CommandContext(ctx, unshare, "--net", "--", "/bin/sh", "-c", script, self,
-		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe)$`,
+		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers)$`,
 		"-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), netnsChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -529,6 +529,8 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 		"--- PASS: TestICMPEnginePing/unprivileged/::1_three_packets",
 		"--- PASS: TestICMPEngineManyTargets/unprivileged/2000_IPv4_targets",
 		"--- PASS: TestICMPEngineClose/unprivileged",
+		"--- PASS: TestICMPProbeBatch/unprivileged/100_probes_of_::1,_count_3",
+		"--- PASS: TestICMPEngineSocketErrorRecovers/unprivileged",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("namespace run lacks %q:\n%s", want, out)
