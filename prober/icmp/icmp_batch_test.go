@@ -286,3 +286,42 @@ func TestICMPEngineSocketErrorRecovers(t *testing.T) {
 		})
 	}
 }
+
+// TestICMPWheel checks the timeout wheel: entries fire at their tick, not
+// before; entries a turn or more ahead wait for their turn; an entry added
+// for now while a slot is processed fires at the next advance.
+func TestICMPWheel(t *testing.T) {
+	tick := int64(wheelTick)
+	var w wheel
+	var fired []int64
+	fn := func(en wheelEntry) { fired = append(fired, en.at) }
+	w.add(wheelEntry{at: 3 * tick})
+	w.add(wheelEntry{at: 3*tick + wheelSlots*tick}) // same slot, next turn
+	w.add(wheelEntry{at: tick / 2})
+	w.advance(2*tick, fn)
+	if len(fired) != 1 || fired[0] != tick/2 {
+		t.Fatalf("fired by tick 2: %v, want only the entry at tick 0", fired)
+	}
+	fired = nil
+	w.advance(3*tick, func(en wheelEntry) {
+		fired = append(fired, en.at)
+		w.add(wheelEntry{at: 3 * tick, send: true}) // due now: next advance
+	})
+	if len(fired) != 1 || fired[0] != 3*tick {
+		t.Fatalf("fired at tick 3: %v, want the entry at tick 3 only", fired)
+	}
+	fired = nil
+	w.advance(3*tick+1, fn)
+	if len(fired) != 1 {
+		t.Fatalf("entry added while processing: fired %v at the next advance, want once", fired)
+	}
+	fired = nil
+	w.advance(3*tick+(wheelSlots-1)*tick, fn)
+	if len(fired) != 0 {
+		t.Fatalf("next-turn entry fired early: %v", fired)
+	}
+	w.advance(3*tick+wheelSlots*tick, fn)
+	if len(fired) != 1 || fired[0] != 3*tick+wheelSlots*tick {
+		t.Fatalf("next-turn entry: fired %v, want it at its tick", fired)
+	}
+}

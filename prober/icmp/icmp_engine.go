@@ -786,12 +786,16 @@ func (w *wheel) add(en wheelEntry) {
 // of the wheel stay.
 func (w *wheel) advance(now int64, fn func(wheelEntry)) {
 	end := now / int64(wheelTick)
-	for ; w.cur <= end; w.cur++ {
-		s := &w.slots[w.cur&(wheelSlots-1)]
+	for w.cur <= end {
+		tick := w.cur
+		// Move on first: entries fn adds for now or the past go to the
+		// next slot, which this or the next advance processes.
+		w.cur++
+		s := &w.slots[tick&(wheelSlots-1)]
 		keep := (*s)[:0]
 		due := w.due[:0]
 		for _, en := range *s {
-			if en.at/int64(wheelTick) > w.cur {
+			if en.at/int64(wheelTick) > tick {
 				keep = append(keep, en)
 				continue
 			}
