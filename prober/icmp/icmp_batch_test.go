@@ -311,9 +311,9 @@ func TestICMPWheel(t *testing.T) {
 		t.Fatalf("fired at tick 3: %v, want the entry at tick 3 only", fired)
 	}
 	fired = nil
-	w.advance(3*tick+1, fn)
+	w.advance(4*tick, fn)
 	if len(fired) != 1 {
-		t.Fatalf("entry added while processing: fired %v at the next advance, want once", fired)
+		t.Fatalf("entry added while processing: fired %v at the next tick, want once", fired)
 	}
 	fired = nil
 	w.advance(3*tick+(wheelSlots-1)*tick, fn)
