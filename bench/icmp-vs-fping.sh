@@ -138,6 +138,9 @@ for cell in "${cells[@]}"; do
         sleep 0.1
       done
       sleep $((2 * iv + 3))
+      # RSS of the probing process before any scrape has built a /metrics
+      # page; the later figure includes one.
+      rss0=$(rss_kb "$epid")
       tm0=$(date +%s.%N)
       nsx curl -s "$url" | grep -E '^fleet_(scheduler_lag|probes_skipped|probes_total|pool_)' >"$tmp/m0" || true
       sleep 1
@@ -204,9 +207,9 @@ for cell in "${cells[@]}"; do
       fpings=$(awk -v n="$n" -v p="$fp" -v a="$s0" -v b="$s1" 'BEGIN { printf "%.0f", n * (b - a) * 1000 / p }')
       fcpu=$(awk -v a="$d0" -v b="$d1" -v k="$clk" 'BEGIN { printf "%.3f", (b - a) / k }')
 
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$mode" "$n" "$iv" "$count" "$run" "$ecpu" "$epings" "$fcpu" "$fpings" \
-        "$skipped" "$((sent - recv))" "$lag" "$rss" "$frss" "$((fxmt - frcv))" "$load" "$(loadavg)" "$nfp" | tee -a "$out" >&2
+        "$skipped" "$((sent - recv))" "$lag" "$rss" "$frss" "$((fxmt - frcv))" "$load" "$(loadavg)" "$nfp" "$rss0" | tee -a "$out" >&2
     done
   done
 done
@@ -214,7 +217,7 @@ done
 # Report: per cell and mode, medians over the runs.
 echo "Exporter built from $rev; $(nproc) CPUs, $(uname -r), $(fping --version 2>&1 | head -1); window ${window}s after a warm-up of two intervals + 3 s; $runs runs, medians."
 echo
-echo "| mode | targets | interval | count | exporter µs/ping | fping µs/ping (processes) | ratio | exporter CPU % | fping CPU % | skipped | replies lost (exporter, fping) | lag p99 ≤ | RSS/target | load avg (start of runs) |"
+echo "| mode | targets | interval | count | exporter µs/ping | fping µs/ping (processes) | ratio | exporter CPU % | fping CPU % | skipped | replies lost (exporter, fping) | lag p99 ≤ | RSS/target (before / after a scrape) | load avg (start of runs) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 awk -F'\t' -v w="$window" '
   function median(s,   a, k, i, j, t) {
@@ -230,18 +233,18 @@ awk -F'\t' -v w="$window" '
     EP[key] = EP[key] " " $6 * 100 / w; FP[key] = FP[key] " " $8 * 100 / w
     S[key] += $10; L[key] = L[key] " " $11; FL[key] = FL[key] " " $15
     if ($12 == "n/a" || $12 > LAG[key]) LAG[key] = $12
-    RSS[key] = RSS[key] " " $13 * 1024 / $2; LOAD[key] = LOAD[key] ($5 > 1 ? "; " : "") $16; NFP[key] = $18
+    RSS[key] = RSS[key] " " $13 * 1024 / $2; LOAD[key] = LOAD[key] ($5 > 1 ? "; " : "") $16; NFP[key] = $18; RSS0[key] = RSS0[key] " " $19 * 1024 / $2
   }
   END {
     for (i = 1; i <= nk; i++) {
       k = keys[i]; split(k, f, "\t")
-      printf "| %s | %d | %ss | %d | %.2f | %.2f (%d) | %.2f× | %.1f | %.1f | %d | %s / %s | %s s | %.0f B | %s |\n",
+      printf "| %s | %d | %ss | %d | %.2f | %.2f (%d) | %.2f× | %.1f | %.1f | %d | %s / %s | %s s | %.0f / %.0f B | %s |\n",
         f[1], f[2], f[3], f[4], median(E[k]), median(F[k]), NFP[k], median(R[k]), median(EP[k]), median(FP[k]),
-        S[k], L[k], FL[k], LAG[k], median(RSS[k]), LOAD[k]
+        S[k], L[k], FL[k], LAG[k], median(RSS0[k]), median(RSS[k]), LOAD[k]
     }
   }' "$out"
 echo
-echo "Raw rows (mode targets interval count run exporter_cpu_s exporter_pings fping_cpu_s fping_pings skipped exporter_lost lag_p99 exporter_rss_kb fping_rss_kb fping_lost load_start load_end fping_processes):"
+echo "Raw rows (mode targets interval count run exporter_cpu_s exporter_pings fping_cpu_s fping_pings skipped exporter_lost lag_p99 exporter_rss_kb fping_rss_kb fping_lost load_start load_end fping_processes exporter_rss_kb_before_first_scrape):"
 echo
 echo '```'
 cat "$out"

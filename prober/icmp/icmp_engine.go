@@ -58,10 +58,11 @@ const (
 	// smaller configured size is raised to it.
 	payloadHeader = 16
 	// recvBuffer is the socket receive buffer the engine asks for. A reply
-	// costs about 1 KiB of buffer (skb truesize) on loopback, so 8 MiB (the
-	// kernel doubles it to 16 MiB) absorbs bursts of thousands of replies
-	// while the reader is descheduled.
-	recvBuffer = 8 << 20
+	// costs about 1 KiB of buffer (skb truesize) on loopback, so 32 MiB (the
+	// kernel doubles it to 64 MiB) holds more than half a second of
+	// replies at 100,000 per second while the reader is descheduled. It is
+	// kernel memory, used only while replies wait.
+	recvBuffer = 32 << 20
 	// sendBuffer keeps sends from hitting EAGAIN during bursts.
 	sendBuffer = 4 << 20
 	// batch is how many datagrams one recvmmsg call may return.
