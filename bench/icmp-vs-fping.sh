@@ -60,8 +60,13 @@ ip netns exec "$ns" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
 nsx() { ip netns exec "$ns" "$@"; }
 
 clk=$(getconf CLK_TCK)
-# cpu_ticks PID: utime+stime of the process in clock ticks.
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# cpu_ticks PID...: utime+stime of the processes in clock ticks, read in
+# one pass so that every process is sampled at about the same instant.
+cpu_ticks() {
+  local files=()
+  for p in "$@"; do files+=("/proc/$p/stat"); done
+  awk '{sub(/^.*\) /, ""); t += $12 + $13} END {print t}' "${files[@]}"
+}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -182,29 +187,29 @@ for cell in "${cells[@]}"; do
       rm -f "$tmp"/fchunk-*
       split -l $((5 * fp)) -d -a 3 "$tf" "$tmp/fchunk-"
       fpids=()
+      fstart=$(date +%s.%N)
       for chunk in "$tmp"/fchunk-*; do
         ip netns exec "$ns" fping -l -q -p "$fp" -i 0 -f "$chunk" >/dev/null 2>"$chunk.err" &
         fpids+=($!)
         pids+=($!)
       done
       sleep $((2 * iv + 3))
-      d0=0
-      for f in "${fpids[@]}"; do d0=$((d0 + $(cpu_ticks "$f"))); done
+      d0=$(cpu_ticks "${fpids[@]}")
       s0=$(date +%s.%N)
       sleep "$window"
-      d1=0
-      frss=0
-      for f in "${fpids[@]}"; do
-        d1=$((d1 + $(cpu_ticks "$f")))
-        frss=$((frss + $(rss_kb "$f")))
-      done
+      d1=$(cpu_ticks "${fpids[@]}")
       s1=$(date +%s.%N)
+      frss=0
+      for f in "${fpids[@]}"; do frss=$((frss + $(rss_kb "$f"))); done
+      fend=$(date +%s.%N)
       for f in "${fpids[@]}"; do kill -INT "$f"; done
       for f in "${fpids[@]}"; do wait "$f" || true; done
       # fping's per-target summary: "addr : xmt/rcv/%loss = 12/12/0%, ..."
       nfp=${#fpids[@]}
       read -r fxmt frcv < <(cat "$tmp"/fchunk-*.err | awk -F'[=/,]' '/xmt\/rcv/ { x += $4; r += $5 } END { print x + 0, r + 0 }')
-      fpings=$(awk -v n="$n" -v p="$fp" -v a="$s0" -v b="$s1" 'BEGIN { printf "%.0f", n * (b - a) * 1000 / p }')
+      # Pings in the window: what fping itself counts as sent over its whole
+      # run, scaled to the window (it falls behind its period when starved).
+      fpings=$(awk -v x="$fxmt" -v a="$s0" -v b="$s1" -v u="$fstart" -v v="$fend" 'BEGIN { printf "%.0f", x * (b - a) / (v - u) }')
       fcpu=$(awk -v a="$d0" -v b="$d1" -v k="$clk" 'BEGIN { printf "%.3f", (b - a) / k }')
 
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
