@@ -36,8 +36,11 @@ const shutdownGrace = 3 * time.Second
 
 // fleet wires the probers, pool, scheduler and store for one process.
 type fleet struct {
-	logger  *slog.Logger
-	store   *collector.Store
+	logger *slog.Logger
+	store  *collector.Store
+	// hist holds the per-set latency distributions; runDaemon registers
+	// it, --once leaves it unregistered.
+	hist    *collector.SetHistograms
 	pool    *schedule.Pool
 	sched   *schedule.Scheduler
 	probers *prober.Set
@@ -59,9 +62,10 @@ func (f *fleet) close() {
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, DNS: cfg.Global.DNS, Registerer: reg}, logger)
-	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
+	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
+		f.hist.Observe(r)
 		// The scheduler moves a failing target to its retry interval. It
 		// exists before the pool runs, so this is never called without it.
 		f.sched.Observe(r)
@@ -79,7 +83,7 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 	}
 	f.pool = pool
 	f.sched = schedule.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
-	f.reconcilers = []probe.Reconciler{f.store, f.sched, f.pool, f.probers}
+	f.reconcilers = []probe.Reconciler{f.store, f.hist, f.sched, f.pool, f.probers}
 	f.apply(cfg, targets)
 	return f, nil
 }
@@ -111,6 +115,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		return 1
 	}
 	defer f.close()
+	reg.MustRegister(f.hist)
 	// The store's families are written by the /metrics handler straight
 	// from a snapshot (package exposition), not gathered through reg.
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
