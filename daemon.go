@@ -27,6 +27,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 	"github.com/fleet-exporter/fleet_exporter/schedule"
+	"github.com/fleet-exporter/fleet_exporter/status"
 	"github.com/fleet-exporter/fleet_exporter/storage"
 )
 
@@ -216,6 +217,11 @@ type reloader struct {
 
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
+	// last is the outcome of the last reload attempt and running the
+	// config in use, for the status pages, which must not wait for a
+	// reload in progress (mu).
+	last    atomic.Pointer[status.ReloadStatus]
+	running atomic.Pointer[config.Config]
 
 	// mu serialises reloads and guards current.
 	mu      sync.Mutex
@@ -243,6 +249,9 @@ func newReloader(filename string, cfg *config.Config, targets []*config.Target, 
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
 	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
+	now := time.Now()
+	rl.last.Store(&status.ReloadStatus{At: now, LastSuccess: now})
+	rl.running.Store(cfg)
 	return rl
 }
 
@@ -267,13 +276,17 @@ func (rl *reloader) reload() error {
 		return errNoConfigFile
 	}
 	err := rl.reloadLocked()
+	now := time.Now()
 	if err != nil {
 		rl.reloadOK.Set(0)
 		rl.logger.Error("Reload failed; keeping the running configuration", "file", rl.filename, "err", err)
+		rl.last.Store(&status.ReloadStatus{Failed: true, Err: err.Error(), At: now, LastSuccess: rl.last.Load().LastSuccess})
 		return err
 	}
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
+	rl.last.Store(&status.ReloadStatus{At: now, LastSuccess: now})
+	rl.running.Store(rl.current)
 	return nil
 }
 

@@ -57,6 +57,8 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		Version:    versionString(),
 		ConfigFile: rl.configName(),
 		ExtraLinks: links,
+		Config:     rl.running.Load,
+		Reload:     func() status.ReloadStatus { return *rl.last.Load() },
 	}, logger.With("component", "status"))
 	if err != nil {
 		// The templates are embedded and parsed by the tests; this cannot

@@ -496,7 +496,7 @@ func (e *emitter) ssh(s *SSHState) {
 		cl := e.labels(rowsCommand, e.pair(e.d.names[labelCommand], c.Name), nil)
 		out.series(famCmdDuration, cl, c.Duration.Seconds())
 		out.series(famCmdExitStatus, cl, float64(c.ExitStatus))
-		if exportsHash(c) {
+		if c.HashExported() {
 			out.series(famCmdHash, cl, float64(c.Hash))
 			out.series(famCmdBytes, cl, float64(c.Bytes))
 		}

@@ -7,11 +7,11 @@ import (
 	"sync"
 )
 
-// exportsHash reports whether the command's fleet_ssh_command_output_hash
-// series is exported. fleet_ssh_command_output_distinct_hashes counts
-// exactly those series, so that it agrees with the PromQL that counts
-// them.
-func exportsHash(c *CommandState) bool { return c.Ran && c.OutputRead }
+// HashExported reports whether the command's fleet_ssh_command_output_hash
+// series is exported. fleet_ssh_command_output_distinct_hashes and the
+// status pages count exactly those series, so that they agree with the
+// PromQL that counts them.
+func (c *CommandState) HashExported() bool { return c.Ran && c.OutputRead }
 
 // driftRow is one series of fleet_ssh_command_output_distinct_hashes.
 type driftRow struct {
@@ -50,7 +50,7 @@ func computeDrift(ts []TargetState) []driftRow {
 		}
 		for j := range t.SSH.Commands {
 			c := &t.SSH.Commands[j]
-			if !exportsHash(c) {
+			if !c.HashExported() {
 				continue
 			}
 			k := key{t.Target.Set, c.Name}

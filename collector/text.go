@@ -248,7 +248,7 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 		famCmdExitStatus: always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
 		famCmdHash: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Hash), exportsHash(c)
+			return float64(c.Hash), c.HashExported()
 		},
 		famCmdBytes: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
