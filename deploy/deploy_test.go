@@ -170,13 +170,16 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		name, file, old, new string
 	}{
 		{"host unreachable waits longer", "alerts.yml", "expr: fleet_host_up == 0\n        for: 1m", "expr: fleet_host_up == 0\n        for: 3m"},
-		{"ssh down ignores icmp", "alerts.yml", `(fleet_probe_success{probe="icmp"} == 1)`, `(fleet_probe_success{probe="icmp"} >= 0)`},
+		{"ssh down ignores icmp", "alerts.yml", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} == 1)", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} >= 0)"},
 		{"login slow counts command phase", "alerts.yml", `phase=~"connect|handshake|auth"}) > 5`, `}) > 5`},
 		{"command failing misses -1", "alerts.yml", "fleet_ssh_command_exit_status != 0", "fleet_ssh_command_exit_status > 0"},
 		{"output changed window too short", "alerts.yml", "changes(fleet_ssh_command_output_hash[15m])", "changes(fleet_ssh_command_output_hash[2m])"},
 		{"drift without majority guard", "alerts.yml", "          and on (set, command)\n", "          or on (set, command)\n"},
 		{"set mostly down on small sets", "alerts.yml", "count by (set) (fleet_host_up) >= 3", "count by (set) (fleet_host_up) >= 2"},
-		{"set mostly down at half", "alerts.yml", ") > 0.5\n", ") >= 0.5\n"},
+		{"set mostly down at half", "alerts.yml", "          ) > 0.5\n          and on (set)\n          count by (set) (fleet_host_up) >= 3", "          ) >= 0.5\n          and on (set)\n          count by (set) (fleet_host_up) >= 3"},
+		{"tcp port down ignores host up", "alerts.yml", "          (fleet_probe_success{probe=\"tcp\"} == 0)\n            and on (set, host)\n          (fleet_host_up == 1)", "          (fleet_probe_success{probe=\"tcp\"} == 0)"},
+		{"set ssh failing at half", "alerts.yml", "          ) > 0.5\n          and on (set)\n          count by (set) (fleet_probe_success{probe=\"ssh\"}", "          ) >= 0.5\n          and on (set)\n          count by (set) (fleet_probe_success{probe=\"ssh\"}"},
+		{"set ssh failing counts icmp-down hosts", "alerts.yml", "          count by (set) (fleet_probe_success{probe=\"ssh\"} and on (set, host) (fleet_probe_success{probe=\"icmp\"} == 1)) >= 3", "          count by (set) (fleet_probe_success{probe=\"ssh\"}) >= 3"},
 		{"behind schedule ignores lag", "alerts.yml", ")\n          ) > 10", ")\n          ) > 100"},
 		{"reload failed on success", "alerts.yml", "fleet_config_last_reload_successful == 0", "fleet_config_last_reload_successful == 1"},
 		{"exporter down without absent", "alerts.yml", ` or absent(up{job="fleet"})`, ""},
@@ -255,6 +258,8 @@ func TestAlertRules(t *testing.T) {
 		{"FleetCommandOutputChanged", "info", "changes(fleet_ssh_command_output_hash[15m]) > 0"},
 		{"FleetCommandOutputDrift", "warning", "count_values"},
 		{"FleetSetMostlyDown", "critical", "> 0.5"},
+		{"FleetTCPPortDown", "warning", `fleet_probe_success{probe="tcp"} == 0`},
+		{"FleetSetSSHFailing", "warning", `fleet_probe_success{probe="icmp"} == 1`},
 		{"FleetExporterBehindSchedule", "warning", "fleet_probes_skipped_total"},
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
@@ -858,6 +863,11 @@ func TestAlertmanagerInhibitRules(t *testing.T) {
 		{
 			SourceMatchers: []string{`alertname="FleetSetMostlyDown"`},
 			TargetMatchers: []string{`alertname=~"FleetHostUnreachable|FleetSSHDownICMPUp"`},
+			Equal:          []string{"set"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetSetSSHFailing"`},
+			TargetMatchers: []string{`alertname="FleetSSHDownICMPUp"`},
 			Equal:          []string{"set"},
 		},
 		{
