@@ -73,6 +73,17 @@ func contractMetrics() []string {
 		"fleet_config_last_reload_success_timestamp_seconds",
 		"fleet_exporter_build_info",
 		"fleet_ssh_connections_opened_total",
+		"fleet_probe_failing_since_timestamp_seconds",
+		"fleet_ssh_command_output_distinct_hashes",
+		"fleet_set_probe_duration_seconds_bucket",
+		"fleet_set_probe_duration_seconds_sum",
+		"fleet_set_probe_duration_seconds_count",
+		"fleet_set_ssh_phase_seconds_bucket",
+		"fleet_set_ssh_phase_seconds_sum",
+		"fleet_set_ssh_phase_seconds_count",
+		"fleet_set_icmp_rtt_seconds_bucket",
+		"fleet_set_icmp_rtt_seconds_sum",
+		"fleet_set_icmp_rtt_seconds_count",
 	}
 }
 
@@ -81,6 +92,7 @@ func contractMetrics() []string {
 func grafanaTestVars() map[string]string {
 	return map[string]string{
 		"set":             ".+",
+		"host":            ".+",
 		"__rate_interval": "1m",
 		"__interval":      "30s",
 		"__range":         "1h",
@@ -658,8 +670,13 @@ func TestDashboard(t *testing.T) {
 		for _, want := range []string{
 			"fleet_host_up",
 			"fleet_probe_failure_info",
-			"fleet_probe_last_success_timestamp_seconds",
+			"fleet_probe_failing_since_timestamp_seconds",
 			"fleet_icmp_rtt_seconds",
+			"fleet_ssh_command_output_distinct_hashes",
+			"fleet_set_icmp_rtt_seconds_bucket",
+			"fleet_set_probe_duration_seconds_bucket",
+			"fleet_set_ssh_phase_seconds_bucket",
+			`host=~"$host"`,
 			"fleet_icmp_packets_sent_total",
 			"fleet_icmp_packets_received_total",
 			"fleet_ssh_phase_seconds",
@@ -727,10 +744,13 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_probe_failure_info", `set="web",host="b",probe="tcp",reason="refused"`, "0x10"),
 		series("fleet_probe_failure_info", `set="web",host="c",probe="icmp",reason="dns"`, "1x10"),
 		series("fleet_probe_failure_info", `set="other",host="z",probe="icmp",reason="timeout"`, "1x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="icmp"`, "120x10"),
+		// Failing since: b's icmp since 120s; c never succeeded, failing
+		// since its first probe at 0s (it has no last success at all).
+		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="icmp"`, "110x10"),
 		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="tcp"`, "590x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="c",probe="icmp"`, "0x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="other",host="z",probe="icmp"`, "0x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="web",host="b",probe="icmp"`, "120x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="web",host="c",probe="icmp"`, "0x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="other",host="z",probe="icmp"`, "0x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="b",probe="icmp"`, "5x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="b",probe="tcp"`, "0x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="c",probe="icmp"`, "9x10"),
@@ -776,6 +796,14 @@ func TestDashboardQueries(t *testing.T) {
 		{"Top 10 hosts by ICMP loss", "A", []sample{{lbl("", `set="web",host="a"`), 0.5}}},
 		{"Command output drift", "A", []sample{
 			{lbl("", `set="web",host="c",command="release",hash="`+hashB+`"`), 1},
+		}},
+		{"Majority output per command", "A", []sample{
+			{`{set="web",command="release",hash="` + hashA + `"}`, 2},
+			{`{set="app",command="release",hash="9"}`, 2},
+		}},
+		{"Majority output per command", "B", []sample{
+			{`{set="web",command="release"}`, 3},
+			{`{set="app",command="release"}`, 2},
 		}},
 		{"Distinct outputs per command", "A", []sample{
 			{`{set="web",command="release"}`, 2},
