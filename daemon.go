@@ -45,6 +45,8 @@ type fleet struct {
 	pool    *schedule.Pool
 	sched   *schedule.Scheduler
 	probers *prober.Set
+	// permission rate-limits the warning about probes the kernel refused.
+	permission permissionLog
 	// reconcilers take every new target list, in this order: the store
 	// first, so results of added targets have a home, the probers last, so
 	// connections of removed targets close after the scheduler stopped
@@ -72,6 +74,9 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 		f.sched.Observe(r)
 		if !r.Success {
 			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
+			if r.Reason == probe.ReasonPermission {
+				f.permission.log(logger, r)
+			}
 		}
 		if sink != nil {
 			sink(r)
@@ -316,4 +321,44 @@ func (rl *reloader) reloadLocked() error {
 	rl.targets = targets
 	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(targets))
 	return nil
+}
+
+// permissionLogEvery is how often, per set and probe type, a probe the
+// kernel refused is logged at warn.
+const permissionLogEvery = 5 * time.Minute
+
+// permissionLog logs probes that failed with reason permission, at most
+// once per set and probe type per permissionLogEvery: the reason alone does
+// not say which of several causes it is, and a debug line is easily missed.
+type permissionLog struct {
+	// mu guards last.
+	mu   sync.Mutex
+	last map[[2]string]time.Time
+}
+
+// permissionCauses names the likely causes of an EPERM/EACCES per probe type.
+func permissionCauses(probeType string) string {
+	const firewall = "an egress firewall rule on the exporter's host (nftables or iptables OUTPUT drop or reject: the kernel answers a locally dropped packet with EPERM)"
+	if probeType == config.ProbeICMP {
+		return "the exporter has neither CAP_NET_RAW nor a group in net.ipv4.ping_group_range (see the ICMP socket mode logged at start), or " + firewall
+	}
+	return firewall + ", or a security module (SELinux, AppArmor, a systemd IPAddressDeny=) denying the connection"
+}
+
+func (p *permissionLog) log(logger *slog.Logger, r probe.Result) {
+	k := [2]string{r.Key.Set, r.Key.Probe}
+	now := time.Now()
+	p.mu.Lock()
+	if p.last == nil {
+		p.last = map[[2]string]time.Time{}
+	}
+	last, seen := p.last[k]
+	if seen && now.Sub(last) < permissionLogEvery {
+		p.mu.Unlock()
+		return
+	}
+	p.last[k] = now
+	p.mu.Unlock()
+	logger.Warn("The kernel refused a probe (reason permission)", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe,
+		"likely_causes", permissionCauses(r.Key.Probe), "logged_at_most_every", permissionLogEvery, "err", r.Err)
 }
