@@ -129,6 +129,31 @@ func TestDriftExpressionInPrometheus(t *testing.T) {
 			results = append(results, probe.Result{Key: tg.Key(), Start: time.Now(), Success: true, SSH: &probe.SSHResult{Commands: cmds}})
 		}
 	}
+	// For the new alerts' expressions: in "svc" t1 answers ICMP but its
+	// TCP port is refused (FleetTCPPortDown), t2 fails both (its host is
+	// down: not that alert's); in "logins" SSH fails on 3 of 4 hosts that
+	// answer ping (FleetSetSSHFailing).
+	add := func(set, host, probeType string, ok bool) {
+		tg := &config.Target{Set: set, Host: host, Name: host, Probe: probeType}
+		if probeType == config.ProbeSSH {
+			tg.SSH = &config.SSHProbe{}
+		}
+		targets = append(targets, tg)
+		r := probe.Result{Key: tg.Key(), Start: time.Now(), Success: ok}
+		if !ok {
+			r.Reason = probe.ReasonRefused
+		}
+		results = append(results, r)
+	}
+	add("svc", "t1", config.ProbeICMP, true)
+	add("svc", "t1", config.ProbeTCP, false)
+	add("svc", "t2", config.ProbeICMP, false)
+	add("svc", "t2", config.ProbeTCP, false)
+	for i := range 4 {
+		host := fmt.Sprintf("l%d", i)
+		add("logins", host, config.ProbeICMP, true)
+		add("logins", host, config.ProbeSSH, i == 3)
+	}
 	store := collector.NewStore()
 	store.Reconcile(targets)
 	for _, r := range results {
@@ -199,6 +224,27 @@ func TestDriftExpressionInPrometheus(t *testing.T) {
 		}
 		if len(got) != 2 {
 			t.Errorf("%d distinct-hash series for web, want 2", len(got))
+		}
+	})
+
+	t.Run("new alerts", func(t *testing.T) {
+		f, err := deploy.LoadRules(alertsFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exprs := map[string]string{}
+		for _, g := range f.Groups {
+			for _, r := range g.Rules {
+				exprs[r.Alert] = r.Expr
+			}
+		}
+		got, err := prom.Query(exprs["FleetTCPPortDown"])
+		if err != nil || len(got) != 1 || got[0].Labels["host"] != "t1" || got[0].Labels["set"] != "svc" {
+			t.Errorf("FleetTCPPortDown expression: %+v, err %v, want svc/t1 only", got, err)
+		}
+		got, err = prom.Query(exprs["FleetSetSSHFailing"])
+		if err != nil || len(got) != 1 || got[0].Labels["set"] != "logins" || got[0].Value != 0.75 {
+			t.Errorf("FleetSetSSHFailing expression: %+v, err %v, want logins at 0.75", got, err)
 		}
 	})
 
