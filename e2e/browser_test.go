@@ -527,7 +527,6 @@ func TestStatusPagesInBrowser(t *testing.T) {
 			}
 		}
 	})
-
 }
 
 // byID returns the element with the id, failing the test unless there is

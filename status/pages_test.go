@@ -133,8 +133,10 @@ func TestHostPage(t *testing.T) {
 	for _, h := range []string{"db1", "db2", "db3"} {
 		s.Update(probe.Result{
 			Key: config.Key{Set: "db", Host: h, Probe: "ssh"}, Start: t0, Duration: 40 * time.Millisecond, Success: true,
-			SSH: &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond,
-				Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: hashes[h], Bytes: 6}, {Name: "check", Ran: true, ExitStatus: 3, Reason: probe.ReasonCommand, Hash: 5}}},
+			SSH: &probe.SSHResult{
+				NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond,
+				Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: hashes[h], Bytes: 6}, {Name: "check", Ran: true, ExitStatus: 3, Reason: probe.ReasonCommand, Hash: 5}},
+			},
 		})
 	}
 	s.Update(probe.Result{Key: icmp.Key(), Start: t0.Add(time.Minute), Duration: time.Second, Reason: probe.ReasonTimeout, ICMP: &probe.ICMPResult{Sent: 1}})
