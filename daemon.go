@@ -27,7 +27,6 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
 	"github.com/fleet-exporter/fleet_exporter/schedule"
-	"github.com/fleet-exporter/fleet_exporter/status"
 	"github.com/fleet-exporter/fleet_exporter/storage"
 )
 
@@ -222,11 +221,8 @@ type reloader struct {
 
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
-	// last is the outcome of the last reload attempt and running the
-	// config in use, for the status pages, which must not wait for a
-	// reload in progress (mu).
-	last    atomic.Pointer[status.ReloadStatus]
-	running atomic.Pointer[config.Config]
+	// pages holds what the status pages show of reloads.
+	pages reloadPages
 
 	// mu serialises reloads and guards current.
 	mu      sync.Mutex
@@ -254,9 +250,7 @@ func newReloader(filename string, cfg *config.Config, targets []*config.Target, 
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
 	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
-	now := time.Now()
-	rl.last.Store(&status.ReloadStatus{At: now, LastSuccess: now})
-	rl.running.Store(cfg)
+	rl.pages.succeeded(cfg)
 	return rl
 }
 
@@ -281,17 +275,15 @@ func (rl *reloader) reload() error {
 		return errNoConfigFile
 	}
 	err := rl.reloadLocked()
-	now := time.Now()
 	if err != nil {
 		rl.reloadOK.Set(0)
 		rl.logger.Error("Reload failed; keeping the running configuration", "file", rl.filename, "err", err)
-		rl.last.Store(&status.ReloadStatus{Failed: true, Err: err.Error(), At: now, LastSuccess: rl.last.Load().LastSuccess})
+		rl.pages.failed(err)
 		return err
 	}
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
-	rl.last.Store(&status.ReloadStatus{At: now, LastSuccess: now})
-	rl.running.Store(rl.current)
+	rl.pages.succeeded(rl.current)
 	return nil
 }
 
