@@ -3,6 +3,7 @@ package status
 import (
 	"embed"
 	"fmt"
+	"html"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -261,6 +262,7 @@ type setData struct {
 	// shows its host's name.
 	Hosts   []HostView
 	Named   bool
+	Grid    template.HTML
 	Failing failingSet
 	Drift   []DriftView
 }
@@ -301,6 +303,7 @@ func (h *Handler) setPage(w http.ResponseWriter, r *http.Request) {
 		Failing: truncateFailing(set, maxSetFailures),
 		Drift:   buildDrift(set),
 	}
+	d.Grid = gridHTML(hosts, d.Named)
 	h.render(w, "set.html", d)
 }
 
@@ -385,6 +388,53 @@ func (h *Handler) configPage(w http.ResponseWriter, r *http.Request) {
 		d.YAML = string(b)
 	}
 	h.render(w, "config.html", d)
+}
+
+// gridHTML renders the grid cells of hosts: one link per host to its page,
+// coloured by state, with the probes in the title and, when named, the host
+// name as text. It is built here rather than in the template because a set
+// of 10,000 hosts makes html/template's per-value escaping the cost of the
+// page; every value is escaped as the template would (html.EscapeString for
+// text and attributes, url.PathEscape for path segments).
+func gridHTML(hosts []HostView, named bool) template.HTML {
+	var b strings.Builder
+	b.Grow(len(hosts) * 128)
+	for i := range hosts {
+		hv := &hosts[i]
+		st := string(hv.State)
+		b.WriteString(`<a class="`)
+		b.WriteString(st)
+		b.WriteString(`" data-state="`)
+		b.WriteString(st)
+		b.WriteString(`" href="../hosts/`)
+		b.WriteString(html.EscapeString(url.PathEscape(hv.Set)))
+		b.WriteByte('/')
+		b.WriteString(html.EscapeString(url.PathEscape(hv.Host)))
+		b.WriteString(`" title="`)
+		b.WriteString(html.EscapeString(hv.Host))
+		b.WriteString(": ")
+		b.WriteString(st)
+		for _, p := range hv.Probes {
+			b.WriteString(" · ")
+			b.WriteString(html.EscapeString(p.Probe))
+			b.WriteByte(' ')
+			switch {
+			case p.Pending:
+				b.WriteString("pending")
+			case p.Success:
+				b.WriteString("ok")
+			default:
+				b.WriteString(html.EscapeString(p.Reason))
+			}
+		}
+		b.WriteString(`">`)
+		if named {
+			b.WriteString(html.EscapeString(hv.Host))
+		}
+		b.WriteString("</a>")
+	}
+	// Every dynamic value above is escaped: safe as HTML.
+	return template.HTML(b.String())
 }
 
 func (h *Handler) render(w http.ResponseWriter, name string, data any) {
