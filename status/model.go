@@ -135,7 +135,7 @@ func (s *SetView) Failing() []HostView {
 }
 
 // buildSets groups a snapshot (sorted by set, host, probe) into set views,
-// sets by name and hosts in natural order.
+// sets and hosts in natural order.
 func buildSets(snap *collector.Snapshot) []*SetView {
 	var sets []*SetView
 	var cur *SetView
@@ -169,6 +169,8 @@ func buildSets(snap *collector.Snapshot) []*SetView {
 		}
 		slices.SortFunc(s.Hosts, func(a, b HostView) int { return hostrange.Compare(a.Host, b.Host) })
 	}
+	// Sets in natural order too: rack2 before rack10.
+	slices.SortStableFunc(sets, func(a, b *SetView) int { return hostrange.Compare(a.Name, b.Name) })
 	return sets
 }
 

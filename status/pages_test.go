@@ -349,3 +349,15 @@ func maskedValue(t *testing.T, key, value string) string {
 	maskNode(&n, false)
 	return n.Content[1].Value
 }
+
+func TestSetsNaturalOrder(t *testing.T) {
+	var targets []*config.Target
+	for _, set := range []string{"rack10", "rack2", "rack1"} {
+		targets = append(targets, target(set, "h", "tcp"))
+	}
+	_, body := serve(t, newTestStore(t, targets, nil), "/")
+	i1, i2, i10 := strings.Index(body, `data-set="rack1"`), strings.Index(body, `data-set="rack2"`), strings.Index(body, `data-set="rack10"`)
+	if i1 < 0 || !(i1 < i2 && i2 < i10) {
+		t.Errorf("sets not in natural order: rack1 at %d, rack2 at %d, rack10 at %d", i1, i2, i10)
+	}
+}
