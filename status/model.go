@@ -213,6 +213,11 @@ type DriftView struct {
 	// Majority is true when the first group holds more than half of
 	// Hosts: the baseline the drift alert compares with.
 	Majority bool
+	// Distinct is the number of distinct hashes; Groups lists at most
+	// maxGroupsListed of them, and MoreHosts counts the hosts of those
+	// left off.
+	Distinct  int
+	MoreHosts int
 }
 
 // HashGroup is the hosts of a set that report the same output hash.
@@ -236,8 +241,13 @@ type HostChange struct {
 	Changed time.Time
 }
 
-// maxChangesListed bounds the per-host change list of a minority group.
-const maxChangesListed = 200
+// maxChangesListed bounds the per-host change list of a minority group, and
+// maxGroupsListed the hashes listed per command: a command whose output
+// differs on every host (a host name) would otherwise list every host.
+const (
+	maxChangesListed = 200
+	maxGroupsListed  = 50
+)
 
 // buildDrift returns the drift view of every command of set s, by command
 // name.
@@ -288,6 +298,13 @@ func buildDrift(s *SetView) []DriftView {
 		}
 		slices.SortFunc(dv.Groups, func(a, b HashGroup) int { return cmp.Or(b.Count-a.Count, cmp.Compare(a.Hash, b.Hash)) })
 		dv.Majority = dv.Groups[0].Count*2 > dv.Hosts
+		dv.Distinct = len(dv.Groups)
+		if len(dv.Groups) > maxGroupsListed {
+			for _, g := range dv.Groups[maxGroupsListed:] {
+				dv.MoreHosts += g.Count
+			}
+			dv.Groups = dv.Groups[:maxGroupsListed]
+		}
 		for i := range dv.Groups {
 			if i == 0 && dv.Majority {
 				dv.Groups[i].Changes = nil
@@ -303,7 +320,7 @@ func buildDrift(s *SetView) []DriftView {
 }
 
 // Drifted reports whether the view has more than one hash.
-func (d *DriftView) Drifted() bool { return len(d.Groups) > 1 }
+func (d *DriftView) Drifted() bool { return d.Distinct > 1 }
 
 // GroupOf returns the index of the group holding hash, or -1.
 func (d *DriftView) GroupOf(hash string) int {

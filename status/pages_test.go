@@ -361,3 +361,27 @@ func TestSetsNaturalOrder(t *testing.T) {
 		t.Errorf("sets not in natural order: rack1 at %d, rack2 at %d, rack10 at %d", i1, i2, i10)
 	}
 }
+
+// TestDriftViewBounded: a command whose output differs on every host lists
+// at most maxGroupsListed hashes, and says how many hosts it left off.
+func TestDriftViewBounded(t *testing.T) {
+	const n = 300
+	var targets []*config.Target
+	for i := range n {
+		targets = append(targets, target("s", "h"+strconv.Itoa(i), "ssh"))
+	}
+	s := collector.NewStore()
+	s.Reconcile(targets)
+	for i, tg := range targets {
+		s.Update(probe.Result{Key: tg.Key(), Success: true, SSH: &probe.SSHResult{Commands: []probe.CommandResult{{Name: "hostname", Ran: true, Hash: uint64(1000 + i)}}}})
+	}
+	_, body := serve(t, s, "/sets/s")
+	if got := strings.Count(body, `<tr data-hash=`); got != maxGroupsListed {
+		t.Errorf("%d hashes listed, want %d", got, maxGroupsListed)
+	}
+	for _, frag := range []string{`data-distinct="300"`, "300 distinct outputs across 300 hosts", "50 of 300 outputs listed; 250 more hosts"} {
+		if !strings.Contains(body, frag) {
+			t.Errorf("drift view lacks %q", frag)
+		}
+	}
+}

@@ -213,8 +213,11 @@ func driftNote(drift map[string]*DriftView, command string, hash uint64) string 
 	}
 	i := d.GroupOf(strconv.FormatUint(hash, 10))
 	switch {
+	case i < 0 && d.Majority:
+		// A hash of the groups not listed: a minority one.
+		return fmt.Sprintf("drifted: the majority (%d of %d hosts) has %s", d.Groups[0].Count, d.Hosts, d.Groups[0].Hash)
 	case i < 0:
-		return ""
+		return fmt.Sprintf("one of %d distinct outputs; no strict majority", d.Distinct)
 	case !d.Drifted():
 		return fmt.Sprintf("same on all %d hosts", d.Hosts)
 	case i == 0 && d.Majority:
