@@ -357,7 +357,7 @@ func TestSetsNaturalOrder(t *testing.T) {
 	}
 	_, body := serve(t, newTestStore(t, targets, nil), "/")
 	i1, i2, i10 := strings.Index(body, `data-set="rack1"`), strings.Index(body, `data-set="rack2"`), strings.Index(body, `data-set="rack10"`)
-	if i1 < 0 || !(i1 < i2 && i2 < i10) {
+	if i1 < 0 || i1 >= i2 || i2 >= i10 {
 		t.Errorf("sets not in natural order: rack1 at %d, rack2 at %d, rack10 at %d", i1, i2, i10)
 	}
 }
