@@ -385,3 +385,36 @@ func TestDriftViewBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigPageMasksDiscoveryCredentials: the HTTP client settings of an
+// http_sd source carry inline secrets (basic_auth password, authorization
+// credentials); /config must not show them.
+func TestConfigPageMasksDiscoveryCredentials(t *testing.T) {
+	src := `host_sets:
+  - name: web
+    http_sd:
+      - url: https://user:urlpass@cmdb.example.invalid/sd
+        basic_auth: {username: sd, password: hunter2}
+    probes: {tcp: {port: 22}}
+  - name: api
+    http_sd:
+      - url: https://cmdb.example.invalid/sd2
+        authorization: {type: Bearer, credentials: s3cr3t-token}
+    probes: {tcp: {port: 22}}
+`
+	cfg, err := config.Parse([]byte(src), "fleet.yml")
+	if err != nil {
+		t.Skipf("this config has no http_sd with inline credentials: %v", err)
+	}
+	_, body := serveInfo(t, fixture(t), Info{Config: func() *config.Config { return cfg }}, "/config")
+	for _, secret := range []string{"hunter2", "s3cr3t-token", "urlpass"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("/config shows the secret %q", secret)
+		}
+	}
+	for _, frag := range []string{"username: sd", "cmdb.example.invalid/sd2"} {
+		if !strings.Contains(body, frag) {
+			t.Errorf("/config lacks %q", frag)
+		}
+	}
+}
