@@ -175,6 +175,18 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Errorf("reload with a wrong passphrase: %d %q, want 500 naming the passphrase", code, body)
 		}
 		pages["POST /-/reload"] = body
+		// Every page shows the failed reload, and /config the running
+		// configuration: neither may show a secret.
+		for _, path := range []string{"/", "/config"} {
+			code, body := httpDo(t, "GET", base+path)
+			if code != 200 || !strings.Contains(body, `id="reload-failed"`) || !strings.Contains(body, "passphrase") {
+				t.Errorf("GET %s after the failed reload: %d, no reload failure naming the passphrase:\n%s", path, code, body)
+			}
+			pages[path+" after the failed reload"] = body
+		}
+		if !strings.Contains(pages["/config after the failed reload"], "passphrase_file:") {
+			t.Errorf("/config does not show the running configuration:\n%s", pages["/config after the failed reload"])
+		}
 		for where, body := range pages {
 			secretCheck(t, where, body, secrets...)
 		}

@@ -128,6 +128,9 @@ type Snapshot struct {
 	// order lists the indices of Targets in exposition order (see
 	// expositionOrder); the collector emits series in that order.
 	order []int32
+	// drift caches the rows of fleet_ssh_command_output_distinct_hashes;
+	// nil for snapshots not taken from a store.
+	drift *driftCache
 }
 
 type setProbeKey struct{ set, probe string }
@@ -420,6 +423,7 @@ func (s *Store) Snapshot() *Snapshot {
 		Targets:    slices.Clone(s.targets),
 		SetProbes:  slices.Clone(s.sets),
 		order:      s.order,
+		drift:      &driftCache{},
 	}
 }
 
