@@ -591,16 +591,25 @@ func (p *Pool) SetLimits(g config.Global) {
 	}
 }
 
-// Reconcile takes the configured target list after a reload: it deletes the
-// fleet_probes_skipped_total series of every (set, probe type) pair no
-// target has any more. Queued and running probes are left alone; the
-// scheduler stops submitting removed targets.
+// Reconcile takes the configured target list at start and after a reload:
+// it deletes the fleet_probes_skipped_total series of every (set, probe
+// type) pair no target has any more, and creates those of new pairs at 0,
+// so that the first skip is an increase rate() sees. Queued and running
+// probes are left alone; the scheduler stops submitting removed targets.
 func (p *Pool) Reconcile(targets []*config.Target) {
 	pairs := make(map[[2]string]struct{})
 	for _, t := range targets {
 		pairs[[2]string{t.Set, t.Probe}] = struct{}{}
 	}
 	p.forget(func(set, probe string) bool { _, ok := pairs[[2]string{set, probe}]; return ok })
+	p.seriesMu.Lock()
+	defer p.seriesMu.Unlock()
+	for pair := range pairs {
+		if _, ok := p.series[pair]; !ok {
+			p.series[pair] = struct{}{}
+			p.skipped.WithLabelValues(pair[0], pair[1])
+		}
+	}
 }
 
 // forget deletes the fleet_probes_skipped_total series of every (set, probe

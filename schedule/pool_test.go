@@ -803,6 +803,34 @@ func TestPoolSetLimits(t *testing.T) {
 	}
 }
 
+// TestPoolReconcileCreatesSkippedAtZero checks that every configured (set,
+// probe type) pair has its skipped counter from the start, at 0, and that
+// a reload removes the series of pairs it dropped.
+func TestPoolReconcileCreatesSkippedAtZero(t *testing.T) {
+	fake := &schedFakeProber{}
+	p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, func(probe.Result) {}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reconcile([]*config.Target{
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h2", Probe: config.ProbeICMP},
+		{Set: "b", Host: "h", Probe: config.ProbeTCP},
+	})
+	if got := poolSeries(p.skipped); got != 2 {
+		t.Fatalf("%d fleet_probes_skipped_total series after the first reconcile, want 2", got)
+	}
+	for _, pair := range [][2]string{{"a", config.ProbeICMP}, {"b", config.ProbeTCP}} {
+		if got := poolValue(t, p.skipped.WithLabelValues(pair[0], pair[1])); got != 0 {
+			t.Errorf("skipped{%s,%s} = %v, want 0", pair[0], pair[1], got)
+		}
+	}
+	p.Reconcile([]*config.Target{{Set: "b", Host: "h", Probe: config.ProbeTCP}})
+	if got := poolSeries(p.skipped); got != 1 {
+		t.Errorf("%d series after set a was removed, want 1", got)
+	}
+}
+
 func TestPoolForget(t *testing.T) {
 	tests := []struct {
 		name      string
