@@ -47,6 +47,13 @@ const (
 	slotSPSet                   // the set of a SetProbes entry
 	slotSPProbe                 // the probe of a SetProbes entry
 	slotResult                  // success or failure
+	slotSHA256                  // the full output hash of the row's command
+	slotValue                   // the value label of the row's command
+	slotServerVersion           // the server version of the target's connection
+	slotKEX                     // its key exchange
+	slotCipher                  // its cipher
+	slotMAC                     // its MAC
+	slotHostKeyAlg              // its host key algorithm
 )
 
 // slot is one label of a layout, in the exposition's label order.
@@ -138,6 +145,20 @@ func hostSlot(name string) slotKind {
 		return slotReason
 	case labelPhase:
 		return slotPhase
+	case labelSHA256:
+		return slotSHA256
+	case labelValue:
+		return slotValue
+	case labelServerVersion:
+		return slotServerVersion
+	case labelKEX:
+		return slotKEX
+	case labelCipher:
+		return slotCipher
+	case labelMAC:
+		return slotMAC
+	case labelHostKeyAlg:
+		return slotHostKeyAlg
 	default:
 		return slotCommand
 	}
@@ -240,12 +261,14 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 		famCmdExitStatus: always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
 		famCmdHash: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Hash), c.OutputRead
+			return float64(c.Hash), c.HasHash()
 		},
 		famCmdBytes: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Bytes), c.OutputRead
+			return float64(c.Bytes), c.HasHash()
 		},
+		famCmdOutputInfo: always(func(*TextWriter, row) float64 { return 1 }),
+		famSSHConnInfo:   always(func(*TextWriter, row) float64 { return 1 }),
 		famCmdChanged: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
 			return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
@@ -438,7 +461,8 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		}
 		return order[i]
 	}
-	anyHostRows := need[rowsHost] || need[rowsICMP] || need[rowsTarget] || need[rowsFailure] || need[rowsPhase] || need[rowsCommand]
+	anyHostRows := need[rowsHost] || need[rowsICMP] || need[rowsTarget] || need[rowsFailure] || need[rowsPhase] || need[rowsCommand] ||
+		need[rowsCmdInfo] || need[rowsConn]
 	g := int32(0)
 	for i := 0; anyHostRows && i < len(ts); {
 		first := &ts[idx(i)]
@@ -569,9 +593,16 @@ func (w *TextWriter) group(g int32, i, j int, idx func(int) int32) bool {
 					}
 				}
 			}
+			if s.Conn != nil {
+				w.rows[rowsConn] = append(w.rows[rowsConn], row{g: g, t: ti})
+			}
 			for x := range s.Commands {
-				if s.Commands[x].Ran {
+				c := &s.Commands[x]
+				if c.Exported() {
 					w.rows[rowsCommand] = append(w.rows[rowsCommand], row{g: g, t: ti, x: int32(x)})
+				}
+				if c.SHA256 != "" {
+					w.rows[rowsCmdInfo] = append(w.rows[rowsCmdInfo], row{g: g, t: ti, x: int32(x)})
 				}
 			}
 		}
@@ -629,6 +660,20 @@ func (w *TextWriter) value(sl *slot, r row) string {
 		}
 	case slotCommand:
 		return w.snap.Targets[r.t].SSH.Commands[r.x].Name
+	case slotSHA256:
+		return w.snap.Targets[r.t].SSH.Commands[r.x].SHA256
+	case slotValue:
+		return w.snap.Targets[r.t].SSH.Commands[r.x].Value
+	case slotServerVersion:
+		return w.snap.Targets[r.t].SSH.Conn.ServerVersion
+	case slotKEX:
+		return w.snap.Targets[r.t].SSH.Conn.KEX
+	case slotCipher:
+		return w.snap.Targets[r.t].SSH.Conn.Cipher
+	case slotMAC:
+		return w.snap.Targets[r.t].SSH.Conn.MAC
+	case slotHostKeyAlg:
+		return w.snap.Targets[r.t].SSH.Conn.HostKeyAlgorithm
 	case slotSPSet:
 		return w.snap.SetProbes[r.t].Set
 	case slotSPProbe:

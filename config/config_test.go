@@ -290,6 +290,8 @@ func TestParseValid(t *testing.T) {
 						KnownHostsFile: "/etc/ssh/known_hosts",
 						MaxOutputBytes: 1 << 20,
 						Timeout:        Duration(20 * time.Second),
+						Mode:           SSHModeExec,
+						Shell:          defaultShell(),
 						Commands: []Command{
 							{Name: "up", Run: "uptime", Timeout: Duration(20 * time.Second)},
 							{Name: "df", Run: "df", Timeout: Duration(5 * time.Second)},

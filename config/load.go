@@ -185,6 +185,9 @@ func (c *Config) applyDefaults(baseDir string) {
 			for _, f := range []*string{&s.PrivateKeyFile, &s.PassphraseFile, &s.CertificateFile, &s.PasswordFile, &s.KnownHostsFile} {
 				*f = resolvePath(baseDir, *f)
 			}
+			for j := range s.KeyboardInteractive {
+				s.KeyboardInteractive[j].AnswerFile = resolvePath(baseDir, s.KeyboardInteractive[j].AnswerFile)
+			}
 		}
 	}
 }
@@ -216,7 +219,7 @@ func tooDeep(n *yaml.Node, depth int) *yaml.Node {
 }
 
 // sshFileKeys are the ssh keys that name a file.
-var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file"}
+var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file", "keyboard_interactive"}
 
 // sshFileKeyLines finds the line of every file-naming key in each host
 // set's ssh block, so that a file found unusable after parsing (missing,
