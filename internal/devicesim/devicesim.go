@@ -365,3 +365,39 @@ func (d *Device) showVersion() string {
 	b.WriteString("Configuration register is 0x2102\n")
 	return b.String()
 }
+
+// Running is a device served on one listener.
+type Running struct {
+	// Addr and Port are where the device listens.
+	Addr string
+	Port int
+
+	srv  *sshserver.Server
+	done chan struct{}
+}
+
+// Start serves d on addr ("127.0.0.1:0" picks a free port) until Close.
+func Start(d *Device, addr string) (*Running, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tcp := ln.Addr().(*net.TCPAddr)
+	r := &Running{Addr: tcp.IP.String(), Port: tcp.Port, srv: sshserver.New(nil), done: make(chan struct{})}
+	h := d.Host()
+	go func() {
+		defer close(r.done)
+		_ = r.srv.Serve(ln, h)
+	}()
+	return r, nil
+}
+
+// HostPort returns "addr:port" for dialling the device.
+func (r *Running) HostPort() string { return net.JoinHostPort(r.Addr, strconv.Itoa(r.Port)) }
+
+// Close stops the device and waits for its connections to end.
+func (r *Running) Close() error {
+	err := r.srv.Close()
+	<-r.done
+	return err
+}

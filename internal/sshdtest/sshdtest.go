@@ -569,8 +569,17 @@ func (s *Server) answers(ctx context.Context, hostport string) (bool, error) {
 	defer func() { _ = nc.Close() }()
 	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	ours := false
+	// Every algorithm the library has, so that an sshd configured for
+	// legacy algorithms only is recognised too.
+	sup, ins := ssh.SupportedAlgorithms(), ssh.InsecureAlgorithms()
 	cfg := &ssh.ClientConfig{
-		User: "sshdtest",
+		Config: ssh.Config{
+			KeyExchanges: append(sup.KeyExchanges, ins.KeyExchanges...),
+			Ciphers:      append(sup.Ciphers, ins.Ciphers...),
+			MACs:         append(sup.MACs, ins.MACs...),
+		},
+		HostKeyAlgorithms: append(sup.HostKeys, ins.HostKeys...),
+		User:              "sshdtest",
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			if cert, ok := key.(*ssh.Certificate); ok {
 				key = cert.Key

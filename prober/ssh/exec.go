@@ -135,6 +135,7 @@ func dropOutput(cr *probe.CommandResult) {
 // session. Closing alone does not stop a command without a PTY on OpenSSH:
 // it keeps running, and its output keeps coming until it ends.
 type commandTimer struct {
+	conn     *clientConn
 	fired    atomic.Bool
 	finished chan struct{}
 	once     sync.Once
@@ -142,8 +143,8 @@ type commandTimer struct {
 }
 
 // startTimer watches ctx for sess.
-func startTimer(ctx context.Context, sess *ssh.Session) *commandTimer {
-	t := &commandTimer{finished: make(chan struct{})}
+func startTimer(ctx context.Context, conn *clientConn, sess *ssh.Session) *commandTimer {
+	t := &commandTimer{conn: conn, finished: make(chan struct{})}
 	t.wg.Go(func() {
 		select {
 		case <-t.finished:
@@ -156,10 +157,20 @@ func startTimer(ctx context.Context, sess *ssh.Session) *commandTimer {
 		defer grace.Stop()
 		select {
 		case <-t.finished:
+			return
 		case <-grace.C:
 			_ = sess.Signal(ssh.SIGKILL)
 		}
 		_ = sess.Close()
+		// A server that neither signals nor ends the channel on close
+		// (OpenSSH keeps it open while the process lives) would hold the
+		// probe until its own deadline: give the connection up instead.
+		grace.Reset(killGrace)
+		select {
+		case <-t.finished:
+		case <-grace.C:
+			_ = t.conn.client.Close()
+		}
 	})
 	return t
 }
@@ -236,7 +247,7 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore 
 	}
 	_ = stdin.Close()
 	cr.Ran = true
-	timer := startTimer(ctx, sess)
+	timer := startTimer(ctx, conn, sess)
 	defer timer.stop()
 
 	h := newOutputHasher(false, ignore, c.OutputLabel)
