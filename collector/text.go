@@ -39,21 +39,21 @@ type row struct{ g, t, x int32 }
 type slotKind uint8
 
 const (
-	slotBase    slotKind = iota // set, host or a static label: the group's values
-	slotProbe                   // the target's probe type
-	slotReason                  // the target's failure reason
-	slotPhase                   // the SSH phase of the row
-	slotCommand                 // the SSH command of the row
-	slotSPSet                   // the set of a SetProbes entry
-	slotSPProbe                 // the probe of a SetProbes entry
-	slotResult                  // success or failure
-	slotSHA256                  // the full output hash of the row's command
-	slotValue                   // the value label of the row's command
-	slotServerVersion           // the server version of the target's connection
-	slotKEX                     // its key exchange
-	slotCipher                  // its cipher
-	slotMAC                     // its MAC
-	slotHostKeyAlg              // its host key algorithm
+	slotBase          slotKind = iota // set, host or a static label: the group's values
+	slotProbe                         // the target's probe type
+	slotReason                        // the target's failure reason
+	slotPhase                         // the SSH phase of the row
+	slotCommand                       // the SSH command of the row
+	slotSPSet                         // the set of a SetProbes entry
+	slotSPProbe                       // the probe of a SetProbes entry
+	slotResult                        // success or failure
+	slotSHA256                        // the full output hash of the row's command
+	slotValue                         // the value label of the row's command
+	slotServerVersion                 // the server version of the target's connection
+	slotKEX                           // its key exchange
+	slotCipher                        // its cipher
+	slotMAC                           // its MAC
+	slotHostKeyAlg                    // its host key algorithm
 )
 
 // slot is one label of a layout, in the exposition's label order.

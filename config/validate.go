@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"time"
@@ -357,7 +358,12 @@ func (v *validator) shell(p []any, sh *Shell) {
 // regexp checks that src compiles as a Go regular expression (RE2 syntax).
 func (v *validator) regexp(p []any, name, src string) {
 	if _, err := regexp.Compile(src); err != nil {
-		v.add(p, "%s %q is not a valid regular expression: %v", name, src, errors.Unwrap(err))
+		var se *syntax.Error
+		msg := err.Error()
+		if errors.As(err, &se) {
+			msg = se.Code.String()
+		}
+		v.add(p, "%s %q is not a valid regular expression: %s", name, src, msg)
 	}
 }
 

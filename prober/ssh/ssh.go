@@ -759,4 +759,3 @@ func commandName(c config.Command) string {
 	}
 	return c.Run
 }
-
