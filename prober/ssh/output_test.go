@@ -22,12 +22,18 @@ func TestOutputHasher(t *testing.T) {
 		wantValue string
 	}{
 		{"raw is the sha256sum of the bytes", false, nil, true, []string{"a\r\nb", "\nc"}, sum("a\r\nb\nc"), 6, "a"},
-		{"ignore_lines drop lines and CRs", false, ignore, true,
-			[]string{"R1 uptime is 1 day\r\nVer", "sion 15\r\nLast reload\r\nend"}, sum("Version 15\nend\n"), 15, "Version 15"},
+		{
+			"ignore_lines drop lines and CRs", false, ignore, true,
+			[]string{"R1 uptime is 1 day\r\nVer", "sion 15\r\nLast reload\r\nend"},
+			sum("Version 15\nend\n"), 15, "Version 15",
+		},
 		{"line mode without patterns", true, nil, false, []string{"x\r\n\r\ny"}, sum("x\n\ny\n"), 5, ""},
 		{"empty output", false, ignore, true, nil, sum(""), 0, ""},
-		{"value is sanitised and bounded", false, nil, true, []string{"\x1b[1m" + strings.Repeat("é", 100) + "\n"},
-			sum("\x1b[1m" + strings.Repeat("é", 100) + "\n"), 205, "[1m" + strings.Repeat("é", 62)},
+		{
+			"value is sanitised and bounded", false, nil, true,
+			[]string{"\x1b[1m" + strings.Repeat("é", 100) + "\n"},
+			sum("\x1b[1m" + strings.Repeat("é", 100) + "\n"), 205, "[1m" + strings.Repeat("é", 62),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
