@@ -10,17 +10,23 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/devicesim"
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 const devicePassword = "cisco-ish"
 
-// startDevice serves d on a free loopback port with a fresh RSA host key
+// startDevice serves d on a free loopback port with a fresh host key (RSA
+// for a legacy device, ed25519 otherwise: RSA keys are slow to generate)
 // and returns the port and a known_hosts file for it.
 func startDevice(t *testing.T, d *devicesim.Device) (int, string) {
 	t.Helper()
-	host := sshkeys.Generate(t, "rsa")
+	kind := "ed25519"
+	if d.Legacy {
+		kind = "rsa"
+	}
+	host := sshkeys.Generate(t, kind)
 	d.HostKey = host.Signer
 	if d.User == "" {
 		d.User = "netops"
@@ -220,4 +226,57 @@ func TestDeviceFailures(t *testing.T) {
 		res := probeDevice(t, p, port, deviceCfg(t, kh, config.SSHModeExec, showVersion()))
 		checkReason(t, res, probe.ReasonAuth)
 	})
+}
+
+// TestDeviceShellReuse runs shell mode on a pooled connection: one new
+// shell per probe, the connection kept.
+func TestDeviceShellReuse(t *testing.T) {
+	p := newProber(t)
+	d := &devicesim.Device{Hostname: "R5", Version: "1"}
+	port, kh := startDevice(t, d)
+	cfg := deviceCfg(t, kh, config.SSHModeShell, showVersion())
+	cfg.ReuseConnections = true
+	cfg.Shell.Setup = []string{"terminal length 0"}
+	var first string
+	for i := range 3 {
+		res := probeDevice(t, p, port, cfg)
+		checkReason(t, res, probe.ReasonNone)
+		if res.SSH.NewConnection != (i == 0) {
+			t.Errorf("probe %d: NewConnection=%v", i, res.SSH.NewConnection)
+		}
+		if i == 0 {
+			first = res.SSH.Commands[0].SHA256
+		} else if got := res.SSH.Commands[0].SHA256; got != first {
+			t.Errorf("probe %d: hash %s, first %s", i, got, first)
+		}
+	}
+	if d.Shells() != 3 {
+		t.Errorf("%d shells, want 3", d.Shells())
+	}
+}
+
+// TestCommandTimeoutNoHash runs a command that never ends on a server that
+// ignores signal requests: it fails with reason timeout soon after its
+// timeout, publishes no hash, and the probe goes on with the next command.
+func TestCommandTimeoutNoHash(t *testing.T) {
+	f := newFixture(t, sshserver.TestOptions{})
+	const timeout = 300 * time.Millisecond
+	cfg := f.cfg(
+		config.Command{Name: "hang", Run: "sleep", Timeout: config.Duration(timeout)},
+		config.Command{Name: "after", Run: "echo after", Timeout: config.Duration(5 * time.Second)},
+	)
+	res := newProber(t).Probe(context.Background(), testTarget(f.srv.Port, cfg))
+	checkReason(t, res, probe.ReasonTimeout)
+	hang, after := res.SSH.Commands[0], res.SSH.Commands[1]
+	if hang.Reason != probe.ReasonTimeout || hang.Hash != 0 || hang.SHA256 != "" || hang.Bytes != 0 {
+		t.Errorf("hang: reason=%q hash=%d sha256=%q bytes=%d", hang.Reason, hang.Hash, hang.SHA256, hang.Bytes)
+	}
+	if hang.Duration > timeout+2*killGrace+3*time.Second {
+		t.Errorf("hang took %v with a %v timeout", hang.Duration, timeout)
+	}
+	// The in-process server ends the channel on close, so the connection
+	// survives and the next command runs.
+	if !after.Ran || after.Reason != probe.ReasonNone || after.SHA256 == "" {
+		t.Errorf("after: ran=%v reason=%q err=%v", after.Ran, after.Reason, after.Err)
+	}
 }
