@@ -185,11 +185,12 @@ func (d *Device) runShell(ch ssh.Channel) {
 		_, _ = io.Copy(io.Discard, in)
 		return
 	}
+	afterCR := false
 	for {
 		if _, err := io.WriteString(ch, prompt); err != nil {
 			return
 		}
-		line, err := readLine(in, ch)
+		line, err := readLine(in, ch, &afterCR)
 		if err != nil {
 			return
 		}
@@ -207,22 +208,22 @@ func (d *Device) runShell(ch ssh.Channel) {
 }
 
 // readLine reads one line with echo: printable bytes are echoed, DEL and
-// backspace erase, CR or LF ends the line (an LF right after a CR is
-// skipped).
-func readLine(in *bufio.Reader, echo io.Writer) (string, error) {
+// backspace erase, CR or LF ends the line. afterCR carries over between
+// calls whether the last line ended with CR, so that the LF of a CRLF is
+// skipped without waiting for a byte that may never come.
+func readLine(in *bufio.Reader, echo io.Writer, afterCR *bool) (string, error) {
 	var line []byte
 	for {
 		c, err := in.ReadByte()
 		if err != nil {
 			return "", err
 		}
+		skip := *afterCR && c == '\n'
+		*afterCR = false
 		switch {
+		case skip:
 		case c == '\r' || c == '\n':
-			if c == '\r' {
-				if next, err := in.Peek(1); err == nil && next[0] == '\n' {
-					_, _ = in.ReadByte()
-				}
-			}
+			*afterCR = c == '\r'
 			return string(line), nil
 		case c == 0x7f || c == '\b':
 			if len(line) > 0 {
