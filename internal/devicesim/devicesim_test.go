@@ -114,7 +114,6 @@ func TestDevice(t *testing.T) {
 				b = append(b, buf[:n]...)
 				if err != nil {
 					t.Fatalf("read until %q: %v after %q", marker, err, b)
-
 				}
 			}
 			return string(b)
