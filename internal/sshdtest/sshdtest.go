@@ -77,6 +77,10 @@ type Options struct {
 	HostKeyTypes []string
 	// PasswordAuthentication enables password logins.
 	PasswordAuthentication bool
+	// KbdInteractiveAuthentication enables keyboard-interactive. Without
+	// PAM (the harness runs UsePAM no) sshd has no device to ask with, so
+	// it refuses the method at once: what such a server does in the field.
+	KbdInteractiveAuthentication bool
 	// PermitRootPassword sets PermitRootLogin yes instead of
 	// prohibit-password, so root may log in with a password.
 	PermitRootPassword bool
@@ -450,7 +454,7 @@ func (s *Server) config(opts Options) string {
 	line("UsePAM no")
 	line("PubkeyAuthentication yes")
 	line("PasswordAuthentication %s", yesNo(opts.PasswordAuthentication))
-	line("KbdInteractiveAuthentication no")
+	line("KbdInteractiveAuthentication %s", yesNo(opts.KbdInteractiveAuthentication))
 	line("HostbasedAuthentication no")
 	if opts.PermitRootPassword {
 		line("PermitRootLogin yes")

@@ -128,3 +128,21 @@ func TestSSHDLegacyAlgorithms(t *testing.T) {
 		t.Errorf("connection info %+v", ci)
 	}
 }
+
+// TestSSHDKeyboardInteractiveWithoutPAM logs in with a password to an sshd
+// that offers only public key and keyboard-interactive, without PAM: sshd
+// refuses keyboard-interactive without asking, which is reason auth, not
+// handshake.
+func TestSSHDKeyboardInteractiveWithoutPAM(t *testing.T) {
+	s := sshdtest.Start(t, sshdtest.Options{HostKeyTypes: []string{sshdtest.KeyEd25519}, KbdInteractiveAuthentication: true})
+	kh := s.KnownHosts(t, "known_hosts", sshdtest.KnownHostsPlain)
+	cfg := &config.SSHProbe{
+		User: s.User, PasswordFile: s.WriteSecret(t, "password", "not-this"), KnownHostsFile: kh,
+		Commands: []config.Command{sshdNoiseCommand},
+	}
+	res := sshdNewProber(t).Probe(context.Background(), sshdTarget(s, cfg))
+	if res.Success || res.Reason != probe.ReasonAuth {
+		t.Fatalf("success=%v reason=%q err=%v, want reason auth\nsshd log:\n%s", res.Success, res.Reason, res.Err, s.Log(t))
+	}
+	t.Logf("error: %v", res.Err)
+}
