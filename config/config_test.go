@@ -97,6 +97,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-command-timeout.yml", `probes.ssh.commands[0].timeout: timeout 8s exceeds the ssh probe's timeout 5s`, 13},
 		{"invalid-ssh-algorithms-mixed.yml", `probes.ssh.algorithms.ciphers[1]: either every entry starts with '+' (append to the defaults) or none does (replace them); got "+nope-cbc"`, 11},
 		{"invalid-ssh-algorithms-unknown.yml", `probes.ssh.algorithms.host_key[1]: unknown host_key algorithm "ssh-rsa-sha1" (known: rsa-sha2-256-cert-v01@openssh.com`, 12},
+		{"invalid-ssh-shell-without-mode.yml", `probes.ssh.shell: shell settings apply to mode: shell only; add mode: shell or remove the shell block`, 9},
 		{"invalid-ssh-mode.yml", `probes.ssh.mode: mode must be "exec" or "shell", got "telnet"`, 9},
 		{"invalid-ssh-shell-prompt.yml", `probes.ssh.shell.prompt: prompt "[#>" is not a valid regular expression: missing closing ]`, 11},
 		{"invalid-ssh-ignore-lines.yml", `probes.ssh.commands[0].ignore_lines[1]: ignore_lines "(unclosed" is not a valid regular expression: missing closing )`, 12},

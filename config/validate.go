@@ -287,6 +287,10 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 	shell := false
 	switch s.Mode {
 	case SSHModeExec:
+		if d, sh := defaultShell(), s.Shell; len(sh.Setup) > 0 || sh.Term != d.Term || sh.Width != d.Width ||
+			sh.Height != d.Height || sh.Prompt != d.Prompt || sh.Exit != d.Exit || sh.Pager != d.Pager {
+			v.add(at(p, "shell"), "shell settings apply to mode: shell only; add mode: shell or remove the shell block")
+		}
 	case SSHModeShell:
 		shell = true
 		v.shell(at(p, "shell"), &s.Shell)
