@@ -48,9 +48,14 @@ func TestSSHDCommandTimeout(t *testing.T) {
 	p := sshdNewProber(t)
 	marker := fmt.Sprintf("%d.%d", 40+os.Getpid()%50, time.Now().UnixNano()%1000)
 
-	for _, tc := range []struct{ name, run string }{
-		{"sleep", "echo started; echo first-err >&2; echo second-err >&2; sleep " + marker},
-		{"ignoring TERM", "trap '' TERM; echo started; echo first-err >&2; sleep " + marker + "1; echo late"},
+	// finisher ends about 20 ms after its 1s timeout, between the TERM it
+	// ignores and the KILL: it exits 0 with all its output, and is still
+	// a timeout.
+	finisher := fmt.Sprintf("1.02%d", os.Getpid()%1000)
+	for _, tc := range []struct{ name, run, marker string }{
+		{"sleep", "echo started; echo first-err >&2; echo second-err >&2; sleep " + marker, marker},
+		{"ignoring TERM", "trap '' TERM; echo started; echo first-err >&2; sleep " + marker + "1; echo late", marker + "1"},
+		{"finishing after the timeout", "trap '' TERM; echo started; echo first-err >&2; sleep " + finisher + "; echo late", finisher},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const timeout = time.Second
@@ -78,7 +83,7 @@ func TestSSHDCommandTimeout(t *testing.T) {
 			// moment to reap it, but no orphan may remain.
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				left := processesWith("sleep " + marker)
+				left := processesWith("sleep " + tc.marker)
 				if len(left) == 0 {
 					break
 				}
