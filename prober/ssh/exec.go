@@ -18,7 +18,7 @@ import (
 
 // killGrace is how long a command that outlived its timeout gets between
 // the TERM and the KILL signal request before its session is closed.
-const killGrace = 100 * time.Millisecond
+const killGrace = 50 * time.Millisecond
 
 // runCommands runs cfg.Commands in order, each in a new session on conn
 // (exec mode) or all in one shell session (shell mode), and returns the
