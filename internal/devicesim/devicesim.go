@@ -123,25 +123,31 @@ func (d *Device) channel(_ net.Conn, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	)
 	for req := range reqs {
 		ok := false
+		var run func()
 		switch req.Type {
 		case "pty-req":
 			ok, pty = !started, !started || pty
 		case "shell":
 			if pty && !started {
 				ok, started = true, true
-				wg.Go(func() { d.runShell(ch) })
+				run = func() { d.runShell(ch) }
 			}
 		case "exec":
 			var payload struct{ Command string }
 			if !started && ssh.Unmarshal(req.Payload, &payload) == nil {
 				ok, started = true, true
-				wg.Go(func() { d.runExec(ch, payload.Command) })
+				run = func() { d.runExec(ch, payload.Command) }
 			}
 		case "window-change", "env":
 			ok = true
 		}
+		// Reply before the command starts: one that ends at once would
+		// otherwise close the channel before the client has its answer.
 		if req.WantReply {
 			_ = req.Reply(ok, nil)
+		}
+		if run != nil {
+			wg.Go(run)
 		}
 	}
 	wg.Wait()
