@@ -35,6 +35,10 @@ import (
 // to finish after SIGTERM; the issue requires exit within 5 s.
 const shutdownGrace = 3 * time.Second
 
+// schedulerCoalesce is the shortest time between two scheduler passes; a
+// probe starts at most about this late.
+const schedulerCoalesce = 10 * time.Millisecond
+
 // fleet wires the probers, pool, scheduler and store for one process.
 type fleet struct {
 	logger  *slog.Logger
@@ -78,8 +82,27 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 		f.close()
 		return nil, err
 	}
+	// Batch probers (ICMP) hand results over a batch at a time: one store
+	// lock and one scheduler lock per batch instead of per result.
+	pool.SetBatchSink(func(rs []probe.Result) {
+		f.store.UpdateBatch(rs)
+		f.sched.ObserveBatch(rs)
+		for i := range rs {
+			r := &rs[i]
+			if !r.Success {
+				logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
+			}
+			if sink != nil {
+				sink(*r)
+			}
+		}
+	})
 	f.pool = pool
 	f.sched = schedule.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
+	// Due targets are submitted in batches of schedulerCoalesce: a large
+	// ICMP fleet then costs one scheduler pass, one pool dispatch and one
+	// sendmmsg run per batch rather than per target.
+	f.sched.SetCoalesce(schedulerCoalesce)
 	f.reconcilers = []probe.Reconciler{f.store, f.sched, f.pool, f.probers}
 	f.apply(cfg, targets)
 	return f, nil

@@ -309,6 +309,20 @@ func pruneCommands(st *SSHState, cfg *config.SSHProbe) *SSHState {
 func (s *Store) Update(r probe.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.update(&r)
+}
+
+// UpdateBatch records many results under one lock, as Update does each.
+func (s *Store) UpdateBatch(rs []probe.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range rs {
+		s.update(&rs[i])
+	}
+}
+
+// update records r. Callers hold s.mu.
+func (s *Store) update(r *probe.Result) {
 	i, ok := s.index[r.Key]
 	if !ok {
 		return
