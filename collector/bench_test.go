@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,19 @@ import (
 // benchStore returns a store with hosts hosts in 10 sets, every target with a
 // result; a tenth of them failing. withSSH adds an SSH target with one
 // command per host next to the ICMP one.
+// benchConn and benchSHA256 are the connection and output info of the
+// bench fleet: a few distinct values, as in a real fleet.
+var (
+	benchConn = &probe.ConnInfo{
+		ServerVersion: "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", KEX: "curve25519-sha256",
+		Cipher: "chacha20-poly1305@openssh.com", MAC: "<implicit>", HostKeyAlgorithm: "ssh-ed25519",
+	}
+	benchSHA256 = [5]string{
+		"1" + strings.Repeat("0", 63), "2" + strings.Repeat("0", 63), "3" + strings.Repeat("0", 63),
+		"4" + strings.Repeat("0", 63), "5" + strings.Repeat("0", 63),
+	}
+)
+
 func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 	b.Helper()
 	var targets []*config.Target
@@ -41,7 +55,11 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 			targets = append(targets, ssh)
 			results = append(results, sshResult(ssh, 0, true, "", &probe.SSHResult{
 				Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
-				Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40}},
+				Conn: benchConn,
+				Commands: []probe.CommandResult{{
+					Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40,
+					SHA256: benchSHA256[i%5],
+				}},
 			}))
 			results[len(results)-1].Addr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 		}

@@ -23,6 +23,14 @@ const (
 	labelPhase   = "phase"
 	labelCommand = "command"
 	labelResult  = "result"
+
+	labelSHA256        = "sha256"
+	labelValue         = "value"
+	labelServerVersion = "server_version"
+	labelKEX           = "kex"
+	labelCipher        = "cipher"
+	labelMAC           = "mac"
+	labelHostKeyAlg    = "host_key_algorithm"
 )
 
 // SSH phase label values.
@@ -60,7 +68,10 @@ func newDescs(labelNames []string) *descs {
 			d.names[n] = &n
 		}
 	}
-	for _, n := range []string{labelSet, labelHost, labelProbe, labelReason, labelPhase, labelCommand, labelResult} {
+	for _, n := range []string{
+		labelSet, labelHost, labelProbe, labelReason, labelPhase, labelCommand, labelResult,
+		labelSHA256, labelValue, labelServerVersion, labelKEX, labelCipher, labelMAC, labelHostKeyAlg,
+	} {
 		intern(n)
 	}
 	for _, n := range labelNames {
@@ -270,7 +281,7 @@ func (e *emitter) reset(d *descs, s sink) {
 	e.sink, e.d = s, d
 	e.pairs.reset()
 	e.ptrs.reset()
-	e.src = slices.Grow(e.src[:0], 2+len(d.labelNames)+2)[:2+len(d.labelNames)+2]
+	e.src = slices.Grow(e.src[:0], 2+len(d.labelNames)+maxExtras)[:2+len(d.labelNames)+maxExtras]
 	clear(e.src)
 	e.curSet = ""
 	if e.sets == nil {
@@ -336,12 +347,28 @@ func (e *emitter) pair(name *string, value string) *dto.LabelPair {
 	return &p.pair
 }
 
+// maxExtras is the most extra labels a per-host row kind has.
+const maxExtras = 5
+
 // labels returns the sorted label pairs of per-host kind k, with x1 and x2
 // as the extra labels' pairs (nil when the kind has fewer).
 func (e *emitter) labels(k rowKind, x1, x2 *dto.LabelPair) []*dto.LabelPair {
 	perm := e.d.perm[k]
 	n := len(e.d.labelNames)
 	e.src[2+n], e.src[2+n+1] = x1, x2
+	out := e.ptrs.take(len(perm))
+	for i, p := range perm {
+		out[i] = e.src[p]
+	}
+	return out
+}
+
+// labelsN is labels for kinds with more than two extras, given in the
+// order of the kind's extras().
+func (e *emitter) labelsN(k rowKind, xs ...*dto.LabelPair) []*dto.LabelPair {
+	n := len(e.d.labelNames)
+	copy(e.src[2+n:], xs)
+	perm := e.d.perm[k]
 	out := e.ptrs.take(len(perm))
 	for i, p := range perm {
 		out[i] = e.src[p]
@@ -488,20 +515,30 @@ func (e *emitter) ssh(s *SSHState) {
 			}
 		}
 	}
+	if ci := s.Conn; ci != nil {
+		names := e.d.names
+		out.series(famSSHConnInfo, e.labelsN(rowsConn,
+			e.pair(names[labelServerVersion], ci.ServerVersion), e.pair(names[labelKEX], ci.KEX),
+			e.pair(names[labelCipher], ci.Cipher), e.pair(names[labelMAC], ci.MAC),
+			e.pair(names[labelHostKeyAlg], ci.HostKeyAlgorithm)), 1)
+	}
 	for i := range s.Commands {
 		c := &s.Commands[i]
-		if !c.Ran {
+		if !c.Exported() {
 			continue
 		}
-		cl := e.labels(rowsCommand, e.pair(e.d.names[labelCommand], c.Name), nil)
+		cmd := e.pair(e.d.names[labelCommand], c.Name)
+		cl := e.labels(rowsCommand, cmd, nil)
 		out.series(famCmdDuration, cl, c.Duration.Seconds())
 		out.series(famCmdExitStatus, cl, float64(c.ExitStatus))
-		if c.HashExported() {
+		if c.HasHash() {
 			out.series(famCmdHash, cl, float64(c.Hash))
 			out.series(famCmdBytes, cl, float64(c.Bytes))
-		}
-		if !c.HashChanged.IsZero() {
 			out.series(famCmdChanged, cl, unixSeconds(c.HashChanged))
+		}
+		if c.SHA256 != "" {
+			out.series(famCmdOutputInfo, e.labelsN(rowsCmdInfo, cmd,
+				e.pair(e.d.names[labelSHA256], c.SHA256), e.pair(e.d.names[labelValue], c.Value)), 1)
 		}
 	}
 }

@@ -95,16 +95,20 @@ var families = map[string]string{
 		"# TYPE fleet_icmp_packets_received_total counter\n",
 	"fleet_ssh_phase_seconds": "# HELP fleet_ssh_phase_seconds Duration of each phase reached by the last SSH probe that established a connection, in seconds.\n" +
 		"# TYPE fleet_ssh_phase_seconds gauge\n",
-	"fleet_ssh_command_duration_seconds": "# HELP fleet_ssh_command_duration_seconds Wall time of the command in the last SSH probe in seconds.\n" +
+	"fleet_ssh_command_duration_seconds": "# HELP fleet_ssh_command_duration_seconds Wall time of the last run of the command in seconds.\n" +
 		"# TYPE fleet_ssh_command_duration_seconds gauge\n",
-	"fleet_ssh_command_exit_status": "# HELP fleet_ssh_command_exit_status Exit status of the command in the last SSH probe; -1 when it had none (signal, timeout, dropped connection).\n" +
+	"fleet_ssh_command_exit_status": "# HELP fleet_ssh_command_exit_status Exit status of the last run of the command; -1 when it had none (signal, timeout, dropped connection, no exit status, shell mode).\n" +
 		"# TYPE fleet_ssh_command_exit_status gauge\n",
-	"fleet_ssh_command_output_hash": "# HELP fleet_ssh_command_output_hash The first 52 bits of the SHA-256 of the command's standard output in the last SSH probe.\n" +
+	"fleet_ssh_command_output_hash": "# HELP fleet_ssh_command_output_hash The first 52 bits of the SHA-256 of the command's output in its last run that read the output completely.\n" +
 		"# TYPE fleet_ssh_command_output_hash gauge\n",
-	"fleet_ssh_command_output_bytes": "# HELP fleet_ssh_command_output_bytes Size of the command's standard output in the last SSH probe in bytes.\n" +
+	"fleet_ssh_command_output_bytes": "# HELP fleet_ssh_command_output_bytes Size of the hashed output of the command in its last run that read the output completely, in bytes.\n" +
 		"# TYPE fleet_ssh_command_output_bytes gauge\n",
 	"fleet_ssh_command_output_changed_timestamp_seconds": "# HELP fleet_ssh_command_output_changed_timestamp_seconds Unix time of the end of the probe that first saw the current output hash of the command.\n" +
 		"# TYPE fleet_ssh_command_output_changed_timestamp_seconds gauge\n",
+	"fleet_ssh_command_output_info": "# HELP fleet_ssh_command_output_info The full hex SHA-256 of the command's last completely read output, and with output_label its first line as value; always 1.\n" +
+		"# TYPE fleet_ssh_command_output_info gauge\n",
+	"fleet_ssh_connection_info": "# HELP fleet_ssh_connection_info Server version and the algorithms negotiated by the last successful SSH handshake with the host (cipher and mac client to server); always 1.\n" +
+		"# TYPE fleet_ssh_connection_info gauge\n",
 	"fleet_targets": "# HELP fleet_targets Number of configured targets.\n" +
 		"# TYPE fleet_targets gauge\n",
 	"fleet_probes_total": "# HELP fleet_probes_total Number of probe results received, by result.\n" +
@@ -477,7 +481,7 @@ func TestCollect(t *testing.T) {
 			},
 		},
 		{
-			name:    "ssh phases reached only, commands that did not run absent, hash only when read",
+			name:    "ssh phases reached only, commands that did not run keep their last run, last good hash kept",
 			targets: []*config.Target{sshC},
 			results: []probe.Result{
 				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
@@ -508,8 +512,15 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_failure_info{host="db1",probe="ssh",reason="timeout",set="db"} 1`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.015`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.025`,
+				`fleet_ssh_command_duration_seconds{command="df",host="db1",set="db"} 0.2`,
 				`fleet_ssh_command_duration_seconds{command="uname",host="db1",set="db"} 0.2`,
+				`fleet_ssh_command_exit_status{command="df",host="db1",set="db"} 0`,
 				`fleet_ssh_command_exit_status{command="uname",host="db1",set="db"} -1`,
+				`fleet_ssh_command_output_hash{command="df",host="db1",set="db"} 300239975158033`,
+				`fleet_ssh_command_output_hash{command="uname",host="db1",set="db"} 3022415463593046`,
+				`fleet_ssh_command_output_bytes{command="df",host="db1",set="db"} 120`,
+				`fleet_ssh_command_output_bytes{command="uname",host="db1",set="db"} 6`,
+				`fleet_ssh_command_output_changed_timestamp_seconds{command="df",host="db1",set="db"} 1700000000.25`,
 				`fleet_ssh_command_output_changed_timestamp_seconds{command="uname",host="db1",set="db"} 1700000000.25`,
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
@@ -518,14 +529,21 @@ func TestCollect(t *testing.T) {
 			},
 		},
 		{
-			name:    "ssh failure before any result part drops command series",
+			name:    "ssh failure before any result part keeps command series and connection info",
 			targets: []*config.Target{sshC},
 			results: []probe.Result{
 				sshResult(sshC, 0, true, probe.ReasonNone, &probe.SSHResult{
 					Connect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond, Auth: 30 * time.Millisecond,
 					NewConnection: true,
+					Conn: &probe.ConnInfo{
+						ServerVersion: `SSH-2.0-Cisco-1.25 "x"`, KEX: "diffie-hellman-group14-sha1",
+						Cipher: "aes128-cbc", MAC: "hmac-sha1", HostKeyAlgorithm: "ssh-rsa",
+					},
 					Commands: []probe.CommandResult{
-						{Name: "uname", Ran: true, Duration: 100 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6},
+						{
+							Name: "uname", Ran: true, Duration: 100 * time.Millisecond, Hash: 0xabcdef0123456, Bytes: 6,
+							SHA256: "abcdef0123456" + strings.Repeat("0", 51), Value: `6.1.0 "lts"`,
+						},
 					},
 				}),
 				sshResult(sshC, 1, false, probe.ReasonDNS, nil),
@@ -541,6 +559,13 @@ func TestCollect(t *testing.T) {
 				`fleet_ssh_phase_seconds{host="db1",phase="auth",set="db"} 0.03`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.01`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.02`,
+				`fleet_ssh_connection_info{cipher="aes128-cbc",host="db1",host_key_algorithm="ssh-rsa",kex="diffie-hellman-group14-sha1",mac="hmac-sha1",server_version="SSH-2.0-Cisco-1.25 \"x\"",set="db"} 1`,
+				`fleet_ssh_command_duration_seconds{command="uname",host="db1",set="db"} 0.1`,
+				`fleet_ssh_command_exit_status{command="uname",host="db1",set="db"} 0`,
+				`fleet_ssh_command_output_hash{command="uname",host="db1",set="db"} 3022415463593046`,
+				`fleet_ssh_command_output_bytes{command="uname",host="db1",set="db"} 6`,
+				`fleet_ssh_command_output_changed_timestamp_seconds{command="uname",host="db1",set="db"} 1700000000.25`,
+				`fleet_ssh_command_output_info{command="uname",host="db1",set="db",sha256="abcdef0123456000000000000000000000000000000000000000000000000000",value="6.1.0 \"lts\""} 1`,
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
@@ -638,7 +663,8 @@ func fullStore() *Store {
 	s.Update(result(tcp, 1, false, probe.ReasonRefused))
 	s.Update(sshResult(ssh, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond, NewConnection: true,
-		Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: 42, Bytes: 6}},
+		Conn:     benchConn,
+		Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: 42, Bytes: 6, SHA256: benchSHA256[0], Value: "6.1.0"}},
 	}))
 	return s
 }

@@ -8,10 +8,12 @@ import (
 )
 
 // HashExported reports whether the command's fleet_ssh_command_output_hash
-// series is exported. fleet_ssh_command_output_distinct_hashes and the
-// status pages count exactly those series, so that they agree with the
-// PromQL that counts them.
-func (c *CommandState) HashExported() bool { return c.Ran && c.OutputRead }
+// series is exported: whenever an output hash is known, also while later
+// probes fail, so that a drift alert does not forget a host that stops
+// answering. fleet_ssh_command_output_distinct_hashes and the status pages
+// count exactly those series, so that they agree with the PromQL that
+// counts them.
+func (c *CommandState) HashExported() bool { return c.HasHash() }
 
 // driftRow is one series of fleet_ssh_command_output_distinct_hashes.
 type driftRow struct {

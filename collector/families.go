@@ -36,6 +36,8 @@ const (
 	famCmdHash
 	famCmdBytes
 	famCmdChanged
+	famCmdOutputInfo
+	famSSHConnInfo
 	famTargets
 	famProbesTotal
 	famProbeFailingSince
@@ -54,6 +56,8 @@ const (
 	rowsFailure                // targets whose last probe failed
 	rowsPhase                  // SSH phases reached
 	rowsCommand                // SSH commands that ran
+	rowsCmdInfo                // SSH commands with a known output hash
+	rowsConn                   // SSH targets with a known handshake
 	rowsTargets                // (set, probe) pairs (fleet_targets)
 	rowsProbes                 // (set, probe, result) triples (fleet_probes_total)
 	rowsDrift                  // (set, command) pairs with an output hash
@@ -76,6 +80,10 @@ func (k rowKind) extras() []string {
 		return []string{labelPhase}
 	case rowsCommand:
 		return []string{labelCommand}
+	case rowsCmdInfo:
+		return []string{labelCommand, labelSHA256, labelValue}
+	case rowsConn:
+		return []string{labelServerVersion, labelKEX, labelCipher, labelMAC, labelHostKeyAlg}
 	case rowsTargets:
 		return []string{labelSet, labelProbe}
 	case rowsProbes:
@@ -154,23 +162,31 @@ func familyTable() *[numFamilies]family {
 		},
 		famCmdDuration: {
 			"fleet_ssh_command_duration_seconds", gauge,
-			"Wall time of the command in the last SSH probe in seconds.", rowsCommand,
+			"Wall time of the last run of the command in seconds.", rowsCommand,
 		},
 		famCmdExitStatus: {
 			"fleet_ssh_command_exit_status", gauge,
-			"Exit status of the command in the last SSH probe; -1 when it had none (signal, timeout, dropped connection).", rowsCommand,
+			"Exit status of the last run of the command; -1 when it had none (signal, timeout, dropped connection, no exit status, shell mode).", rowsCommand,
 		},
 		famCmdHash: {
 			"fleet_ssh_command_output_hash", gauge,
-			"The first 52 bits of the SHA-256 of the command's standard output in the last SSH probe.", rowsCommand,
+			"The first 52 bits of the SHA-256 of the command's output in its last run that read the output completely.", rowsCommand,
 		},
 		famCmdBytes: {
 			"fleet_ssh_command_output_bytes", gauge,
-			"Size of the command's standard output in the last SSH probe in bytes.", rowsCommand,
+			"Size of the hashed output of the command in its last run that read the output completely, in bytes.", rowsCommand,
 		},
 		famCmdChanged: {
 			"fleet_ssh_command_output_changed_timestamp_seconds", gauge,
 			"Unix time of the end of the probe that first saw the current output hash of the command.", rowsCommand,
+		},
+		famCmdOutputInfo: {
+			"fleet_ssh_command_output_info", gauge,
+			"The full hex SHA-256 of the command's last completely read output, and with output_label its first line as value; always 1.", rowsCmdInfo,
+		},
+		famSSHConnInfo: {
+			"fleet_ssh_connection_info", gauge,
+			"Server version and the algorithms negotiated by the last successful SSH handshake with the host (cipher and mac client to server); always 1.", rowsConn,
 		},
 		famTargets: {
 			"fleet_targets", gauge,

@@ -75,6 +75,10 @@ type SSHState struct {
 	Connect, Handshake, Auth time.Duration
 	// HasPhases is true once some probe established a connection.
 	HasPhases bool
+	// Conn is what the handshake of the connection of the last probe that
+	// had one negotiated; nil before the first handshake. A failed probe
+	// leaves it unchanged.
+	Conn *probe.ConnInfo
 	// Commands holds one entry per configured command that has ever been
 	// reported, in the order of the last report.
 	Commands []CommandState
@@ -85,23 +89,38 @@ type CommandState struct {
 	// Name is the configured command name (the `command` label).
 	Name string
 	// Ran is true when the command was started by the last SSH probe; the
-	// fields Duration, ExitStatus, Reason and OutputRead describe that run.
+	// fields Duration, ExitStatus and Reason then describe that run, and
+	// otherwise keep the values of the last run, so that a failing probe
+	// does not make the command's series vanish.
 	Ran        bool
 	Duration   time.Duration
 	ExitStatus int
 	Reason     probe.Reason
 	// OutputRead is true when the last run produced an output hash.
 	OutputRead bool
-	// Hash and Bytes describe the last output that was read; they keep their
-	// value when a later run read no output.
-	Hash  uint64
-	Bytes int64
+	// Hash, SHA256, Bytes and Value describe the last output that was
+	// read completely; they keep their value when a later run read none
+	// (it failed, timed out, or the probe did not reach it). SHA256 and
+	// Value are not kept across restarts.
+	Hash   uint64
+	SHA256 string
+	Bytes  int64
+	Value  string
 	// HashChanged is the end time of the probe that first saw the current
 	// Hash: set when the hash differs from the previously known one and also
 	// at the first observation (there is no earlier hash to compare with).
 	// Zero while no output has ever been read.
 	HashChanged time.Time
 }
+
+// Exported reports whether the command has series: once it has run, it
+// keeps them until it is no longer configured, through failed probes.
+func (c *CommandState) Exported() bool {
+	return c.Ran || c.Duration > 0 || !c.HashChanged.IsZero()
+}
+
+// HasHash reports whether an output hash of the command is known.
+func (c *CommandState) HasHash() bool { return !c.HashChanged.IsZero() }
 
 // SetProbeState holds the exporter-health counts of one (set, probe) pair.
 type SetProbeState struct {
@@ -370,6 +389,12 @@ func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 	if r != nil && r.NewConnection {
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = r.Connect, r.Handshake, r.Auth, true
 	}
+	if prev != nil {
+		next.Conn = prev.Conn
+	}
+	if r != nil && r.Conn != nil {
+		next.Conn = r.Conn
+	}
 
 	var reported []probe.CommandResult
 	if r != nil {
@@ -385,7 +410,8 @@ func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 		cs := CommandState{Name: c.Name}
 		if j := slices.IndexFunc(prevCmds, func(p CommandState) bool { return p.Name == c.Name }); j >= 0 {
 			p := prevCmds[j]
-			cs.Hash, cs.Bytes, cs.HashChanged = p.Hash, p.Bytes, p.HashChanged
+			cs.Hash, cs.SHA256, cs.Bytes, cs.Value, cs.HashChanged = p.Hash, p.SHA256, p.Bytes, p.Value, p.HashChanged
+			cs.Duration, cs.ExitStatus, cs.Reason = p.Duration, p.ExitStatus, p.Reason
 		}
 		cs.Ran = c.Ran
 		if c.Ran {
@@ -396,7 +422,7 @@ func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 			if cs.HashChanged.IsZero() || cs.Hash != c.Hash {
 				cs.HashChanged = end
 			}
-			cs.Hash, cs.Bytes = c.Hash, c.Bytes
+			cs.Hash, cs.SHA256, cs.Bytes, cs.Value = c.Hash, c.SHA256, c.Bytes, c.Value
 		}
 		cmds = append(cmds, cs)
 	}
@@ -404,7 +430,10 @@ func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 	// did not run.
 	for _, p := range prevCmds {
 		if !slices.ContainsFunc(reported, func(c probe.CommandResult) bool { return c.Name == p.Name }) {
-			cmds = append(cmds, CommandState{Name: p.Name, Hash: p.Hash, Bytes: p.Bytes, HashChanged: p.HashChanged})
+			cmds = append(cmds, CommandState{
+				Name: p.Name, Hash: p.Hash, SHA256: p.SHA256, Bytes: p.Bytes, Value: p.Value, HashChanged: p.HashChanged,
+				Duration: p.Duration, ExitStatus: p.ExitStatus, Reason: p.Reason,
+			})
 		}
 	}
 	if len(cmds) == 0 {

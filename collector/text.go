@@ -39,16 +39,23 @@ type row struct{ g, t, x int32 }
 type slotKind uint8
 
 const (
-	slotBase         slotKind = iota // set, host or a static label: the group's values
-	slotProbe                        // the target's probe type
-	slotReason                       // the target's failure reason
-	slotPhase                        // the SSH phase of the row
-	slotCommand                      // the SSH command of the row
-	slotSPSet                        // the set of a SetProbes entry
-	slotSPProbe                      // the probe of a SetProbes entry
-	slotResult                       // success or failure
-	slotDriftSet                     // the set of a drift row
-	slotDriftCommand                 // the command of a drift row
+	slotBase          slotKind = iota // set, host or a static label: the group's values
+	slotProbe                         // the target's probe type
+	slotReason                        // the target's failure reason
+	slotPhase                         // the SSH phase of the row
+	slotCommand                       // the SSH command of the row
+	slotSPSet                         // the set of a SetProbes entry
+	slotSPProbe                       // the probe of a SetProbes entry
+	slotResult                        // success or failure
+	slotSHA256                        // the full output hash of the row's command
+	slotValue                         // the value label of the row's command
+	slotServerVersion                 // the server version of the target's connection
+	slotKEX                           // its key exchange
+	slotCipher                        // its cipher
+	slotMAC                           // its MAC
+	slotHostKeyAlg                    // its host key algorithm
+	slotDriftSet                      // the set of a drift row
+	slotDriftCommand                  // the command of a drift row
 )
 
 // slot is one label of a layout, in the exposition's label order.
@@ -140,6 +147,20 @@ func hostSlot(name string) slotKind {
 		return slotReason
 	case labelPhase:
 		return slotPhase
+	case labelSHA256:
+		return slotSHA256
+	case labelValue:
+		return slotValue
+	case labelServerVersion:
+		return slotServerVersion
+	case labelKEX:
+		return slotKEX
+	case labelCipher:
+		return slotCipher
+	case labelMAC:
+		return slotMAC
+	case labelHostKeyAlg:
+		return slotHostKeyAlg
 	default:
 		return slotCommand
 	}
@@ -248,12 +269,14 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 		famCmdExitStatus: always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
 		famCmdHash: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Hash), c.HashExported()
+			return float64(c.Hash), c.HasHash()
 		},
 		famCmdBytes: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Bytes), c.OutputRead
+			return float64(c.Bytes), c.HasHash()
 		},
+		famCmdOutputInfo: always(func(*TextWriter, row) float64 { return 1 }),
+		famSSHConnInfo:   always(func(*TextWriter, row) float64 { return 1 }),
 		famCmdChanged: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
 			return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
@@ -453,7 +476,8 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		}
 		return order[i]
 	}
-	anyHostRows := need[rowsHost] || need[rowsICMP] || need[rowsTarget] || need[rowsFailure] || need[rowsPhase] || need[rowsCommand]
+	anyHostRows := need[rowsHost] || need[rowsICMP] || need[rowsTarget] || need[rowsFailure] || need[rowsPhase] || need[rowsCommand] ||
+		need[rowsCmdInfo] || need[rowsConn]
 	g := int32(0)
 	for i := 0; anyHostRows && i < len(ts); {
 		first := &ts[idx(i)]
@@ -590,9 +614,16 @@ func (w *TextWriter) group(g int32, i, j int, idx func(int) int32) bool {
 					}
 				}
 			}
+			if s.Conn != nil {
+				w.rows[rowsConn] = append(w.rows[rowsConn], row{g: g, t: ti})
+			}
 			for x := range s.Commands {
-				if s.Commands[x].Ran {
+				c := &s.Commands[x]
+				if c.Exported() {
 					w.rows[rowsCommand] = append(w.rows[rowsCommand], row{g: g, t: ti, x: int32(x)})
+				}
+				if c.SHA256 != "" {
+					w.rows[rowsCmdInfo] = append(w.rows[rowsCmdInfo], row{g: g, t: ti, x: int32(x)})
 				}
 			}
 		}
@@ -650,6 +681,20 @@ func (w *TextWriter) value(sl *slot, r row) string {
 		}
 	case slotCommand:
 		return w.snap.Targets[r.t].SSH.Commands[r.x].Name
+	case slotSHA256:
+		return w.snap.Targets[r.t].SSH.Commands[r.x].SHA256
+	case slotValue:
+		return w.snap.Targets[r.t].SSH.Commands[r.x].Value
+	case slotServerVersion:
+		return w.snap.Targets[r.t].SSH.Conn.ServerVersion
+	case slotKEX:
+		return w.snap.Targets[r.t].SSH.Conn.KEX
+	case slotCipher:
+		return w.snap.Targets[r.t].SSH.Conn.Cipher
+	case slotMAC:
+		return w.snap.Targets[r.t].SSH.Conn.MAC
+	case slotHostKeyAlg:
+		return w.snap.Targets[r.t].SSH.Conn.HostKeyAlgorithm
 	case slotSPSet:
 		return w.snap.SetProbes[r.t].Set
 	case slotSPProbe:

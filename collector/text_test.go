@@ -105,9 +105,10 @@ func escapingStore() *Store {
 	s.Update(result(aTCP, 1, false, probe.ReasonRefused))
 	s.Update(sshResult(aSSH, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: ns(1), Handshake: ns(2), Auth: ns(3), NewConnection: true,
+		Conn: &probe.ConnInfo{ServerVersion: "SSH-2.0-Weird \"v\" \\ 1", KEX: "curve25519-sha256", Cipher: "aes128-ctr", MAC: "hmac-sha2-256", HostKeyAlgorithm: "ssh-ed25519"},
 		Commands: []probe.CommandResult{
-			{Name: "uname", Ran: true, Duration: ns(4), Hash: 0xabcdef0123456, Bytes: 6},
-			{Name: "df -h", Ran: true, Duration: ns(5), Hash: 1 << 51, Bytes: 1 << 40},
+			{Name: "uname", Ran: true, Duration: ns(4), Hash: 0xabcdef0123456, SHA256: "ab" + strings.Repeat("0", 62), Value: "Linux \"6\" \\ x", Bytes: 6},
+			{Name: "df -h", Ran: true, Duration: ns(5), Hash: 1 << 51, SHA256: "80" + strings.Repeat("0", 62), Bytes: 1 << 40},
 			{Name: "cat \"x\"", Ran: true, Duration: ns(6), Hash: 42, Bytes: 0},
 		},
 	}))
@@ -200,11 +201,20 @@ func randomStore(seed uint64, hosts int) *Store {
 			case config.ProbeSSH:
 				if rng.IntN(4) > 0 {
 					sr := &probe.SSHResult{NewConnection: rng.IntN(2) == 0, Connect: d(), Handshake: d(), Auth: d()}
+					if rng.IntN(2) == 0 {
+						sr.Conn = &probe.ConnInfo{ServerVersion: fmt.Sprintf("SSH-2.0-v%d", rng.IntN(3)), KEX: "k", Cipher: "c", MAC: "m", HostKeyAlgorithm: "h"}
+					}
 					for _, c := range t.SSH.Commands {
-						sr.Commands = append(sr.Commands, probe.CommandResult{
+						h := rng.Uint64N(1 << 52)
+						cr := probe.CommandResult{
 							Name: c.Name, Ran: rng.IntN(4) > 0, Duration: d(), ExitStatus: rng.IntN(3) - 1,
-							Hash: rng.Uint64N(1 << 52), Bytes: rng.Int64N(1 << 20),
-						})
+							Hash: h, Bytes: rng.Int64N(1 << 20),
+						}
+						if rng.IntN(2) == 0 {
+							cr.SHA256 = fmt.Sprintf("%064x", h)
+							cr.Value = fmt.Sprintf("v%d", rng.IntN(3))
+						}
+						sr.Commands = append(sr.Commands, cr)
 					}
 					rng.Shuffle(len(sr.Commands), func(i, j int) { sr.Commands[i], sr.Commands[j] = sr.Commands[j], sr.Commands[i] })
 					r.SSH = sr

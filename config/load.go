@@ -186,6 +186,9 @@ func (c *Config) applyDefaults(baseDir string) {
 			for _, f := range []*string{&s.PrivateKeyFile, &s.PassphraseFile, &s.CertificateFile, &s.PasswordFile, &s.KnownHostsFile} {
 				*f = resolvePath(baseDir, *f)
 			}
+			for j := range s.KeyboardInteractive {
+				s.KeyboardInteractive[j].AnswerFile = resolvePath(baseDir, s.KeyboardInteractive[j].AnswerFile)
+			}
 		}
 	}
 }
@@ -216,8 +219,9 @@ func tooDeep(n *yaml.Node, depth int) *yaml.Node {
 	return nil
 }
 
-// sshFileKeys are the ssh keys that name a file.
-var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file"}
+// sshFileKeys are the ssh keys that name a file, and algorithms, which
+// preflight's weak-algorithm warning points at.
+var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file", "keyboard_interactive", "algorithms"}
 
 // sshFileKeyLines finds the line of every file-naming key in each host
 // set's ssh block, so that a file found unusable after parsing (missing,

@@ -10,7 +10,7 @@ import (
 )
 
 // maxMappingKeys bounds the keys of any mapping in a config. The schema
-// never needs more (its widest type has 13 fields, labels are capped at
+// never needs more (its widest type has 18 fields, labels are capped at
 // MaxLabelsPerSet), and yaml.v3 compares every key of a mapping with every
 // other before decoding it: a mapping of 100,000 keys would take seconds.
 const maxMappingKeys = MaxLabelsPerSet

@@ -329,13 +329,100 @@ type SSHProbe struct {
 	// ReuseConnections keeps one authenticated connection per host and opens
 	// a new session on it per poll.
 	ReuseConnections bool `yaml:"reuse_connections"`
+	// RequireExitStatus makes an exec command whose channel closes without
+	// an exit status fail with reason session; by default such a command
+	// (the way many network devices end one) succeeds with exit status -1.
+	RequireExitStatus bool `yaml:"require_exit_status"`
+	// Mode is SSHModeExec (one exec session per command) or SSHModeShell
+	// (one PTY shell per probe, commands typed at the prompt).
+	Mode string `yaml:"mode"`
+	// Shell configures mode: shell.
+	Shell Shell `yaml:"shell"`
+	// KeyboardInteractive answers keyboard-interactive prompts that
+	// password_file does not.
+	KeyboardInteractive []KeyboardInteractiveAnswer `yaml:"keyboard_interactive"`
+	// Algorithms overrides or extends the algorithms offered in the
+	// handshake.
+	Algorithms Algorithms `yaml:"algorithms"`
 }
 
-// Command is one command run by the SSH probe, in its own session.
+// SSH probe modes.
+const (
+	SSHModeExec  = "exec"
+	SSHModeShell = "shell"
+)
+
+// Defaults of the shell block.
+const (
+	// DefaultShellTerm is the terminal type requested with the PTY.
+	DefaultShellTerm = "vt100"
+	// DefaultShellWidth and DefaultShellHeight are the PTY size in
+	// characters; a height of 0 asks devices that honour it not to page.
+	DefaultShellWidth  = 511
+	DefaultShellHeight = 0
+	// DefaultShellPrompt matches a last line such as "router#",
+	// "switch>", "R1(config)#", "user@host:~$" or "[admin@fw] >".
+	DefaultShellPrompt = `^[\w.@:~/()\[\] -]*[#>$%] ?$`
+	// DefaultShellPager matches the pager marker of IOS-class devices,
+	// "--More--" and " -- More -- ".
+	DefaultShellPager = `-- ?More ?--`
+	// DefaultShellExit is the line sent to leave the shell.
+	DefaultShellExit = "exit"
+	// MaxShellLines bounds setup lines and ignore_lines patterns.
+	MaxShellLines = 64
+	// MaxKeyboardInteractiveAnswers bounds keyboard_interactive entries.
+	MaxKeyboardInteractiveAnswers = 16
+)
+
+// Shell configures the interactive PTY session of mode: shell.
+type Shell struct {
+	// Term, Width and Height are sent in the pty-req.
+	Term   string `yaml:"term"`
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	// Prompt is a regular expression matched against the last line of
+	// output (CR and trailing spaces kept off); a match means the device
+	// waits for input.
+	Prompt string `yaml:"prompt"`
+	// Setup lines are sent once after the first prompt, each waiting for
+	// the next prompt (e.g. "terminal length 0").
+	Setup []string `yaml:"setup"`
+	// Exit is sent after the last command; empty sends nothing.
+	Exit string `yaml:"exit"`
+	// Pager is a regular expression; when output ends in a match the
+	// prober sends a space to get the next page.
+	Pager string `yaml:"pager"`
+}
+
+// KeyboardInteractiveAnswer answers keyboard-interactive prompts matching
+// Prompt with the content of AnswerFile.
+type KeyboardInteractiveAnswer struct {
+	Prompt     string `yaml:"prompt"`
+	AnswerFile string `yaml:"answer_file"`
+}
+
+// Algorithms lists SSH algorithm names, OpenSSH style: a list replaces the
+// defaults; a list whose entries all start with "+" appends them to the
+// defaults. Empty means the defaults.
+type Algorithms struct {
+	KEX     []string `yaml:"kex"`
+	Ciphers []string `yaml:"ciphers"`
+	MACs    []string `yaml:"macs"`
+	HostKey []string `yaml:"host_key"`
+}
+
+// Command is one command run by the SSH probe, in its own session (exec
+// mode) or typed into the probe's shell (shell mode).
 type Command struct {
 	Name    string   `yaml:"name"`
 	Run     string   `yaml:"run"`
 	Timeout Duration `yaml:"timeout"`
+	// IgnoreLines are regular expressions; output lines matching any of
+	// them are left out of the hash and the byte count.
+	IgnoreLines []string `yaml:"ignore_lines"`
+	// OutputLabel exports the first output line as the value label of
+	// fleet_ssh_command_output_info.
+	OutputLabel bool `yaml:"output_label"`
 }
 
 // Duration is a time.Duration that reads Prometheus-style strings ("90s",
@@ -375,7 +462,21 @@ func defaultICMPProbe() ICMPProbe {
 }
 
 func defaultSSHProbe() SSHProbe {
-	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes}
+	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes, Mode: SSHModeExec, Shell: defaultShell()}
+}
+
+func defaultShell() Shell {
+	return Shell{
+		Term: DefaultShellTerm, Width: DefaultShellWidth, Height: DefaultShellHeight,
+		Prompt: DefaultShellPrompt, Pager: DefaultShellPager, Exit: DefaultShellExit,
+	}
+}
+
+// UnmarshalYAML applies the shell defaults, then decodes strictly.
+func (s *Shell) UnmarshalYAML(unmarshal func(any) error) error {
+	*s = defaultShell()
+	type plain Shell
+	return unmarshal((*plain)(s))
 }
 
 // UnmarshalYAML applies the defaults, then decodes strictly. It uses the

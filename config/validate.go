@@ -1,10 +1,13 @@
 package config
 
 import (
+	"errors"
 	"maps"
 	"math"
 	"net"
 	"net/netip"
+	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +18,8 @@ import (
 // labels must not collide with them (or with Prometheus' target labels).
 func reservedLabel(name string) bool {
 	switch name {
-	case "set", "host", "probe", "reason", "phase", "command", "result", "job", "instance", "le", "quantile":
+	case "set", "host", "probe", "reason", "phase", "command", "result", "job", "instance", "le", "quantile",
+		"sha256", "value", "server_version", "kex", "cipher", "mac", "host_key_algorithm":
 		return true
 	}
 	return false
@@ -253,8 +257,8 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 	if s.User == "" {
 		v.add(at(p, "user"), "user is required")
 	}
-	if s.PrivateKeyFile == "" && s.PasswordFile == "" && !s.Agent {
-		v.add(p, "at least one authentication method is required: private_key_file, password_file or agent: true")
+	if s.PrivateKeyFile == "" && s.PasswordFile == "" && !s.Agent && len(s.KeyboardInteractive) == 0 {
+		v.add(p, "at least one authentication method is required: private_key_file, password_file, keyboard_interactive or agent: true")
 	}
 	if s.PassphraseFile != "" && s.PrivateKeyFile == "" {
 		v.add(at(p, "passphrase_file"), "passphrase_file requires private_key_file")
@@ -281,6 +285,21 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 	}
 	v.intRange(at(p, "max_output_bytes"), "max_output_bytes", s.MaxOutputBytes, 1, MaxOutputBytesCeiling)
 	v.probeTimeout(p, s.Timeout, interval)
+	shell := false
+	switch s.Mode {
+	case SSHModeExec:
+		if d, sh := defaultShell(), s.Shell; len(sh.Setup) > 0 || sh.Term != d.Term || sh.Width != d.Width ||
+			sh.Height != d.Height || sh.Prompt != d.Prompt || sh.Exit != d.Exit || sh.Pager != d.Pager {
+			v.add(at(p, "shell"), "shell settings apply to mode: shell only; add mode: shell or remove the shell block")
+		}
+	case SSHModeShell:
+		shell = true
+		v.shell(at(p, "shell"), &s.Shell)
+	default:
+		v.add(at(p, "mode"), "mode must be %q or %q, got %q", SSHModeExec, SSHModeShell, s.Mode)
+	}
+	v.keyboardInteractive(at(p, "keyboard_interactive"), s.KeyboardInteractive)
+	v.algorithms(at(p, "algorithms"), &s.Algorithms)
 
 	if len(s.Commands) > MaxCommandsPerProbe {
 		v.add(at(p, "commands"), "%d commands, more than the %d one probe may run", len(s.Commands), MaxCommandsPerProbe)
@@ -302,10 +321,116 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 		}
 		if strings.TrimSpace(cmd.Run) == "" {
 			v.add(at(cp, "run"), "run is required")
+		} else if shell && strings.ContainsAny(cmd.Run, "\r\n") {
+			v.add(at(cp, "run"), "run must be one line in mode: shell")
 		}
+		v.regexps(at(cp, "ignore_lines"), "ignore_lines", cmd.IgnoreLines)
 		if v.durationRange(at(cp, "timeout"), "timeout", cmd.Timeout, MinTimeout, MaxInterval) &&
 			s.Timeout > 0 && cmd.Timeout > s.Timeout {
 			v.add(at(cp, "timeout"), "timeout %s exceeds the ssh probe's timeout %s", cmd.Timeout, s.Timeout)
+		}
+	}
+}
+
+// shell checks the shell block of mode: shell.
+func (v *validator) shell(p []any, sh *Shell) {
+	if sh.Term == "" || strings.ContainsFunc(sh.Term, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		v.add(at(p, "term"), "term must be a terminal type such as %q, got %q", DefaultShellTerm, sh.Term)
+	}
+	v.intRange(at(p, "width"), "width", int64(sh.Width), 0, 65535)
+	v.intRange(at(p, "height"), "height", int64(sh.Height), 0, 65535)
+	if strings.TrimSpace(sh.Prompt) == "" {
+		v.add(at(p, "prompt"), "prompt must be a regular expression; leave the key out for the default")
+	} else {
+		v.regexp(at(p, "prompt"), "prompt", sh.Prompt)
+	}
+	if sh.Pager != "" {
+		v.regexp(at(p, "pager"), "pager", sh.Pager)
+	}
+	if len(sh.Setup) > MaxShellLines {
+		v.add(at(p, "setup"), "%d setup lines, more than %d", len(sh.Setup), MaxShellLines)
+	}
+	for i, l := range sh.Setup {
+		if strings.TrimSpace(l) == "" || strings.ContainsAny(l, "\r\n") {
+			v.add(at(p, "setup", i), "setup line must be one non-empty line, got %q", l)
+		}
+	}
+	if strings.ContainsAny(sh.Exit, "\r\n") {
+		v.add(at(p, "exit"), "exit must be one line, got %q", sh.Exit)
+	}
+}
+
+// regexp checks that src compiles as a Go regular expression (RE2 syntax).
+func (v *validator) regexp(p []any, name, src string) {
+	if _, err := regexp.Compile(src); err != nil {
+		var se *syntax.Error
+		msg := err.Error()
+		if errors.As(err, &se) {
+			msg = se.Code.String()
+		}
+		v.add(p, "%s %q is not a valid regular expression: %s", name, src, msg)
+	}
+}
+
+// regexps checks a list of regular expressions.
+func (v *validator) regexps(p []any, name string, list []string) {
+	if len(list) > MaxShellLines {
+		v.add(p, "%d %s patterns, more than %d", len(list), name, MaxShellLines)
+	}
+	for i, src := range list {
+		if src == "" {
+			v.add(at(p, i), "%s pattern must not be empty: it would match every line", name)
+			continue
+		}
+		v.regexp(at(p, i), name, src)
+	}
+}
+
+// keyboardInteractive checks the keyboard_interactive answers.
+func (v *validator) keyboardInteractive(p []any, answers []KeyboardInteractiveAnswer) {
+	if len(answers) > MaxKeyboardInteractiveAnswers {
+		v.add(p, "%d keyboard_interactive answers, more than %d", len(answers), MaxKeyboardInteractiveAnswers)
+	}
+	for i, a := range answers {
+		ap := at(p, i)
+		if a.Prompt == "" {
+			v.add(at(ap, "prompt"), "prompt is required: a regular expression matching the question")
+		} else {
+			v.regexp(at(ap, "prompt"), "prompt", a.Prompt)
+		}
+		switch {
+		case a.AnswerFile == "":
+			v.add(at(ap, "answer_file"), "answer_file is required")
+		case strings.HasPrefix(a.AnswerFile, "~"):
+			v.add(at(ap, "answer_file"), "path %q starts with '~', which is not expanded: use an absolute path or one relative to the config file", a.AnswerFile)
+		}
+	}
+}
+
+// algorithms checks every name of the algorithms block against what the
+// SSH library implements.
+func (v *validator) algorithms(p []any, a *Algorithms) {
+	for _, k := range AlgorithmKinds() {
+		list := a.List(k)
+		if list == nil {
+			continue
+		}
+		kp := at(p, string(k))
+		if len(list) == 0 {
+			v.add(kp, "%s is an empty list, which leaves no algorithm: leave the key out for the defaults", k)
+			continue
+		}
+		known := KnownAlgorithms(k)
+		appends := strings.HasPrefix(list[0], "+")
+		for i, n := range list {
+			if strings.HasPrefix(n, "+") != appends {
+				v.add(at(kp, i), "either every entry starts with '+' (append to the defaults) or none does (replace them); got %q", n)
+				continue
+			}
+			name := strings.TrimPrefix(n, "+")
+			if !slices.Contains(known, name) {
+				v.add(at(kp, i), "unknown %s algorithm %q (known: %s)", k, name, strings.Join(known, ", "))
+			}
 		}
 	}
 }

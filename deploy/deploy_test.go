@@ -30,6 +30,8 @@ const (
 	alertsFile       = "prometheus/alerts.yml"
 	rulesFile        = "prometheus/rules.yml"
 	rulesTestFile    = "prometheus/alerts_test.yml"
+	cryptoFile       = "prometheus/alerts_crypto.yml"
+	cryptoTestFile   = "prometheus/alerts_crypto_test.yml"
 	prometheusFile   = "prometheus/prometheus.yml"
 	alertmanagerFile = "alertmanager/alertmanager.yml"
 	dashboardFile    = "grafana/fleet_exporter.json"
@@ -61,6 +63,8 @@ func contractMetrics() []string {
 		"fleet_ssh_command_output_hash",
 		"fleet_ssh_command_output_bytes",
 		"fleet_ssh_command_output_changed_timestamp_seconds",
+		"fleet_ssh_command_output_info",
+		"fleet_ssh_connection_info",
 		"fleet_targets",
 		"fleet_probes_total",
 		"fleet_probes_skipped_total",
@@ -153,7 +157,7 @@ func replaceOnce(t *testing.T, path, from, to string) {
 
 func TestPromtoolCheckRules(t *testing.T) {
 	promtool := lookTool(t, "promtool", promtoolHint)
-	for _, f := range []string{alertsFile, rulesFile} {
+	for _, f := range []string{alertsFile, rulesFile, cryptoFile} {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			out, err := runTool(t, ".", promtool, "check", "rules", f)
 			if err != nil {
@@ -165,9 +169,59 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 func TestPromtoolTestRules(t *testing.T) {
 	promtool := lookTool(t, "promtool", promtoolHint)
-	out, err := runTool(t, "prometheus", promtool, "test", "rules", filepath.Base(rulesTestFile))
+	for _, f := range []string{rulesTestFile, cryptoTestFile} {
+		out, err := runTool(t, "prometheus", promtool, "test", "rules", filepath.Base(f))
+		if err != nil {
+			t.Fatalf("promtool test rules %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// TestCryptoAlertOptIn checks the weak-crypto alert: in its own file, not
+// loaded by the example prometheus.yml (off by default), tested, and on
+// raw series.
+func TestCryptoAlertOptIn(t *testing.T) {
+	f, err := deploy.LoadRules(cryptoFile)
 	if err != nil {
-		t.Fatalf("promtool test rules: %v\n%s", err, out)
+		t.Fatal(err)
+	}
+	if len(f.Groups) != 1 || len(f.Groups[0].Rules) != 1 || f.Groups[0].Rules[0].Alert != "FleetSSHWeakCrypto" {
+		t.Fatalf("%s: want exactly the alert FleetSSHWeakCrypto, got %+v", cryptoFile, f.Groups)
+	}
+	r := f.Groups[0].Rules[0]
+	if r.Labels["severity"] != "info" || r.For == "" || strings.Contains(r.Expr, "fleet:") {
+		t.Errorf("FleetSSHWeakCrypto: severity %q, for %q, expr %q", r.Labels["severity"], r.For, r.Expr)
+	}
+	for _, want := range []string{"sha1", "cbc", "ssh-rsa"} {
+		if !strings.Contains(r.Expr, want) {
+			t.Errorf("FleetSSHWeakCrypto does not match %s", want)
+		}
+	}
+	b, err := os.ReadFile(prometheusFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), filepath.Base(cryptoFile)) {
+		t.Errorf("%s loads %s: the alert must be off by default", prometheusFile, cryptoFile)
+	}
+	tb, err := os.ReadFile(cryptoTestFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rt rulesTest
+	if err := yaml.Unmarshal(tb, &rt); err != nil {
+		t.Fatal(err)
+	}
+	fires, silent := false, false
+	for _, tc := range rt.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if a.Alertname == r.Alert {
+				fires, silent = fires || len(a.ExpAlerts) > 0, silent || len(a.ExpAlerts) == 0
+			}
+		}
+	}
+	if !fires || !silent {
+		t.Errorf("%s: want a case where FleetSSHWeakCrypto fires and one where it stays silent", cryptoTestFile)
 	}
 }
 
@@ -444,7 +498,11 @@ func allExprs(t *testing.T) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string][]string{"dashboard": dash, "alerts": alerts, "rules": records}
+	crypto, err := deploy.RuleExprs(cryptoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string][]string{"dashboard": dash, "alerts": append(alerts, crypto...), "rules": records}
 }
 
 // TestExpressionsParse runs every expression of the dashboard and the rule
@@ -681,6 +739,7 @@ func TestDashboard(t *testing.T) {
 			"fleet_icmp_packets_received_total",
 			"fleet_ssh_phase_seconds",
 			"fleet_ssh_command_duration_seconds",
+			"fleet_ssh_connection_info",
 			"count_values",
 			"fleet_pool_in_flight",
 			"fleet_pool_waiting",

@@ -3,6 +3,7 @@ package preflight
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/prober/ssh"
@@ -103,6 +104,12 @@ func Check(cfg *config.Config, opts Options) (*Report, error) {
 		}
 		if s.InsecureSkipHostKeyVerification {
 			r.Warnings = append(r.Warnings, Warning{Message: "Host key verification is disabled; any machine can impersonate these hosts", Set: hs.Name})
+		}
+		if weak := s.WeakAlgorithms(); len(weak) > 0 {
+			r.Warnings = append(r.Warnings, Warning{
+				Message: "Weak SSH algorithms are enabled (SHA-1, CBC, RC4 or DSA)", Set: hs.Name,
+				Detail: cfg.Where(hs.Name, "algorithms") + ": " + strings.Join(weak, ", "),
+			})
 		}
 		if s.PrivateKeyFile != "" {
 			if err := ssh.CheckKeyFilePermissions(s.PrivateKeyFile); err != nil {

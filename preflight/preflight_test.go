@@ -44,6 +44,14 @@ func TestCheckWarnings(t *testing.T) {
 			want: []string{`host set "a": Host key verification is disabled`},
 		},
 		{
+			name: "weak algorithms",
+			text: "host_sets:\n  - name: a\n    hosts: [127.0.0.1]\n    probes:\n      ssh:\n        user: u\n        password_file: " +
+				filepath.Join(dir, "pw") + "\n        insecure_skip_host_key_verification: true" +
+				"\n        algorithms:\n          kex: [\"+diffie-hellman-group14-sha1\"]\n          host_key: [ssh-ed25519, ssh-rsa]\n",
+			opts: Options{FDLimit: 1 << 20},
+			want: []string{"Host key verification is disabled", `fleet.yml:9: kex diffie-hellman-group14-sha1, host_key ssh-rsa`},
+		},
+		{
 			name: "capacity",
 			text: "global:\n  interval: 1s\n  timeout: 900ms\n  limits:\n    tcp: {rate: 1, burst: 1}\nhost_sets:\n  - name: a\n    hosts: [127.0.0.0/28]\n    probes:\n      tcp: {port: 22}\n",
 			opts: Options{FDLimit: 1 << 20},

@@ -25,6 +25,7 @@ const (
 	ReasonHostKey     Reason = "hostkey"      // host key unknown or not matching known_hosts
 	ReasonAuth        Reason = "auth"         // every authentication method was rejected
 	ReasonSession     Reason = "session"      // session could not be opened, or the connection dropped
+	ReasonPrompt      Reason = "prompt"       // shell mode: the device's prompt did not appear within the timeout
 	ReasonCommand     Reason = "command"      // a command exited non-zero or by a signal
 	ReasonOutputLimit Reason = "output_limit" // a command's stdout exceeded max_output_bytes
 	ReasonConfig      Reason = "config"       // the probe's own settings are unusable (e.g. unreadable key file)
@@ -35,7 +36,7 @@ const (
 var reasons = [...]Reason{
 	ReasonDNS, ReasonRefused, ReasonTimeout, ReasonUnreachable, ReasonPermission,
 	ReasonBanner, ReasonHandshake, ReasonHostKey, ReasonAuth, ReasonSession,
-	ReasonCommand, ReasonOutputLimit, ReasonConfig, ReasonError,
+	ReasonPrompt, ReasonCommand, ReasonOutputLimit, ReasonConfig, ReasonError,
 }
 
 // Reasons returns every documented reason, for docs and tests. The slice is a
@@ -80,7 +81,24 @@ type SSHResult struct {
 	Connect, Handshake, Auth time.Duration
 	// NewConnection is true when this probe opened the TCP/SSH connection.
 	NewConnection bool
-	Commands      []CommandResult
+	// Conn describes the connection the probe used, from the handshake
+	// that established it; nil when the probe had no connection.
+	Conn     *ConnInfo
+	Commands []CommandResult
+}
+
+// ConnInfo is what the SSH handshake of a connection negotiated.
+type ConnInfo struct {
+	// ServerVersion is the server's version line (e.g.
+	// "SSH-2.0-OpenSSH_9.2p1 Debian-2"), sanitised to printable text and
+	// at most 128 bytes.
+	ServerVersion string
+	// KEX is the key exchange algorithm, HostKeyAlgorithm the host key
+	// signature algorithm.
+	KEX, HostKeyAlgorithm string
+	// Cipher and MAC are the client-to-server cipher and MAC; MAC is
+	// "<implicit>" for an AEAD cipher, as OpenSSH reports it.
+	Cipher, MAC string
 }
 
 // CommandResult is one command's outcome.
@@ -89,15 +107,33 @@ type CommandResult struct {
 	// Ran is false when the command was never started (an earlier failure).
 	Ran      bool
 	Duration time.Duration
-	// ExitStatus is -1 when the command was killed by a signal, timed out or
-	// the connection dropped.
+	// ExitStatus is -1 when the command was killed by a signal, timed out,
+	// the connection dropped, the server closed the channel without an
+	// exit status, or the command ran in a shell (mode: shell).
 	ExitStatus int
-	// Hash is SHA-256(stdout)'s first 8 bytes as a big-endian uint64 shifted
-	// right by 12, so it is exact in a float64.
-	Hash   uint64
-	Bytes  int64
-	Reason Reason
-	Err    error
+	// Hash is SHA-256(output)'s first 8 bytes as a big-endian uint64
+	// shifted right by 12, so it is exact in a float64. It is zero when no
+	// complete output was read: the command timed out, the session or the
+	// connection failed before the output ended, or the command was not
+	// run. Output is stdout in exec mode, the text between the echoed
+	// command line and the next prompt in shell mode; lines matching the
+	// command's ignore_lines are left out (see README).
+	Hash uint64
+	// SHA256 is the full hex SHA-256 of the same output, empty exactly when
+	// Hash is zero.
+	SHA256 string
+	// Value is the first line of the output (at most 128 bytes, sanitised)
+	// when the command sets output_label, else empty.
+	Value string
+	// Bytes is the size of the hashed output.
+	Bytes int64
+	// StderrFirstLine is the first line of the command's stderr, at most
+	// 256 bytes, with control characters and invalid UTF-8 replaced; empty
+	// when stderr was empty (and always in shell mode, where a PTY merges
+	// the two streams).
+	StderrFirstLine string
+	Reason          Reason
+	Err             error
 }
 
 // Prober runs one probe of one target. The context carries the timeout;

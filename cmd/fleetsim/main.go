@@ -95,6 +95,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	genCmd.Flag("command.timeout", "Timeout of each command in fleet.yml (0 = omitted).").Default("0s").DurationVar(&gopts.CommandTimeout)
 	genCmd.Flag("max-output-bytes", "max_output_bytes of the SSH probe.").Default("65536").Int64Var(&gopts.MaxOutputBytes)
 	genCmd.Flag("reuse-connections", "reuse_connections of the SSH probe.").BoolVar(&gopts.ReuseConnections)
+	genCmd.Flag("device", "Log in to IOS-class devices (serve --device): a password file instead of the key.").BoolVar(&gopts.Device)
+	genCmd.Flag("device.password", "Password of the simulated devices.").Default(defaultDevicePassword).StringVar(&gopts.DevicePassword)
+	genCmd.Flag("mode", "mode of the SSH probe: exec or shell (empty: left out).").EnumVar(&gopts.Mode, "", "exec", "shell")
+	genCmd.Flag("ignore-line", "ignore_lines pattern of every command; repeatable.").StringsVar(&gopts.IgnoreLines)
 
 	fleetFlags(serveCmd, &sopts.Fleet, &srvBase)
 	serveCmd.Flag("authorized-key", "Public key file (authorized_keys format) of the only accepted client key.").
@@ -103,6 +107,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	serveCmd.Flag("delay.auth", "Delay before the server answers a public key.").Default("0s").DurationVar(&sopts.DelayAuth)
 	serveCmd.Flag("delay.command", "Delay before a command runs.").Default("0s").DurationVar(&sopts.DelayCommand)
 	serveCmd.Flag("slow-delay", "How long commands take on --slow hosts.").Default("5s").DurationVar(&sopts.SlowDelay)
+	serveCmd.Flag("device", "Serve every host as an IOS-class network device (internal/devicesim): keyboard-interactive password login, exec without exit status, PTY shell with prompt and pager. Drift hosts report another version.").BoolVar(&sopts.Device)
+	serveCmd.Flag("device.password", "Password of the simulated devices (auth_reject hosts accept none).").Default(defaultDevicePassword).StringVar(&sopts.DevicePassword)
+	serveCmd.Flag("device.user", "User the simulated devices accept.").Default("fleet").StringVar(&sopts.DeviceUser)
 	serveCmd.Flag("classes-file", "Write the class of every host as JSON to this file.").StringVar(&sopts.ClassesFile)
 	serveCmd.Flag("workers", "Worker processes, each serving about N/workers hosts (for fleets beyond one process's fd limit).").
 		Default("1").IntVar(&workers)

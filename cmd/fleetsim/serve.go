@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/devicesim"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 )
 
@@ -32,6 +34,10 @@ type serveOptions struct {
 	DelayBanner, DelayAuth, DelayCommand time.Duration
 	// SlowDelay is how long commands take on slow hosts.
 	SlowDelay time.Duration
+	// Device serves every host that gets to a handshake as an IOS-class
+	// device accepting DeviceUser with DevicePassword.
+	Device                     bool
+	DeviceUser, DevicePassword string
 	// Shard and Shards select the hosts [Shard*N/Shards, (Shard+1)*N/Shards);
 	// Shards 0 means the whole fleet.
 	Shard, Shards int
@@ -188,6 +194,9 @@ func serve(ctx context.Context, opts *serveOptions) error {
 // to a handshake, the others after the banner delay, with commands answered
 // by h's class.
 func (s *server) host(h *servedHost) *sshserver.Host {
+	if s.opts.Device {
+		return s.device(h)
+	}
 	return &sshserver.Host{
 		Name: h.Addr.String(),
 		PreHandshake: func(nc net.Conn) bool {
@@ -206,6 +215,56 @@ func (s *server) host(h *servedHost) *sshserver.Host {
 			return func(sess *sshserver.Session) { s.runCommand(h, sess) }
 		},
 	}
+}
+
+// defaultDevicePassword is the password serve --device and gen --device
+// agree on unless told otherwise.
+const defaultDevicePassword = "fleetsim"
+
+// device returns h served as an IOS-class device. Its host key is the
+// host's derived key, so gen's known_hosts fits; drift hosts report another
+// software version, auth_reject hosts accept no password. The other fault
+// classes keep their connection-level behaviour (refused, tarpit).
+func (s *server) device(h *servedHost) *sshserver.Host {
+	d := &devicesim.Device{
+		Hostname: "sim-" + strings.ReplaceAll(h.Addr.String(), ".", "-"),
+		Version:  "15.2(4)M11",
+		User:     s.opts.DeviceUser,
+		Password: s.opts.DevicePassword,
+	}
+	if h.Drift {
+		d.Version = "15.7(3)M8"
+	}
+	if h.Class == classAuthReject {
+		d.Password = "\x00never"
+	}
+	host := d.Host()
+	host.HandshakeTimeout = handshakeGrace
+	config := host.Config
+	// Connections come concurrently; the key is derived once, before the
+	// device is first used, and never changed afterwards.
+	host.Config = func() (*ssh.ServerConfig, error) {
+		h.once.Do(func() {
+			signer, err := hostSigner(s.opts.Fleet.Seed, h.Addr)
+			if err != nil {
+				h.err = fmt.Errorf("derive host key: %w", err)
+				return
+			}
+			d.HostKey = signer
+		})
+		if h.err != nil {
+			return nil, h.err
+		}
+		return config()
+	}
+	host.PreHandshake = func(nc net.Conn) bool {
+		if h.Class == classTarpit {
+			sshserver.Discard(nc)
+			return false
+		}
+		return s.wait(s.opts.DelayBanner, nil)
+	}
+	return host
 }
 
 // wait sleeps for d and reports whether it elapsed; it returns false early

@@ -77,6 +77,10 @@ type Options struct {
 	HostKeyTypes []string
 	// PasswordAuthentication enables password logins.
 	PasswordAuthentication bool
+	// KbdInteractiveAuthentication enables keyboard-interactive. Without
+	// PAM (the harness runs UsePAM no) sshd has no device to ask with, so
+	// it refuses the method at once: what such a server does in the field.
+	KbdInteractiveAuthentication bool
 	// PermitRootPassword sets PermitRootLogin yes instead of
 	// prohibit-password, so root may log in with a password.
 	PermitRootPassword bool
@@ -450,7 +454,7 @@ func (s *Server) config(opts Options) string {
 	line("UsePAM no")
 	line("PubkeyAuthentication yes")
 	line("PasswordAuthentication %s", yesNo(opts.PasswordAuthentication))
-	line("KbdInteractiveAuthentication no")
+	line("KbdInteractiveAuthentication %s", yesNo(opts.KbdInteractiveAuthentication))
 	line("HostbasedAuthentication no")
 	if opts.PermitRootPassword {
 		line("PermitRootLogin yes")
@@ -569,8 +573,17 @@ func (s *Server) answers(ctx context.Context, hostport string) (bool, error) {
 	defer func() { _ = nc.Close() }()
 	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	ours := false
+	// Every algorithm the library has, so that an sshd configured for
+	// legacy algorithms only is recognised too.
+	sup, ins := ssh.SupportedAlgorithms(), ssh.InsecureAlgorithms()
 	cfg := &ssh.ClientConfig{
-		User: "sshdtest",
+		Config: ssh.Config{
+			KeyExchanges: append(sup.KeyExchanges, ins.KeyExchanges...),
+			Ciphers:      append(sup.Ciphers, ins.Ciphers...),
+			MACs:         append(sup.MACs, ins.MACs...),
+		},
+		HostKeyAlgorithms: append(sup.HostKeys, ins.HostKeys...),
+		User:              "sshdtest",
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			if cert, ok := key.(*ssh.Certificate); ok {
 				key = cert.Key

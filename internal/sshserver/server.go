@@ -42,6 +42,11 @@ type Host struct {
 	// Exec decides on an exec request: it returns the function that runs
 	// the command, or nil to refuse the request. Nil refuses every request.
 	Exec func(command string) func(*Session)
+	// Channel, when set, serves every accepted session channel in place
+	// of the exec-only handler (Exec is then unused): for hosts that need
+	// pty-req, shell or other requests. It returns once the channel is
+	// done; the channel is closed after it returns.
+	Channel func(nc net.Conn, ch ssh.Channel, reqs <-chan *ssh.Request)
 }
 
 // Server serves SSH on any number of listeners. The zero value is not
@@ -234,6 +239,13 @@ func (s *Server) handle(h *Host, nc net.Conn) {
 			continue
 		}
 		s.sessions.Add(1)
+		if h.Channel != nil {
+			wg.Go(func() {
+				h.Channel(nc, ch, chReqs)
+				_ = ch.Close()
+			})
+			continue
+		}
 		wg.Go(func() { session(h, nc, ch, chReqs) })
 	}
 	wg.Wait()

@@ -2,12 +2,8 @@ package ssh
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -116,6 +112,8 @@ type clientConn struct {
 	// addr is the address the connection went to, so a pooled connection
 	// is replaced once the name resolves elsewhere.
 	addr netip.Addr
+	// info is what the handshake negotiated.
+	info *probe.ConnInfo
 	// dead is closed once the connection has ended.
 	dead chan struct{}
 	// usedAt is when a probe last completed sessions on the connection
@@ -175,7 +173,7 @@ func NewProber(res *dns.Resolver, logger *slog.Logger) *Prober {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Prober{
+	p := &Prober{
 		res:    res,
 		logger: logger.With("component", "ssh_prober"),
 		now:    time.Now,
@@ -183,6 +181,7 @@ func NewProber(res *dns.Resolver, logger *slog.Logger) *Prober {
 		pool:   make(map[config.Key]*pooledTarget),
 		warned: make(map[config.Key]bool),
 	}
+	return p
 }
 
 // ConnectionsOpened returns how many TCP connections the prober has
@@ -211,6 +210,21 @@ func (p *Prober) Reconcile(targets []*config.Target) {
 		configured[t.Key()] = struct{}{}
 	}
 	p.forget(func(k config.Key) bool { _, ok := configured[k]; return ok })
+	srcs := map[string]bool{}
+	for _, t := range targets {
+		if s := t.SSH; s != nil {
+			srcs[s.Shell.Prompt], srcs[s.Shell.Pager] = true, true
+			for _, c := range s.Commands {
+				for _, re := range c.IgnoreLines {
+					srcs[re] = true
+				}
+			}
+			for _, ki := range s.KeyboardInteractive {
+				srcs[ki.Prompt] = true
+			}
+		}
+	}
+	p.files.patterns.keep(srcs)
 }
 
 // forget closes and drops the pooled connections of every target for which
@@ -319,6 +333,7 @@ func (p *Prober) probe(ctx context.Context, t *config.Target) probe.Result {
 			res.Reason, res.Err = reason, err
 			return res
 		}
+		sr.Conn = conn.info
 		// A reused connection that cannot open a session is dead: drop it and
 		// reconnect within this probe, once.
 		retry := reused && attempt == 0
@@ -546,12 +561,12 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, s
 	bc := &bannerConn{Conn: nc}
 	hs := &handshake{check: kh.Check}
 	ccfg := &ssh.ClientConfig{
-		User:              cfg.User,
-		Auth:              auth.methods(hs.markAuth),
-		HostKeyCallback:   hs.hostKey,
-		HostKeyAlgorithms: kh.HostKeyAlgorithms(hostport, net.TCPAddrFromAddrPort(raddr)),
-		ClientVersion:     clientVersion,
+		User:            cfg.User,
+		Auth:            auth.methods(hs.markAuth),
+		HostKeyCallback: hs.hostKey,
+		ClientVersion:   clientVersion,
 	}
+	setAlgorithms(ccfg, &cfg.Algorithms, kh.HostKeyAlgorithms(hostport, net.TCPAddrFromAddrPort(raddr)))
 	c, chans, reqs, err := ssh.NewClientConn(bc, hostport, ccfg)
 	end := time.Now()
 	stopped := stop()
@@ -578,6 +593,7 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, s
 	}
 	cc := newConn(ssh.NewClient(c, chans, reqs), nc)
 	cc.addr = ip
+	cc.info = connInfo(c)
 	return cc, probe.ReasonNone, nil
 }
 
@@ -669,7 +685,7 @@ func (h *handshake) classify(ctx context.Context, bc *bannerConn, err error) (pr
 	case !bc.sawBanner():
 		return probe.ReasonBanner, fmt.Errorf("no SSH version line received: %w", err)
 	case !hostKeyOK:
-		return probe.ReasonHandshake, err
+		return probe.ReasonHandshake, explainNegotiation(err)
 	case authStarted:
 		if probe.ReasonFor(err) == probe.ReasonTimeout {
 			return probe.ReasonTimeout, err
@@ -678,6 +694,12 @@ func (h *handshake) classify(ctx context.Context, bc *bannerConn, err error) (pr
 	case strings.Contains(err.Error(), "ssh: unable to authenticate"):
 		// The server rejected "none" and we had no method it accepts. The
 		// library returns an untyped error for this.
+		return probe.ReasonAuth, err
+	case strings.Contains(err.Error(), "ssh: unexpected message type 51 "):
+		// A keyboard-interactive request answered by USERAUTH_FAILURE
+		// without a single question (OpenSSH without PAM does that): the
+		// server refused the method, an authentication failure. The
+		// library returns an untyped error for this too.
 		return probe.ReasonAuth, err
 	default:
 		return probe.ReasonHandshake, err
@@ -743,188 +765,4 @@ func commandName(c config.Command) string {
 		return c.Name
 	}
 	return c.Run
-}
-
-// runCommands runs cfg.Commands in order, each in a new session on conn, and
-// returns the first failure. After a connection-level failure the rest are
-// marked not run. With retry set, a failure to open the very first session
-// returns errRetry instead.
-func (p *Prober) runCommands(ctx context.Context, conn *clientConn, cfg *config.SSHProbe, sr *probe.SSHResult, retry bool) (probe.Reason, error) {
-	// The deadline on a fresh connection covers reads and writes; closing on
-	// ctx.Done also covers pooled connections, which have none.
-	stop := context.AfterFunc(ctx, func() { _ = conn.client.Close() })
-	defer stop()
-
-	if len(cfg.Commands) == 0 {
-		return probe.ReasonNone, nil
-	}
-	limit := cfg.MaxOutputBytes
-	if limit <= 0 {
-		limit = defaultMaxOutputBytes
-	}
-	sr.Commands = make([]probe.CommandResult, len(cfg.Commands))
-	var (
-		reason probe.Reason
-		err    error
-		// healthy stays true while every command got an answer from the
-		// server: an exit status, or output beyond the limit.
-		healthy = true
-	)
-	defer func() {
-		// Remember when the connection last proved to work, so that the
-		// next poll can skip the keepalive (see usable).
-		if healthy {
-			conn.usedAt.Store(int64(p.now().Sub(p.epoch)))
-		} else {
-			conn.usedAt.Store(neverUsed)
-		}
-	}()
-	buf, _ := p.bufs.Get().(*[copyBufSize]byte)
-	if buf == nil {
-		buf = new([copyBufSize]byte)
-	}
-	defer p.bufs.Put(buf)
-	for i, c := range cfg.Commands {
-		cr := &sr.Commands[i]
-		opened := runCommand(ctx, conn, c, limit, cr, buf[:])
-		if retry && i == 0 && !opened && !expired(ctx) && cr.Reason == probe.ReasonSession {
-			sr.Commands = nil
-			healthy = false
-			return cr.Reason, errRetry
-		}
-		switch cr.Reason {
-		case probe.ReasonNone, probe.ReasonCommand, probe.ReasonOutputLimit:
-		default:
-			healthy = false
-		}
-		if cr.Reason != probe.ReasonNone && err == nil {
-			reason, err = cr.Reason, fmt.Errorf("command %q: %w", cr.Name, cr.Err)
-		}
-		if !opened || expired(ctx) || conn.isDead() ||
-			(cr.Reason == probe.ReasonSession && !p.keepalive(ctx, conn)) {
-			// A session that ended without exit status may mean the
-			// connection dropped; the watcher may not have noticed yet, a
-			// keepalive round trip tells for sure.
-			skipCommands(sr, cfg.Commands, i+1)
-			break
-		}
-	}
-	return reason, err
-}
-
-// runCommand runs c in a new session and fills cr. It reports whether the
-// session could be opened. Duration spans session open, exec, reading all of
-// stdout and the exit status. Stdout is hashed while streaming, never held;
-// at most limit+1 bytes are read, and on overflow Bytes and Hash cover the
-// first limit bytes. buf is the copy buffer.
-func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit int64, cr *probe.CommandResult, buf []byte) (opened bool) {
-	*cr = probe.CommandResult{Name: commandName(c), ExitStatus: -1}
-	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout.D())
-		defer cancel()
-	}
-	start := time.Now()
-	defer func() { cr.Duration = time.Since(start) }()
-
-	fail := func(r probe.Reason, err error) {
-		if expired(ctx) {
-			r, err = probe.ReasonTimeout, withContext(ctx, err)
-		}
-		cr.Reason, cr.Err = r, err
-	}
-
-	// Opening a channel has no timeout of its own; a server that does not
-	// answer within the command's time is treated as dead. Without a
-	// command timeout ctx is the probe's, on which runCommands already
-	// closes the connection.
-	stopOpen := func() bool { return false }
-	if c.Timeout > 0 {
-		stopOpen = context.AfterFunc(ctx, func() { _ = conn.client.Close() })
-	}
-	sess, err := conn.client.NewSession()
-	stopOpen()
-	if err != nil {
-		fail(probe.ReasonSession, fmt.Errorf("open session: %w", err))
-		return false
-	}
-	defer sess.Close()
-	// Closing the session ends a command that outlives its timeout without
-	// giving up the connection. Without a command timeout the probe's
-	// context ends first, and runCommands closes the connection.
-	if c.Timeout > 0 {
-		stopRun := context.AfterFunc(ctx, func() { _ = sess.Close() })
-		defer stopRun()
-	}
-
-	// Stderr stays nil: the library then discards it while streaming, so a
-	// flood costs no memory.
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		fail(probe.ReasonSession, err)
-		return true
-	}
-	// With Stdin unset the library starts a goroutine per command that
-	// copies nothing and then sends EOF; closing the pipe sends the EOF
-	// directly.
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		fail(probe.ReasonSession, err)
-		return true
-	}
-	if err := sess.Start(c.Run); err != nil {
-		fail(probe.ReasonSession, fmt.Errorf("exec: %w", err))
-		return true
-	}
-	_ = stdin.Close()
-	cr.Ran = true
-
-	h := hashWriter{h: sha256.New(), limit: limit}
-	n, rerr := io.CopyBuffer(&h, io.LimitReader(stdout, limit+1), buf)
-	cr.Bytes = min(n, limit)
-	cr.Hash = binary.BigEndian.Uint64(h.h.Sum(nil)[:8]) >> 12
-	if n > limit {
-		// Stop the command: its remaining output is not wanted.
-		_ = sess.Close()
-		cr.Reason, cr.Err = probe.ReasonOutputLimit, fmt.Errorf("stdout exceeded max_output_bytes (%d)", limit)
-		return true
-	}
-	werr := sess.Wait()
-	var exitErr *ssh.ExitError
-	var missing *ssh.ExitMissingError
-	switch {
-	case werr == nil && rerr == nil:
-		cr.ExitStatus = 0
-	case werr == nil:
-		fail(probe.ReasonSession, fmt.Errorf("read stdout: %w", rerr))
-	case expired(ctx):
-		fail(probe.ReasonTimeout, werr)
-	case errors.As(werr, &exitErr) && exitErr.Signal() != "":
-		cr.Reason, cr.Err = probe.ReasonCommand, werr
-	case errors.As(werr, &exitErr):
-		cr.ExitStatus = exitErr.ExitStatus()
-		cr.Reason, cr.Err = probe.ReasonCommand, werr
-	case errors.As(werr, &missing):
-		fail(probe.ReasonSession, werr)
-	default:
-		fail(probe.ReasonSession, werr)
-	}
-	return true
-}
-
-// hashWriter hashes the first limit bytes written to it and counts none:
-// the caller counts.
-type hashWriter struct {
-	h     hash.Hash
-	limit int64
-	n     int64
-}
-
-// Write implements io.Writer.
-func (w *hashWriter) Write(b []byte) (int, error) {
-	if rest := w.limit - w.n; rest > 0 {
-		_, _ = w.h.Write(b[:min(int64(len(b)), rest)])
-	}
-	w.n += int64(len(b))
-	return len(b), nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -233,9 +234,49 @@ type credentials struct {
 	signers     []ssh.Signer
 	password    string
 	hasPassword bool
+	// answers are the keyboard_interactive entries, in config order.
+	answers []kiAnswer
 	// agentConn is the open agent socket, closed by close once the SSH
 	// connection is authenticated (or failed).
 	agentConn net.Conn
+}
+
+// passwordPrompt is what password_file answers: hidden keyboard-interactive
+// questions asking for a password or passcode.
+var passwordPrompt = regexp.MustCompile(`(?i)pass(word|code)`)
+
+// errUnanswerable marks a keyboard-interactive question nothing in the
+// configuration answers.
+var errUnanswerable = errors.New("keyboard-interactive prompt has no configured answer")
+
+// answer answers one keyboard-interactive round. The error quotes the
+// question it could not answer; answers never appear in errors or logs.
+func (a *credentials) answer(questions []string, echos []bool) ([]string, error) {
+	out := make([]string, len(questions))
+	for i, q := range questions {
+		hidden := i < len(echos) && !echos[i]
+		if a.hasPassword && hidden && passwordPrompt.MatchString(q) {
+			out[i] = a.password
+			continue
+		}
+		found := false
+		for _, ans := range a.answers {
+			if ans.prompt.MatchString(q) {
+				out[i], found = ans.answer, true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: %q", errUnanswerable, sanitize(q, 128))
+		}
+	}
+	return out, nil
+}
+
+// kiAnswer is one loaded keyboard_interactive entry.
+type kiAnswer struct {
+	prompt *regexp.Regexp
+	answer string
 }
 
 // close releases the agent connection, if any.
@@ -250,6 +291,9 @@ type authCallbacks struct {
 	keys       cache[[]ssh.Signer]
 	passwords  cache[string]
 	knownHosts cache[*knownhosts.DB]
+	// patterns holds the compiled regular expressions of the config:
+	// ignore_lines, shell prompt and pager, keyboard_interactive prompts.
+	patterns regexps
 }
 
 // auth loads the credentials of cfg. File errors wrap errConfig. When
@@ -286,6 +330,20 @@ func (c *authCallbacks) auth(ctx context.Context, cfg *config.SSHProbe) (*creden
 			return nil, err
 		}
 		a.password, a.hasPassword = pw, true
+	}
+	for _, ki := range cfg.KeyboardInteractive {
+		re, err := c.patterns.get(ki.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		path := ki.AnswerFile
+		ans, err := c.passwords.get(path, []string{path}, []string{"answer_file"}, func() (string, error) {
+			return readSecretFile("keyboard_interactive answer_file", path)
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.answers = append(a.answers, kiAnswer{prompt: re, answer: ans})
 	}
 	if cfg.Agent {
 		if err := a.dialAgent(ctx); err != nil {
@@ -336,17 +394,13 @@ func (a *credentials) methods(mark func()) []ssh.AuthMethod {
 			mark()
 			return a.password, nil
 		}))
+	}
+	if a.hasPassword || len(a.answers) > 0 {
 		// Servers that disable "password" but allow keyboard-interactive
-		// usually ask exactly one hidden question: the password.
+		// ask their questions here, in as many rounds as they like.
 		m = append(m, ssh.KeyboardInteractive(func(_, _ string, questions []string, echos []bool) ([]string, error) {
 			mark()
-			if len(questions) == 0 {
-				return nil, nil
-			}
-			if len(questions) != 1 || echos[0] {
-				return nil, errors.New("ssh: unsupported keyboard-interactive prompt")
-			}
-			return []string{a.password}, nil
+			return a.answer(questions, echos)
 		}))
 	}
 	return m

@@ -38,6 +38,11 @@ func CheckFiles(cfg *config.Config) error {
 				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "password_file"), hs.Name, err)
 			}
 		}
+		for _, ki := range s.KeyboardInteractive {
+			if _, err := readSecretFile("keyboard_interactive answer_file", ki.AnswerFile); err != nil {
+				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "keyboard_interactive"), hs.Name, err)
+			}
+		}
 		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
 			return fmt.Errorf("host set %q: agent: true but SSH_AUTH_SOCK is not set in the exporter's environment", hs.Name)
 		}

@@ -267,10 +267,10 @@ func TestSSHProbeReuseKeepalive(t *testing.T) {
 		// A non-zero exit still proves the connection works.
 		{"failing command", time.Second, "exit 3", 0, probe.ReasonCommand},
 		{"after a failing command", time.Second, "echo hi", 0, probe.ReasonNone},
-		// A session ending without exit status is checked at once, and
-		// the connection once more before the next use.
-		{"session without exit status", time.Second, "noexit", 1, probe.ReasonSession},
-		{"after a broken session", time.Second, "echo hi", 1, probe.ReasonNone},
+		// A session ending without exit status is checked at once; the
+		// answer proves the connection, so the next use needs none.
+		{"session without exit status", time.Second, "noexit", 1, probe.ReasonNone},
+		{"after a session without exit status", time.Second, "echo hi", 0, probe.ReasonNone},
 		{"idle long", time.Hour, "echo hi", 1, probe.ReasonNone},
 	}
 	for _, s := range steps {

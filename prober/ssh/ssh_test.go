@@ -476,9 +476,9 @@ func TestSSHProbeCommands(t *testing.T) {
 		},
 		{
 			"no exit status",
-			[]config.Command{cmd("noexit")},
-			0, probe.ReasonSession,
-			[]wantCmd{{ran: true, exit: -1, reason: probe.ReasonSession}},
+			[]config.Command{cmd("noexit"), cmd("echo after")},
+			0, probe.ReasonNone,
+			[]wantCmd{{ran: true, exit: -1, hash: testHash(nil)}, {ran: true, bytes: 6}},
 		},
 		{
 			"exec rejected",

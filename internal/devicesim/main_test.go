@@ -1,0 +1,11 @@
+package devicesim_test
+
+import (
+	"testing"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	testutil.Main(m)
+}
