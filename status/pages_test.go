@@ -213,7 +213,7 @@ func TestDriftWithoutMajority(t *testing.T) {
 	s := collector.NewStore()
 	s.Reconcile(targets)
 	for i, tg := range targets {
-		s.Update(probe.Result{Key: tg.Key(), Success: true, SSH: &probe.SSHResult{Commands: []probe.CommandResult{{Name: "c", Ran: true, Hash: uint64(10 + i)}}}})
+		s.Update(probe.Result{Key: tg.Key(), Start: time.Now(), Success: true, SSH: &probe.SSHResult{Commands: []probe.CommandResult{{Name: "c", Ran: true, Hash: uint64(10 + i)}}}})
 	}
 	_, body := serve(t, s, "/sets/s")
 	if !strings.Contains(body, "no strict majority") || strings.Contains(body, `class="majority"`) {
@@ -373,7 +373,7 @@ func TestDriftViewBounded(t *testing.T) {
 	s := collector.NewStore()
 	s.Reconcile(targets)
 	for i, tg := range targets {
-		s.Update(probe.Result{Key: tg.Key(), Success: true, SSH: &probe.SSHResult{Commands: []probe.CommandResult{{Name: "hostname", Ran: true, Hash: uint64(1000 + i)}}}})
+		s.Update(probe.Result{Key: tg.Key(), Start: time.Now(), Success: true, SSH: &probe.SSHResult{Commands: []probe.CommandResult{{Name: "hostname", Ran: true, Hash: uint64(1000 + i)}}}})
 	}
 	_, body := serve(t, s, "/sets/s")
 	if got := strings.Count(body, `<tr data-hash=`); got != maxGroupsListed {
