@@ -58,9 +58,14 @@ func LoadSecret(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	text := bytes.TrimSpace(b)
-	if key, err := base64.StdEncoding.DecodeString(string(text)); err == nil && validKeyLen(len(key)) {
-		return key, nil
+	// Text that is valid base64 is taken as base64: random raw bytes
+	// almost never are, and a base64 key of the wrong length must not be
+	// mistaken for a raw one.
+	if key, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(b))); err == nil {
+		if validKeyLen(len(key)) {
+			return key, nil
+		}
+		return nil, fmt.Errorf("%s: base64 key decodes to %d bytes, want 16, 24 or 32 (generate one with `openssl rand -base64 32`)", path, len(key))
 	}
 	if validKeyLen(len(b)) {
 		return b, nil

@@ -73,6 +73,12 @@ func contractMetrics() []string {
 		"fleet_config_last_reload_success_timestamp_seconds",
 		"fleet_exporter_build_info",
 		"fleet_ssh_connections_opened_total",
+		"fleet_cluster_members",
+		"fleet_cluster_member_info",
+		"fleet_cluster_owned_targets",
+		"fleet_cluster_ownership_changes_total",
+		"fleet_cluster_isolated",
+		"fleet_cluster_replication_factor",
 	}
 }
 
@@ -180,7 +186,11 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		{"behind schedule ignores lag", "alerts.yml", ")\n          ) > 10", ")\n          ) > 100"},
 		{"reload failed on success", "alerts.yml", "fleet_config_last_reload_successful == 0", "fleet_config_last_reload_successful == 1"},
 		{"exporter down without absent", "alerts.yml", ` or absent(up{job="fleet"})`, ""},
-		{"hosts up counts hosts", "rules.yml", "expr: sum by (set) (fleet_host_up)\n", "expr: count by (set) (fleet_host_up)\n"},
+		{"hosts up counts hosts", "rules.yml", "expr: sum by (set) (max by (set, host) (fleet_host_up))\n", "expr: count by (set) (max by (set, host) (fleet_host_up))\n"},
+		{"hosts up counts replicas twice", "rules.yml", "expr: sum by (set) (max by (set, host) (fleet_host_up))\n", "expr: sum by (set) (fleet_host_up)\n"},
+		{"dedup keeps instances", "rules.yml", "expr: max by (set, host, probe) (fleet_probe_success)", "expr: max without () (fleet_probe_success)"},
+		{"cluster degraded ignores disagreement", "alerts.yml", "(max by (job) (fleet_cluster_members) != min by (job) (fleet_cluster_members))", "(max by (job) (fleet_cluster_members) < 0)"},
+		{"cluster degraded ignores dead members", "alerts.yml", "< on (job) count by (job) (up)", "< 0"},
 		{"icmp loss inverted", "rules.yml", "          1 - (\n", "          0 + (\n"},
 		{"probes rate drops result", "rules.yml", "sum by (set, probe, result) (rate(fleet_probes_total[5m]))", "sum by (set, probe) (rate(fleet_probes_total[5m]))"},
 		{"lag p90", "rules.yml", "histogram_quantile(0.99,", "histogram_quantile(0.9,"},
@@ -258,6 +268,7 @@ func TestAlertRules(t *testing.T) {
 		{"FleetExporterBehindSchedule", "warning", "fleet_probes_skipped_total"},
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
+		{"FleetClusterDegraded", "warning", "fleet_cluster_members"},
 	}
 	var wantNames []string
 	for _, w := range want {
