@@ -48,8 +48,8 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 
-	// joinRetryMin and rejoin shorten the join timing in tests.
-	joinRetryMin, rejoin time.Duration
+	// joinRetryFirst and rejoin shorten the join timing in tests.
+	joinRetryFirst, rejoin time.Duration
 }
 
 // Cluster is this member's membership and the ownership decided from it.

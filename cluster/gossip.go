@@ -25,8 +25,8 @@ import (
 // see every rejoinInterval, which heals a partition after memberlist has
 // forgotten the other side.
 const (
-	joinRetryMin   = 500 * time.Millisecond
-	joinRetryMax   = 15 * time.Second
+	joinRetryFirst   = 500 * time.Millisecond
+	joinRetryLongest   = 15 * time.Second
 	rejoinInterval = 30 * time.Second
 	// settle coalesces the membership events of one change (a join
 	// announces several members at once) into one reconcile.
@@ -39,8 +39,8 @@ type gossip struct {
 	peers  []string
 	logger *slog.Logger
 	events chan struct{}
-	// joinRetryMin and rejoin are the timings above; tests shorten them.
-	joinRetryMin, rejoin time.Duration
+	// joinRetryFirst and rejoin are the timings above; tests shorten them.
+	joinRetryFirst, rejoin time.Duration
 
 	// mu guards ml and peersSeen.
 	mu sync.Mutex
@@ -130,10 +130,10 @@ func newGossip(opts Options, logger *slog.Logger) (*gossip, error) {
 	g := &gossip{
 		cfg: cfg, peers: slices.Clone(opts.Peers), logger: logger,
 		events:       make(chan struct{}, 1),
-		joinRetryMin: joinRetryMin, rejoin: rejoinInterval,
+		joinRetryFirst: joinRetryFirst, rejoin: rejoinInterval,
 	}
-	if opts.joinRetryMin > 0 {
-		g.joinRetryMin = opts.joinRetryMin
+	if opts.joinRetryFirst > 0 {
+		g.joinRetryFirst = opts.joinRetryFirst
 	}
 	if opts.rejoin > 0 {
 		g.rejoin = opts.rejoin
@@ -247,7 +247,7 @@ func (g *gossip) resolvePeers(ctx context.Context, ml *memberlist.Memberlist) (m
 // are not up yet serves what it owns alone meanwhile.
 func (g *gossip) joinLoop(ctx context.Context, firstDone func()) {
 	ml := g.ml
-	wait := g.joinRetryMin
+	wait := g.joinRetryFirst
 	first := true
 	for {
 		missing, others := g.resolvePeers(ctx, ml)
@@ -272,9 +272,9 @@ func (g *gossip) joinLoop(ctx context.Context, firstDone func()) {
 		next := g.rejoin
 		if ml.NumMembers() <= 1 && others > 0 {
 			next = wait
-			wait = min(wait*2, joinRetryMax)
+			wait = min(wait*2, joinRetryLongest)
 		} else {
-			wait = g.joinRetryMin
+			wait = g.joinRetryFirst
 		}
 		t := time.NewTimer(next)
 		select {

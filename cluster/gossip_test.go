@@ -31,7 +31,7 @@ func startMember(t *testing.T, name, addr string, peers []string, key []byte) *m
 	reg := prometheus.NewRegistry()
 	c, err := New(Options{
 		Name: name, ReplicationFactor: 1, ListenAddress: addr, Peers: peers, SecretKey: key,
-		Registerer: reg, joinRetryMin: 100 * time.Millisecond, rejoin: time.Second,
+		Registerer: reg, joinRetryFirst: 100 * time.Millisecond, rejoin: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
