@@ -26,8 +26,8 @@ import (
 // forgotten the other side.
 const (
 	joinRetryFirst   = 500 * time.Millisecond
-	joinRetryLongest   = 15 * time.Second
-	rejoinInterval = 30 * time.Second
+	joinRetryLongest = 15 * time.Second
+	rejoinInterval   = 30 * time.Second
 	// settle coalesces the membership events of one change (a join
 	// announces several members at once) into one reconcile.
 	settle = 200 * time.Millisecond
@@ -129,7 +129,7 @@ func newGossip(opts Options, logger *slog.Logger) (*gossip, error) {
 	cfg.Logger = log.New(&memberlistLog{logger: logger}, "", 0)
 	g := &gossip{
 		cfg: cfg, peers: slices.Clone(opts.Peers), logger: logger,
-		events:       make(chan struct{}, 1),
+		events:         make(chan struct{}, 1),
 		joinRetryFirst: joinRetryFirst, rejoin: rejoinInterval,
 	}
 	if opts.joinRetryFirst > 0 {
