@@ -118,6 +118,9 @@ func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
 func (f *fleet) rebalance() {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
+	if f.owner != nil && !f.owner.Pending() {
+		return
+	}
 	f.reconcileOwned()
 }
 

@@ -167,6 +167,14 @@ func (c *Cluster) Filter(targets []*config.Target) []*config.Target {
 	return owned
 }
 
+// Pending reports whether the membership changed since the last Filter,
+// so that filtering again would decide differently.
+func (c *Cluster) Pending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inForce == nil || !c.inForce.sameMembers(c.latest)
+}
+
 // OwnedTargets returns the number of targets the last Filter kept.
 func (c *Cluster) OwnedTargets() int { return int(c.ownedCount.Load()) }
 

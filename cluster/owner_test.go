@@ -238,19 +238,16 @@ func TestStaticShardsPartition(t *testing.T) {
 	if total != len(ts) {
 		t.Errorf("5 static shards own %d targets, want %d", total, len(ts))
 	}
+	c, err := New(Options{Name: "x", ReplicationFactor: 1, Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Pending() {
+		t.Error("a view never applied is not pending")
+	}
+	c.Filter(ts)
+	if c.Pending() {
+		t.Error("the view just applied is pending")
+	}
 }
 
-func BenchmarkFilterMillion30Members(b *testing.B) {
-	ts := make([]*config.Target, 1_000_000)
-	for i := range ts {
-		ts[i] = &config.Target{Set: "fleet", Host: fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), Probe: config.ProbeICMP}
-	}
-	v := NewView("m7", names(30, "m"), 1)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if n := len(v.Filter(ts)); n < 25000 || n > 42000 {
-			b.Fatalf("owned %d of 1,000,000 at 30 members", n)
-		}
-	}
-}
