@@ -250,4 +250,3 @@ func TestStaticShardsPartition(t *testing.T) {
 		t.Error("the view just applied is pending")
 	}
 }
-

@@ -448,12 +448,24 @@ func millionConfig(replicas int) string {
 	return b.String()
 }
 
+// scrapeRetry scrapes once more after a failure: a scrape cut short on a
+// loaded machine says nothing about the cluster.
+func scrapeRetry(ctx context.Context, addr string) (scrapeResult, error) {
+	r, err := scrape(ctx, addr)
+	if err == nil {
+		return r, nil
+	}
+	fmt.Fprintf(os.Stderr, "clusterbench: scrape of %s failed (%v); retrying\n", addr, err)
+	time.Sleep(5 * time.Second)
+	return scrape(ctx, addr)
+}
+
 // measure scrapes every live replica at the start and the end of window
 // and emits one result per replica.
 func measure(ctx context.Context, ms []*member, phase string, window time.Duration, note string) error {
 	begin := make([]scrapeResult, len(ms))
 	for i, m := range ms {
-		r, err := scrape(ctx, m.web)
+		r, err := scrapeRetry(ctx, m.web)
 		if err != nil {
 			return err
 		}
@@ -467,7 +479,7 @@ func measure(ctx context.Context, ms []*member, phase string, window time.Durati
 	}
 	for i, m := range ms {
 		rss, _ := benchenv.RSS(strconv.Itoa(m.cmd.Process.Pid))
-		end, err := scrape(ctx, m.web)
+		end, err := scrapeRetry(ctx, m.web)
 		if err != nil {
 			return err
 		}
@@ -507,7 +519,9 @@ func runMillion(ctx context.Context, bin, tmp string, n int, steady, after time.
 	}()
 	t0 := time.Now()
 	for i := range n {
-		m, err := startMember(dir, bin, cfg, i, peers, "--web.max-requests=4")
+		// A scrape of a quarter million targets on a loaded machine can
+		// take longer than the default write timeout of 60 s.
+		m, err := startMember(dir, bin, cfg, i, peers, "--web.max-requests=4", "--web.write-timeout=5m")
 		if err != nil {
 			return err
 		}
