@@ -207,6 +207,7 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 	}
 
 	v.ipProtocol(sp, hs)
+	v.validateDiscovery(sp, hs)
 
 	p := &hs.Probes
 	if p.ICMP == nil && p.TCP == nil && p.SSH == nil {
@@ -334,7 +335,9 @@ func enabledProbes(p *Probes) uint64 {
 func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *targetTally) {
 	hp := at(sp, "hosts")
 	if len(hs.Hosts) == 0 {
-		v.add(hp, "at least one host is required")
+		if !hs.HasDiscovery() {
+			v.add(hp, "at least one host is required, or a discovery source (file_sd, http_sd)")
+		}
 		return
 	}
 	limit := c.Global.MaxTargetsPerSet
