@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleet-exporter/fleet_exporter/cluster"
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/discovery"
@@ -56,6 +57,14 @@ type fleet struct {
 	// connections of removed targets close after the scheduler stopped
 	// submitting them.
 	reconcilers []probe.Reconciler
+
+	// owner filters the target list down to what this cluster member owns;
+	// nil probes every target.
+	owner *cluster.Cluster
+	// applyMu serialises apply and rebalance and guards all.
+	applyMu sync.Mutex
+	// all is the last full target list, before the ownership filter.
+	all []*config.Target
 }
 
 // close releases the probers' sockets and pooled connections.
@@ -68,8 +77,14 @@ func (f *fleet) close() {
 // retries failed targets sooner. Nothing runs until Run is called. The daemon
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
+	return newOwnedFleet(opts, cfg, targets, logger, reg, sink, nil)
+}
+
+// newOwnedFleet is newFleet for a cluster member: it probes only the
+// targets owner assigns to it (all of them when owner is nil).
+func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result), owner *cluster.Cluster) (*fleet, error) {
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, DNS: cfg.Global.DNS, Registerer: reg}, logger)
-	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers}
+	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers, owner: owner}
 	// observe is what every result goes through after the store and the
 	// scheduler saw it, one at a time or in a batch.
 	observe := func(r *probe.Result) {
@@ -117,10 +132,37 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 }
 
 // apply hands a config that passed preflight to every component. Each keeps
-// the state of targets whose key and fingerprint did not change.
+// the state of targets whose key and fingerprint did not change. targets is
+// the whole fleet (configured and discovered); a cluster member reconciles
+// the part it owns.
 func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
 	f.pool.SetLimits(cfg.Global)
 	f.probers.SetDNS(cfg.Global.DNS)
+	f.all = targets
+	f.reconcileOwned()
+}
+
+// rebalance reconciles again after the cluster membership changed: targets
+// this member gained start at their hashed phase, lost ones stop, the rest
+// keep their schedule and results.
+func (f *fleet) rebalance() {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if f.owner != nil && !f.owner.Pending() {
+		return
+	}
+	f.reconcileOwned()
+}
+
+// reconcileOwned hands the owned part of f.all to every component; the
+// caller holds applyMu.
+func (f *fleet) reconcileOwned() {
+	targets := f.all
+	if f.owner != nil {
+		targets = f.owner.Filter(targets)
+	}
 	for _, r := range f.reconcilers {
 		r.Reconcile(targets)
 	}
@@ -137,12 +179,30 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		)
 	}
-	f, err := newFleet(opts, cfg, targets, logger, reg, nil)
+	// A cluster member learns its first membership view before it builds
+	// the fleet, so it never reconciles targets it does not own.
+	var member atomic.Pointer[fleet]
+	cl, stopCluster, err := startCluster(ctx, opts, logger.With("component", "cluster"), reg, func() {
+		if f := member.Load(); f != nil {
+			f.rebalance()
+		}
+	})
+	if err != nil {
+		logger.Error("Cannot start clustering", "err", err)
+		return 1
+	}
+	defer stopCluster()
+	f, err := newOwnedFleet(opts, cfg, targets, logger, reg, nil, cl)
 	if err != nil {
 		logger.Error("Cannot start the probe pool", "err", err)
 		return 1
 	}
 	defer f.close()
+	member.Store(f)
+	if cl != nil {
+		// A change that arrived between the first view and the store above.
+		f.rebalance()
+	}
 	reg.MustRegister(f.hist)
 	// The store's families are written by the /metrics handler straight
 	// from a snapshot (package exposition), not gathered through reg.
@@ -170,7 +230,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
 	rl.disc, rl.ctx = disc, ctx
 	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
-	mux, err := newMux(opts, reg, rl, f, logger)
+	mux, err := newMux(opts, reg, rl, f, cl, logger)
 	if err != nil {
 		logger.Error("Cannot build the HTTP routes", "err", err)
 		return 1

@@ -12,13 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 
+	"github.com/fleet-exporter/fleet_exporter/cluster"
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/exposition"
 	"github.com/fleet-exporter/fleet_exporter/status"
 )
 
 // newMux builds the exporter's routes on its own ServeMux.
-func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, logger *slog.Logger) (http.Handler, error) {
+func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, cl *cluster.Cluster, logger *slog.Logger) (http.Handler, error) {
 	metrics, err := exposition.NewHandler(exposition.Options{
 		Registry: reg, Snapshot: f.store.Snapshot, MaxRequestsInFlight: opts.maxRequests,
 		Logger: logger.With("component", "metrics"),
@@ -56,6 +57,9 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 	if opts.enablePprof {
 		links = append(links, status.Link{Address: "debug/pprof/", Text: "Profiling"})
 	}
+	if cl != nil {
+		links = append(links, status.Link{Address: "cluster", Text: "Cluster"})
+	}
 	pages, err := status.NewHandler(f.store.Snapshot, status.Info{
 		Version:    versionString(),
 		ConfigFile: rl.configName(),
@@ -75,6 +79,9 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		limited := limitInFlight(pageMux, opts.web.maxPageRequests)
 		for _, pattern := range status.Patterns() {
 			mux.Handle(pattern, limited)
+		}
+		if cl != nil {
+			registerClusterPage(pageMux, mux, limited, cl, logger)
 		}
 	}
 	return securityHeaders(mux), nil

@@ -44,6 +44,7 @@ type options struct {
 	storagePath            string
 	snapshotInterval       time.Duration
 	web                    webLimits
+	cluster                clusterOptions
 	webFlags               *web.FlagConfig
 	logConfig              *promslog.Config
 }
@@ -137,6 +138,24 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		PlaceHolder("DIR").StringVar(&opts.storagePath)
 	app.Flag("storage.snapshot-interval", "Time between two state snapshots with --storage.path; one more is written at clean shutdown.").
 		Default("60s").DurationVar(&opts.snapshotInterval)
+	app.Flag("cluster.replication-factor", "Cluster members that probe each target (fewer only while fewer are alive).").
+		Default("1").IntVar(&opts.cluster.replicationFactor)
+	app.Flag("cluster.shard", "Static sharding: this instance is shard I of N (0-based), e.g. 2/5.").
+		PlaceHolder("I/N").StringVar(&opts.cluster.shard)
+	app.Flag("cluster.shard-from-hostname", "Static sharding: take I from the number at the end of --cluster.name (a StatefulSet pod name) and N from --cluster.shards.").
+		BoolVar(&opts.cluster.shardFromHostname)
+	app.Flag("cluster.shards", "Number of static shards for --cluster.shard-from-hostname.").
+		PlaceHolder("N").IntVar(&opts.cluster.shards)
+	app.Flag("cluster.listen-address", "Gossip address (IP:PORT); enables dynamic clustering with memberlist.").
+		PlaceHolder("HOST:PORT").StringVar(&opts.cluster.listenAddress)
+	app.Flag("cluster.peer", "Gossip address of a member to join (repeatable; names are resolved again on every attempt, this member's own address may be listed).").
+		PlaceHolder("HOST:PORT").StringsVar(&opts.cluster.peers)
+	app.Flag("cluster.advertise-address", "Gossip address other members reach this one at (IP:PORT); defaults to the listen address or, listening on all, a private address of this host.").
+		PlaceHolder("HOST:PORT").StringVar(&opts.cluster.advertiseAddress)
+	app.Flag("cluster.name", "This member's name: unique in the cluster and stable across restarts. Ownership hashes it.").
+		Default(defaultMemberName()).StringVar(&opts.cluster.name)
+	app.Flag("cluster.secret-file", "File with the gossip encryption key: 16, 24 or 32 bytes, raw or base64 (`openssl rand -base64 32`).").
+		PlaceHolder("FILE").StringVar(&opts.cluster.secretFile)
 	opts.webFlags = kingpinflag.AddFlags(app, ":9922")
 	promslogflag.AddFlags(app, opts.logConfig)
 	showVersion := app.Flag("version", "Show the version and exit.").Bool()
@@ -170,6 +189,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 			fmt.Fprintf(stderr, "%s: error: --%s must be positive, got %v\n", exporterName, name, d)
 			return nil, 2, true
 		}
+	}
+	if err := opts.cluster.check(); err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v\n", exporterName, err)
+		return nil, 2, true
 	}
 	return opts, 0, false
 }

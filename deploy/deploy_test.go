@@ -77,6 +77,12 @@ func contractMetrics() []string {
 		"fleet_config_last_reload_success_timestamp_seconds",
 		"fleet_exporter_build_info",
 		"fleet_ssh_connections_opened_total",
+		"fleet_cluster_members",
+		"fleet_cluster_member_info",
+		"fleet_cluster_owned_targets",
+		"fleet_cluster_ownership_changes_total",
+		"fleet_cluster_isolated",
+		"fleet_cluster_replication_factor",
 		"fleet_probe_failing_since_timestamp_seconds",
 		"fleet_ssh_command_output_distinct_hashes",
 		"fleet_set_probe_duration_seconds_bucket",
@@ -249,7 +255,11 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		{"behind schedule ignores lag", "alerts.yml", ")\n          ) > 10", ")\n          ) > 100"},
 		{"reload failed on success", "alerts.yml", "fleet_config_last_reload_successful == 0", "fleet_config_last_reload_successful == 1"},
 		{"exporter down without absent", "alerts.yml", ` or absent(up{job="fleet"})`, ""},
-		{"hosts up counts hosts", "rules.yml", "expr: sum by (set) (fleet_host_up)\n", "expr: count by (set) (fleet_host_up)\n"},
+		{"hosts up counts hosts", "rules.yml", "expr: sum by (set) (max by (set, host) (fleet_host_up))\n", "expr: count by (set) (max by (set, host) (fleet_host_up))\n"},
+		{"hosts up counts replicas twice", "rules.yml", "expr: sum by (set) (max by (set, host) (fleet_host_up))\n", "expr: sum by (set) (fleet_host_up)\n"},
+		{"dedup keeps instances", "rules.yml", "expr: max by (set, host, probe) (fleet_probe_success)", "expr: max without () (fleet_probe_success)"},
+		{"cluster degraded ignores disagreement", "alerts.yml", "(max by (job) (fleet_cluster_members) != min by (job) (fleet_cluster_members))", "(max by (job) (fleet_cluster_members) < 0)"},
+		{"cluster degraded ignores dead members", "alerts.yml", "< on (job) count by (job) (up)", "< 0"},
 		{"icmp loss inverted", "rules.yml", "          1 - (\n", "          0 + (\n"},
 		{"probes rate drops result", "rules.yml", "sum by (set, probe, result) (rate(fleet_probes_total[5m]))", "sum by (set, probe) (rate(fleet_probes_total[5m]))"},
 		{"lag p90", "rules.yml", "histogram_quantile(0.99,", "histogram_quantile(0.9,"},
@@ -329,6 +339,7 @@ func TestAlertRules(t *testing.T) {
 		{"FleetExporterBehindSchedule", "warning", "fleet_probes_skipped_total"},
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
+		{"FleetClusterDegraded", "warning", "fleet_cluster_members"},
 	}
 	var wantNames []string
 	for _, w := range want {
@@ -557,12 +568,16 @@ func TestExpressionsUseContractMetrics(t *testing.T) {
 			recorded[r.Record] = true
 		}
 	}
-	metricRE := regexp.MustCompile(`\bfleet_[a-z0-9_]+\b`)
-	recordRE := regexp.MustCompile(`\bfleet:[a-z0-9_:]+`)
+	// A recording rule's name (fleet:…, fleet_host:…) is not a metric.
+	metricRE := regexp.MustCompile(`\bfleet_[a-z0-9_]+\b:?`)
+	recordRE := regexp.MustCompile(`\bfleet(_[a-z]+)?:[a-z0-9_:]+`)
 	for source, exprs := range allExprs(t) {
 		t.Run(source, func(t *testing.T) {
 			for _, e := range exprs {
 				for _, m := range metricRE.FindAllString(e, -1) {
+					if strings.HasSuffix(m, ":") {
+						continue
+					}
 					if !slices.Contains(contractMetrics(), m) {
 						t.Errorf("unknown metric %s in %q", m, e)
 					}
@@ -797,6 +812,10 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_host_up", `set="web",host="c"`, "0x10"),
 		series("fleet_host_up", `set="app",host="f"`, "1x10"),
 		series("fleet_host_up", `set="other",host="z"`, "0x10"),
+		// A second cluster member probes web/b and app/f too (replication
+		// factor 2): the host panels count each host once.
+		{"series": `fleet_host_up{job="fleet",instance="exp2:9922",env="prod",set="web",host="b"}`, "values": "0x10"},
+		{"series": `fleet_host_up{job="fleet",instance="exp2:9922",env="prod",set="app",host="f"}`, "values": "1x10"},
 		// b's icmp fails since 120s (timeout); its tcp works; c never
 		// answered (dns), so its last success is 0.
 		series("fleet_probe_failure_info", `set="web",host="b",probe="icmp",reason="timeout"`, "1x10"),
@@ -843,6 +862,8 @@ func TestDashboardQueries(t *testing.T) {
 	}{
 		{"Hosts down", "A", []sample{{"{}", 2}}},
 		{"Hosts down per set", "A", []sample{{`{set="web"}`, 2}, {`{set="app"}`, 0}}},
+		{"Hosts up", "A", []sample{{"{}", 2}}},
+		{"Hosts up per set", "A", []sample{{`{set="web"}`, 1}, {`{set="app"}`, 1}}},
 		{"Unreachable hosts", "A", []sample{
 			{lbl("", `set="web",host="b",probe="icmp",reason="timeout"`), 480},
 			{lbl("", `set="web",host="c",probe="icmp",reason="dns"`), 600},
@@ -878,8 +899,13 @@ func TestDashboardQueries(t *testing.T) {
 	for _, tc := range tests {
 		exprTests = append(exprTests, exprTest{Expr: expr(tc.title, tc.ref), EvalTime: "10m", ExpSamples: tc.want})
 	}
+	// The host panels read the deduplicating recording rules.
+	rules, err := filepath.Abs(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := yaml.Marshal(map[string]any{
-		"rule_files":          []string{},
+		"rule_files":          []string{rules},
 		"evaluation_interval": "1m",
 		"tests": []any{map[string]any{
 			"interval":         "1m",

@@ -264,7 +264,7 @@ func TestQueriesReturnData(t *testing.T) {
 	}{
 		{
 			name:  "hosts up per set",
-			match: func(x string) bool { return strings.HasPrefix(x, "sum by (set) (fleet_host_up") },
+			match: func(x string) bool { return strings.HasPrefix(x, "sum by (set) (fleet_host:host_up:max") },
 			check: func(got []sample) error {
 				want := map[string]float64{setTCP: 2, setICMP: 2, setSSH: 2}
 				have := map[string]float64{}
