@@ -98,6 +98,10 @@ type CommandResult struct {
 	Bytes  int64
 	Reason Reason
 	Err    error
+	// StderrFirstLine is the first line the command wrote to stderr, at
+	// most 256 bytes, with control characters and invalid UTF-8 replaced;
+	// empty when it wrote none.
+	StderrFirstLine string
 }
 
 // Prober runs one probe of one target. The context carries the timeout;

@@ -850,8 +850,11 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit i
 		defer stopRun()
 	}
 
-	// Stderr stays nil: the library then discards it while streaming, so a
-	// flood costs no memory.
+	// Only the first stderr line is kept (a bounded buffer); the rest is
+	// drained and discarded while streaming, so a flood costs no memory.
+	stderr := &firstLineWriter{}
+	sess.Stderr = stderr
+	defer func() { cr.StderrFirstLine = stderr.line() }()
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
 		fail(probe.ReasonSession, err)
