@@ -16,9 +16,12 @@ import (
 // Label names set by the collector itself. Static labels of a set must not
 // reuse them; config validation rejects such names.
 const (
-	labelSet     = "set"
-	labelHost    = "host"
-	labelProbe   = "probe"
+	labelSet   = "set"
+	labelHost  = "host"
+	labelProbe = "probe"
+	// labelPort is the probed port of a tcp target, empty for the other
+	// probe types.
+	labelPort    = "port"
 	labelReason  = "reason"
 	labelPhase   = "phase"
 	labelCommand = "command"
@@ -60,7 +63,7 @@ func newDescs(labelNames []string) *descs {
 			d.names[n] = &n
 		}
 	}
-	for _, n := range []string{labelSet, labelHost, labelProbe, labelReason, labelPhase, labelCommand, labelResult} {
+	for _, n := range []string{labelSet, labelHost, labelProbe, labelPort, labelReason, labelPhase, labelCommand, labelResult} {
 		intern(n)
 	}
 	for _, n := range labelNames {
@@ -257,8 +260,9 @@ type emitter struct {
 	// sets holds the set pair followed by the static pairs of every set.
 	curSet string
 	sets   map[string][]*dto.LabelPair
-	// probes, reason and phases cache label pairs with constant values.
+	// probes, ports, reason and phases cache label pairs with constant values.
 	probes map[string]*dto.LabelPair
+	ports  map[string]*dto.LabelPair
 	reason map[probe.Reason]*dto.LabelPair
 	phases [3]*dto.LabelPair
 	// group is scratch space for the targets of one host.
@@ -270,16 +274,18 @@ func (e *emitter) reset(d *descs, s sink) {
 	e.sink, e.d = s, d
 	e.pairs.reset()
 	e.ptrs.reset()
-	e.src = slices.Grow(e.src[:0], 2+len(d.labelNames)+2)[:2+len(d.labelNames)+2]
+	e.src = slices.Grow(e.src[:0], 2+len(d.labelNames)+3)[:2+len(d.labelNames)+3]
 	clear(e.src)
 	e.curSet = ""
 	if e.sets == nil {
 		e.sets = map[string][]*dto.LabelPair{}
 		e.probes = map[string]*dto.LabelPair{}
+		e.ports = map[string]*dto.LabelPair{}
 		e.reason = map[probe.Reason]*dto.LabelPair{}
 	}
 	clear(e.sets)
 	clear(e.probes)
+	clear(e.ports)
 	clear(e.reason)
 	clear(e.group)
 }
@@ -335,12 +341,12 @@ func (e *emitter) pair(name *string, value string) *dto.LabelPair {
 	return &p.pair
 }
 
-// labels returns the sorted label pairs of per-host kind k, with x1 and x2
-// as the extra labels' pairs (nil when the kind has fewer).
-func (e *emitter) labels(k rowKind, x1, x2 *dto.LabelPair) []*dto.LabelPair {
+// labels returns the sorted label pairs of per-host kind k, with x1, x2 and
+// x3 as the extra labels' pairs (nil when the kind has fewer).
+func (e *emitter) labels(k rowKind, x1, x2, x3 *dto.LabelPair) []*dto.LabelPair {
 	perm := e.d.perm[k]
 	n := len(e.d.labelNames)
-	e.src[2+n], e.src[2+n+1] = x1, x2
+	e.src[2+n], e.src[2+n+1], e.src[2+n+2] = x1, x2, x3
 	out := e.ptrs.take(len(perm))
 	for i, p := range perm {
 		out[i] = e.src[p]
@@ -353,6 +359,15 @@ func (e *emitter) probePair(probe string) *dto.LabelPair {
 	if !ok {
 		p = e.pair(e.d.names[labelProbe], probe)
 		e.probes[probe] = p
+	}
+	return p
+}
+
+func (e *emitter) portPair(port string) *dto.LabelPair {
+	p, ok := e.ports[port]
+	if !ok {
+		p = e.pair(e.d.names[labelPort], port)
+		e.ports[port] = p
 	}
 	return p
 }
@@ -417,7 +432,7 @@ func (e *emitter) host(group []*TargetState) {
 	first := group[0].Target
 	e.useSet(first)
 	e.src[1] = e.pair(e.d.names[labelHost], first.Host)
-	base := e.labels(rowsHost, nil, nil)
+	base := e.labels(rowsHost, nil, nil, nil)
 	up := false
 	for _, t := range group {
 		if !t.HasResult {
@@ -433,7 +448,8 @@ func (e *emitter) host(group []*TargetState) {
 func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	out := e.sink
 	probe := e.probePair(t.Target.Probe)
-	pl := e.labels(rowsTarget, probe, nil)
+	port := e.portPair(t.portLabel())
+	pl := e.labels(rowsTarget, probe, port, nil)
 	out.series(famProbeSuccess, pl, boolFloat(t.Success))
 	out.series(famProbeDuration, pl, t.Duration.Seconds())
 	out.series(famProbeLastRun, pl, unixSeconds(t.LastRun))
@@ -442,7 +458,7 @@ func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	}
 	out.series(famProbeConsecutiveFailures, pl, float64(t.ConsecutiveFailures))
 	if !t.Success {
-		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason)), 1)
+		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason), port), 1)
 	}
 	if t.Addr.IsValid() {
 		out.series(famProbeIPAddrHash, pl, addrHash(t.Addr))
@@ -468,7 +484,7 @@ func (e *emitter) ssh(s *SSHState) {
 	if s.HasPhases {
 		for i, v := range [3]time.Duration{s.Auth, s.Connect, s.Handshake} {
 			if v > 0 {
-				out.series(famSSHPhase, e.labels(rowsPhase, e.phases[i], nil), v.Seconds())
+				out.series(famSSHPhase, e.labels(rowsPhase, e.phases[i], nil, nil), v.Seconds())
 			}
 		}
 	}
@@ -477,7 +493,7 @@ func (e *emitter) ssh(s *SSHState) {
 		if !c.Ran {
 			continue
 		}
-		cl := e.labels(rowsCommand, e.pair(e.d.names[labelCommand], c.Name), nil)
+		cl := e.labels(rowsCommand, e.pair(e.d.names[labelCommand], c.Name), nil, nil)
 		out.series(famCmdDuration, cl, c.Duration.Seconds())
 		out.series(famCmdExitStatus, cl, float64(c.ExitStatus))
 		if c.OutputRead {

@@ -51,6 +51,18 @@ type TargetState struct {
 	// setIdx is the index of the target's (set, probe) entry in the store's
 	// sets slice, so Update counts probes without a map lookup.
 	setIdx int32
+	// port is Target.PortLabel(), formatted once by Reconcile rather than
+	// on every scrape.
+	port string
+}
+
+// portLabel returns the value of the target's port label.
+func (t *TargetState) portLabel() string {
+	if t.port != "" || t.Target.Probe != config.ProbeTCP {
+		return t.port
+	}
+	// Not a state the store made (a hand-built snapshot).
+	return t.Target.PortLabel()
 }
 
 // ICMPState holds the ICMP measurements of one target.
@@ -159,11 +171,7 @@ func NewStore() *Store {
 }
 
 func compareKeys(a, b *config.Target) int {
-	return cmp.Or(
-		cmp.Compare(a.Set, b.Set),
-		cmp.Compare(a.Host, b.Host),
-		cmp.Compare(a.Probe, b.Probe),
-	)
+	return a.Key().Compare(b.Key())
 }
 
 // expositionOrder returns the indices of targets in the order in which the
@@ -194,7 +202,8 @@ func expositionOrder(targets []*config.Target, labelNames []string) []int32 {
 		order[i] = int32(i)
 	}
 	slices.SortFunc(order, func(a, b int32) int {
-		return cmp.Or(slices.Compare(values[a], values[b]), cmp.Compare(targets[a].Probe, targets[b].Probe))
+		return cmp.Or(slices.Compare(values[a], values[b]), cmp.Compare(targets[a].Probe, targets[b].Probe),
+			cmp.Compare(targets[a].Key().Port, targets[b].Key().Port))
 	})
 	return order
 }
@@ -251,6 +260,7 @@ func (s *Store) Reconcile(targets []*config.Target) {
 		st.Target = t
 		st.SSH = pruneCommands(st.SSH, t.SSH)
 		st.setIdx = setIndex[setProbeKey{t.Set, t.Probe}]
+		st.port = t.PortLabel()
 		sets[st.setIdx].Targets++
 	}
 	for i := range sets {
@@ -461,9 +471,9 @@ func (s *Store) Import(saved *Saved) (restored int) {
 			continue
 		}
 		st := &s.targets[j]
-		target, setIdx := st.Target, st.setIdx
+		target, setIdx, port := st.Target, st.setIdx, st.port
 		*st = sv.State
-		st.Target, st.setIdx = target, setIdx
+		st.Target, st.setIdx, st.port = target, setIdx, port
 		st.SSH = pruneCommands(st.SSH, target.SSH)
 		restored++
 	}

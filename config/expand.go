@@ -440,6 +440,20 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 	return refs, nil
 }
 
+// targetsPerHost returns the most targets one host of a set with probes
+// expands to: one per probe, and one per port of a tcp probe.
+func targetsPerHost(probes []probeRef) uint64 {
+	var n uint64
+	for i := range probes {
+		if t := probes[i].tcp; t != nil && len(t.PortList()) > 1 {
+			n += uint64(len(t.PortList()))
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // fingerprint hashes the digest of the shared probe encoding and the
 // host's own fields, each length-prefixed so that no two different inputs
 // encode alike. It reuses r.buf, so a probeRef serves one goroutine.
@@ -500,7 +514,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 			}
 		}
 		hosts := setCount(entries)
-		all += hosts * uint64(len(probes)) // bounded per set by limit: no overflow
+		all += hosts * targetsPerHost(probes) // bounded per set by limit: no overflow
 		if all > uint64(maxTargets) {
 			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
@@ -521,7 +535,7 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		ip := hs.IPPolicy()
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
-		block := make([]Target, 0, total*uint64(len(probes)))
+		block := make([]Target, 0, total*targetsPerHost(probes))
 		seen := make(map[string]struct{}, total)
 		for _, e := range entries {
 			dups, firstDup := 0, ""
@@ -537,24 +551,37 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 				seen[k] = struct{}{}
 				for pi := range probes {
 					p := &probes[pi]
-					block = append(block, Target{
-						Set:           hs.Name,
-						Host:          a.host,
-						Name:          a.name,
-						Port:          a.port,
-						Probe:         p.name,
-						Interval:      hs.Interval.D(),
-						RetryInterval: retry,
-						Timeout:       p.timeout,
-						SourceAddress: plans[i].src,
-						Labels:        hs.Labels,
-						IP:            ip,
-						ICMP:          p.icmp,
-						TCP:           p.tcp,
-						SSH:           p.ssh,
-						Fingerprint:   p.fingerprint(a),
-					})
-					targets = append(targets, &block[len(block)-1])
+					add := func(a hostAddr) {
+						block = append(block, Target{
+							Set:           hs.Name,
+							Host:          a.host,
+							Name:          a.name,
+							Port:          a.port,
+							Probe:         p.name,
+							Interval:      hs.Interval.D(),
+							RetryInterval: retry,
+							Timeout:       p.timeout,
+							SourceAddress: plans[i].src,
+							Labels:        hs.Labels,
+							IP:            ip,
+							ICMP:          p.icmp,
+							TCP:           p.tcp,
+							SSH:           p.ssh,
+							Fingerprint:   p.fingerprint(a),
+						})
+						targets = append(targets, &block[len(block)-1])
+					}
+					// A tcp probe of a host without a port of its own
+					// runs once per configured port.
+					if p.tcp == nil || a.port != 0 || len(p.tcp.PortList()) == 0 {
+						add(a)
+						continue
+					}
+					for _, port := range p.tcp.PortList() {
+						pa := a
+						pa.port = port
+						add(pa)
+					}
 				}
 				return nil
 			})
