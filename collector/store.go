@@ -464,9 +464,19 @@ func (s *Store) Export() *Saved {
 func (s *Store) Import(saved *Saved) (restored int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var onlyTCP map[[2]string]int32
 	for i := range saved.Targets {
 		sv := &saved.Targets[i]
 		j, ok := s.index[sv.Key]
+		if !ok && sv.Key.Probe == config.ProbeTCP && sv.Key.Port == 0 {
+			// Saved before TCP keys had a port, when a host had one TCP
+			// target: it is the host's TCP target if there is one only.
+			if onlyTCP == nil {
+				onlyTCP = s.onlyTCPTargets()
+			}
+			j, ok = onlyTCP[[2]string{sv.Key.Set, sv.Key.Host}]
+			ok = ok && j >= 0
+		}
 		if !ok {
 			continue
 		}
@@ -483,6 +493,25 @@ func (s *Store) Import(saved *Saved) (restored int) {
 		}
 	}
 	return restored
+}
+
+// onlyTCPTargets maps (set, host) to the index of the host's TCP target,
+// or to -1 when the host has several. s.mu must be held.
+func (s *Store) onlyTCPTargets() map[[2]string]int32 {
+	m := map[[2]string]int32{}
+	for i := range s.targets {
+		t := s.targets[i].Target
+		if t.Probe != config.ProbeTCP {
+			continue
+		}
+		k := [2]string{t.Set, t.Host}
+		if _, dup := m[k]; dup {
+			m[k] = -1
+			continue
+		}
+		m[k] = int32(i)
+	}
+	return m
 }
 
 // addrHash is the value of fleet_probe_ip_addr_hash: FNV-1a 32 of the
