@@ -343,6 +343,10 @@ type SSHProbe struct {
 	// ReuseConnections keeps one authenticated connection per host and opens
 	// a new session on it per poll.
 	ReuseConnections bool `yaml:"reuse_connections"`
+	// KeepOutputBytes is how many bytes of each command's stdout the probe
+	// keeps in its result, for --once to print; 0, the daemon's value,
+	// keeps none. It is never read from YAML.
+	KeepOutputBytes int64 `yaml:"-"`
 }
 
 // Command is one command run by the SSH probe, in its own session.

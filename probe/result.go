@@ -102,6 +102,9 @@ type CommandResult struct {
 	// most 256 bytes, with control characters and invalid UTF-8 replaced;
 	// empty when it wrote none.
 	StderrFirstLine string
+	// Output holds the first SSHProbe.KeepOutputBytes bytes of stdout; nil
+	// unless the probe's configuration asks for it (--once does).
+	Output []byte
 }
 
 // Prober runs one probe of one target. The context carries the timeout;

@@ -779,7 +779,7 @@ func (p *Prober) runCommands(ctx context.Context, conn *clientConn, cfg *config.
 	defer p.bufs.Put(buf)
 	for i, c := range cfg.Commands {
 		cr := &sr.Commands[i]
-		opened := runCommand(ctx, conn, c, limit, cr, buf[:])
+		opened := runCommand(ctx, conn, c, limit, cfg.KeepOutputBytes, cr, buf[:])
 		if retry && i == 0 && !opened && !expired(ctx) && cr.Reason == probe.ReasonSession {
 			sr.Commands = nil
 			healthy = false
@@ -809,8 +809,9 @@ func (p *Prober) runCommands(ctx context.Context, conn *clientConn, cfg *config.
 // session could be opened. Duration spans session open, exec, reading all of
 // stdout and the exit status. Stdout is hashed while streaming, never held;
 // at most limit+1 bytes are read, and on overflow Bytes and Hash cover the
-// first limit bytes. buf is the copy buffer.
-func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit int64, cr *probe.CommandResult, buf []byte) (opened bool) {
+// first limit bytes. The first keep bytes are also kept in cr.Output. buf is
+// the copy buffer.
+func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit, keep int64, cr *probe.CommandResult, buf []byte) (opened bool) {
 	*cr = probe.CommandResult{Name: commandName(c), ExitStatus: -1}
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -875,8 +876,9 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit i
 	_ = stdin.Close()
 	cr.Ran = true
 
-	h := hashWriter{h: sha256.New(), limit: limit}
+	h := hashWriter{h: sha256.New(), limit: limit, keep: min(keep, limit)}
 	n, rerr := io.CopyBuffer(&h, io.LimitReader(stdout, limit+1), buf)
+	cr.Output = h.kept
 	cr.Bytes = min(n, limit)
 	cr.Hash = binary.BigEndian.Uint64(h.h.Sum(nil)[:8]) >> 12
 	if n > limit {
@@ -910,16 +912,22 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, limit i
 
 // hashWriter hashes the first limit bytes written to it and counts none:
 // the caller counts.
+// It also keeps the first keep bytes.
 type hashWriter struct {
 	h     hash.Hash
 	limit int64
 	n     int64
+	keep  int64
+	kept  []byte
 }
 
 // Write implements io.Writer.
 func (w *hashWriter) Write(b []byte) (int, error) {
 	if rest := w.limit - w.n; rest > 0 {
 		_, _ = w.h.Write(b[:min(int64(len(b)), rest)])
+	}
+	if rest := w.keep - int64(len(w.kept)); rest > 0 {
+		w.kept = append(w.kept, b[:min(int64(len(b)), rest)]...)
 	}
 	w.n += int64(len(b))
 	return len(b), nil

@@ -69,3 +69,32 @@ func TestSSHProbeStderrFirstLine(t *testing.T) {
 		})
 	}
 }
+
+func TestSSHProbeKeepOutput(t *testing.T) {
+	f := newFixture(t, sshserver.TestOptions{})
+	p := newProber(t)
+	tests := []struct {
+		name      string
+		run       string
+		keep, max int64
+		want      string
+	}{
+		{"nothing kept by default", "echo hello", 0, 0, ""},
+		{"whole output", "echo hello", 1024, 0, "hello\n"},
+		{"first bytes", "printf 123456789", 4, 0, "1234"},
+		{"never past max_output_bytes", "printf 123456789", 100, 3, "123"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := f.cfg(config.Command{Name: "c", Run: tc.run})
+			cfg.KeepOutputBytes, cfg.MaxOutputBytes = tc.keep, tc.max
+			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
+			if res.SSH == nil || len(res.SSH.Commands) != 1 {
+				t.Fatalf("no command result: %+v", res)
+			}
+			if got := string(res.SSH.Commands[0].Output); got != tc.want {
+				t.Errorf("Output = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
