@@ -58,7 +58,7 @@ func (f *fleet) close() {
 // retries failed targets sooner. Nothing runs until Run is called. The daemon
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
-	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, DNS: cfg.Global.DNS, Registerer: reg}, logger)
+	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
@@ -252,14 +252,21 @@ func (rl *reloader) configName() string {
 // embedded default.
 var errNoConfigFile = errors.New("no --config.file given: the embedded default cannot be reloaded")
 
+// errStdinConfig is returned by a reload when the config came from stdin.
+var errStdinConfig = errors.New("--config.file=- read the config from stdin, which cannot be read again: nothing to reload")
+
 // reload reads the config file once; unchanged bytes are a no-op, a bad
 // file keeps the running config.
 func (rl *reloader) reload() error {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	if rl.filename == "" {
-		rl.logger.Warn("Reload requested", "err", errNoConfigFile)
-		return errNoConfigFile
+	if rl.filename == "" || rl.filename == stdinConfig {
+		err := errNoConfigFile
+		if rl.filename == stdinConfig {
+			err = errStdinConfig
+		}
+		rl.logger.Warn("Reload requested", "err", err)
+		return err
 	}
 	err := rl.reloadLocked()
 	if err != nil {

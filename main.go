@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ type options struct {
 	configCheck            bool
 	once                   bool
 	onceFormat             string
+	onceCLI                onceFlags
 	icmpPrivileged         bool
 	enablePprof            bool
 	disableExporterMetrics bool
@@ -45,6 +47,9 @@ type options struct {
 	web                    webLimits
 	webFlags               *web.FlagConfig
 	logConfig              *promslog.Config
+	// quietICMP leaves the ICMP socket mode unlogged: --once without ICMP
+	// targets has no use for it.
+	quietICMP bool
 }
 
 // run parses args, runs the requested mode until SIGINT/SIGTERM and returns
@@ -57,21 +62,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runContext is run with the lifetime given by ctx instead of signals.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runContextIn(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runContextIn is runContext reading a --config.file=- config from stdin.
+func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	opts, code, done := parseFlags(args, stdout, stderr)
 	if done {
 		return code
 	}
 	logger := promslog.New(opts.logConfig)
 
-	cfg, err := loadConfig(opts.configFile)
+	var (
+		cfg *config.Config
+		err error
+	)
+	if len(opts.onceCLI.hosts) > 0 {
+		cfg, err = opts.onceCLI.config()
+	} else {
+		cfg, err = loadConfig(opts.configFile, stdin)
+	}
 	var report *preflight.Report
 	if err == nil {
 		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections})
 	}
 	if err != nil {
-		if opts.configCheck {
+		switch {
+		case opts.configCheck:
 			fmt.Fprintf(stderr, "config check failed: %v\n", err)
-		} else {
+		case opts.once:
+			// A terminal tool: the error as is, not quoted in a log line.
+			fmt.Fprintf(stderr, "%s: invalid configuration: %v\n", exporterName, err)
+		default:
 			logger.Error("Invalid configuration", "err", err)
 		}
 		return 1
@@ -88,6 +110,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	report.Log(logger, cfg.Filename)
 
 	if opts.once {
+		opts.quietICMP = !slices.ContainsFunc(report.Targets, func(t *config.Target) bool { return t.Probe == config.ProbeICMP })
 		return runOnce(ctx, opts, cfg, report.Targets, stdout, stderr, logger)
 	}
 	return runDaemon(ctx, opts, cfg, report.Targets, logger)
@@ -98,7 +121,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code int, done bool) {
 	opts = &options{logConfig: &promslog.Config{Writer: stderr}}
 	app := kingpin.New(exporterName, "Polls host sets with ICMP, TCP and SSH probes and exposes the results to Prometheus.")
-	app.Flag("config.file", "Configuration file. Without it an embedded default watches localhost.").
+	app.Flag("config.file", "Configuration file; - reads it from stdin (it cannot be reloaded then). Without it an embedded default watches localhost.").
 		PlaceHolder("FILE").StringVar(&opts.configFile)
 	app.Flag("config.check", "Validate the configuration, print a summary of sets and target counts, and exit.").
 		BoolVar(&opts.configCheck)
@@ -106,6 +129,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		BoolVar(&opts.once)
 	app.Flag("once.format", "Output format of --once: table or json.").
 		Default("table").EnumVar(&opts.onceFormat, "table", "json")
+	opts.onceCLI.addFlags(app)
 	app.Flag("icmp.privileged", "Force raw ICMP sockets (needs CAP_NET_RAW) instead of unprivileged datagram sockets.").
 		BoolVar(&opts.icmpPrivileged)
 	app.Flag("web.enable-pprof", "Expose /debug/pprof (off by default).").BoolVar(&opts.enablePprof)
@@ -150,6 +174,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		fmt.Fprintln(stdout, version.Print(exporterName))
 		return nil, 0, true
 	}
+	if err := opts.onceCLI.check(opts.once, opts.configFile); err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v, try --help\n", exporterName, err)
+		return nil, 2, true
+	}
 	for name, d := range map[string]time.Duration{
 		"web.read-header-timeout":   opts.web.readHeaderTimeout,
 		"web.write-timeout":         opts.web.writeTimeout,
@@ -164,10 +192,29 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 	return opts, 0, false
 }
 
-// loadConfig reads the file, or returns the embedded default.
-func loadConfig(filename string) (*config.Config, error) {
-	if filename == "" {
+// stdinConfig is the --config.file value that reads the config from
+// stdin, and the name its errors carry.
+const (
+	stdinConfig     = "-"
+	stdinConfigName = "<stdin>"
+)
+
+// loadConfig reads the file (stdin for "-"), or returns the embedded
+// default. A config from stdin has its relative paths resolved against the
+// working directory.
+func loadConfig(filename string, stdin io.Reader) (*config.Config, error) {
+	switch filename {
+	case "":
 		return config.Default(), nil
+	case stdinConfig:
+		data, err := io.ReadAll(io.LimitReader(stdin, config.MaxConfigSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("read config from stdin: %w", err)
+		}
+		if len(data) > config.MaxConfigSize {
+			return nil, fmt.Errorf("%s: config is larger than %d bytes", stdinConfigName, config.MaxConfigSize)
+		}
+		return config.Parse(data, stdinConfigName)
 	}
 	return config.Load(filename)
 }
