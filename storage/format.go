@@ -314,8 +314,8 @@ type decoder struct {
 	base int64
 	// version is the file's format version.
 	version uint16
-	strs []string
-	err  error
+	strs    []string
+	err     error
 }
 
 func (d *decoder) fail(format string, args ...any) {
