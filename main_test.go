@@ -308,7 +308,7 @@ host_sets:
 			return strings.Contains(body, s)
 		}
 	}
-	waitFor(t, 5*time.Second, metricsContain(`fleet_probe_success{host="127.0.0.1:`+fmt.Sprint(open)+`",port="",probe="tcp",set="alpha"} 1`))
+	waitFor(t, 5*time.Second, metricsContain(`fleet_probe_success{host="127.0.0.1:`+fmt.Sprint(open)+`",port="`+fmt.Sprint(open)+`",probe="tcp",set="alpha"} 1`))
 
 	routes := []struct {
 		method, path string

@@ -339,6 +339,8 @@ func TestOnceFlagErrors(t *testing.T) {
 		{"duplicate port", []string{"--once", "--once.probe=tcp:22", "--once.probe=tcp:22", "127.0.0.1"}, 1, "port 22 is listed twice"},
 		{"bad host", []string{"--once", "web[01-"}, 1, `command line: hosts[0]: entry "web[01-" has an unclosed '['`},
 		{"ssh flag without ssh probe", []string{"--once", "--once.ssh.command=uptime", "127.0.0.1"}, 1, "--once.ssh.command needs --once.probe=ssh"},
+		{"zero timeout", []string{"--once", "--once.timeout=0s", "127.0.0.1"}, 2, "--once.timeout must be positive"},
+		{"zero concurrency", []string{"--once", "--once.concurrency=0", "127.0.0.1"}, 2, "--once.concurrency must be between 1 and"},
 		{"bad filter", []string{"--once", "--once.filter=sideways", "127.0.0.1"}, 2, "must be one of up,down"},
 	}
 	for _, tc := range tests {

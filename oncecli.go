@@ -96,8 +96,13 @@ func (o *onceFlags) check(once bool, configFile string) error {
 		return nil
 	}
 	if len(o.hosts) > 0 {
-		if configFile != "" {
+		switch {
+		case configFile != "":
 			return errors.New("give hosts as arguments or --config.file, not both")
+		case o.given("once.timeout") && o.timeout <= 0:
+			return fmt.Errorf("--once.timeout must be positive, got %v", o.timeout)
+		case o.given("once.concurrency") && (o.concurrency < 1 || o.concurrency > config.MaxConcurrency):
+			return fmt.Errorf("--once.concurrency must be between 1 and %d, got %d", config.MaxConcurrency, o.concurrency)
 		}
 		return nil
 	}
