@@ -206,8 +206,10 @@ func newSSHFleet(t *testing.T) *sshFleet {
 }
 
 func (f *sshFleet) args(extra ...string) []string {
-	args := []string{"--once", "--once.probe=ssh", "--once.ssh.user=" + sshserver.DefaultUser, "--once.ssh.key=" + f.key,
-		"--once.ssh.known-hosts=" + f.known, "--once.ssh.command=uname -r", "--once.timeout=10s"}
+	args := []string{
+		"--once", "--once.probe=ssh", "--once.ssh.user=" + sshserver.DefaultUser, "--once.ssh.key=" + f.key,
+		"--once.ssh.known-hosts=" + f.known, "--once.ssh.command=uname -r", "--once.timeout=10s",
+	}
 	return append(append(args, extra...), append([]string{f.refused}, f.hosts...)...)
 }
 

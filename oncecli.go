@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alecthomas/kingpin/v2"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -46,38 +45,6 @@ type onceFlags struct {
 
 	// set records which flags were given, for the checks.
 	set map[string]*bool
-}
-
-func (o *onceFlags) addFlags(app *kingpin.Application) {
-	o.set = map[string]*bool{}
-	flag := func(name, help string) *kingpin.FlagClause {
-		f := app.Flag(name, help)
-		given := new(bool)
-		o.set[name] = given
-		f.IsSetByUser(given)
-		return f
-	}
-	flag("once.probe", "Probe of the hosts given as arguments to --once: icmp, tcp:PORT[,PORT...] or ssh; repeatable. Default icmp.").
-		PlaceHolder("PROBE").StringsVar(&o.probes)
-	flag("once.ssh.user", "SSH user of --once.probe=ssh. Default the current user.").StringVar(&o.sshUser)
-	flag("once.ssh.port", "SSH port of --once.probe=ssh for hosts without a port of their own.").
-		Default(strconv.Itoa(config.DefaultSSHPort)).IntVar(&o.sshPort)
-	flag("once.ssh.key", "Private key file of --once.probe=ssh. Default: the ssh-agent when SSH_AUTH_SOCK is set, and the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists.").
-		PlaceHolder("FILE").StringVar(&o.sshKey)
-	flag("once.ssh.known-hosts", "known_hosts file of --once.probe=ssh. Default ~/.ssh/known_hosts.").
-		PlaceHolder("FILE").StringVar(&o.knownHosts)
-	flag("once.ssh.command", "Command --once.probe=ssh runs on every host, in its own session; repeatable.").
-		PlaceHolder("CMD").StringsVar(&o.commands)
-	flag("once.timeout", "Timeout of each probe of the hosts given as arguments. Default: 2s for ICMP, 10s for TCP and SSH.").
-		DurationVar(&o.timeout)
-	flag("once.concurrency", "Most probes of the hosts given as arguments in flight at once. Default: the per-type limits (ICMP 4096, TCP 256, SSH 64).").
-		IntVar(&o.concurrency)
-	flag("once.filter", "Print only the probes that succeeded (up, like fping -a) or failed (down, like fping -u); the exit code still counts every probe.").
-		EnumVar(&o.filter, "up", "down")
-	flag("once.output", "Layout of --once output: rows (one per probe) or grouped (each distinct result or command output once, with its hosts folded into ranges, largest group first, like dshbak -c).").
-		Default("rows").EnumVar(&o.output, "rows", "grouped")
-	app.Arg("host", "Hosts to probe with --once instead of a config file, in the hosts: syntax: names, addresses, host:port, CIDR blocks, ranges such as web[01-20].").
-		StringsVar(&o.hosts)
 }
 
 func (o *onceFlags) given(name string) bool { return o.set[name] != nil && *o.set[name] }
