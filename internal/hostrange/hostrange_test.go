@@ -11,20 +11,41 @@ func TestSort(t *testing.T) {
 		in   []string
 		want []string
 	}{
-		{"addresses by value", []string{"127.0.2.100", "127.0.2.10", "127.0.2.2", "127.0.2.1"},
-			[]string{"127.0.2.1", "127.0.2.2", "127.0.2.10", "127.0.2.100"}},
-		{"ipv4 before ipv6 before names", []string{"web1", "::1", "127.0.0.1"},
-			[]string{"127.0.0.1", "::1", "web1"}},
-		{"digit runs as numbers", []string{"web10", "web2", "web1", "db3"},
-			[]string{"db3", "web1", "web2", "web10"}},
-		{"several runs", []string{"r10.dc2", "r10.dc10", "r9.dc10"},
-			[]string{"r9.dc10", "r10.dc2", "r10.dc10"}},
-		{"padding after value", []string{"web01", "web1", "web001"},
-			[]string{"web1", "web01", "web001"}},
-		{"prefix shorter first", []string{"web1a", "web1"},
-			[]string{"web1", "web1a"}},
-		{"long digit runs", []string{"h123456789012345678901234567890", "h99"},
-			[]string{"h99", "h123456789012345678901234567890"}},
+		{
+			"addresses by value",
+			[]string{"127.0.2.100", "127.0.2.10", "127.0.2.2", "127.0.2.1"},
+			[]string{"127.0.2.1", "127.0.2.2", "127.0.2.10", "127.0.2.100"},
+		},
+		{
+			"ipv4 before ipv6 before names",
+			[]string{"web1", "::1", "127.0.0.1"},
+			[]string{"127.0.0.1", "::1", "web1"},
+		},
+		{
+			"digit runs as numbers",
+			[]string{"web10", "web2", "web1", "db3"},
+			[]string{"db3", "web1", "web2", "web10"},
+		},
+		{
+			"several runs",
+			[]string{"r10.dc2", "r10.dc10", "r9.dc10"},
+			[]string{"r9.dc10", "r10.dc2", "r10.dc10"},
+		},
+		{
+			"padding after value",
+			[]string{"web01", "web1", "web001"},
+			[]string{"web1", "web01", "web001"},
+		},
+		{
+			"prefix shorter first",
+			[]string{"web1a", "web1"},
+			[]string{"web1", "web1a"},
+		},
+		{
+			"long digit runs",
+			[]string{"h123456789012345678901234567890", "h99"},
+			[]string{"h99", "h123456789012345678901234567890"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
