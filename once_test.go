@@ -299,6 +299,26 @@ FAIL not run: ssh refused
 			t.Errorf("refusing host's group %+v", g)
 		}
 	})
+	t.Run("grouped from a config on stdin", func(t *testing.T) {
+		cfg := fmt.Sprintf(`host_sets:
+  - name: fleet
+    hosts: [%q, %q]
+    probes:
+      ssh:
+        user: %s
+        private_key_file: %s
+        known_hosts_file: %s
+        commands: [{name: kernel, run: "uname -r"}]
+`, f.hosts[0], f.hosts[3], sshserver.DefaultUser, f.key, f.known)
+		_, out, errb := runOnceArgs(t, cfg, "--once", "--config.file=-", "--once.output=grouped", "--once.format=json")
+		var groups []onceGroup
+		if err := json.Unmarshal([]byte(out), &groups); err != nil {
+			t.Fatalf("not JSON: %v\n%s\n%s", err, out, errb)
+		}
+		if len(groups) != 2 || groups[0].Set != "fleet" || groups[0].Command != "kernel" || groups[0].Output != "6.1.0\n" || groups[1].Output != "5.10.0\n" {
+			t.Errorf("groups %+v", groups)
+		}
+	})
 	t.Run("json rows carry stderr", func(t *testing.T) {
 		_, out, _ := runOnceArgs(t, "", f.args("--once.format=json")...)
 		var rows []onceResult
