@@ -275,7 +275,7 @@ func (o *onceFlags) addFlags(app *kingpin.Application) {
 	}
 	flag("once.probe", "Probe of the hosts given as arguments to --once: icmp, tcp:PORT[,PORT...] or ssh; repeatable. Default icmp.").
 		PlaceHolder("PROBE").StringsVar(&o.probes)
-	flag("once.ssh.user", "SSH user of --once.probe=ssh. Default the current user.").StringVar(&o.sshUser)
+	flag("once.ssh.user", "SSH user of --once.probe=ssh. Default the current user.").PlaceHolder("USER").StringVar(&o.sshUser)
 	flag("once.ssh.port", "SSH port of --once.probe=ssh for hosts without a port of their own.").
 		Default(strconv.Itoa(config.DefaultSSHPort)).IntVar(&o.sshPort)
 	flag("once.ssh.key", "Private key file of --once.probe=ssh. Default: the ssh-agent when SSH_AUTH_SOCK is set, and the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists.").
@@ -285,11 +285,11 @@ func (o *onceFlags) addFlags(app *kingpin.Application) {
 	flag("once.ssh.command", "Command --once.probe=ssh runs on every host, in its own session; repeatable.").
 		PlaceHolder("CMD").StringsVar(&o.commands)
 	flag("once.timeout", "Timeout of each probe of the hosts given as arguments. Default: 2s for ICMP, 10s for TCP and SSH.").
-		DurationVar(&o.timeout)
+		PlaceHolder("DURATION").DurationVar(&o.timeout)
 	flag("once.concurrency", "Most probes of the hosts given as arguments in flight at once. Default: the per-type limits (ICMP 4096, TCP 256, SSH 64).").
-		IntVar(&o.concurrency)
+		PlaceHolder("N").IntVar(&o.concurrency)
 	flag("once.filter", "Print only the probes that succeeded (up, like fping -a) or failed (down, like fping -u); the exit code still counts every probe.").
-		EnumVar(&o.filter, "up", "down")
+		PlaceHolder("up|down").EnumVar(&o.filter, "up", "down")
 	flag("once.output", "Layout of --once output: rows (one per probe) or grouped (each distinct result or command output once, with its hosts folded into ranges, largest group first, like dshbak -c).").
 		Default("rows").EnumVar(&o.output, "rows", "grouped")
 	app.Arg("host", "Hosts to probe with --once instead of a config file, in the hosts: syntax: names, addresses, host:port, CIDR blocks, ranges such as web[01-20].").
