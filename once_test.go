@@ -7,15 +7,19 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
@@ -393,5 +397,12 @@ func TestCommandNames(t *testing.T) {
 	want := []string{"uname", "df", "uname_2", "cmd", "echo", "run.sh"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("commandNames = %q, want %q", got, want)
+	}
+}
+
+func TestReloadOfStdinConfigRefused(t *testing.T) {
+	rl := newReloader(stdinConfig, config.Default(), nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err := rl.reload(); !errors.Is(err, errStdinConfig) {
+		t.Errorf("reload of a config read from stdin: %v, want errStdinConfig", err)
 	}
 }
