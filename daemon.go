@@ -23,6 +23,7 @@ import (
 
 	"github.com/fleet-exporter/fleet_exporter/collector"
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/discovery"
 	"github.com/fleet-exporter/fleet_exporter/preflight"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober"
@@ -95,7 +96,7 @@ func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
 }
 
 // runDaemon serves /metrics and probes until ctx ends.
-func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger) int {
+func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, disc *discovery.Manager, logger *slog.Logger) int {
 	logStartup(logger, cfg)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(versioncollector.NewCollector(exporterName))
@@ -133,7 +134,9 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		}
 	}
 
+	reg.MustRegister(disc)
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
+	rl.disc, rl.ctx = disc, ctx
 	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
 	mux, err := newMux(opts, reg, rl, f, logger)
 	if err != nil {
@@ -167,6 +170,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		})
 	}
 	g.Go(func() error { return f.sched.Run(gctx) })
+	g.Go(func() error { return disc.Run(gctx) })
 	g.Go(func() error {
 		for {
 			select {
@@ -174,6 +178,8 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 				return nil
 			case <-hup:
 				_ = rl.reload()
+			case <-disc.Changes():
+				rl.applyDiscovered()
 			}
 		}
 	})
@@ -206,8 +212,12 @@ type reloader struct {
 	filename  string
 	preflight preflight.Options
 	fleet     *fleet
-	logger    *slog.Logger
-	ready     atomic.Bool
+	// disc runs the discovery sources of the current config; ctx, the
+	// daemon's, bounds the reads a reload makes.
+	disc   *discovery.Manager
+	ctx    context.Context
+	logger *slog.Logger
+	ready  atomic.Bool
 
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -293,16 +303,50 @@ func (rl *reloader) reloadLocked() error {
 	if err != nil {
 		return err
 	}
-	report, err := preflight.Check(cfg, rl.preflight)
+	// The new config's discovery sources are read before its targets are
+	// checked; a config that then fails goes back to the running sources,
+	// each with its last good read.
+	if err := rl.disc.ApplyConfig(rl.ctx, cfg); err != nil {
+		return err
+	}
+	pre := rl.preflight
+	pre.Discovered = rl.disc.Hosts()
+	report, err := preflight.Check(cfg, pre)
 	if err != nil {
+		if rerr := rl.disc.ApplyConfig(rl.ctx, rl.current); rerr != nil {
+			rl.logger.Error("Cannot restore the running discovery sources", "err", rerr)
+		}
 		return err
 	}
 	report.Log(rl.logger, cfg.Filename)
-	targets := report.Targets
+	rl.applyTargets(cfg, report.Targets)
+	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(report.Targets))
+	return nil
+}
+
+// applyDiscovered rebuilds the target list after discovery changed the
+// hosts of a set: the running config's hosts plus every source's last good
+// hosts. Unchanged targets keep their schedule and results, as on reload.
+func (rl *reloader) applyDiscovered() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	targets, warnings, err := rl.current.TargetsWith(rl.disc.Hosts())
+	if err != nil {
+		rl.logger.Error("Discovered targets refused; keeping the running targets", "err", err)
+		return
+	}
+	for _, w := range warnings {
+		rl.logger.Warn("Host set expansion", "detail", w)
+	}
+	rl.applyTargets(rl.current, targets)
+}
+
+// applyTargets hands the target list of cfg (its hosts and the discovered
+// ones) to every component and makes cfg the running config. Reloads and
+// discovery changes both end here.
+func (rl *reloader) applyTargets(cfg *config.Config, targets []*config.Target) {
 	logTargetChanges(rl.logger, rl.targets, targets)
 	rl.fleet.apply(cfg, targets)
 	rl.current = cfg
 	rl.targets = targets
-	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(targets))
-	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/discovery"
 	"github.com/fleet-exporter/fleet_exporter/preflight"
 )
 
@@ -84,8 +85,16 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		cfg, err = loadConfig(opts.configFile, stdin)
 	}
 	var report *preflight.Report
+	// Every discovery source is read once before the first target list
+	// is built, so that a restored state snapshot and the first scrape
+	// already cover the discovered hosts.
+	disc := discovery.NewManager(discovery.Options{Logger: logger.With("component", "discovery")})
+	defer disc.Close()
 	if err == nil {
-		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections})
+		err = disc.ApplyConfig(ctx, cfg)
+	}
+	if err == nil {
+		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections, Discovered: disc.Hosts()})
 	}
 	if err != nil {
 		switch {
@@ -106,6 +115,7 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
 		printConfigSummary(stdout, cfg, report.Targets)
+		printDiscoverySummary(stdout, stderr, disc.Status())
 		return 0
 	}
 	report.Log(logger, cfg.Filename)
@@ -114,7 +124,7 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		opts.quietICMP = !slices.ContainsFunc(report.Targets, func(t *config.Target) bool { return t.Probe == config.ProbeICMP })
 		return runOnce(ctx, opts, cfg, report.Targets, stdout, stderr, logger)
 	}
-	return runDaemon(ctx, opts, cfg, report.Targets, logger)
+	return runDaemon(ctx, opts, cfg, report.Targets, disc, logger)
 }
 
 // parseFlags builds a local kingpin application. done reports that the
@@ -124,7 +134,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 	app := kingpin.New(exporterName, "Polls host sets with ICMP, TCP and SSH probes and exposes the results to Prometheus.")
 	app.Flag("config.file", "Configuration file; - reads it from stdin (it cannot be reloaded then). Without it an embedded default watches localhost.").
 		PlaceHolder("FILE").StringVar(&opts.configFile)
-	app.Flag("config.check", "Validate the configuration, print a summary of sets and target counts, and exit.").
+	app.Flag("config.check", "Validate the configuration, read every discovery source once, print a summary of sets, target counts and hosts per discovery source, and exit.").
 		BoolVar(&opts.configCheck)
 	app.Flag("once", "Run every probe once, print the results and exit; exit code 1 if any probe failed.").
 		BoolVar(&opts.once)
@@ -252,6 +262,25 @@ func printConfigSummary(w io.Writer, cfg *config.Config, targets []*config.Targe
 			c = &counts{}
 		}
 		tw.row(hs.Name, c.hosts, c.icmp, c.tcp, c.ssh, hs.Interval.D(), hs.Timeout.D())
+	}
+	tw.flush()
+}
+
+// printDiscoverySummary prints one line per discovery source with the
+// hosts its read yielded; a failed read is a warning, not a failed check:
+// the daemon runs without that source's hosts until it answers.
+func printDiscoverySummary(w, warn io.Writer, sources []discovery.SourceStatus) {
+	if len(sources) == 0 {
+		return
+	}
+	tw := newTable(w, "SET", "SOURCE", "HOSTS", "STATUS")
+	for _, s := range sources {
+		status := "ok"
+		if s.Err != nil {
+			status = "failed"
+			fmt.Fprintf(warn, "warning: host set %q: discovery source %s failed: %v\n", s.Set, s.Source, s.Err)
+		}
+		tw.row(s.Set, s.Source, s.Hosts, status)
 	}
 	tw.flush()
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -457,18 +459,30 @@ func targetsPerHost(probes []probeRef) uint64 {
 // fingerprint hashes the digest of the shared probe encoding and the
 // host's own fields, each length-prefixed so that no two different inputs
 // encode alike. It reuses r.buf, so a probeRef serves one goroutine.
-func (r *probeRef) fingerprint(a hostAddr) string {
+func (r *probeRef) fingerprint(a hostAddr, extra []byte) string {
 	b := append(r.buf[:0], r.shared[:]...)
 	for _, s := range []string{a.host, a.name} {
 		b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
 		b = append(b, s...)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(a.port))
+	// A discovered host's own label values; nil for the set's.
+	b = append(b, extra...)
 	r.buf = b
 	sum := sha256.Sum256(b)
 	var out [2 * sha256.Size]byte
 	hex.Encode(out[:], sum[:])
 	return string(out[:])
+}
+
+// DiscoveredHost is one host entry a discovery source found for a set, in
+// the syntax of hosts (a name, an address, host:port, a CIDR block or a
+// range), with the values of the set's label names that apply to it.
+type DiscoveredHost struct {
+	Entry string
+	// Labels holds exactly the set's label names; nil means the set's
+	// static Labels. Hosts may share one map, which must not be modified.
+	Labels map[string]string
 }
 
 // Targets expands every host set into one Target per (host, enabled probe),
@@ -478,6 +492,14 @@ func (r *probeRef) fingerprint(a hostAddr) string {
 // share the set's Labels map and probe configuration, which must not be
 // modified.
 func (c *Config) Targets() ([]*Target, []string, error) {
+	return c.TargetsWith(nil)
+}
+
+// TargetsWith is Targets with each set's discovered hosts after its own
+// hosts, both under the same max_targets_per_set and max_targets caps. A
+// discovered host already listed (by hosts or an earlier source) is
+// dropped with a warning, like a duplicate host entry.
+func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target, []string, error) {
 	limit := c.Global.MaxTargetsPerSet
 	if limit <= 0 {
 		limit = DefaultMaxTargetsPerSet
@@ -491,9 +513,11 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 	// anything is expanded and the result is allocated once.
 	type setPlan struct {
 		entries []*hostEntry
-		probes  []probeRef
-		hosts   uint64
-		src     netip.Addr
+		// labels[i] are the labels of entries[i]; nil for the set's own.
+		labels []map[string]string
+		probes []probeRef
+		hosts  uint64
+		src    netip.Addr
 	}
 	plans := make([]setPlan, len(c.HostSets))
 	var all uint64
@@ -502,6 +526,23 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 		entries, errs := parseSetEntries(hs.Hosts, limit)
 		if len(errs) > 0 {
 			return nil, nil, fmt.Errorf("host set %q: hosts[%d]: %w", hs.Name, errs[0].index, errs[0].err)
+		}
+		labels := make([]map[string]string, len(entries), len(entries)+len(discovered[hs.Name]))
+		hosts := setCount(entries)
+		for _, d := range discovered[hs.Name] {
+			e, err := parseEntry(d.Entry)
+			if err != nil {
+				return nil, nil, fmt.Errorf("host set %q: discovered %w", hs.Name, err)
+			}
+			if hosts += e.count; e.count > uint64(limit) || hosts > uint64(limit) {
+				return nil, nil, fmt.Errorf("host set %q: hosts and discovered targets expand to more than max_targets_per_set (%d)", hs.Name, limit)
+			}
+			entries = append(entries, e)
+			l := d.Labels
+			if l == nil || maps.Equal(l, hs.Labels) {
+				l = nil
+			}
+			labels = append(labels, l)
 		}
 		probes, err := setProbes(hs)
 		if err != nil {
@@ -513,12 +554,11 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 				return nil, nil, fmt.Errorf("host set %q: source_address: %w", hs.Name, err)
 			}
 		}
-		hosts := setCount(entries)
 		all += hosts * targetsPerHost(probes) // bounded per set by limit: no overflow
 		if all > uint64(maxTargets) {
 			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
-		plans[i] = setPlan{entries, probes, hosts, src}
+		plans[i] = setPlan{entries, labels, probes, hosts, src}
 	}
 	var (
 		targets  = make([]*Target, 0, all)
@@ -533,13 +573,25 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 			retry = hs.Interval.D()
 		}
 		ip := hs.IPPolicy()
+		needPort := hs.Probes.TCP != nil && len(hs.Probes.TCP.PortList()) == 0
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
 		block := make([]Target, 0, total*targetsPerHost(probes))
 		seen := make(map[string]struct{}, total)
-		for _, e := range entries {
+		var labelBuf []byte
+		for ei, e := range entries {
+			labels, extra := hs.Labels, []byte(nil)
+			if l := plans[i].labels[ei]; l != nil {
+				labels = l
+				labelBuf = appendLabels(labelBuf[:0], l)
+				extra = labelBuf
+			}
+			discoveredEntry := ei >= len(hs.Hosts)
 			dups, firstDup := 0, ""
 			err := e.each(func(a hostAddr) error {
+				if discoveredEntry && needPort && a.port == 0 {
+					return fmt.Errorf("discovered entry %q has no port and probes.tcp.port is not set", e.raw)
+				}
 				k := strings.ToLower(a.host)
 				if _, dup := seen[k]; dup {
 					if dups == 0 {
@@ -562,12 +614,12 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 							RetryInterval: retry,
 							Timeout:       p.timeout,
 							SourceAddress: plans[i].src,
-							Labels:        hs.Labels,
+							Labels:        labels,
 							IP:            ip,
 							ICMP:          p.icmp,
 							TCP:           p.tcp,
 							SSH:           p.ssh,
-							Fingerprint:   p.fingerprint(a),
+							Fingerprint:   p.fingerprint(a, extra),
 						})
 						targets = append(targets, &block[len(block)-1])
 					}
@@ -589,10 +641,82 @@ func (c *Config) Targets() ([]*Target, []string, error) {
 				return nil, nil, fmt.Errorf("host set %q: %w", hs.Name, err)
 			}
 			if dups > 0 {
+				kind := "entry"
+				if discoveredEntry {
+					kind = "discovered entry"
+				}
 				warnings = append(warnings, fmt.Sprintf(
-					"host set %q: entry %q: %d duplicate host(s) dropped, first %q", hs.Name, e.raw, dups, firstDup))
+					"host set %q: %s %q: %d duplicate host(s) dropped, first %q", hs.Name, kind, e.raw, dups, firstDup))
 			}
 		}
 	}
 	return targets, warnings, nil
+}
+
+// appendLabels encodes labels canonically (sorted, length-prefixed) for a
+// discovered host's fingerprint.
+func appendLabels(b []byte, labels map[string]string) []byte {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		for _, s := range []string{k, labels[k]} {
+			b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	return b
+}
+
+// CheckDiscovered checks the hosts one discovery source found for the set
+// named set: every entry parses, the set's hosts plus others (hosts other
+// sources of the set contribute) plus these stay within
+// max_targets_per_set, and every host has a port where the tcp probe needs
+// one. It returns how many hosts the entries expand to.
+func (c *Config) CheckDiscovered(set string, hosts []DiscoveredHost, others int) (int, error) {
+	var hs *HostSet
+	for i := range c.HostSets {
+		if c.HostSets[i].Name == set {
+			hs = &c.HostSets[i]
+		}
+	}
+	if hs == nil {
+		return 0, fmt.Errorf("no host set %q", set)
+	}
+	limit := c.Global.MaxTargetsPerSet
+	if limit <= 0 {
+		limit = DefaultMaxTargetsPerSet
+	}
+	static, _ := parseSetEntries(hs.Hosts, limit)
+	used := setCount(static) + uint64(max(others, 0))
+	needPort := hs.Probes.TCP != nil && len(hs.Probes.TCP.PortList()) == 0
+	var n uint64
+	for _, d := range hosts {
+		e, err := parseEntry(d.Entry)
+		if err != nil {
+			return 0, err
+		}
+		if n += e.count; e.count > uint64(limit) || used+n > uint64(limit) {
+			return 0, &CapError{Set: set, Limit: limit}
+		}
+		if needPort {
+			if err := e.each(func(a hostAddr) error {
+				if a.port == 0 {
+					return fmt.Errorf("entry %q has no port and probes.tcp.port is not set", e.raw)
+				}
+				return nil
+			}); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return int(n), nil
+}
+
+// CapError says a set's hosts and discovered targets together would pass
+// max_targets_per_set.
+type CapError struct {
+	Set   string
+	Limit int
+}
+
+func (e *CapError) Error() string {
+	return fmt.Sprintf("host set %q: hosts and discovered targets expand to more than max_targets_per_set (%d)", e.Set, e.Limit)
 }

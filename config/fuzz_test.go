@@ -26,6 +26,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte("host_sets:\n- name: a\n  hosts: ['10.0.0.[1-3]:22', '[::1]:22', 2001:db8::/126]\n  probes: {icmp: , tcp: {port: 1}}\n"))
+	f.Add([]byte("host_sets:\n- name: d\n  file_sd: [a.json]\n  http_sd: [{url: 'http://127.0.0.1:9/sd', basic_auth: {username: u}, http_headers: {X: {values: [v]}}, tls_config: {insecure_skip_verify: true}, proxy_url: 'http://127.0.0.1:3128'}]\n  relabel_configs: [{source_labels: [__address__], regex: '(.*):22', target_label: host}]\n  probes: {icmp: }\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("x: &x {a: 1}\ny: {<<: *x}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

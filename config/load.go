@@ -166,6 +166,7 @@ func (c *Config) applyDefaults(baseDir string) {
 		if hs.Labels == nil {
 			hs.Labels = map[string]string{}
 		}
+		hs.applyDiscoveryDefaults(baseDir)
 		p := &hs.Probes
 		if p.ICMP != nil && p.ICMP.Timeout == 0 {
 			// ICMP has its own shorter default: time for the echo

@@ -3,6 +3,7 @@ package config
 import (
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
@@ -114,6 +115,11 @@ func (s *schemaCheck) check(n *yaml.Node, t reflect.Type, path []any) {
 // structKeys checks the keys of mapping m against struct type t.
 func (s *schemaCheck) structKeys(m *yaml.Node, t reflect.Type, path []any) {
 	fields := s.fieldsOf(t)
+	if fields == nil {
+		// An inline map: the decoder checks the values.
+		s.labels(m, path)
+		return
+	}
 	var first map[string]*yaml.Node
 	if len(m.Content) > 16 {
 		first = make(map[string]*yaml.Node, len(m.Content)/2)
@@ -242,10 +248,31 @@ func (s *schemaCheck) fieldsOf(t reflect.Type) map[string]reflect.Type {
 	}
 	f := make(map[string]reflect.Type, t.NumField())
 	for i := range t.NumField() {
-		if tag := yamlTag(t.Field(i)); tag != "" {
-			f[tag] = t.Field(i).Type
+		sf := t.Field(i)
+		if tag := yamlTag(sf); tag != "" {
+			f[tag] = sf.Type
+			continue
+		}
+		if !isInline(sf) {
+			continue
+		}
+		// An inline struct's keys are its parent's (the HTTP client
+		// settings of http_sd); an inline map takes any key, which the
+		// nil map says.
+		if sf.Type.Kind() != reflect.Struct {
+			f = nil
+			break
+		}
+		for k, ft := range s.fieldsOf(sf.Type) {
+			f[k] = ft
 		}
 	}
 	s.fields[t] = f
 	return f
+}
+
+// isInline reports whether f is a `yaml:",inline"` field.
+func isInline(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return f.IsExported() && slices.Contains(strings.Split(opts, ","), "inline")
 }

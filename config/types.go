@@ -257,6 +257,17 @@ type HostSet struct {
 	// IPProtocolFallback permits the other family when a name has no
 	// address of the preferred one; nil means true.
 	IPProtocolFallback *bool `yaml:"ip_protocol_fallback"`
+	// FileSD lists glob patterns of Prometheus file_sd files (JSON or
+	// YAML target groups) whose targets join Hosts.
+	FileSD []string `yaml:"file_sd"`
+	// FileSDRefreshInterval is how often the FileSD files are read again
+	// besides the reads their changes trigger.
+	FileSDRefreshInterval Duration `yaml:"file_sd_refresh_interval"`
+	// HTTPSD lists Prometheus http_sd endpoints whose targets join Hosts.
+	HTTPSD []HTTPSD `yaml:"http_sd"`
+	// RelabelConfigs map the labels of every discovered target onto the
+	// host and the set's Labels, Prometheus relabel_configs style.
+	RelabelConfigs []RelabelConfig `yaml:"relabel_configs"`
 }
 
 // IPPolicy returns the address family rule of the set's names.

@@ -213,6 +213,7 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 	}
 
 	v.ipProtocol(sp, hs)
+	v.validateDiscovery(sp, hs)
 
 	p := &hs.Probes
 	if p.ICMP == nil && p.TCP == nil && p.SSH == nil {
@@ -374,7 +375,9 @@ func validateTCPPorts(v *validator, tp []any, tcp *TCPProbe) {
 func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *targetTally) {
 	hp := at(sp, "hosts")
 	if len(hs.Hosts) == 0 {
-		v.add(hp, "at least one host is required")
+		if !hs.HasDiscovery() {
+			v.add(hp, "at least one host is required, or a discovery source (file_sd, http_sd)")
+		}
 		return
 	}
 	limit := c.Global.MaxTargetsPerSet

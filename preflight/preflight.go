@@ -67,6 +67,9 @@ type Options struct {
 	HTTPConnections int
 	// FDLimit is the soft RLIMIT_NOFILE; 0 reads it from the process.
 	FDLimit uint64
+	// Discovered holds each set's hosts from its discovery sources, which
+	// join its hosts under the same caps.
+	Discovered map[string][]config.DiscoveredHost
 }
 
 // fdBaseline is what the process holds open besides probes and HTTP
@@ -77,12 +80,12 @@ const fdBaseline = 64
 // need when weighing the fd limit.
 const unboundedHTTPConnections = 1024
 
-// Check expands cfg into targets and checks that every SSH credential and
+// Check expands cfg, with the discovered hosts of opts, into targets and checks that every SSH credential and
 // known_hosts file it names is usable, so that a config that would only fail
 // at probe time is refused at load and reload. An error means the config
 // must not run; warnings do not.
 func Check(cfg *config.Config, opts Options) (*Report, error) {
-	targets, expansion, err := cfg.Targets()
+	targets, expansion, err := cfg.TargetsWith(opts.Discovered)
 	if err != nil {
 		return nil, err
 	}

@@ -125,3 +125,27 @@ func TestCheckErrors(t *testing.T) {
 		t.Fatalf("Check = %v, want an error naming the set and the key file", err)
 	}
 }
+
+// TestCheckCountsDiscoveredHosts checks that discovered hosts join the
+// target list and the capacity estimate.
+func TestCheckCountsDiscoveredHosts(t *testing.T) {
+	cfg := parse(t, "global:\n  interval: 1s\n  timeout: 900ms\n  limits:\n    tcp: {rate: 1, burst: 1}\n"+
+		"host_sets:\n  - name: a\n    file_sd: [sd.json]\n    probes:\n      tcp: {port: 22}\n")
+	r, err := Check(cfg, Options{FDLimit: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Targets) != 0 || len(r.Warnings) != 0 {
+		t.Fatalf("without discovered hosts: %d targets, warnings %v", len(r.Targets), r.Warnings)
+	}
+	r, err = Check(cfg, Options{FDLimit: 1 << 20, Discovered: map[string][]config.DiscoveredHost{"a": {{Entry: "127.0.0.0/28"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Targets) != 14 {
+		t.Errorf("%d targets, want the 14 discovered hosts", len(r.Targets))
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0].String(), "Pool limits cannot cover") {
+		t.Errorf("warnings = %v, want the capacity warning for the discovered hosts", r.Warnings)
+	}
+}
