@@ -35,13 +35,22 @@ import (
 // to finish after SIGTERM; the issue requires exit within 5 s.
 const shutdownGrace = 3 * time.Second
 
+// schedulerCoalesce is the shortest time between two scheduler passes; a
+// probe starts at most about this late.
+const schedulerCoalesce = 10 * time.Millisecond
+
 // fleet wires the probers, pool, scheduler and store for one process.
 type fleet struct {
-	logger  *slog.Logger
-	store   *collector.Store
+	logger *slog.Logger
+	store  *collector.Store
+	// hist holds the per-set latency distributions; runDaemon registers
+	// it, --once leaves it unregistered.
+	hist    *collector.SetHistograms
 	pool    *schedule.Pool
 	sched   *schedule.Scheduler
 	probers *prober.Set
+	// permission rate-limits the warning about probes the kernel refused.
+	permission permissionLog
 	// reconcilers take every new target list, in this order: the store
 	// first, so results of added targets have a home, the probers last, so
 	// connections of removed targets close after the scheduler stopped
@@ -60,27 +69,49 @@ func (f *fleet) close() {
 // runs the scheduler; --once submits through a schedule.OneShot instead.
 func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result)) (*fleet, error) {
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, Registerer: reg}, logger)
-	f := &fleet{logger: logger, store: collector.NewStore(), probers: probers}
+	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers}
+	// observe is what every result goes through after the store and the
+	// scheduler saw it, one at a time or in a batch.
+	observe := func(r *probe.Result) {
+		f.hist.Observe(*r)
+		if !r.Success {
+			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
+			if r.Reason == probe.ReasonPermission {
+				f.permission.log(logger, *r)
+			}
+		}
+		if sink != nil {
+			sink(*r)
+		}
+	}
 	storeSink := func(r probe.Result) {
 		f.store.Update(r)
 		// The scheduler moves a failing target to its retry interval. It
 		// exists before the pool runs, so this is never called without it.
 		f.sched.Observe(r)
-		if !r.Success {
-			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
-		}
-		if sink != nil {
-			sink(r)
-		}
+		observe(&r)
 	}
 	pool, err := schedule.NewPool(cfg.Global, probers.Probers(), storeSink, logger.With("component", "pool"), reg)
 	if err != nil {
 		f.close()
 		return nil, err
 	}
+	// Batch probers (ICMP) hand results over a batch at a time: one store
+	// lock and one scheduler lock per batch instead of per result.
+	pool.SetBatchSink(func(rs []probe.Result) {
+		f.store.UpdateBatch(rs)
+		f.sched.ObserveBatch(rs)
+		for i := range rs {
+			observe(&rs[i])
+		}
+	})
 	f.pool = pool
 	f.sched = schedule.NewScheduler(pool.Submit, logger.With("component", "scheduler"))
-	f.reconcilers = []probe.Reconciler{f.store, f.sched, f.pool, f.probers}
+	// Due targets are submitted in batches of schedulerCoalesce: a large
+	// ICMP fleet then costs one scheduler pass, one pool dispatch and one
+	// sendmmsg run per batch rather than per target.
+	f.sched.SetCoalesce(schedulerCoalesce)
+	f.reconcilers = []probe.Reconciler{f.store, f.hist, f.sched, f.pool, f.probers}
 	f.apply(cfg, targets)
 	return f, nil
 }
@@ -112,6 +143,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 		return 1
 	}
 	defer f.close()
+	reg.MustRegister(f.hist)
 	// The store's families are written by the /metrics handler straight
 	// from a snapshot (package exposition), not gathered through reg.
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -221,6 +253,8 @@ type reloader struct {
 
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
+	// pages holds what the status pages show of reloads.
+	pages reloadPages
 
 	// mu serialises reloads and guards current.
 	mu      sync.Mutex
@@ -248,6 +282,7 @@ func newReloader(filename string, cfg *config.Config, targets []*config.Target, 
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
 	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
+	rl.pages.succeeded(cfg)
 	return rl
 }
 
@@ -282,10 +317,12 @@ func (rl *reloader) reload() error {
 	if err != nil {
 		rl.reloadOK.Set(0)
 		rl.logger.Error("Reload failed; keeping the running configuration", "file", rl.filename, "err", err)
+		rl.pages.failed(err)
 		return err
 	}
 	rl.reloadOK.Set(1)
 	rl.reloadTimestamp.SetToCurrentTime()
+	rl.pages.succeeded(rl.current)
 	return nil
 }
 
@@ -349,4 +386,44 @@ func (rl *reloader) applyTargets(cfg *config.Config, targets []*config.Target) {
 	rl.fleet.apply(cfg, targets)
 	rl.current = cfg
 	rl.targets = targets
+}
+
+// permissionLogEvery is how often, per set and probe type, a probe the
+// kernel refused is logged at warn.
+const permissionLogEvery = 5 * time.Minute
+
+// permissionLog logs probes that failed with reason permission, at most
+// once per set and probe type per permissionLogEvery: the reason alone does
+// not say which of several causes it is, and a debug line is easily missed.
+type permissionLog struct {
+	// mu guards last.
+	mu   sync.Mutex
+	last map[[2]string]time.Time
+}
+
+// permissionCauses names the likely causes of an EPERM/EACCES per probe type.
+func permissionCauses(probeType string) string {
+	const firewall = "an egress firewall rule on the exporter's host (nftables or iptables OUTPUT drop or reject: the kernel answers a locally dropped packet with EPERM)"
+	if probeType == config.ProbeICMP {
+		return "the exporter has neither CAP_NET_RAW nor a group in net.ipv4.ping_group_range (see the ICMP socket mode logged at start), or " + firewall
+	}
+	return firewall + ", or a security module (SELinux, AppArmor, a systemd IPAddressDeny=) denying the connection"
+}
+
+func (p *permissionLog) log(logger *slog.Logger, r probe.Result) {
+	k := [2]string{r.Key.Set, r.Key.Probe}
+	now := time.Now()
+	p.mu.Lock()
+	if p.last == nil {
+		p.last = map[[2]string]time.Time{}
+	}
+	last, seen := p.last[k]
+	if seen && now.Sub(last) < permissionLogEvery {
+		p.mu.Unlock()
+		return
+	}
+	p.last[k] = now
+	p.mu.Unlock()
+	logger.Warn("The kernel refused a probe (reason permission)", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe,
+		"likely_causes", permissionCauses(r.Key.Probe), "logged_at_most_every", permissionLogEvery, "err", r.Err)
 }

@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 
+	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/exposition"
 	"github.com/fleet-exporter/fleet_exporter/status"
 )
@@ -57,6 +60,8 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, log
 		Version:    versionString(),
 		ConfigFile: rl.configName(),
 		ExtraLinks: links,
+		Config:     rl.pages.running.Load,
+		Reload:     rl.pages.status,
 	}, logger.With("component", "status"))
 	if err != nil {
 		// The templates are embedded and parsed by the tests; this cannot
@@ -82,4 +87,36 @@ func versionString() string {
 		v = "dev"
 	}
 	return fmt.Sprintf("%s (revision %s)", v, version.GetRevision())
+}
+
+// reloadPages holds what the status pages show of reloads: the outcome of
+// the last attempt and the configuration in use. The pages read it without
+// the reloader's lock, so they never wait for a reload in progress.
+type reloadPages struct {
+	last    atomic.Pointer[status.ReloadStatus]
+	running atomic.Pointer[config.Config]
+}
+
+// succeeded records a successful load of cfg.
+func (p *reloadPages) succeeded(cfg *config.Config) {
+	now := time.Now()
+	p.last.Store(&status.ReloadStatus{At: now, LastSuccess: now})
+	p.running.Store(cfg)
+}
+
+// failed records a failed reload; the running configuration stays.
+func (p *reloadPages) failed(err error) {
+	st := &status.ReloadStatus{Failed: true, Err: err.Error(), At: time.Now()}
+	if prev := p.last.Load(); prev != nil {
+		st.LastSuccess = prev.LastSuccess
+	}
+	p.last.Store(st)
+}
+
+// status returns the outcome of the last reload attempt.
+func (p *reloadPages) status() status.ReloadStatus {
+	if st := p.last.Load(); st != nil {
+		return *st
+	}
+	return status.ReloadStatus{}
 }

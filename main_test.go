@@ -236,13 +236,16 @@ func startDaemonWith(t *testing.T, d *daemon, args []string, ready func() bool) 
 		cancel()
 		select {
 		case <-d.done:
-		case <-time.After(10 * time.Second):
-			t.Error("daemon did not stop within 10s")
+		case <-time.After(30 * time.Second):
+			t.Error("daemon did not stop within 30s")
 		}
 	})
 	// A daemon that exited (a config it refused, a port in use) will never
 	// be ready: say so with its log instead of waiting out the timeout.
-	deadline := time.Now().Add(10 * time.Second)
+	// The timeout itself is generous: the start checks every file the
+	// config names, and decrypting a bcrypt-protected key under the race
+	// detector on a loaded 2-core machine alone took over 10s.
+	deadline := time.Now().Add(30 * time.Second)
 	for !ready() {
 		select {
 		case code := <-d.done:
@@ -251,7 +254,7 @@ func startDaemonWith(t *testing.T, d *daemon, args []string, ready func() bool) 
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready within 10s:\n%s", d.stderr)
+			t.Fatalf("daemon not ready within 30s:\n%s", d.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -103,10 +103,10 @@ func secretNewFixture(t *testing.T) *secretFixture {
 		return writeFile(t, f.dir, name, fmt.Sprintf(`
 global:
   # Decrypting the bcrypt-protected key takes seconds under the race
-  # detector on a loaded machine: a short timeout would fail the probe
-  # before it reaches authentication.
-  interval: 10s
-  timeout: 10s
+  # detector, over 10s on a loaded machine: a short timeout would fail
+  # the probe before it reaches authentication.
+  interval: 30s
+  timeout: 30s
 host_sets:
   - name: secrets
     hosts: ["%s", "127.0.0.1:%d"]
@@ -145,7 +145,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		base := "http://" + d.addr
 		// Wait for both failures: the login rejected after the key and the
 		// password were offered, and the refused connection.
-		waitFor(t, 40*time.Second, func() bool {
+		waitFor(t, 60*time.Second, func() bool {
 			_, body := httpDo(t, "GET", base+"/metrics")
 			return strings.Contains(body, `reason="auth"`) && strings.Contains(body, `reason="refused"`)
 		})
@@ -175,6 +175,18 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Errorf("reload with a wrong passphrase: %d %q, want 500 naming the passphrase", code, body)
 		}
 		pages["POST /-/reload"] = body
+		// Every page shows the failed reload, and /config the running
+		// configuration: neither may show a secret.
+		for _, path := range []string{"/", "/config"} {
+			code, body := httpDo(t, "GET", base+path)
+			if code != 200 || !strings.Contains(body, `id="reload-failed"`) || !strings.Contains(body, "passphrase") {
+				t.Errorf("GET %s after the failed reload: %d, no reload failure naming the passphrase:\n%s", path, code, body)
+			}
+			pages[path+" after the failed reload"] = body
+		}
+		if !strings.Contains(pages["/config after the failed reload"], "passphrase_file:") {
+			t.Errorf("/config does not show the running configuration:\n%s", pages["/config after the failed reload"])
+		}
 		for where, body := range pages {
 			secretCheck(t, where, body, secrets...)
 		}

@@ -147,3 +147,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return len(p), nil
 }
+
+// BenchmarkDriftRows measures the distinct-hash count a scrape computes
+// once per snapshot for fleet_ssh_command_output_distinct_hashes.
+func BenchmarkDriftRows(b *testing.B) {
+	s := benchStore(b, 10_000, true).Snapshot()
+	b.ReportAllocs()
+	for b.Loop() {
+		if rows := computeDrift(s.Targets); len(rows) == 0 {
+			b.Fatal("no drift rows")
+		}
+	}
+}

@@ -300,6 +300,7 @@ func (e *emitter) run(snap *Snapshot) {
 		e.pair(d.names[labelPhase], phaseHandshake),
 	}
 	e.setProbes(snap.SetProbes)
+	e.driftRows(snap.driftRows())
 
 	ts, order := snap.Targets, snap.order
 	if len(order) != len(ts) {
@@ -402,6 +403,18 @@ func (e *emitter) setProbes(sps []SetProbeState) {
 	}
 }
 
+// driftRows emits fleet_ssh_command_output_distinct_hashes.
+func (e *emitter) driftRows(rows []driftRow) {
+	setName, cmdName := e.d.names[labelSet], e.d.names[labelCommand]
+	for i := range rows {
+		r := &rows[i]
+		// Label names sorted: command, set.
+		l := e.ptrs.take(2)
+		l[0], l[1] = e.pair(cmdName, r.command), e.pair(setName, r.set)
+		e.sink.series(famCmdDistinct, l, float64(r.distinct))
+	}
+}
+
 // useSet fills the set and static label slots of src for t's set. Hosts of
 // different sets interleave in exposition order, so the pairs of every set
 // are kept for the whole run.
@@ -460,6 +473,9 @@ func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	if !t.Success {
 		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason), port), 1)
 	}
+	if !t.FailingSince.IsZero() {
+		out.series(famProbeFailingSince, pl, unixSeconds(t.FailingSince))
+	}
 	if t.Addr.IsValid() {
 		out.series(famProbeIPAddrHash, pl, addrHash(t.Addr))
 		out.series(famProbeIPProtocol, pl, addrProtocol(t.Addr))
@@ -496,7 +512,7 @@ func (e *emitter) ssh(s *SSHState) {
 		cl := e.labels(rowsCommand, e.pair(e.d.names[labelCommand], c.Name), nil, nil)
 		out.series(famCmdDuration, cl, c.Duration.Seconds())
 		out.series(famCmdExitStatus, cl, float64(c.ExitStatus))
-		if c.OutputRead {
+		if c.HashExported() {
 			out.series(famCmdHash, cl, float64(c.Hash))
 			out.series(famCmdBytes, cl, float64(c.Bytes))
 		}

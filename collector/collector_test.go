@@ -109,6 +109,10 @@ var families = map[string]string{
 		"# TYPE fleet_targets gauge\n",
 	"fleet_probes_total": "# HELP fleet_probes_total Number of probe results received, by result.\n" +
 		"# TYPE fleet_probes_total counter\n",
+	"fleet_probe_failing_since_timestamp_seconds": "# HELP fleet_probe_failing_since_timestamp_seconds Unix time at which the first failed probe of the current failure streak ended; absent while the last probe succeeded.\n" +
+		"# TYPE fleet_probe_failing_since_timestamp_seconds gauge\n",
+	"fleet_ssh_command_output_distinct_hashes": "# HELP fleet_ssh_command_output_distinct_hashes Number of distinct values of fleet_ssh_command_output_hash among the hosts of the set that export one for the command; 1 means every such host agrees.\n" +
+		"# TYPE fleet_ssh_command_output_distinct_hashes gauge\n",
 }
 
 // familyNames returns every family name, so comparisons also catch series
@@ -173,6 +177,8 @@ func TestCollect(t *testing.T) {
 		targets []*config.Target
 		results []probe.Result
 		want    []string
+		// only restricts the comparison to these families; nil means all.
+		only []string
 	}{
 		{
 			name:    "before first result only health series",
@@ -235,6 +241,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -251,6 +258,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -272,6 +280,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 2`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000060.25`,
 			},
 		},
 		{
@@ -317,6 +326,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="icmp",set="edge"} 1`,
 				`fleet_probes_total{probe="icmp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="icmp",set="edge"} 1700000060.25`,
 			},
 		},
 		{
@@ -349,6 +359,7 @@ func TestCollect(t *testing.T) {
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -367,6 +378,7 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_consecutive_failures{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 0`,
 				`fleet_probe_consecutive_failures{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 1`,
 				`fleet_probe_failure_info{dc="fra",host="h3",port="443",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 1700000000.25`,
 				`fleet_targets{probe="tcp",set="edge"} 2`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 1`,
@@ -399,6 +411,8 @@ func TestCollect(t *testing.T) {
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 0`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="icmp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -487,6 +501,8 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 0`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 2`,
+				`fleet_ssh_command_output_distinct_hashes{command="df",set="db"} 1`,
+				`fleet_ssh_command_output_distinct_hashes{command="uname",set="db"} 1`,
 			},
 		},
 		{
@@ -527,6 +543,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
 		},
 		{
@@ -556,6 +573,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
 		},
 		{
@@ -592,7 +610,30 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
+		},
+		{
+			name: "distinct hashes count the exported hashes of each set and command",
+			targets: []*config.Target{
+				sshTarget("db", "d1", nil, "uname"), sshTarget("db", "d2", nil, "uname"),
+				sshTarget("db", "d3", nil, "uname"), sshTarget("db", "d4", nil, "uname"),
+				sshTarget("web", "w1", nil, "uname"),
+			},
+			results: []probe.Result{
+				sshResult(sshTarget("db", "d1", nil, "uname"), 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 7}}}),
+				sshResult(sshTarget("db", "d2", nil, "uname"), 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 7}}}),
+				sshResult(sshTarget("db", "d3", nil, "uname"), 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 9}}}),
+				// Ran without reading output: no hash series, not counted.
+				sshResult(sshTarget("db", "d4", nil, "uname"), 0, false, probe.ReasonTimeout, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, ExitStatus: -1}}}),
+				// Same hash in another set: counted there only.
+				sshResult(sshTarget("web", "w1", nil, "uname"), 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 9}}}),
+			},
+			want: []string{
+				`fleet_ssh_command_output_distinct_hashes{command="uname",set="db"} 2`,
+				`fleet_ssh_command_output_distinct_hashes{command="uname",set="web"} 1`,
+			},
+			only: []string{"fleet_ssh_command_output_distinct_hashes"},
 		},
 	}
 	for _, tc := range tests {
@@ -603,7 +644,11 @@ func TestCollect(t *testing.T) {
 				s.Update(r)
 			}
 			want := expo(t, tc.want...)
-			if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader(want), familyNames()...); err != nil {
+			names := familyNames()
+			if tc.only != nil {
+				names = tc.only
+			}
+			if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader(want), names...); err != nil {
 				t.Errorf("unexpected exposition:\n%v", err)
 			}
 		})

@@ -38,6 +38,8 @@ const (
 	famCmdChanged
 	famTargets
 	famProbesTotal
+	famProbeFailingSince
+	famCmdDistinct
 	numFamilies
 )
 
@@ -54,6 +56,7 @@ const (
 	rowsCommand                // SSH commands that ran
 	rowsTargets                // (set, probe) pairs (fleet_targets)
 	rowsProbes                 // (set, probe, result) triples (fleet_probes_total)
+	rowsDrift                  // (set, command) pairs with an output hash
 	numRowKinds
 )
 
@@ -77,6 +80,8 @@ func (k rowKind) extras() []string {
 		return []string{labelSet, labelProbe}
 	case rowsProbes:
 		return []string{labelSet, labelProbe, labelResult}
+	case rowsDrift:
+		return []string{labelSet, labelCommand}
 	default:
 		return nil
 	}
@@ -174,6 +179,14 @@ func familyTable() *[numFamilies]family {
 		famProbesTotal: {
 			"fleet_probes_total", counter,
 			"Number of probe results received, by result.", rowsProbes,
+		},
+		famProbeFailingSince: {
+			"fleet_probe_failing_since_timestamp_seconds", gauge,
+			"Unix time at which the first failed probe of the current failure streak ended; absent while the last probe succeeded.", rowsTarget,
+		},
+		famCmdDistinct: {
+			"fleet_ssh_command_output_distinct_hashes", gauge,
+			"Number of distinct values of fleet_ssh_command_output_hash among the hosts of the set that export one for the command; 1 means every such host agrees.", rowsDrift,
 		},
 	}
 }

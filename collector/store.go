@@ -140,6 +140,9 @@ type Snapshot struct {
 	// order lists the indices of Targets in exposition order (see
 	// expositionOrder); the collector emits series in that order.
 	order []int32
+	// drift caches the rows of fleet_ssh_command_output_distinct_hashes;
+	// nil for snapshots not taken from a store.
+	drift *driftCache
 }
 
 type setProbeKey struct{ set, probe string }
@@ -300,6 +303,20 @@ func pruneCommands(st *SSHState, cfg *config.SSHProbe) *SSHState {
 func (s *Store) Update(r probe.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.update(&r)
+}
+
+// UpdateBatch records many results under one lock, as Update does each.
+func (s *Store) UpdateBatch(rs []probe.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range rs {
+		s.update(&rs[i])
+	}
+}
+
+// update records r. Callers hold s.mu.
+func (s *Store) update(r *probe.Result) {
 	i, ok := s.index[r.Key]
 	if !ok {
 		return
@@ -416,6 +433,7 @@ func (s *Store) Snapshot() *Snapshot {
 		Targets:    slices.Clone(s.targets),
 		SetProbes:  slices.Clone(s.sets),
 		order:      s.order,
+		drift:      &driftCache{},
 	}
 }
 

@@ -39,15 +39,17 @@ type row struct{ g, t, x int32 }
 type slotKind uint8
 
 const (
-	slotBase    slotKind = iota // set, host or a static label: the group's values
-	slotProbe                   // the target's probe type
-	slotPort                    // the target's probed tcp port
-	slotReason                  // the target's failure reason
-	slotPhase                   // the SSH phase of the row
-	slotCommand                 // the SSH command of the row
-	slotSPSet                   // the set of a SetProbes entry
-	slotSPProbe                 // the probe of a SetProbes entry
-	slotResult                  // success or failure
+	slotBase         slotKind = iota // set, host or a static label: the group's values
+	slotProbe                        // the target's probe type
+	slotPort                         // the target's probed tcp port
+	slotReason                       // the target's failure reason
+	slotPhase                        // the SSH phase of the row
+	slotCommand                      // the SSH command of the row
+	slotSPSet                        // the set of a SetProbes entry
+	slotSPProbe                      // the probe of a SetProbes entry
+	slotResult                       // success or failure
+	slotDriftSet                     // the set of a drift row
+	slotDriftCommand                 // the command of a drift row
 )
 
 // slot is one label of a layout, in the exposition's label order.
@@ -109,7 +111,7 @@ func newTextLayout(labelNames []string) *textLayout {
 			// The health families have fixed labels only.
 			var ls []layoutLabel
 			for _, n := range k.extras() {
-				ls = append(ls, layoutLabel{n, healthSlot(n), -1})
+				ls = append(ls, layoutLabel{n, healthSlot(k, n), -1})
 			}
 			slices.SortFunc(ls, func(a, b layoutLabel) int { return cmp.Compare(a.name, b.name) })
 			l.slots[k] = slotsOf(ls)
@@ -146,9 +148,15 @@ func hostSlot(name string) slotKind {
 	}
 }
 
-// healthSlot returns where the value of label name of a health row comes
-// from.
-func healthSlot(name string) slotKind {
+// healthSlot returns where the value of label name of a health row of kind
+// k comes from.
+func healthSlot(k rowKind, name string) slotKind {
+	if k == rowsDrift {
+		if name == labelSet {
+			return slotDriftSet
+		}
+		return slotDriftCommand
+	}
 	switch name {
 	case labelSet:
 		return slotSPSet
@@ -243,7 +251,7 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 		famCmdExitStatus: always(func(w *TextWriter, r row) float64 { return float64(command(w, r).ExitStatus) }),
 		famCmdHash: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
-			return float64(c.Hash), c.OutputRead
+			return float64(c.Hash), c.HashExported()
 		},
 		famCmdBytes: func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
@@ -253,7 +261,12 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 			c := command(w, r)
 			return unixSeconds(c.HashChanged), !c.HashChanged.IsZero()
 		},
-		famTargets: always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
+		famProbeFailingSince: func(w *TextWriter, r row) (float64, bool) {
+			t := target(w, r)
+			return unixSeconds(t.FailingSince), !t.FailingSince.IsZero()
+		},
+		famCmdDistinct: always(func(w *TextWriter, r row) float64 { return float64(w.drift[r.t].distinct) }),
+		famTargets:     always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
 		famProbesTotal: always(func(w *TextWriter, r row) float64 {
 			sp := &w.snap.SetProbes[r.t]
 			if r.x == 1 {
@@ -345,6 +358,8 @@ type TextWriter struct {
 	// setVals caches the static label values of each set, in baseNames
 	// order with set and host left empty.
 	setVals map[string][]string
+	// drift holds the snapshot's drift rows while rowsDrift is needed.
+	drift []driftRow
 }
 
 // NewTextWriter returns a TextWriter for the text format 0.0.4 with empty
@@ -397,7 +412,7 @@ func (w *TextWriter) Write(out io.Writer, s *Snapshot, keep func(family string) 
 	defer func() {
 		// Drop the references into the snapshot and to out; keep the
 		// buffers.
-		w.snap, w.out = nil, nil
+		w.snap, w.out, w.drift = nil, nil, nil
 		clear(w.vals)
 		w.vals = w.vals[:0]
 		clear(w.setVals)
@@ -462,6 +477,12 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		for i := range s.SetProbes {
 			w.rows[rowsTargets] = append(w.rows[rowsTargets], row{t: int32(i)})
 			w.rows[rowsProbes] = append(w.rows[rowsProbes], row{t: int32(i)}, row{t: int32(i), x: 1})
+		}
+	}
+	if need[rowsDrift] {
+		w.drift = s.driftRows()
+		for i := range w.drift {
+			w.rows[rowsDrift] = append(w.rows[rowsDrift], row{t: int32(i)})
 		}
 	}
 	for k := range w.rows {
@@ -638,6 +659,10 @@ func (w *TextWriter) value(sl *slot, r row) string {
 		return w.snap.SetProbes[r.t].Set
 	case slotSPProbe:
 		return w.snap.SetProbes[r.t].Probe
+	case slotDriftSet:
+		return w.drift[r.t].set
+	case slotDriftCommand:
+		return w.drift[r.t].command
 	default:
 		if r.x == 1 {
 			return resultSuccess

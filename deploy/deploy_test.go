@@ -73,6 +73,17 @@ func contractMetrics() []string {
 		"fleet_config_last_reload_success_timestamp_seconds",
 		"fleet_exporter_build_info",
 		"fleet_ssh_connections_opened_total",
+		"fleet_probe_failing_since_timestamp_seconds",
+		"fleet_ssh_command_output_distinct_hashes",
+		"fleet_set_probe_duration_seconds_bucket",
+		"fleet_set_probe_duration_seconds_sum",
+		"fleet_set_probe_duration_seconds_count",
+		"fleet_set_ssh_phase_seconds_bucket",
+		"fleet_set_ssh_phase_seconds_sum",
+		"fleet_set_ssh_phase_seconds_count",
+		"fleet_set_icmp_rtt_seconds_bucket",
+		"fleet_set_icmp_rtt_seconds_sum",
+		"fleet_set_icmp_rtt_seconds_count",
 	}
 }
 
@@ -81,6 +92,7 @@ func contractMetrics() []string {
 func grafanaTestVars() map[string]string {
 	return map[string]string{
 		"set":             ".+",
+		"host":            ".+",
 		"__rate_interval": "1m",
 		"__interval":      "30s",
 		"__range":         "1h",
@@ -170,13 +182,16 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		name, file, old, new string
 	}{
 		{"host unreachable waits longer", "alerts.yml", "expr: fleet_host_up == 0\n        for: 1m", "expr: fleet_host_up == 0\n        for: 3m"},
-		{"ssh down ignores icmp", "alerts.yml", `(fleet_probe_success{probe="icmp"} == 1)`, `(fleet_probe_success{probe="icmp"} >= 0)`},
+		{"ssh down ignores icmp", "alerts.yml", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} == 1)", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} >= 0)"},
 		{"login slow counts command phase", "alerts.yml", `phase=~"connect|handshake|auth"}) > 5`, `}) > 5`},
 		{"command failing misses -1", "alerts.yml", "fleet_ssh_command_exit_status != 0", "fleet_ssh_command_exit_status > 0"},
 		{"output changed window too short", "alerts.yml", "changes(fleet_ssh_command_output_hash[15m])", "changes(fleet_ssh_command_output_hash[2m])"},
 		{"drift without majority guard", "alerts.yml", "          and on (set, command)\n", "          or on (set, command)\n"},
 		{"set mostly down on small sets", "alerts.yml", "count by (set) (fleet_host_up) >= 3", "count by (set) (fleet_host_up) >= 2"},
-		{"set mostly down at half", "alerts.yml", ") > 0.5\n", ") >= 0.5\n"},
+		{"set mostly down at half", "alerts.yml", "          ) > 0.5\n          and on (set)\n          count by (set) (fleet_host_up) >= 3", "          ) >= 0.5\n          and on (set)\n          count by (set) (fleet_host_up) >= 3"},
+		{"tcp port down ignores host up", "alerts.yml", "          (fleet_probe_success{probe=\"tcp\"} == 0)\n            and on (set, host)\n          (fleet_host_up == 1)", "          (fleet_probe_success{probe=\"tcp\"} == 0)"},
+		{"set ssh failing at half", "alerts.yml", "          ) > 0.5\n          and on (set)\n          count by (set) (fleet_probe_success{probe=\"ssh\"}", "          ) >= 0.5\n          and on (set)\n          count by (set) (fleet_probe_success{probe=\"ssh\"}"},
+		{"set ssh failing counts icmp-down hosts", "alerts.yml", "          count by (set) (fleet_probe_success{probe=\"ssh\"} and on (set, host) (fleet_probe_success{probe=\"icmp\"} == 1)) >= 3", "          count by (set) (fleet_probe_success{probe=\"ssh\"}) >= 3"},
 		{"behind schedule ignores lag", "alerts.yml", ")\n          ) > 10", ")\n          ) > 100"},
 		{"reload failed on success", "alerts.yml", "fleet_config_last_reload_successful == 0", "fleet_config_last_reload_successful == 1"},
 		{"exporter down without absent", "alerts.yml", ` or absent(up{job="fleet"})`, ""},
@@ -255,6 +270,8 @@ func TestAlertRules(t *testing.T) {
 		{"FleetCommandOutputChanged", "info", "changes(fleet_ssh_command_output_hash[15m]) > 0"},
 		{"FleetCommandOutputDrift", "warning", "count_values"},
 		{"FleetSetMostlyDown", "critical", "> 0.5"},
+		{"FleetTCPPortDown", "warning", `fleet_probe_success{probe="tcp"} == 0`},
+		{"FleetSetSSHFailing", "warning", `fleet_probe_success{probe="icmp"} == 1`},
 		{"FleetExporterBehindSchedule", "warning", "fleet_probes_skipped_total"},
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
@@ -653,8 +670,13 @@ func TestDashboard(t *testing.T) {
 		for _, want := range []string{
 			"fleet_host_up",
 			"fleet_probe_failure_info",
-			"fleet_probe_last_success_timestamp_seconds",
+			"fleet_probe_failing_since_timestamp_seconds",
 			"fleet_icmp_rtt_seconds",
+			"fleet_ssh_command_output_distinct_hashes",
+			"fleet_set_icmp_rtt_seconds_bucket",
+			"fleet_set_probe_duration_seconds_bucket",
+			"fleet_set_ssh_phase_seconds_bucket",
+			`host=~"$host"`,
 			"fleet_icmp_packets_sent_total",
 			"fleet_icmp_packets_received_total",
 			"fleet_ssh_phase_seconds",
@@ -722,10 +744,13 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_probe_failure_info", `set="web",host="b",probe="tcp",reason="refused"`, "0x10"),
 		series("fleet_probe_failure_info", `set="web",host="c",probe="icmp",reason="dns"`, "1x10"),
 		series("fleet_probe_failure_info", `set="other",host="z",probe="icmp",reason="timeout"`, "1x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="icmp"`, "120x10"),
+		// Failing since: b's icmp since 120s; c never succeeded, failing
+		// since its first probe at 0s (it has no last success at all).
+		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="icmp"`, "110x10"),
 		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="b",probe="tcp"`, "590x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="web",host="c",probe="icmp"`, "0x10"),
-		series("fleet_probe_last_success_timestamp_seconds", `set="other",host="z",probe="icmp"`, "0x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="web",host="b",probe="icmp"`, "120x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="web",host="c",probe="icmp"`, "0x10"),
+		series("fleet_probe_failing_since_timestamp_seconds", `set="other",host="z",probe="icmp"`, "0x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="b",probe="icmp"`, "5x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="b",probe="tcp"`, "0x10"),
 		series("fleet_probe_consecutive_failures", `set="web",host="c",probe="icmp"`, "9x10"),
@@ -771,6 +796,14 @@ func TestDashboardQueries(t *testing.T) {
 		{"Top 10 hosts by ICMP loss", "A", []sample{{lbl("", `set="web",host="a"`), 0.5}}},
 		{"Command output drift", "A", []sample{
 			{lbl("", `set="web",host="c",command="release",hash="`+hashB+`"`), 1},
+		}},
+		{"Majority output per command", "A", []sample{
+			{`{set="web",command="release",hash="` + hashA + `"}`, 2},
+			{`{set="app",command="release",hash="9"}`, 2},
+		}},
+		{"Majority output per command", "B", []sample{
+			{`{set="web",command="release"}`, 3},
+			{`{set="app",command="release"}`, 2},
 		}},
 		{"Distinct outputs per command", "A", []sample{
 			{`{set="web",command="release"}`, 2},
@@ -858,6 +891,11 @@ func TestAlertmanagerInhibitRules(t *testing.T) {
 		{
 			SourceMatchers: []string{`alertname="FleetSetMostlyDown"`},
 			TargetMatchers: []string{`alertname=~"FleetHostUnreachable|FleetSSHDownICMPUp"`},
+			Equal:          []string{"set"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetSetSSHFailing"`},
+			TargetMatchers: []string{`alertname="FleetSSHDownICMPUp"`},
 			Equal:          []string{"set"},
 		},
 		{

@@ -170,8 +170,8 @@ func landingCounts(doc *html.Node) (map[string]pageCounts, error) {
 	return out, nil
 }
 
-// failureRows reads the failing-probes table of a set on the landing page as
-// "host probe reason" lines.
+// failureRows reads the failing-hosts table of a set on the landing page as
+// "host state probe: reason[, probe: reason...]" lines, one per host.
 func failureRows(doc *html.Node, set string) []string {
 	var out []string
 	for _, table := range findAll(doc, func(n *html.Node) bool {
@@ -324,7 +324,7 @@ func TestStatusPagesInBrowser(t *testing.T) {
 			}
 			return counts, nil
 		})
-		if got, want := failureRows(doc, setTCP), []string{down.addr + " tcp refused"}; !cmp.Equal(got, want) {
+		if got, want := failureRows(doc, setTCP), []string{down.addr + " down tcp: refused"}; !cmp.Equal(got, want) {
 			t.Errorf("failing table of %s = %q, want %q", setTCP, got, want)
 		}
 		for _, set := range []string{setICMP, setSSH} {
@@ -348,6 +348,122 @@ func TestStatusPagesInBrowser(t *testing.T) {
 			})
 		})
 	}
+
+	t.Run("host pages", func(t *testing.T) {
+		// The grid cell of the down host links to its page.
+		doc := b.dumpDOM(t, base+"sets/"+setTCP)
+		cells := findAll(doc, func(n *html.Node) bool { st, _ := attr(n, "data-state"); return st == "down" })
+		if len(cells) != 1 {
+			t.Fatalf("%d down cells on the set page, want 1", len(cells))
+		}
+		href, _ := attr(cells[0], "href")
+		if want := "../hosts/" + setTCP + "/" + down.addr; href != want {
+			t.Fatalf("down cell links to %q, want %q", href, want)
+		}
+		doc = b.dumpDOM(t, base+"hosts/"+setTCP+"/"+down.addr)
+		if got := text(byID(t, doc, "host-state")); got != "down" {
+			t.Errorf("host page state %q, want down", got)
+		}
+		row := findAll(doc, func(n *html.Node) bool { p, _ := attr(n, "data-probe"); return p == "tcp" })
+		if len(row) != 1 || !strings.Contains(text(row[0]), "failedrefusedfailing for") {
+			t.Errorf("tcp row of the down host: %q", texts(row))
+		}
+
+		// An SSH host: phases, and each command with the hash and exit
+		// status /metrics exports.
+		host := e.ssh[0]
+		fams, err := e.scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc = b.dumpDOM(t, base+"hosts/"+setSSH+"/"+host)
+		if len(findAll(doc, func(n *html.Node) bool { id, _ := attr(n, "id"); return id == "phases" })) != 1 {
+			t.Error("SSH host page has no phase table")
+		}
+		for _, cmdName := range []string{cmdCheck, cmdHost} {
+			var want float64
+			for _, smp := range fams["fleet_ssh_command_output_hash"] {
+				if smp.labels["host"] == host && smp.labels["command"] == cmdName {
+					want = smp.value
+				}
+			}
+			rows := findAll(doc, func(n *html.Node) bool { c, _ := attr(n, "data-command"); return n.Data == "tr" && c == cmdName })
+			if len(rows) != 1 {
+				t.Errorf("command %s: %d rows", cmdName, len(rows))
+				continue
+			}
+			hash := findAll(rows[0], func(n *html.Node) bool { f, _ := attr(n, "data-field"); return f == "hash" })
+			exit := findAll(rows[0], func(n *html.Node) bool { f, _ := attr(n, "data-field"); return f == "exit" })
+			if len(hash) != 1 || text(hash[0]) != strconv.FormatFloat(want, 'f', -1, 64) || len(exit) != 1 || text(exit[0]) != "0" {
+				t.Errorf("command %s: row %q, want hash %v and exit status 0", cmdName, text(rows[0]), want)
+			}
+		}
+	})
+
+	t.Run("filtered view names hosts", func(t *testing.T) {
+		doc := b.dumpDOM(t, base+"sets/"+setTCP+"?state=down")
+		grid := byID(t, doc, "grid")
+		if got := text(grid); got != down.addr {
+			t.Errorf("?state=down grid reads %q, want the down host's name %q", got, down.addr)
+		}
+	})
+
+	t.Run("search", func(t *testing.T) {
+		doc := b.dumpDOM(t, base+"search?q="+down.addr)
+		rows := findAll(doc, func(n *html.Node) bool { h, _ := attr(n, "data-host"); return n.Data == "tr" && h == down.addr })
+		if len(rows) != 1 || !strings.Contains(text(rows[0]), "down") {
+			t.Errorf("search for %s: rows %q", down.addr, texts(rows))
+		}
+		// The search box is on every page.
+		for _, page := range []string{base + "hosts/" + setSSH + "/" + e.ssh[1], base + "config"} {
+			boxes := findAll(b.dumpDOM(t, page), func(n *html.Node) bool { nm, _ := attr(n, "name"); return n.Data == "input" && nm == "q" })
+			if len(boxes) == 0 {
+				t.Errorf("%s has no search box", page)
+			}
+		}
+	})
+
+	t.Run("drift view", func(t *testing.T) {
+		fams, err := e.scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := b.dumpDOM(t, base+"sets/"+setSSH)
+		// "check" prints the same on both hosts, "host" each host's
+		// address: one output and two.
+		for cmdName, known := range map[string]float64{cmdCheck: 1, cmdHost: 2} {
+			var want float64
+			for _, smp := range fams["fleet_ssh_command_output_distinct_hashes"] {
+				if smp.labels["set"] == setSSH && smp.labels["command"] == cmdName {
+					want = smp.value
+				}
+			}
+			if want != known {
+				t.Errorf("fleet_ssh_command_output_distinct_hashes{command=%q} = %v, want %v", cmdName, want, known)
+			}
+			tables := findAll(doc, func(n *html.Node) bool { c, _ := attr(n, "data-command"); return n.Data == "table" && c == cmdName })
+			if len(tables) != 1 {
+				t.Errorf("command %s: %d drift tables", cmdName, len(tables))
+				continue
+			}
+			got, _ := attr(tables[0], "data-distinct")
+			if got != strconv.FormatFloat(want, 'f', -1, 64) {
+				t.Errorf("command %s: page shows %s distinct outputs, fleet_ssh_command_output_distinct_hashes %v", cmdName, got, want)
+			}
+		}
+	})
+
+	t.Run("config page", func(t *testing.T) {
+		pre := text(byID(t, b.dumpDOM(t, base+"config"), "config"))
+		for _, frag := range []string{"name: " + setSSH, "known_hosts_file:", "private_key_file:", "interval: 1s"} {
+			if !strings.Contains(pre, frag) {
+				t.Errorf("/config lacks %q:\n%s", frag, pre)
+			}
+		}
+		if strings.Contains(pre, "PRIVATE KEY") {
+			t.Error("/config shows key material")
+		}
+	})
 
 	t.Run("screenshots", func(t *testing.T) {
 		// Colours of status/templates/style.html.
@@ -382,4 +498,53 @@ func TestStatusPagesInBrowser(t *testing.T) {
 		}
 		t.Logf("wrote %s", filepath.Join(docs, "status.png"))
 	})
+
+	// Last, since it leaves the exporter on its old config with a failed
+	// reload: every page must say so.
+	t.Run("failed reload on every page", func(t *testing.T) {
+		cfgPath := filepath.Join(e.dir, "fleet.yml")
+		good, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(cfgPath, good, 0o644) })
+		if err := os.WriteFile(cfgPath, []byte("global: {interval: never}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.client.Post(base+"-/reload", "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 500 {
+			t.Fatalf("reload of a bad config: status %d, want 500", resp.StatusCode)
+		}
+		// The pages share one header template; three of them show it.
+		for _, page := range []string{base, base + "hosts/" + setTCP + "/" + down.addr, base + "config"} {
+			banner := findAll(b.dumpDOM(t, page), func(n *html.Node) bool { id, _ := attr(n, "id"); return id == "reload-failed" })
+			if len(banner) != 1 || !strings.Contains(text(banner[0]), "interval") {
+				t.Errorf("%s: reload banner %q, want one naming the bad field", page, texts(banner))
+			}
+		}
+	})
+}
+
+// byID returns the element with the id, failing the test unless there is
+// exactly one.
+func byID(t *testing.T, doc *html.Node, id string) *html.Node {
+	t.Helper()
+	got := findAll(doc, func(n *html.Node) bool { v, _ := attr(n, "id"); return v == id })
+	if len(got) != 1 {
+		t.Fatalf("%d elements with id %q, want 1", len(got), id)
+	}
+	return got[0]
+}
+
+// texts returns the text of each node.
+func texts(ns []*html.Node) []string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, text(n))
+	}
+	return out
 }

@@ -199,6 +199,22 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 					return nil
 				}},
 			}
+			// The per-set histograms: native buckets where Prometheus
+			// ingests native histograms (the protobuf run on a Prometheus
+			// without scrape_protocols), the classic ones otherwise.
+			histCount := fmt.Sprintf("fleet_set_probe_duration_seconds_count{instance=%q,set=%q,probe=\"ssh\"}", rec.addr, setSSH)
+			if slices.Contains(opts.promArgs, "--enable-feature=native-histograms") {
+				histCount = fmt.Sprintf("histogram_count(fleet_set_probe_duration_seconds{instance=%q,set=%q,probe=\"ssh\"})", rec.addr, setSSH)
+			}
+			checks = append(checks, struct {
+				name, expr string
+				check      func([]sample) error
+			}{"per-set histogram", histCount, func(got []sample) error {
+				if len(got) != 1 || !(got[0].value >= 1) {
+					return fmt.Errorf("got %v, want one series counting at least one probe", got)
+				}
+				return nil
+			}})
 			for _, c := range checks {
 				eventually(t, settleTimeout, c.name+" in Prometheus", func() (bool, string) {
 					got, err := e.query(c.expr)

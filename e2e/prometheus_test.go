@@ -258,6 +258,7 @@ func TestQueriesReturnData(t *testing.T) {
 	// exporter probes and Prometheus scrapes every second.
 	vars := map[string]string{
 		"set":             setRegex,
+		"host":            ".+",
 		"__rate_interval": "10s",
 		"__interval":      "1s",
 		"__range":         "1m",
@@ -297,7 +298,7 @@ func TestQueriesReturnData(t *testing.T) {
 		},
 		{
 			name:  "icmp rtt",
-			match: func(x string) bool { return strings.Contains(x, "fleet_icmp_rtt_seconds") },
+			match: func(x string) bool { return strings.Contains(x, "by (set) (fleet_icmp_rtt_seconds") },
 			check: func(got []sample) error {
 				if len(got) != 1 || got[0].labels["set"] != setICMP || !(got[0].value > 0) {
 					return fmt.Errorf("got %v, want one positive series for set %s", got, setICMP)
@@ -319,6 +320,48 @@ func TestQueriesReturnData(t *testing.T) {
 				slices.Sort(phases)
 				if want := []string{"auth", "connect", "handshake"}; !slices.Equal(phases, want) {
 					return fmt.Errorf("phases %v, want %v", phases, want)
+				}
+				return nil
+			},
+		},
+		{
+			name:  "icmp rtt per host",
+			match: func(x string) bool { return strings.HasPrefix(x, "fleet_icmp_rtt_seconds{") },
+			check: func(got []sample) error {
+				var hosts []string
+				for _, s := range got {
+					hosts = append(hosts, s.labels["host"])
+				}
+				slices.Sort(hosts)
+				if !slices.Equal(hosts, e.icmp) {
+					return fmt.Errorf("hosts %v, want %v", hosts, e.icmp)
+				}
+				return nil
+			},
+		},
+		{
+			name:  "latency heatmaps",
+			match: func(x string) bool { return strings.HasPrefix(x, "sum by (le) (rate(fleet_set_") },
+			check: func(got []sample) error {
+				if err := notNaN(got); err != nil {
+					return err
+				}
+				for _, s := range got {
+					if s.labels["le"] == "" {
+						return fmt.Errorf("heatmap series without le: %v", s.labels)
+					}
+				}
+				return nil
+			},
+		},
+		{
+			name:  "majority output",
+			match: func(x string) bool { return strings.HasPrefix(x, "topk by (set, command) (1,") },
+			check: func(got []sample) error {
+				// "check" agrees on both SSH hosts; "host" is split 1:1
+				// and has no majority.
+				if len(got) != 1 || got[0].labels["command"] != cmdCheck || got[0].value != 2 {
+					return fmt.Errorf("got %v, want the %s output held by 2 hosts only", got, cmdCheck)
 				}
 				return nil
 			},

@@ -50,12 +50,19 @@ func Open(opts Options, logger *slog.Logger) *Set {
 		logger.Info("ICMP socket mode", "mode", mode.String())
 	}
 	res := dns.New(dns.Options{TTL: opts.DNS, Registerer: opts.Registerer})
-	return &Set{
+	s := &Set{
 		res:  res,
 		icmp: icmp.NewProber(res, mode, logger.With("component", "icmp")),
 		tcp:  tcp.NewProber(res),
 		ssh:  ssh.NewProber(res, logger.With("component", "ssh")),
 	}
+	if opts.Registerer != nil {
+		// The ICMP engine's discarded-reply counters.
+		if err := opts.Registerer.Register(s.icmp); err != nil {
+			logger.Warn("Cannot register the ICMP prober's metrics", "err", err)
+		}
+	}
+	return s
 }
 
 // Probers returns the probers keyed by probe type, as the pool takes them.

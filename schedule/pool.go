@@ -25,6 +25,9 @@ import (
 type Pool struct {
 	logger *slog.Logger
 	sink   func(probe.Result)
+	// batchSink, when set, takes the results of batch probers a batch at
+	// a time instead of sink.
+	batchSink func([]probe.Result)
 	// types holds one entry per probe type that has a prober. The map is
 	// built by NewPool and never modified, so it is read without a lock.
 	types  map[string]*poolType
@@ -53,8 +56,11 @@ type PoolStats struct {
 
 // poolType is the queue, limits and metrics of one probe type.
 type poolType struct {
-	name    string
-	prober  probe.Prober
+	name   string
+	prober probe.Prober
+	// batch is prober as a BatchProber, if it is one: the type is then
+	// dispatched in batches, without a goroutine per probe.
+	batch   probe.BatchProber
 	limiter *rate.Limiter
 	sem     *poolSem
 	// notify has capacity one; Submit signals it after queueing a job.
@@ -143,9 +149,11 @@ func NewPool(g config.Global, probers map[string]probe.Prober, sink func(probe.R
 			return nil, fmt.Errorf("pool: nil prober for probe type %q", name)
 		}
 		l := g.Limits.For(name)
+		bp, _ := pr.(probe.BatchProber)
 		p.types[name] = &poolType{
 			name:          name,
 			prober:        pr,
+			batch:         bp,
 			limiter:       rate.NewLimiter(poolRate(l), poolBurst(l)),
 			sem:           &poolSem{limit: poolConcurrency(l.Concurrency)},
 			notify:        make(chan struct{}, 1),
@@ -249,6 +257,11 @@ func (p *Pool) Run(ctx context.Context) error {
 	defer cancel()
 	var probes, dispatchers sync.WaitGroup
 	for _, pt := range p.types {
+		if pt.batch != nil {
+			bs := &poolBatchSink{p: p, pt: pt, runCtx: runCtx, probes: &probes}
+			dispatchers.Go(func() { p.dispatchBatch(runCtx, pt, bs) })
+			continue
+		}
 		dispatchers.Go(func() { p.dispatch(runCtx, pt, &probes) })
 	}
 	<-ctx.Done()
@@ -285,6 +298,144 @@ func (p *Pool) dispatch(ctx context.Context, pt *poolType, probes *sync.WaitGrou
 		probes.Add(1)
 		go p.probe(ctx, pt, job, start, probes)
 	}
+}
+
+// SetBatchSink makes the pool hand the results of batch probers (see
+// probe.BatchProber) to fn, a batch at a time, instead of one by one to the
+// sink given to NewPool; the results of other probers still go there. Call
+// it before Run. fn may keep the slice.
+func (p *Pool) SetBatchSink(fn func([]probe.Result)) {
+	p.batchSink = fn
+}
+
+// poolBatchMax bounds the requests handed to a batch prober at once.
+const poolBatchMax = 4096
+
+// dispatchBatch is the loop of a batch probe type: it waits for the first
+// job, a rate token and both slots as dispatch does, then takes every
+// further queued job that has a token and slots at once, and starts them
+// all with one ProbeBatch call. Completions come back through bs.
+func (p *Pool) dispatchBatch(ctx context.Context, pt *poolType, bs *poolBatchSink) {
+	reqs := make([]probe.Request, 0, 64)
+	for {
+		job, ok := pt.next(ctx)
+		if !ok {
+			return
+		}
+		if !p.acquire(ctx, pt) {
+			pt.done(job.t.Key())
+			pt.waiting.Add(-1)
+			pt.waitingGauge.Dec()
+			return
+		}
+		start := time.Now()
+		reqs = append(reqs[:0], poolRequest(job, start))
+		reqs = p.takeReady(pt, reqs, start)
+		n := len(reqs)
+		pt.waiting.Add(int64(-n))
+		pt.waitingGauge.Sub(float64(n))
+		pt.inFlight.Add(int64(n))
+		pt.inFlightGauge.Add(float64(n))
+		for i := range reqs {
+			pt.lag.Observe(start.Sub(reqs[i].Due).Seconds())
+		}
+		bs.probes.Add(n)
+		pt.batch.ProbeBatch(ctx, reqs, bs)
+		clear(reqs)
+	}
+}
+
+// poolRequest is the batch request of job, started at start, under the same
+// timeout probe gives it.
+func poolRequest(job poolJob, start time.Time) probe.Request {
+	timeout := job.t.Timeout
+	if timeout <= 0 {
+		timeout = job.t.Interval
+	}
+	return probe.Request{Target: job.t, Due: job.due, Start: start, Timeout: timeout}
+}
+
+// takeReady appends to reqs the queued jobs, oldest first, that get a type
+// slot, a global slot and a rate token without waiting, up to poolBatchMax.
+func (p *Pool) takeReady(pt *poolType, reqs []probe.Request, start time.Time) []probe.Request {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	for pt.head < len(pt.queue) && len(reqs) < poolBatchMax {
+		if !pt.sem.tryAcquire() {
+			break
+		}
+		if !p.global.tryAcquire() {
+			pt.sem.release()
+			break
+		}
+		if !pt.limiter.Allow() {
+			p.global.release()
+			pt.sem.release()
+			break
+		}
+		reqs = append(reqs, poolRequest(pt.queue[pt.head], start))
+		pt.queue[pt.head] = poolJob{}
+		pt.head++
+	}
+	if pt.head == len(pt.queue) {
+		pt.queue = pt.queue[:0]
+		pt.head = 0
+	} else if pt.head > 1024 && pt.head > len(pt.queue)/2 {
+		n := copy(pt.queue, pt.queue[pt.head:])
+		clear(pt.queue[n:])
+		pt.queue = pt.queue[:n]
+		pt.head = 0
+	}
+	return reqs
+}
+
+// poolBatchSink takes the completions of one batch probe type during one
+// Run: it frees their slots, stamps and delivers the results (unless Run is
+// ending) and then releases their keys, so that results of one target reach
+// the sink in order.
+type poolBatchSink struct {
+	p      *Pool
+	pt     *poolType
+	runCtx context.Context
+	probes *sync.WaitGroup
+}
+
+// ProbesDone implements probe.BatchSink.
+func (bs *poolBatchSink) ProbesDone(cs []probe.Completion) {
+	p, pt := bs.p, bs.pt
+	n := len(cs)
+	if n == 0 {
+		return
+	}
+	p.global.releaseN(n)
+	pt.sem.releaseN(n)
+	pt.inFlight.Add(int64(-n))
+	pt.inFlightGauge.Sub(float64(n))
+	if bs.runCtx.Err() == nil {
+		results := make([]probe.Result, n)
+		for i := range cs {
+			r := &results[i]
+			*r = cs[i].Result
+			req := &cs[i].Request
+			if r.Duration == 0 {
+				r.Duration = time.Since(req.Start)
+			}
+			r.Key, r.Due, r.Start = req.Target.Key(), req.Due, req.Start
+		}
+		if p.batchSink != nil {
+			p.batchSink(results)
+		} else {
+			for i := range results {
+				p.sink(results[i])
+			}
+		}
+	}
+	pt.mu.Lock()
+	for i := range cs {
+		delete(pt.active, cs[i].Request.Target.Key())
+	}
+	pt.mu.Unlock()
+	bs.probes.Add(-n)
 }
 
 func (p *Pool) acquire(ctx context.Context, pt *poolType) bool {
@@ -440,16 +591,25 @@ func (p *Pool) SetLimits(g config.Global) {
 	}
 }
 
-// Reconcile takes the configured target list after a reload: it deletes the
-// fleet_probes_skipped_total series of every (set, probe type) pair no
-// target has any more. Queued and running probes are left alone; the
-// scheduler stops submitting removed targets.
+// Reconcile takes the configured target list at start and after a reload:
+// it deletes the fleet_probes_skipped_total series of every (set, probe
+// type) pair no target has any more, and creates those of new pairs at 0,
+// so that the first skip is an increase rate() sees. Queued and running
+// probes are left alone; the scheduler stops submitting removed targets.
 func (p *Pool) Reconcile(targets []*config.Target) {
 	pairs := make(map[[2]string]struct{})
 	for _, t := range targets {
 		pairs[[2]string{t.Set, t.Probe}] = struct{}{}
 	}
 	p.forget(func(set, probe string) bool { _, ok := pairs[[2]string{set, probe}]; return ok })
+	p.seriesMu.Lock()
+	defer p.seriesMu.Unlock()
+	for pair := range pairs {
+		if _, ok := p.series[pair]; !ok {
+			p.series[pair] = struct{}{}
+			p.skipped.WithLabelValues(pair[0], pair[1])
+		}
+	}
 }
 
 // forget deletes the fleet_probes_skipped_total series of every (set, probe
@@ -514,8 +674,24 @@ func (s *poolSem) acquire(ctx context.Context) error {
 }
 
 func (s *poolSem) release() {
+	s.releaseN(1)
+}
+
+// tryAcquire takes a slot if one is free, without waiting.
+func (s *poolSem) tryAcquire() bool {
 	s.mu.Lock()
-	s.used--
+	defer s.mu.Unlock()
+	if s.used < s.limit {
+		s.used++
+		return true
+	}
+	return false
+}
+
+// releaseN frees n slots.
+func (s *poolSem) releaseN(n int) {
+	s.mu.Lock()
+	s.used -= n
 	s.broadcast()
 	s.mu.Unlock()
 }

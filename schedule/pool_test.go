@@ -103,6 +103,41 @@ func (f *schedFakeProber) cancelledCount() int {
 	return f.cancelled
 }
 
+// poolBatchFake is a probe.BatchProber around a schedFakeProber: each
+// request runs the fake's Probe (in a goroutine of the fake's own) under
+// the request's timeout, and completes through the sink. batches records
+// the size of every ProbeBatch call.
+type poolBatchFake struct {
+	f *schedFakeProber
+
+	mu      sync.Mutex
+	batches []int
+}
+
+func (b *poolBatchFake) Probe(ctx context.Context, t *config.Target) probe.Result {
+	return b.f.Probe(ctx, t)
+}
+
+func (b *poolBatchFake) ProbeBatch(ctx context.Context, reqs []probe.Request, sink probe.BatchSink) {
+	b.mu.Lock()
+	b.batches = append(b.batches, len(reqs))
+	b.mu.Unlock()
+	for _, r := range reqs {
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, r.Timeout)
+			defer cancel()
+			res := b.f.Probe(pctx, r.Target)
+			sink.ProbesDone([]probe.Completion{{Request: r, Result: res}})
+		}()
+	}
+}
+
+func (b *poolBatchFake) batchSizes() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int(nil), b.batches...)
+}
+
 func poolHold(d time.Duration) func(*config.Target) time.Duration {
 	return func(*config.Target) time.Duration { return d }
 }
@@ -278,61 +313,67 @@ func TestPoolConcurrencyLimits(t *testing.T) {
 		{name: "one at a time", global: 1, icmp: 5, tcp: 5, n: 5, wantAll: 1},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				all := &schedGauge{}
-				icmp := &schedFakeProber{hold: poolHold(time.Second), global: all}
-				tcp := &schedFakeProber{hold: poolHold(time.Second), global: all}
-				g := config.Global{Concurrency: tt.global, Limits: config.ProbeLimits{
-					ICMP: config.Limit{Concurrency: tt.icmp},
-					TCP:  config.Limit{Concurrency: tt.tcp},
-				}}
-				sink := &poolSink{}
-				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
-				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, 10*time.Second))
-				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeTCP, 10*time.Second))
-				stop := testutil.Start(t, p.Run)
-
-				// Half a second in, the pool is saturated: check the gauges.
-				time.Sleep(500 * time.Millisecond)
-				synctest.Wait()
-				st := p.Stats()
-				inICMP, inTCP := st.InFlight[config.ProbeICMP], st.InFlight[config.ProbeTCP]
-				if inICMP+inTCP != tt.wantAll {
-					t.Errorf("in flight = %d+%d, want %d in total", inICMP, inTCP, tt.wantAll)
-				}
-				if got := poolValue(t, p.types[config.ProbeICMP].inFlightGauge); int(got) != inICMP {
-					t.Errorf("fleet_pool_in_flight{probe=icmp} = %v, want %d", got, inICMP)
-				}
-				if got, want := poolValue(t, p.types[config.ProbeTCP].waitingGauge), float64(tt.n-inTCP); got != want {
-					t.Errorf("fleet_pool_waiting{probe=tcp} = %v, want %v", got, want)
-				}
-
-				time.Sleep(time.Duration(2*tt.n) * time.Second)
-				synctest.Wait()
-				stop()
-
-				if got := len(sink.get()); got != 2*tt.n {
-					t.Errorf("got %d results, want %d", got, 2*tt.n)
-				}
-				if got := all.peak(); got != tt.wantAll {
-					t.Errorf("peak overall in flight = %d, want %d", got, tt.wantAll)
-				}
-				if tt.wantICMP > 0 {
-					if got := icmp.local.peak(); got != tt.wantICMP {
-						t.Errorf("peak icmp in flight = %d, want %d", got, tt.wantICMP)
+		for _, batch := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/batch=%v", tt.name, batch), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					all := &schedGauge{}
+					icmp := &schedFakeProber{hold: poolHold(time.Second), global: all}
+					tcp := &schedFakeProber{hold: poolHold(time.Second), global: all}
+					g := config.Global{Concurrency: tt.global, Limits: config.ProbeLimits{
+						ICMP: config.Limit{Concurrency: tt.icmp},
+						TCP:  config.Limit{Concurrency: tt.tcp},
+					}}
+					sink := &poolSink{}
+					var icmpProber probe.Prober = icmp
+					if batch {
+						icmpProber = &poolBatchFake{f: icmp}
 					}
-				}
-				if tt.wantTCP > 0 {
-					if got := tcp.local.peak(); got != tt.wantTCP {
-						t.Errorf("peak tcp in flight = %d, want %d", got, tt.wantTCP)
+					p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: icmpProber, config.ProbeTCP: tcp}, sink)
+					poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, 10*time.Second))
+					poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeTCP, 10*time.Second))
+					stop := testutil.Start(t, p.Run)
+
+					// Half a second in, the pool is saturated: check the gauges.
+					time.Sleep(500 * time.Millisecond)
+					synctest.Wait()
+					st := p.Stats()
+					inICMP, inTCP := st.InFlight[config.ProbeICMP], st.InFlight[config.ProbeTCP]
+					if inICMP+inTCP != tt.wantAll {
+						t.Errorf("in flight = %d+%d, want %d in total", inICMP, inTCP, tt.wantAll)
 					}
-				}
-				if st := p.Stats(); st.InFlight[config.ProbeICMP]+st.InFlight[config.ProbeTCP]+st.Waiting[config.ProbeICMP]+st.Waiting[config.ProbeTCP] != 0 {
-					t.Errorf("Stats() after draining = %+v, want all zero", st)
-				}
+					if got := poolValue(t, p.types[config.ProbeICMP].inFlightGauge); int(got) != inICMP {
+						t.Errorf("fleet_pool_in_flight{probe=icmp} = %v, want %d", got, inICMP)
+					}
+					if got, want := poolValue(t, p.types[config.ProbeTCP].waitingGauge), float64(tt.n-inTCP); got != want {
+						t.Errorf("fleet_pool_waiting{probe=tcp} = %v, want %v", got, want)
+					}
+
+					time.Sleep(time.Duration(2*tt.n) * time.Second)
+					synctest.Wait()
+					stop()
+
+					if got := len(sink.get()); got != 2*tt.n {
+						t.Errorf("got %d results, want %d", got, 2*tt.n)
+					}
+					if got := all.peak(); got != tt.wantAll {
+						t.Errorf("peak overall in flight = %d, want %d", got, tt.wantAll)
+					}
+					if tt.wantICMP > 0 {
+						if got := icmp.local.peak(); got != tt.wantICMP {
+							t.Errorf("peak icmp in flight = %d, want %d", got, tt.wantICMP)
+						}
+					}
+					if tt.wantTCP > 0 {
+						if got := tcp.local.peak(); got != tt.wantTCP {
+							t.Errorf("peak tcp in flight = %d, want %d", got, tt.wantTCP)
+						}
+					}
+					if st := p.Stats(); st.InFlight[config.ProbeICMP]+st.InFlight[config.ProbeTCP]+st.Waiting[config.ProbeICMP]+st.Waiting[config.ProbeTCP] != 0 {
+						t.Errorf("Stats() after draining = %+v, want all zero", st)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
@@ -350,51 +391,57 @@ func TestPoolRateLimit(t *testing.T) {
 		{name: "unlimited", rate: 0, burst: 0, n: 50, wantLast: 0, wantAt0: 50},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				fake := &schedFakeProber{}
-				g := config.Global{Limits: config.ProbeLimits{ICMP: config.Limit{Rate: tt.rate, Burst: tt.burst}}}
-				sink := &poolSink{}
-				p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: fake}, sink)
-				start := time.Now()
-				poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Second))
-				stop := testutil.Start(t, p.Run)
-				time.Sleep(time.Duration(tt.n)*time.Second + time.Second)
-				synctest.Wait()
-				stop()
+		for _, batch := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/batch=%v", tt.name, batch), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					fake := &schedFakeProber{}
+					g := config.Global{Limits: config.ProbeLimits{ICMP: config.Limit{Rate: tt.rate, Burst: tt.burst}}}
+					sink := &poolSink{}
+					var pr probe.Prober = fake
+					if batch {
+						pr = &poolBatchFake{f: fake}
+					}
+					p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: pr}, sink)
+					start := time.Now()
+					poolSubmitAll(t, p, poolTargets(tt.n, config.ProbeICMP, time.Second))
+					stop := testutil.Start(t, p.Run)
+					time.Sleep(time.Duration(tt.n)*time.Second + time.Second)
+					synctest.Wait()
+					stop()
 
-				starts := fake.startTimes()
-				if len(starts) != tt.n {
-					t.Fatalf("%d probes started, want %d", len(starts), tt.n)
-				}
-				at0 := 0
-				for _, s := range starts {
-					if s.Equal(start) {
-						at0++
+					starts := fake.startTimes()
+					if len(starts) != tt.n {
+						t.Fatalf("%d probes started, want %d", len(starts), tt.n)
 					}
-				}
-				if at0 != tt.wantAt0 {
-					t.Errorf("%d probes started at once, want %d (burst)", at0, tt.wantAt0)
-				}
-				last := starts[len(starts)-1].Sub(start)
-				if d := last - tt.wantLast; d < -time.Millisecond || d > time.Millisecond {
-					t.Errorf("last probe started after %v, want %v", last, tt.wantLast)
-				}
-				if tt.rate > 0 {
-					// No one-second window holds more than rate + burst starts.
-					limit := int(tt.rate) + max(tt.burst, 1)
-					for i := range starts {
-						j := i
-						for j < len(starts) && starts[j].Sub(starts[i]) < time.Second {
-							j++
-						}
-						if j-i > limit {
-							t.Fatalf("%d starts within 1s from %v, want <= %d", j-i, starts[i].Sub(start), limit)
+					at0 := 0
+					for _, s := range starts {
+						if s.Equal(start) {
+							at0++
 						}
 					}
-				}
+					if at0 != tt.wantAt0 {
+						t.Errorf("%d probes started at once, want %d (burst)", at0, tt.wantAt0)
+					}
+					last := starts[len(starts)-1].Sub(start)
+					if d := last - tt.wantLast; d < -time.Millisecond || d > time.Millisecond {
+						t.Errorf("last probe started after %v, want %v", last, tt.wantLast)
+					}
+					if tt.rate > 0 {
+						// No one-second window holds more than rate + burst starts.
+						limit := int(tt.rate) + max(tt.burst, 1)
+						for i := range starts {
+							j := i
+							for j < len(starts) && starts[j].Sub(starts[i]) < time.Second {
+								j++
+							}
+							if j-i > limit {
+								t.Fatalf("%d starts within 1s from %v, want <= %d", j-i, starts[i].Sub(start), limit)
+							}
+						}
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
@@ -756,6 +803,34 @@ func TestPoolSetLimits(t *testing.T) {
 	}
 }
 
+// TestPoolReconcileCreatesSkippedAtZero checks that every configured (set,
+// probe type) pair has its skipped counter from the start, at 0, and that
+// a reload removes the series of pairs it dropped.
+func TestPoolReconcileCreatesSkippedAtZero(t *testing.T) {
+	fake := &schedFakeProber{}
+	p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake, config.ProbeTCP: fake}, func(probe.Result) {}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reconcile([]*config.Target{
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h2", Probe: config.ProbeICMP},
+		{Set: "b", Host: "h", Probe: config.ProbeTCP},
+	})
+	if got := poolSeries(p.skipped); got != 2 {
+		t.Fatalf("%d fleet_probes_skipped_total series after the first reconcile, want 2", got)
+	}
+	for _, pair := range [][2]string{{"a", config.ProbeICMP}, {"b", config.ProbeTCP}} {
+		if got := poolValue(t, p.skipped.WithLabelValues(pair[0], pair[1])); got != 0 {
+			t.Errorf("skipped{%s,%s} = %v, want 0", pair[0], pair[1], got)
+		}
+	}
+	p.Reconcile([]*config.Target{{Set: "b", Host: "h", Probe: config.ProbeTCP}})
+	if got := poolSeries(p.skipped); got != 1 {
+		t.Errorf("%d series after set a was removed, want 1", got)
+	}
+}
+
 func TestPoolForget(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -875,4 +950,85 @@ func BenchmarkPoolProbe(b *testing.B) {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// TestPoolBatch runs a batch prober: jobs queued together start in one
+// ProbeBatch call, results reach the batch sink stamped like any other,
+// a target in flight is skipped, and Run's end cancels the probes in
+// flight, waits for them and delivers none of their results.
+func TestPoolBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := &poolBatchFake{f: &schedFakeProber{hold: poolHold(time.Second)}}
+		var mu sync.Mutex
+		var calls [][]probe.Result
+		p, err := NewPool(config.Global{}, map[string]probe.Prober{config.ProbeICMP: fake},
+			func(probe.Result) { t.Error("per-result sink called for a batch prober") }, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SetBatchSink(func(rs []probe.Result) {
+			mu.Lock()
+			calls = append(calls, rs)
+			mu.Unlock()
+		})
+		targets := poolTargets(100, config.ProbeICMP, 5*time.Second)
+		due := time.Now().Add(-time.Millisecond)
+		for _, tg := range targets {
+			if !p.Submit(tg, due) {
+				t.Fatalf("Submit(%v) = false", tg.Key())
+			}
+		}
+		stop := testutil.Start(t, p.Run)
+		synctest.Wait()
+		if got := fake.batchSizes(); !cmp.Equal(got, []int{100}) {
+			t.Errorf("ProbeBatch sizes = %v, want one batch of 100", got)
+		}
+		if p.Submit(targets[0], time.Now()) {
+			t.Error("Submit of a target in flight = true, want a skip")
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		mu.Lock()
+		n := 0
+		for _, rs := range calls {
+			for _, r := range rs {
+				n++
+				if r.Key.Set != "s" || !r.Due.Equal(due) || r.Start.IsZero() || r.Duration != time.Second || !r.Success {
+					t.Errorf("result %+v: want key, due %v, start and duration 1s set, success", r, due)
+				}
+			}
+		}
+		mu.Unlock()
+		if n != 100 {
+			t.Errorf("batch sink got %d results, want 100", n)
+		}
+		if st := p.Stats(); st.InFlight[config.ProbeICMP] != 0 || st.Skipped != 1 {
+			t.Errorf("Stats() = %+v, want nothing in flight and 1 skip", st)
+		}
+
+		// A second round is cut short by the end of Run.
+		fake.f.hold = poolHold(-1)
+		for _, tg := range targets[:10] {
+			if !p.Submit(tg, time.Now()) {
+				t.Fatalf("resubmit of %v = false", tg.Key())
+			}
+		}
+		synctest.Wait()
+		stop()
+		if got := fake.f.cancelledCount(); got != 10 {
+			t.Errorf("%d probes cancelled at the end of Run, want 10", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(calls) == 0 {
+			t.Fatal("no batch delivered")
+		}
+		total := 0
+		for _, rs := range calls {
+			total += len(rs)
+		}
+		if total != 100 {
+			t.Errorf("%d results delivered in all, want the 100 of the first round only", total)
+		}
+	})
 }

@@ -31,6 +31,9 @@ type Scheduler struct {
 	logger *slog.Logger
 	// wake has capacity one; Update signals it so the loop re-reads the heap.
 	wake chan struct{}
+	// coalesce is the shortest time between two passes of the loop over
+	// due targets (SetCoalesce); zero fires every target at its instant.
+	coalesce time.Duration
 
 	// mu guards heap, byKey, gen and batch.
 	mu    sync.Mutex
@@ -196,6 +199,45 @@ func (s *Scheduler) Observe(r probe.Result) {
 	}
 }
 
+// ObserveBatch is Observe for many results, under one lock.
+func (s *Scheduler) ObserveBatch(rs []probe.Result) {
+	now := time.Now().UnixNano()
+	moved := false
+	s.mu.Lock()
+	for i := range rs {
+		r := &rs[i]
+		e := s.byKey[r.Key]
+		if e == nil {
+			continue
+		}
+		if r.Success {
+			e.failedAt = 0
+			continue
+		}
+		e.failedAt = now
+		if e.retry > 0 && now+e.retry < e.due {
+			e.due = now + e.retry
+			s.heap.fix(e.idx)
+			moved = true
+		}
+	}
+	s.mu.Unlock()
+	if moved {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SetCoalesce makes the loop wait at least d between two passes over the
+// due targets, so that a large fleet is submitted in batches (every target
+// due in the last d at once) instead of one wake-up per target: a target
+// then starts up to d after its instant. Call it before Run.
+func (s *Scheduler) SetCoalesce(d time.Duration) {
+	s.coalesce = max(d, 0)
+}
+
 // Len returns the number of scheduled targets.
 func (s *Scheduler) Len() int {
 	s.mu.Lock()
@@ -214,7 +256,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		next, ok := s.fire(time.Now().UnixNano())
 		if ok {
-			timer.Reset(time.Duration(next - time.Now().UnixNano()))
+			timer.Reset(max(time.Duration(next-time.Now().UnixNano()), s.coalesce))
 		} else {
 			timer.Stop()
 		}
@@ -253,7 +295,7 @@ func (s *Scheduler) fire(now int64) (next int64, ok bool) {
 // its next slot. Callers hold s.mu.
 func (s *Scheduler) collect(now int64, batch []schedFire) []schedFire {
 	for len(s.heap) > 0 && s.heap[0].due <= now {
-		e := s.heap[0]
+		e := s.heap[0].e
 		due := e.due
 		if now-due >= e.interval {
 			// The loop fell behind by at least one interval: fire once for
@@ -307,12 +349,21 @@ func schedNextSlot(now, offset, interval int64) int64 {
 
 // schedHeap is a binary min-heap of entries ordered by due time. It is
 // hand-written rather than container/heap to avoid interface calls on the
-// hot path; every operation keeps schedEntry.idx up to date.
-type schedHeap []*schedEntry
+// hot path, and it keeps each entry's due time next to its pointer, so that
+// sifting through a heap of 100,000 entries compares without loading the
+// entries themselves; every operation keeps schedEntry.idx up to date.
+// Callers change an entry's due only through push or before fix.
+type schedHeap []schedItem
+
+// schedItem is one heap slot: the entry and a copy of its due time.
+type schedItem struct {
+	due int64
+	e   *schedEntry
+}
 
 func (h *schedHeap) push(e *schedEntry) {
 	e.idx = len(*h)
-	*h = append(*h, e)
+	*h = append(*h, schedItem{due: e.due, e: e})
 	h.up(e.idx)
 }
 
@@ -322,15 +373,17 @@ func (h *schedHeap) remove(i int) {
 	if i != n {
 		h.swap(i, n)
 	}
-	old[n].idx = -1
-	old[n] = nil
+	old[n].e.idx = -1
+	old[n] = schedItem{}
 	*h = old[:n]
 	if i != n {
 		h.fix(i)
 	}
 }
 
+// fix restores the heap after the due time of the entry at i changed.
 func (h schedHeap) fix(i int) {
+	h[i].due = h[i].e.due
 	if !h.down(i) {
 		h.up(i)
 	}
@@ -338,8 +391,8 @@ func (h schedHeap) fix(i int) {
 
 func (h schedHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].idx = i
-	h[j].idx = j
+	h[i].e.idx = i
+	h[j].e.idx = j
 }
 
 func (h schedHeap) up(j int) {

@@ -743,3 +743,72 @@ func TestSchedulerObserveIgnoresUnknown(t *testing.T) {
 		}
 	})
 }
+
+// TestSchedulerCoalesce checks that with SetCoalesce every target still
+// fires once per slot, at most the coalescing time late, and that the fires
+// come in few passes rather than one per target.
+func TestSchedulerCoalesce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const coalesce = 10 * time.Millisecond
+		rec := &schedRecorder{}
+		s := NewScheduler(rec.submit, nil)
+		s.SetCoalesce(coalesce)
+		var targets []*config.Target
+		for i := range 1000 {
+			targets = append(targets, schedTarget("s", fmt.Sprintf("h%04d", i), config.ProbeICMP, time.Second))
+		}
+		s.Reconcile(targets)
+		stop := testutil.Start(t, s.Run)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		stop()
+
+		passes := map[time.Time]bool{}
+		for k, fs := range rec.byKey() {
+			if len(fs) < 2 || len(fs) > 4 {
+				t.Errorf("%v fired %d times in 3s, want 2 to 4 (once per 1s slot)", k, len(fs))
+			}
+			for _, f := range fs {
+				if late := f.At.Sub(f.Due); late < 0 || late > coalesce {
+					t.Errorf("%v fired %v after its due time, want within [0, %v]", k, late, coalesce)
+				}
+				passes[f.At] = true
+			}
+		}
+		// 3 s at one pass per 10 ms at most (plus the first).
+		if n := len(passes); n > 301 {
+			t.Errorf("fires happened at %d distinct instants, want at most 301 (coalesced)", n)
+		}
+	})
+}
+
+// TestSchedulerObserveBatch checks that a failure in a batch moves a target
+// with a retry interval to the retry, as Observe does, and a success clears
+// it.
+func TestSchedulerObserveBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &schedRecorder{}
+		s := NewScheduler(rec.submit, nil)
+		tg := testutil.NewTarget("s", "h", config.ProbeICMP, testutil.WithInterval(time.Minute), testutil.WithTimeout(time.Second))
+		tg.RetryInterval = 5 * time.Second
+		ok := testutil.NewTarget("s", "ok", config.ProbeICMP, testutil.WithInterval(time.Minute), testutil.WithTimeout(time.Second))
+		s.Reconcile([]*config.Target{tg, ok})
+		stop := testutil.Start(t, s.Run)
+		defer stop()
+		synctest.Wait()
+		observed := time.Now()
+		s.ObserveBatch([]probe.Result{{Key: ok.Key(), Success: true}, {Key: tg.Key(), Success: false}, {Key: config.Key{Set: "gone"}}})
+		time.Sleep(5*time.Second + time.Millisecond)
+		synctest.Wait()
+		retried := false
+		for _, f := range rec.byKey()[tg.Key()] {
+			retried = retried || f.At.Equal(observed.Add(5*time.Second))
+		}
+		if !retried {
+			t.Fatalf("failed target not fired one retry interval after the failure: %v", rec.byKey()[tg.Key()])
+		}
+		if len(rec.byKey()[ok.Key()]) > 1 {
+			t.Errorf("successful target fired %d times within 5s, want at most its slot", len(rec.byKey()[ok.Key()]))
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -110,7 +111,7 @@ func TestLandingPage(t *testing.T) {
 		t.Fatalf("status %d", code)
 	}
 	want := map[string]map[string]string{
-		"web": {"hosts": "4", "up": "2", "down": "1", "degraded": "1", "pending": "1"},
+		"web": {"hosts": "4", "up": "1", "down": "1", "degraded": "1", "pending": "1"},
 		"db":  {"hosts": "1", "up": "0", "down": "1", "degraded": "0", "pending": "0"},
 	}
 	for set, fields := range want {
@@ -121,17 +122,21 @@ func TestLandingPage(t *testing.T) {
 		}
 	}
 	for _, frag := range []string{
-		"<td>web2</td><td>tcp</td><td>refused</td>",
-		"<td>web3</td><td>icmp</td><td>timeout</td>",
-		"<td>db1</td><td>ssh</td><td>hostkey</td>",
+		`<tr data-host="web2"><td><a href="hosts/web/web2">web2</a></td><td class="degraded">degraded</td><td><span class="probe">tcp</span>: refused</td>`,
+		// One row per host, every failing probe in it.
+		`<tr data-host="web3"><td><a href="hosts/web/web3">web3</a></td><td class="down">down</td><td><span class="probe">icmp</span>: timeout, <span class="probe">tcp</span>: timeout</td>`,
+		`<tr data-host="db1"><td><a href="hosts/db/db1">db1</a></td><td class="down">down</td><td><span class="probe">ssh</span>: hostkey</td>`,
 		`href="sets/web"`, `href="metrics"`,
 	} {
 		if !strings.Contains(body, frag) {
 			t.Errorf("landing page lacks %q", frag)
 		}
 	}
-	if strings.Contains(body, "<td>web1</td>") {
+	if strings.Contains(body, `data-host="web1"`) {
 		t.Error("a healthy host is listed as failing")
+	}
+	if n := strings.Count(body, `<tr data-host="web3">`); n != 1 {
+		t.Errorf("web3 has %d rows in the failing table, want 1", n)
 	}
 }
 
@@ -176,8 +181,11 @@ func TestSetPage(t *testing.T) {
 func TestEscaping(t *testing.T) {
 	evil := `<script>alert(1)</script>`
 	s := newTestStore(t, []*config.Target{target("x", evil, "tcp")}, []probeOutcome{{evil, "tcp", false, probe.ReasonRefused}})
-	for _, path := range []string{"/", "/sets/x"} {
-		_, body := serve(t, s, path)
+	for _, path := range []string{"/", "/sets/x", "/hosts/x/" + url.PathEscape(evil), "/search?q=script"} {
+		code, body := serve(t, s, path)
+		if code != 200 {
+			t.Errorf("%s: status %d", path, code)
+		}
 		if strings.Contains(body, evil) {
 			t.Errorf("%s: host name emitted unescaped", path)
 		}
@@ -210,7 +218,7 @@ func TestLargeSetGrid(t *testing.T) {
 		t.Errorf("grid page is %d bytes for %d hosts; keep it compact", len(body), n)
 	}
 	_, body = serve(t, s, "/")
-	if !strings.Contains(body, "more failing probes") {
+	if !strings.Contains(body, "more failing hosts") {
 		t.Error("landing page does not truncate a long failure list")
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	probing "github.com/prometheus-community/pro-bing"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/icmp"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -135,6 +137,11 @@ type Prober struct {
 	engine *sharedEngine
 	// fallbackLogged is set once the first fallback to pro-bing was logged.
 	fallbackLogged atomic.Bool
+
+	// adMu guards ad.
+	adMu sync.Mutex
+	// ad is the adapter of the last sink ProbeBatch was given.
+	ad *batchAdapter
 }
 
 // NewProber returns an Prober that resolves names through res, opens
@@ -185,14 +192,7 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 	if timeout <= 0 {
 		return fail(probe.ReasonTimeout, fmt.Errorf("icmp %s: %w", t.Host, context.DeadlineExceeded))
 	}
-	round := roundSpec{addr: addr, src: t.SourceAddress, count: 1, interval: defaultInterval, size: minSize, timeout: timeout}
-	if c := t.ICMP; c != nil {
-		round.count = max(c.Count, 1)
-		if c.PacketInterval > 0 {
-			round.interval = c.PacketInterval.D()
-		}
-		round.size = max(c.Size, minSize)
-	}
+	round := newRound(t, addr, timeout)
 
 	st, runErr := p.engine.ping(ctx, round)
 	if errors.Is(runErr, errEngineUnavailable) {
@@ -201,23 +201,166 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 		}
 		st, runErr = p.probeProBing(ctx, t, round)
 	}
+	p.judge(&res, t, st, runErr, ctx.Err())
+	res.Duration = time.Since(start)
+	return res
+}
+
+// newRound returns the round that one probe of t sends to addr.
+func newRound(t *config.Target, addr netip.Addr, timeout time.Duration) roundSpec {
+	round := roundSpec{addr: addr, src: t.SourceAddress, count: 1, interval: defaultInterval, size: minSize, timeout: timeout}
+	if c := t.ICMP; c != nil {
+		round.count = max(c.Count, 1)
+		if c.PacketInterval > 0 {
+			round.interval = c.PacketInterval.D()
+		}
+		round.size = max(c.Size, minSize)
+	}
+	return round
+}
+
+// judge fills res (whose ICMP is set) from what a round measured: it
+// succeeds with at least one reply; runErr is a socket or send error,
+// ctxErr the error of the context that ended the round, if any.
+func (p *Prober) judge(res *probe.Result, t *config.Target, st stats, runErr, ctxErr error) {
+	ir := res.ICMP
 	ir.Sent, ir.Received = st.sent, st.recv
 	if st.recv > 0 {
 		ir.RTT = st.rttSum / time.Duration(st.recv)
 	}
-	res.Duration = time.Since(start)
+	switch {
+	case runErr != nil:
+		res.Success, res.Reason, res.Err = false, probe.ReasonFor(runErr), fmt.Errorf("icmp %s (%s): %w", t.Host, p.mode, runErr)
+	case ir.Received > 0:
+		res.Success = true
+	case ctxErr != nil && !errors.Is(ctxErr, context.DeadlineExceeded):
+		res.Success, res.Reason, res.Err = false, probe.ReasonFor(ctxErr), ctxErr
+	default:
+		res.Success, res.Reason, res.Err = false, probe.ReasonTimeout, fmt.Errorf("icmp %s: no echo reply to %d requests", t.Host, ir.Sent)
+	}
+}
 
-	if runErr != nil {
-		return fail(probe.ReasonFor(runErr), fmt.Errorf("icmp %s (%s): %w", t.Host, p.mode, runErr))
-	}
-	if ir.Received == 0 {
-		if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fail(probe.ReasonFor(err), err)
+// ProbeBatch starts one probe per request without a goroutine, timer or
+// channel per probe: targets given as IP literals go to the shared engine
+// in one batch (one lock, sendmmsg); a target that needs a DNS lookup
+// gets a goroutine for the lookup only, then joins the engine the same
+// way. Probes whose shared socket cannot be opened fall back to pro-bing,
+// each in its own goroutine. sink gets every completion, in batches.
+func (p *Prober) ProbeBatch(ctx context.Context, reqs []probe.Request, sink probe.BatchSink) {
+	ad := p.adapter(sink)
+	specs := make([]startSpec, 0, len(reqs))
+	for i := range reqs {
+		r := &reqs[i]
+		addr, err := netip.ParseAddr(r.Target.Name)
+		if err != nil {
+			go p.lookupThenStart(ctx, *r, ad)
+			continue
 		}
-		return fail(probe.ReasonTimeout, fmt.Errorf("icmp %s: no echo reply to %d requests", t.Host, ir.Sent))
+		specs = append(specs, startSpec{req: *r, round: newRound(r.Target, addr.Unmap(), p.batchTimeout(r))})
 	}
-	res.Success = true
-	return res
+	p.startSpecs(ctx, specs, ad)
+}
+
+// batchTimeout is the round timeout of a batch request: the target's, as
+// for Probe, within the request's own.
+func (p *Prober) batchTimeout(r *probe.Request) time.Duration {
+	timeout := roundTimeout(context.Background(), r.Target)
+	if r.Timeout > 0 {
+		timeout = min(timeout, r.Timeout)
+	}
+	return timeout
+}
+
+// startSpecs hands specs to the engine and runs the rejected ones on
+// pro-bing, or fails them.
+func (p *Prober) startSpecs(ctx context.Context, specs []startSpec, ad *batchAdapter) {
+	if len(specs) == 0 {
+		return
+	}
+	for _, rj := range p.engine.start(ctx, specs, ad) {
+		if !errors.Is(rj.err, errEngineUnavailable) {
+			ad.done([]outcome{{req: rj.spec.req, addr: rj.spec.round.addr, err: rj.err, end: time.Now()}})
+			continue
+		}
+		if p.fallbackLogged.CompareAndSwap(false, true) {
+			p.logger.Warn("Shared ICMP socket unavailable, using one pro-bing socket per probe", "mode", p.mode.String(), "err", rj.err)
+		}
+		go func(sp startSpec) {
+			pctx, cancel := context.WithTimeout(ctx, sp.round.timeout)
+			defer cancel()
+			st, err := p.probeProBing(pctx, sp.req.Target, sp.round)
+			ad.done([]outcome{{req: sp.req, addr: sp.round.addr, st: st, err: err, ctxErr: ctx.Err(), end: time.Now()}})
+		}(rj.spec)
+	}
+}
+
+// lookupThenStart resolves r's target within its timeout and starts its
+// round, or completes it with the lookup's failure.
+func (p *Prober) lookupThenStart(ctx context.Context, r probe.Request, ad *batchAdapter) {
+	timeout := p.batchTimeout(&r)
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	addr, err := p.res.Lookup(lctx, r.Target.Name, r.Target.IP)
+	cancel()
+	if err != nil {
+		ad.fail(r, probe.ReasonFor(err), err)
+		return
+	}
+	left := timeout
+	if !r.Start.IsZero() {
+		left -= time.Since(r.Start)
+	}
+	if left <= 0 {
+		ad.done([]outcome{{req: r, addr: addr, ctxErr: context.DeadlineExceeded, end: time.Now()}})
+		return
+	}
+	p.startSpecs(ctx, []startSpec{{req: r, round: newRound(r.Target, addr, timeout)}}, ad)
+}
+
+// adapter returns the batchAdapter of sink, the same one while the sink
+// stays the same, so that the engine hands over the completions of
+// consecutive batches together.
+func (p *Prober) adapter(sink probe.BatchSink) *batchAdapter {
+	p.adMu.Lock()
+	defer p.adMu.Unlock()
+	if p.ad == nil || p.ad.sink != sink {
+		p.ad = &batchAdapter{p: p, sink: sink}
+	}
+	return p.ad
+}
+
+// batchAdapter turns the engine's outcomes into probe completions.
+type batchAdapter struct {
+	p    *Prober
+	sink probe.BatchSink
+}
+
+// done converts outcomes and hands them to the sink in one call. The ICMP
+// results of one call share one allocation.
+func (a *batchAdapter) done(o []outcome) {
+	comps := make([]probe.Completion, len(o))
+	irs := make([]probe.ICMPResult, len(o))
+	for i := range o {
+		oc := &o[i]
+		c := &comps[i]
+		c.Request = oc.req
+		res := &c.Result
+		res.ICMP = &irs[i]
+		res.Addr = oc.addr
+		a.p.judge(res, oc.req.Target, oc.st, oc.err, oc.ctxErr)
+		if !oc.req.Start.IsZero() {
+			res.Duration = oc.end.Sub(oc.req.Start)
+		}
+	}
+	a.sink.ProbesDone(comps)
+}
+
+// fail completes r with a failure before any packet was sent.
+func (a *batchAdapter) fail(r probe.Request, reason probe.Reason, err error) {
+	res := probe.Result{ICMP: &probe.ICMPResult{}, Reason: reason, Err: err}
+	if !r.Start.IsZero() {
+		res.Duration = time.Since(r.Start)
+	}
+	a.sink.ProbesDone([]probe.Completion{{Request: r, Result: res}})
 }
 
 // probeProBing runs one round with its own pro-bing pinger and socket. The
@@ -253,6 +396,24 @@ func (p *Prober) probeProBing(ctx context.Context, t *config.Target, r roundSpec
 		runErr = nil
 	}
 	return out, runErr
+}
+
+// discardedDesc describes fleet_icmp_replies_discarded_total.
+var discardedDesc = prometheus.NewDesc("fleet_icmp_replies_discarded_total",
+	"Echo replies to this exporter's requests that were not counted: duplicate (a second reply to one request of a round in flight), "+
+		"late (the round had ended: timed out, or complete), mismatched (from another address than the target, or to a request not sent).",
+	[]string{"reason"}, nil)
+
+// Describe implements prometheus.Collector.
+func (p *Prober) Describe(ch chan<- *prometheus.Desc) { ch <- discardedDesc }
+
+// Collect implements prometheus.Collector: the shared engine's discarded
+// reply counts.
+func (p *Prober) Collect(ch chan<- prometheus.Metric) {
+	d := p.engine.discardedReplies()
+	for i, n := range d {
+		ch <- prometheus.MustNewConstMetric(discardedDesc, prometheus.CounterValue, float64(n), discardNames[i])
+	}
 }
 
 // roundTimeout returns how long one round may last: the target's timeout,
@@ -296,3 +457,35 @@ func (l proBingLogger) Errorf(format string, v ...any) { l.log("error", format, 
 func (l proBingLogger) Warnf(format string, v ...any)  { l.log("warn", format, v...) }
 func (l proBingLogger) Infof(format string, v ...any)  { l.log("info", format, v...) }
 func (l proBingLogger) Debugf(format string, v ...any) { l.log("debug", format, v...) }
+
+// outcome is what one round measured, handed to the round's sink.
+type outcome struct {
+	req  probe.Request
+	addr netip.Addr
+	st   stats
+	// err is a socket or send error, or errClosed.
+	err error
+	// ctxErr is the error of the context that ended the round early.
+	ctxErr error
+	end    time.Time
+}
+
+// outcomeSink takes finished rounds. done may be called from any
+// goroutine; the slice is only valid during the call.
+type outcomeSink interface {
+	done(o []outcome)
+}
+
+// startSpec is one round to start: the request and what to send.
+type startSpec struct {
+	req   probe.Request
+	round roundSpec
+}
+
+// rejected is a round start could not begin: its socket could not be
+// opened (err wraps errEngineUnavailable for a fallback) or the engine is
+// closed.
+type rejected struct {
+	spec startSpec
+	err  error
+}

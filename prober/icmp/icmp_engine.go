@@ -19,27 +19,33 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
 // The shared ICMP engine.
 //
-// One socket per address family and source address serves every probe of an
+// One socket per address family and source address serves every probe of a
 // Prober: an unprivileged ping socket (SOCK_DGRAM, IPPROTO_ICMP[V6]) or one
 // raw socket. Targets without a source address share the unbound socket of
-// their family; a set with a source_address gets a socket bound to it, so
-// its requests leave from that address. Sockets are opened on first use.
-// A single reader goroutine per socket drains replies with recvmmsg and hands
-// each one to the probe waiting for it, found by the token that the probe
-// writes into the echo payload. Probes send from their own goroutine (the
-// pool bounds how many run at once) and block until every reply has arrived
-// or their round ends.
+// their family; a set with a source_address gets a socket bound to it.
+// Sockets are opened on first use.
+//
+// A probe in flight is a record, not a goroutine: start registers a batch
+// of probes under one lock and sends their first echo requests with
+// sendmmsg; one reader goroutine per socket drains replies with recvmmsg
+// and matches them, a batch at a time under the same lock, by the token the
+// probe wrote into the payload; one loop goroutine per engine turns a
+// timeout wheel every wheelTick, sending the later packets of multi-packet
+// rounds and ending rounds whose time is up. Finished rounds are handed to
+// their sink in batches (outcomeSink), never one callback per reply.
 //
 // Echo payload layout (network byte order), payloadHeader bytes:
 //
 //	[0:4]   engine cookie (random per engine; foreign replies never match)
 //	[4:8]   probe token (unique among the probes in flight)
 //	[8:16]  send time, Unix nanoseconds (for packet captures; RTTs use the
-//	        probe's own monotonic record)
+//	        probe's own record and the kernel's receive timestamp)
 //
 // The sequence number is the packet's index within its probe. In raw mode
 // the ICMP ID is the engine's random ID and replies with another ID are
@@ -52,21 +58,31 @@ const (
 	// smaller configured size is raised to it.
 	payloadHeader = 16
 	// recvBuffer is the socket receive buffer the engine asks for. A reply
-	// costs about 1 KiB of buffer (skb truesize) on loopback, so 8 MiB (the
-	// kernel doubles it to 16 MiB) absorbs bursts of thousands of replies
-	// while the reader is descheduled.
-	recvBuffer = 8 << 20
+	// costs about 1 KiB of buffer (skb truesize) on loopback, so 32 MiB (the
+	// kernel doubles it to 64 MiB) holds more than half a second of
+	// replies at 100,000 per second while the reader is descheduled. It is
+	// kernel memory, used only while replies wait.
+	recvBuffer = 32 << 20
 	// sendBuffer keeps sends from hitting EAGAIN during bursts.
-	sendBuffer = 1 << 20
+	sendBuffer = 4 << 20
 	// batch is how many datagrams one recvmmsg call may return.
 	batch = 64
+	// sendChunk is how many datagrams one sendmmsg call sends. Every packet
+	// of a chunk is stamped with the time just before the call, so the
+	// chunk is kept small enough that the stamp of its last packet is off
+	// by tens of microseconds at most.
+	sendChunk = 32
 	// readSize is the receive buffer per datagram: the largest IPv4
 	// header, the ICMP header and our payload header. Longer replies are
 	// truncated by the kernel, which is fine: nothing past the header is
 	// read.
 	readSize = 60 + 8 + payloadHeader
-	// sendRetry is how long a send waits before retrying after EAGAIN.
-	sendRetry = 100 * time.Microsecond
+	// wheelTick is the resolution of the timeout wheel: round timeouts
+	// and the later packets of a round are late by at most about this.
+	wheelTick = 10 * time.Millisecond
+	// wheelSlots is the number of wheel slots (a power of two); deadlines
+	// further out than wheelSlots ticks wait for more turns.
+	wheelSlots = 1024
 )
 
 // errEngineUnavailable marks a shared socket that could not be opened;
@@ -85,24 +101,37 @@ type sharedEngine struct {
 	id uint16
 	// cookie marks our payloads.
 	cookie uint32
-	// waits recycles per-probe state.
-	waits sync.Pool
-	// readers counts the running reader goroutines.
-	readers sync.WaitGroup
-	// done is closed by close to wake probes in flight.
+	// base is the origin of the engine's monotonic clock (mono).
+	base time.Time
+	// goroutines counts the running reader goroutines and the loop.
+	goroutines sync.WaitGroup
+	// done is closed by close to stop the goroutines.
 	done chan struct{}
+	// wake has capacity one: start signals it so an idle loop turns the
+	// wheel again.
+	wake chan struct{}
 
-	// mu guards socks and closed.
+	// mu guards socks, closed and loopStarted.
 	mu sync.Mutex
 	// socks holds the sockets opened so far.
-	socks  map[sockKey]*engineSocket
-	closed bool
+	socks       map[sockKey]*engineSocket
+	closed      bool
+	loopStarted bool
 
-	// pmu guards pending and nextToken, and the reply fields of every
-	// registered waiter.
+	// pmu guards pending, nextToken, free, wheel and the mutable fields of
+	// every flight (see flight).
 	pmu       sync.Mutex
-	pending   map[uint32]*waiter
+	pending   map[uint32]*flight
 	nextToken uint32
+	free      []*flight
+	wheel     wheel
+	// discarded counts our replies that matched no packet in flight, by
+	// discardReason.
+	discarded [discardReasons]uint64
+
+	// smu guards snd, the one send batch.
+	smu sync.Mutex
+	snd sender
 }
 
 // sockKey names one shared socket: its family and the address it is bound
@@ -122,53 +151,98 @@ type engineSocket struct {
 	raw bool
 }
 
-// waiter is the state of one probe in flight. The fields after pmu's
-// comment are written by the reader under sharedEngine.pmu.
-type waiter struct {
-	token uint32
-	addr  netip.Addr
-	count int
-	// sendAt[i] is when packet i was sent; written by the probe before the
-	// send, read by the reader under pmu after the reply.
-	sendAt []time.Time
-	// done receives one value when all count replies have arrived.
-	done  chan struct{}
-	timer *time.Timer
-	pkt   []byte
-	sa4   unix.SockaddrInet4
-	sa6   unix.SockaddrInet6
+// flight is one round in flight. It is recycled once finished; gen tells a
+// stale wheel entry from the flight's current round.
+type flight struct {
+	// Written by start before the flight is registered, then read-only:
+	req      probe.Request
+	sock     *engineSocket
+	addr     netip.Addr // as given, for the outcome
+	match    netip.Addr // unmapped and without zone, to check sources
+	sa       unix.RawSockaddrInet6
+	salen    uint32
+	count    int
+	interval int64 // nanoseconds
+	deadline int64 // mono nanoseconds
+	size     int   // ICMP message length
+	sink     outcomeSink
+	group    *group
 
 	// Guarded by sharedEngine.pmu:
-	sent   int      // packets handed to the kernel
-	got    []uint64 // bitmap of sequence numbers answered
-	recv   int
-	rttSum time.Duration
+	token    uint32
+	gen      uint32
+	finished bool
+	sent     int      // packets handed to the kernel, or about to be
+	sendAt   []int64  // Unix nanoseconds per sequence number
+	got      []uint64 // bitmap of sequence numbers answered
+	recv     int
+	rttSum   time.Duration
+	err      error
+	ctxErr   error
+}
+
+// group is the flights of one start call that share a context; it cancels
+// them when that context ends.
+type group struct {
+	ctx  context.Context
+	stop func() bool
+	// Guarded by sharedEngine.pmu:
+	members []groupMember
+	left    int
+}
+
+// groupMember is one flight of a group, at the generation it had.
+type groupMember struct {
+	f   *flight
+	gen uint32
+}
+
+// Reasons a reply carrying our cookie is discarded.
+const (
+	// discardDuplicate is a second reply to a packet of a round in flight.
+	discardDuplicate = iota
+	// discardLate is a reply to a round that is no longer in flight.
+	discardLate
+	// discardMismatched is a reply with the token of a round in flight but
+	// from another address, or to a sequence number not sent.
+	discardMismatched
+	discardReasons
+)
+
+// discardNames are the reason label values of discardDuplicate and on.
+var discardNames = [discardReasons]string{"duplicate", "late", "mismatched"}
+
+// discardedReplies returns the discarded reply counts by reason.
+func (e *sharedEngine) discardedReplies() [discardReasons]uint64 {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	return e.discarded
 }
 
 // newEngine returns an engine for the given socket mode. It opens no
 // socket and starts no goroutine: the first probe of each address family
 // does that.
 func newEngine(mode Mode, logger *slog.Logger) *sharedEngine {
-	e := &sharedEngine{
+	return &sharedEngine{
 		privileged: mode == ModePrivileged,
 		logger:     logger,
 		id:         uint16(rand.Uint32()),
 		cookie:     rand.Uint32(),
+		base:       time.Now(),
 		done:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 		socks:      make(map[sockKey]*engineSocket),
-		pending:    make(map[uint32]*waiter),
+		pending:    make(map[uint32]*flight),
 		nextToken:  rand.Uint32(),
+		wheel:      newWheel(),
 	}
-	e.waits.New = func() any {
-		w := &waiter{done: make(chan struct{}, 1), timer: time.NewTimer(time.Hour)}
-		w.timer.Stop()
-		return w
-	}
-	return e
 }
 
-// close closes the sockets, wakes the probes in flight and waits for the
-// reader goroutines to end. It is safe to call more than once.
+// mono returns t on the engine's monotonic clock, in nanoseconds.
+func (e *sharedEngine) mono(t time.Time) int64 { return int64(t.Sub(e.base)) }
+
+// close closes the sockets, stops the goroutines and finishes every round
+// in flight with errClosed. It is safe to call more than once.
 func (e *sharedEngine) close() {
 	e.mu.Lock()
 	if e.closed {
@@ -185,14 +259,24 @@ func (e *sharedEngine) close() {
 		// reader returns and the file descriptor is released.
 		_ = s.f.Close()
 	}
-	e.readers.Wait()
+	e.goroutines.Wait()
+	var out outcomes
+	e.pmu.Lock()
+	now := time.Now()
+	for _, f := range e.pending {
+		f.err = errClosed
+		e.finish(f, now, &out)
+	}
+	e.pmu.Unlock()
+	out.flush()
 }
 
 // socket returns the shared socket of k, opening it and starting its
-// reader on first use. A socket the kernel refuses is errEngineUnavailable;
-// a source address it cannot bind is not, since pro-bing could not send from
-// it either, and nothing is kept: the next probe tries again, so a source
-// address that comes back (an interface up again) is used.
+// reader (and the engine's loop) on first use. A socket the kernel refuses
+// is errEngineUnavailable; a source address it cannot bind is not, since
+// pro-bing could not send from it either, and nothing is kept: the next
+// probe tries again, so a source address that comes back (an interface up
+// again) is used.
 func (e *sharedEngine) socket(k sockKey) (*engineSocket, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -207,10 +291,670 @@ func (e *sharedEngine) socket(k sockKey) (*engineSocket, error) {
 		return nil, err
 	}
 	e.socks[k] = s
-	e.readers.Add(1)
+	e.goroutines.Add(1)
 	go e.read(s)
+	if !e.loopStarted {
+		e.loopStarted = true
+		e.goroutines.Add(1)
+		go e.loop()
+	}
 	e.logger.Debug("Opened shared ICMP socket", "ipv6", k.v6, "source", k.src, "privileged", e.privileged)
 	return s, nil
+}
+
+// drop forgets s if it is still the socket of its key and closes it, so
+// that the next round opens a fresh one.
+func (e *sharedEngine) drop(s *engineSocket) {
+	e.mu.Lock()
+	if e.socks[s.key] == s {
+		delete(e.socks, s.key)
+	}
+	e.mu.Unlock()
+	_ = s.f.Close()
+}
+
+// sockKeyFor returns the socket key of round r, or an error when its
+// source and target are of different families.
+func sockKeyFor(r roundSpec) (sockKey, error) {
+	v6 := !r.addr.Is4() && !r.addr.Is4In6()
+	k := sockKey{v6: v6}
+	if r.src.IsValid() {
+		if srcV6 := !r.src.Is4() && !r.src.Is4In6(); srcV6 != v6 {
+			return k, fmt.Errorf("icmp: source address %s and target address %s are of different families", r.src, r.addr)
+		}
+		k.src = r.src
+		if !v6 {
+			k.src = r.src.Unmap()
+		}
+	}
+	return k, nil
+}
+
+// start begins one round per spec without waiting for it: every round is
+// registered, its first echo request sent, and its outcome later handed to
+// sink. Rounds whose socket cannot be opened are returned instead and get
+// no outcome; a round whose source and target families differ is finished
+// at once with that error. When ctx ends, the rounds still in flight end.
+func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcomeSink) []rejected {
+	var rej []rejected
+	var out outcomes
+	now := time.Now()
+	nowMono, nowWall := e.mono(now), now.UnixNano()
+
+	// Sockets first: opening one takes e.mu, never under pmu.
+	socks := make([]*engineSocket, len(specs))
+	var lastKey sockKey
+	var last *engineSocket
+	for i := range specs {
+		k, err := sockKeyFor(specs[i].round)
+		if err != nil {
+			out.add(sink, outcome{req: specs[i].req, addr: specs[i].round.addr, err: err, end: now})
+			continue
+		}
+		if last == nil || k != lastKey {
+			s, err := e.socket(k)
+			if err != nil {
+				rej = append(rej, rejected{spec: specs[i], err: err})
+				continue
+			}
+			last, lastKey = s, k
+		}
+		socks[i] = last
+	}
+
+	var g *group
+	if ctx.Done() != nil {
+		g = &group{ctx: ctx}
+	}
+	var sends []sendItem
+	e.pmu.Lock()
+	idle := len(e.pending) == 0
+	for i := range specs {
+		s := socks[i]
+		if s == nil {
+			continue
+		}
+		f := e.newFlight(&specs[i], s, sink, nowMono)
+		if f.deadline <= nowMono || ctx.Err() != nil {
+			f.ctxErr = ctx.Err()
+			e.finish(f, now, &out)
+			continue
+		}
+		f.group = g
+		if g != nil {
+			g.members = append(g.members, groupMember{f: f, gen: f.gen})
+			g.left++
+		}
+		e.wheel.add(wheelEntry{f: f, gen: f.gen, at: f.deadline})
+		sends = append(sends, e.prepareSend(f, nowWall, nowMono))
+	}
+	if g != nil && g.left > 0 {
+		// Under pmu, so no flight of g can finish before stop is set; an
+		// ended ctx runs cancel on another goroutine, which waits for pmu.
+		g.stop = context.AfterFunc(ctx, func() { e.cancel(g) })
+	}
+	e.pmu.Unlock()
+	if idle && len(sends) > 0 {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+	e.send(sends, &out)
+	out.flush()
+	return rej
+}
+
+// newFlight takes a flight from the free list and fills it for spec.
+// Callers hold pmu.
+func (e *sharedEngine) newFlight(spec *startSpec, s *engineSocket, sink outcomeSink, nowMono int64) *flight {
+	var f *flight
+	if n := len(e.free); n > 0 {
+		f = e.free[n-1]
+		e.free[n-1] = nil
+		e.free = e.free[:n-1]
+	} else {
+		f = &flight{}
+	}
+	r := &spec.round
+	f.req, f.sock, f.sink, f.group = spec.req, s, sink, nil
+	f.addr = r.addr
+	f.match = r.addr.Unmap().WithZone("")
+	f.count = max(r.count, 1)
+	f.interval = int64(r.interval)
+	f.deadline = nowMono + int64(r.timeout)
+	if !spec.req.Start.IsZero() {
+		f.deadline = min(f.deadline, e.mono(spec.req.Start)+int64(r.timeout))
+	}
+	f.size = 8 + max(r.size, payloadHeader)
+	f.sa = unix.RawSockaddrInet6{}
+	if s.v6 {
+		f.sa.Family = unix.AF_INET6
+		f.sa.Addr = r.addr.As16()
+		f.sa.Scope_id = zoneID(r.addr.Zone())
+		f.salen = unix.SizeofSockaddrInet6
+	} else {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&f.sa))
+		sa4.Family = unix.AF_INET
+		sa4.Addr = r.addr.Unmap().As4()
+		f.salen = unix.SizeofSockaddrInet4
+	}
+	f.sendAt = slicesResize(f.sendAt, f.count)
+	f.got = slicesResize(f.got, (f.count+63)/64)
+	clear(f.got)
+	f.sent, f.recv, f.rttSum, f.err, f.ctxErr, f.finished = 0, 0, 0, nil, nil, false
+	for {
+		e.nextToken++
+		if _, busy := e.pending[e.nextToken]; !busy {
+			break
+		}
+	}
+	f.token = e.nextToken
+	e.pending[f.token] = f
+	return f
+}
+
+// sendItem is one echo request to send. It copies what the send needs
+// from its flight under pmu, so the send reads no flight field: a round may
+// end (and its flight be reused) before its packet is out.
+type sendItem struct {
+	f     *flight
+	gen   uint32
+	seq   int
+	token uint32
+	size  int
+	sock  *engineSocket
+	salen uint32
+	sa    unix.RawSockaddrInet6
+	addr  netip.Addr
+}
+
+// prepareSend records packet f.sent of f as sent at nowWall (before the
+// syscall, so that a reply read at once finds it) and schedules the next
+// packet of the round on the wheel. Callers hold pmu.
+func (e *sharedEngine) prepareSend(f *flight, nowWall, nowMono int64) sendItem {
+	seq := f.sent
+	f.sendAt[seq] = nowWall
+	f.sent++
+	if f.sent < f.count {
+		if next := nowMono + f.interval; next < f.deadline {
+			e.wheel.add(wheelEntry{f: f, gen: f.gen, at: next, send: true})
+		}
+	}
+	return sendItem{
+		f: f, gen: f.gen, seq: seq, token: f.token, size: f.size,
+		sock: f.sock, salen: f.salen, sa: f.sa, addr: f.addr,
+	}
+}
+
+// cancel ends the rounds of g still in flight: their context ended.
+func (e *sharedEngine) cancel(g *group) {
+	var out outcomes
+	e.pmu.Lock()
+	now := time.Now()
+	for _, m := range g.members {
+		if m.f.gen == m.gen && !m.f.finished {
+			m.f.ctxErr = g.ctx.Err()
+			e.finish(m.f, now, &out)
+		}
+	}
+	e.pmu.Unlock()
+	out.flush()
+}
+
+// finish ends f's round: it leaves pending, its outcome goes to out and the
+// flight back to the free list. Callers hold pmu.
+func (e *sharedEngine) finish(f *flight, now time.Time, out *outcomes) {
+	if f.finished {
+		return
+	}
+	f.finished = true
+	delete(e.pending, f.token)
+	out.add(f.sink, outcome{
+		req: f.req, addr: f.addr,
+		st:  stats{sent: f.sent, recv: f.recv, rttSum: f.rttSum},
+		err: f.err, ctxErr: f.ctxErr, end: now,
+	})
+	if g := f.group; g != nil {
+		g.left--
+		if g.left == 0 && g.stop != nil {
+			g.stop()
+		}
+	}
+	f.gen++
+	f.req, f.sink, f.group, f.sock, f.err, f.ctxErr = probe.Request{}, nil, nil, nil, nil, nil
+	e.free = append(e.free, f)
+}
+
+// outcomes collects finished rounds, grouped by sink, to hand them over
+// after the lock is released.
+type outcomes struct {
+	sinks []outcomeSink
+	lists [][]outcome
+}
+
+func (o *outcomes) add(sink outcomeSink, oc outcome) {
+	n := len(o.sinks)
+	if n == 0 || o.sinks[n-1] != sink {
+		o.sinks = append(o.sinks, sink)
+		o.lists = append(o.lists, nil)
+		n++
+	}
+	o.lists[n-1] = append(o.lists[n-1], oc)
+}
+
+// flush hands every collected outcome to its sink and empties o.
+func (o *outcomes) flush() {
+	for i, s := range o.sinks {
+		s.done(o.lists[i])
+		o.sinks[i], o.lists[i] = nil, nil
+	}
+	o.sinks, o.lists = o.sinks[:0], o.lists[:0]
+}
+
+// sender is the one set of sendmmsg buffers.
+type sender struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+	bufs []byte
+}
+
+// send hands items to the kernel, sendChunk at a time, per socket. A send
+// error of one packet fails its round; a full socket buffer leaves the
+// packet unsent (the round then counts one packet less); a closed socket
+// fails the rounds on it, and the socket is dropped so that the next round
+// opens a fresh one.
+func (e *sharedEngine) send(items []sendItem, out *outcomes) {
+	if len(items) == 0 {
+		return
+	}
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	for len(items) > 0 {
+		s := items[0].sock
+		n := 1
+		for n < len(items) && n < sendChunk && items[n].sock == s {
+			n++
+		}
+		e.sendChunk(s, items[:n], out)
+		items = items[n:]
+	}
+}
+
+// sendChunk sends items, all on socket s, with sendmmsg. Callers hold smu.
+func (e *sharedEngine) sendChunk(s *engineSocket, items []sendItem, out *outcomes) {
+	b := &e.snd
+	total := 0
+	for i := range items {
+		total += items[i].size
+	}
+	if cap(b.bufs) < total {
+		b.bufs = make([]byte, total)
+	}
+	b.bufs = b.bufs[:total]
+	b.hdrs = slicesResize(b.hdrs, len(items))
+	b.iovs = slicesResize(b.iovs, len(items))
+	wall := uint64(time.Now().UnixNano())
+	off := 0
+	for i := range items {
+		it := &items[i]
+		p := b.bufs[off : off+it.size]
+		off += it.size
+		e.fillPacket(p, s, it.token, it.seq, wall)
+		b.iovs[i].Base = &p[0]
+		b.iovs[i].SetLen(len(p))
+		h := &b.hdrs[i]
+		*h = unix.Mmsghdr{}
+		h.Hdr.Name = (*byte)(unsafe.Pointer(&it.sa))
+		h.Hdr.Namelen = it.salen
+		h.Hdr.Iov = &b.iovs[i]
+		h.Hdr.SetIovlen(1)
+	}
+	var failed []int // indices whose send failed, with errs
+	var errs []error
+	closed := false
+	for done := 0; done < len(items); {
+		var n uintptr
+		var errno syscall.Errno
+		cerr := s.rc.Control(func(fd uintptr) {
+			n, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, fd,
+				uintptr(unsafe.Pointer(&b.hdrs[done])), uintptr(len(items)-done), unix.MSG_DONTWAIT, 0, 0)
+		})
+		if cerr != nil {
+			closed = true
+			for i := done; i < len(items); i++ {
+				failed = append(failed, i)
+				errs = append(errs, fmt.Errorf("%w: %w", errClosed, cerr))
+			}
+			break
+		}
+		if errno == 0 {
+			done += int(n)
+			continue
+		}
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN, unix.ENOBUFS:
+			// The socket buffer is full: the packet is not sent; its round
+			// is judged by the packets that were.
+			failed = append(failed, done)
+			errs = append(errs, nil)
+		default:
+			// The first packet of the rest failed (sendmmsg reports an
+			// error only when no packet went out).
+			failed = append(failed, done)
+			errs = append(errs, fmt.Errorf("icmp send to %s: %w", items[done].addr, os.NewSyscallError("sendmmsg", errno)))
+			if errno == unix.EBADF || errno == unix.ENOTSOCK {
+				closed = true
+			}
+		}
+		done++
+	}
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Name, b.hdrs[i].Hdr.Iov = nil, nil
+	}
+	if len(failed) == 0 {
+		return
+	}
+	e.pmu.Lock()
+	now := time.Now()
+	for j, i := range failed {
+		it := items[i]
+		f := it.f
+		if f.gen != it.gen || f.finished {
+			continue
+		}
+		if f.sent == it.seq+1 {
+			f.sent = it.seq // not on the wire
+		}
+		if errs[j] != nil {
+			f.err = errs[j]
+			e.finish(f, now, out)
+		} else if f.sent == 0 {
+			f.err = fmt.Errorf("icmp send to %s: %w", it.addr, os.NewSyscallError("sendmmsg", unix.EAGAIN))
+			e.finish(f, now, out)
+		}
+	}
+	e.pmu.Unlock()
+	if closed {
+		e.drop(s)
+	}
+}
+
+// fillPacket writes echo request seq of the flight with token into p.
+func (e *sharedEngine) fillPacket(p []byte, s *engineSocket, token uint32, seq int, wall uint64) {
+	clear(p[:8])
+	p[0] = icmpv4EchoRequest
+	if s.v6 {
+		p[0] = icmpv6EchoRequest
+	}
+	binary.BigEndian.PutUint16(p[4:6], e.id)
+	binary.BigEndian.PutUint16(p[6:8], uint16(seq))
+	binary.BigEndian.PutUint32(p[8:12], e.cookie)
+	binary.BigEndian.PutUint32(p[12:16], token)
+	binary.BigEndian.PutUint64(p[16:24], wall)
+	for i := 8 + payloadHeader; i < len(p); i++ {
+		p[i] = byte(i)
+	}
+	if !s.v6 && s.raw {
+		// Ping sockets and ICMPv6 raw sockets have the kernel checksum;
+		// raw IPv4 sockets send what we give them.
+		binary.BigEndian.PutUint16(p[2:4], checksum(p))
+	}
+}
+
+// loop turns the wheel every wheelTick while rounds are in flight, and
+// sleeps until start wakes it otherwise.
+func (e *sharedEngine) loop() {
+	defer e.goroutines.Done()
+	ticker := time.NewTicker(wheelTick)
+	defer ticker.Stop()
+	var out outcomes
+	var sends []sendItem
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-ticker.C:
+		case <-e.wake:
+		}
+		now := time.Now()
+		nowMono, nowWall := e.mono(now), now.UnixNano()
+		e.pmu.Lock()
+		e.wheel.advance(nowMono, func(w wheelEntry) {
+			f := w.f
+			if f.gen != w.gen || f.finished {
+				return
+			}
+			if !w.send {
+				e.finish(f, now, &out)
+				return
+			}
+			if f.sent < f.count && w.at < f.deadline {
+				sends = append(sends, e.prepareSend(f, nowWall, nowMono))
+			}
+		})
+		idle := len(e.pending) == 0
+		e.pmu.Unlock()
+		e.send(sends, &out)
+		clear(sends)
+		sends = sends[:0]
+		out.flush()
+		if idle {
+			ticker.Stop()
+			select {
+			case <-e.done:
+				return
+			case <-e.wake:
+			}
+			ticker.Reset(wheelTick)
+		}
+	}
+}
+
+// wheelEntry is one timed event: the end of a round, or (send) its next
+// packet.
+type wheelEntry struct {
+	f    *flight
+	gen  uint32
+	send bool
+	at   int64 // mono nanoseconds
+}
+
+// wheel is a hashed timing wheel of wheelSlots slots of wheelTick. Entries
+// of finished rounds stay until their slot comes round and are skipped then
+// (by generation), which is cheaper than removing them.
+type wheel struct {
+	slots [wheelSlots][]wheelEntry
+	// cur is the next tick to process.
+	cur int64
+	// due is advance's scratch list.
+	due []wheelEntry
+}
+
+func newWheel() wheel { return wheel{} }
+
+func (w *wheel) add(en wheelEntry) {
+	t := max(en.at/int64(wheelTick), w.cur)
+	s := &w.slots[t&(wheelSlots-1)]
+	*s = append(*s, en)
+}
+
+// advance processes every tick up to now (the wheel's clock starts at the
+// engine's mono zero): entries due are handed to fn after their slot is
+// scanned, so fn may add entries, even to that slot; entries of a later turn
+// of the wheel stay.
+func (w *wheel) advance(now int64, fn func(wheelEntry)) {
+	end := now / int64(wheelTick)
+	for w.cur <= end {
+		tick := w.cur
+		// Move on first: entries fn adds for now or the past go to the
+		// next slot, which this or the next advance processes.
+		w.cur++
+		s := &w.slots[tick&(wheelSlots-1)]
+		keep := (*s)[:0]
+		due := w.due[:0]
+		for _, en := range *s {
+			if en.at/int64(wheelTick) > tick {
+				keep = append(keep, en)
+				continue
+			}
+			due = append(due, en)
+		}
+		clear((*s)[len(keep):])
+		*s = keep
+		for _, en := range due {
+			fn(en)
+		}
+		clear(due)
+		w.due = due
+	}
+}
+
+// ping runs one round and waits for it: r.count echo requests r.interval
+// apart, until all replies have arrived, r.timeout has passed, ctx ends or
+// the engine closes. The error is errEngineUnavailable (wrapped) when the
+// socket cannot be opened and nothing was sent, a send error, or
+// errClosed; the stats are valid in every case.
+func (e *sharedEngine) ping(ctx context.Context, r roundSpec) (stats, error) {
+	sink := &waitSink{c: make(chan outcome, 1)}
+	rej := e.start(ctx, []startSpec{{round: r}}, sink)
+	if len(rej) > 0 {
+		return stats{}, rej[0].err
+	}
+	o := <-sink.c
+	if o.err == nil && o.ctxErr == nil {
+		select {
+		case <-e.done:
+			return o.st, errClosed
+		default:
+		}
+	}
+	return o.st, o.err
+}
+
+// waitSink hands the outcome of one round to a waiting goroutine.
+type waitSink struct{ c chan outcome }
+
+func (w *waitSink) done(o []outcome) {
+	for _, oc := range o {
+		w.c <- oc
+	}
+}
+
+// read is the reader goroutine of s: it drains the socket with recvmmsg
+// whenever the poller says it is readable and matches each batch under one
+// lock, until the socket is closed. A read error other than the engine's
+// close drops the socket; the next round opens a fresh one.
+func (e *sharedEngine) read(s *engineSocket) {
+	defer e.goroutines.Done()
+	b := newReadBatch()
+	var out outcomes
+	var rerr error
+	err := s.rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+				uintptr(unsafe.Pointer(&b.hdrs[0])), batch, unix.MSG_DONTWAIT, 0, 0)
+			switch errno {
+			case 0:
+			case unix.EAGAIN:
+				return false // wait for the poller
+			case unix.EINTR:
+				continue
+			default:
+				rerr = os.NewSyscallError("recvmmsg", errno)
+				return true
+			}
+			now := time.Now()
+			e.pmu.Lock()
+			for i := range int(n) {
+				h := &b.hdrs[i]
+				e.deliver(s.v6, s.raw, b.bufs[i][:min(int(h.Len), readSize)],
+					&b.names[i], b.oobs[i][:h.Hdr.Controllen], now, &out)
+			}
+			e.pmu.Unlock()
+			out.flush()
+			b.reset()
+		}
+	})
+	select {
+	case <-e.done:
+		return // closed by close: the read error only says so
+	default:
+	}
+	if rerr == nil {
+		rerr = err
+	}
+	if rerr == nil {
+		rerr = errors.New("socket closed")
+	}
+	// The rounds in flight on s lose their remaining replies and end at
+	// their timeout; the next rounds open a fresh socket.
+	e.logger.Error("Shared ICMP socket reader stopped; reopening the socket for the next probes", "ipv6", s.v6, "err", rerr)
+	e.drop(s)
+}
+
+// deliver matches one received datagram to the round waiting for it. now is
+// when the batch was read, used when the kernel gave no timestamp. A round
+// whose every reply is in is finished into out. Callers hold pmu.
+func (e *sharedEngine) deliver(v6, raw bool, pkt []byte, name *unix.RawSockaddrInet6, oob []byte, now time.Time, out *outcomes) {
+	if raw && !v6 {
+		if len(pkt) < 20 || pkt[0]>>4 != 4 {
+			return
+		}
+		pkt = pkt[int(pkt[0]&0x0f)*4:]
+	}
+	if len(pkt) < 8+payloadHeader {
+		return
+	}
+	want := byte(icmpv4EchoReply)
+	if v6 {
+		want = icmpv6EchoReply
+	}
+	if pkt[0] != want || pkt[1] != 0 {
+		return
+	}
+	if raw && binary.BigEndian.Uint16(pkt[4:6]) != e.id {
+		return
+	}
+	if binary.BigEndian.Uint32(pkt[8:12]) != e.cookie {
+		return
+	}
+	seq := int(binary.BigEndian.Uint16(pkt[6:8]))
+	token := binary.BigEndian.Uint32(pkt[12:16])
+
+	f := e.pending[token]
+	switch {
+	case f == nil:
+		// The round is over: timed out, or complete and this is a
+		// duplicate that came after its end.
+		e.discarded[discardLate]++
+		return
+	case seq >= f.sent || source(v6, name) != f.match:
+		e.discarded[discardMismatched]++
+		return
+	case f.got[seq/64]&(1<<(seq%64)) != 0:
+		e.discarded[discardDuplicate]++
+		return
+	}
+	f.got[seq/64] |= 1 << (seq % 64)
+	sentAt := f.sendAt[seq]
+	nowWall := now.UnixNano()
+	rtt := time.Duration(nowWall - sentAt)
+	if rx, stamped := rxTime(oob); stamped {
+		// The kernel stamp is wall-clock time; trust it unless the clock
+		// stepped, in which case the read time is used.
+		if k := time.Duration(rx - sentAt); k > 0 && k <= rtt {
+			rtt = k
+		}
+	}
+	rtt = max(rtt, 0)
+	f.recv++
+	f.rttSum += rtt
+	if f.recv == f.count {
+		e.finish(f, now, out)
+	}
 }
 
 // open creates one non-blocking socket, binds it to k's source address if
@@ -297,210 +1041,6 @@ const (
 	icmpv6EchoReply   = 129
 )
 
-// ping runs one round: r.count echo requests r.interval apart, waiting for
-// the replies until all have arrived, r.timeout has passed since the start,
-// ctx ends or the engine closes. The error is errEngineUnavailable
-// (wrapped) when the socket cannot be opened and nothing was sent, a send
-// error, or errClosed; the stats are valid in every case.
-func (e *sharedEngine) ping(ctx context.Context, r roundSpec) (stats, error) {
-	deadline := time.Now().Add(r.timeout)
-	v6 := !r.addr.Is4() && !r.addr.Is4In6()
-	k := sockKey{v6: v6}
-	if r.src.IsValid() {
-		if srcV6 := !r.src.Is4() && !r.src.Is4In6(); srcV6 != v6 {
-			return stats{}, fmt.Errorf("icmp: source address %s and target address %s are of different families", r.src, r.addr)
-		}
-		k.src = r.src
-		if !v6 {
-			k.src = r.src.Unmap()
-		}
-	}
-	s, err := e.socket(k)
-	if err != nil {
-		return stats{}, err
-	}
-	w := e.register(r)
-	defer e.release(w)
-
-	var sendErr error
-	for i := 0; i < r.count; i++ {
-		if i > 0 && !w.wait(ctx, e.done, min(r.interval, time.Until(deadline))) {
-			break // ended before the next packet was due
-		}
-		if time.Until(deadline) <= 0 || ctx.Err() != nil {
-			break
-		}
-		if sendErr = e.send(ctx, s, w, i, deadline); sendErr != nil {
-			break
-		}
-	}
-	e.pmu.Lock()
-	allSent := w.sent == r.count
-	e.pmu.Unlock()
-	if sendErr == nil && allSent {
-		// Wait for the rest of the replies; done fires once all are in.
-		select {
-		case <-w.done:
-		default:
-			w.wait(ctx, e.done, time.Until(deadline))
-		}
-	}
-
-	e.pmu.Lock()
-	delete(e.pending, w.token)
-	st := stats{sent: w.sent, recv: w.recv, rttSum: w.rttSum}
-	e.pmu.Unlock()
-	if sendErr != nil {
-		return st, sendErr
-	}
-	select {
-	case <-e.done:
-		return st, errClosed
-	default:
-	}
-	return st, nil
-}
-
-// wait blocks for d, until all replies have arrived, ctx ends or closed is
-// closed. It reports whether d passed without any of the others happening.
-func (w *waiter) wait(ctx context.Context, closed <-chan struct{}, d time.Duration) bool {
-	if d <= 0 {
-		return false
-	}
-	w.timer.Reset(d)
-	defer w.timer.Stop()
-	select {
-	case <-w.timer.C:
-		return true
-	case <-w.done:
-		// All replies arrived: possible only once every packet is sent.
-		return false
-	case <-ctx.Done():
-		return false
-	case <-closed:
-		return false
-	}
-}
-
-// register takes a wait from the pool, sizes it for r and enters it under a
-// fresh token.
-func (e *sharedEngine) register(r roundSpec) *waiter {
-	w := e.waits.Get().(*waiter)
-	w.addr, w.count = r.addr, r.count
-	w.sendAt = slicesResize(w.sendAt, r.count)
-	words := (r.count + 63) / 64
-	w.got = slicesResize(w.got, words)
-	clear(w.got)
-	n := 8 + max(r.size, payloadHeader)
-	if cap(w.pkt) < n {
-		w.pkt = make([]byte, n)
-	}
-	w.pkt = w.pkt[:n]
-	e.fillPacket(w)
-	if r.addr.Is4() || r.addr.Is4In6() {
-		w.sa4 = unix.SockaddrInet4{Addr: r.addr.Unmap().As4()}
-	} else {
-		w.sa6 = unix.SockaddrInet6{Addr: r.addr.As16(), ZoneId: zoneID(r.addr.Zone())}
-	}
-
-	e.pmu.Lock()
-	for {
-		e.nextToken++
-		if _, busy := e.pending[e.nextToken]; !busy {
-			break
-		}
-	}
-	w.token = e.nextToken
-	w.sent, w.recv, w.rttSum = 0, 0, 0
-	e.pending[w.token] = w
-	e.pmu.Unlock()
-	binary.BigEndian.PutUint32(w.pkt[12:16], w.token)
-	return w
-}
-
-// release returns w to the pool once it is no longer registered.
-func (e *sharedEngine) release(w *waiter) {
-	select { // a completion signal may be left over
-	case <-w.done:
-	default:
-	}
-	e.waits.Put(w)
-}
-
-// fillPacket writes the parts of w's echo request that do not change
-// between its packets: header, ID, cookie and padding.
-func (e *sharedEngine) fillPacket(w *waiter) {
-	p := w.pkt
-	clear(p[:8])
-	p[0] = icmpv4EchoRequest
-	if !w.addr.Is4() && !w.addr.Is4In6() {
-		p[0] = icmpv6EchoRequest
-	}
-	binary.BigEndian.PutUint16(p[4:6], e.id)
-	binary.BigEndian.PutUint32(p[8:12], e.cookie)
-	for i := 8 + payloadHeader; i < len(p); i++ {
-		p[i] = byte(i)
-	}
-}
-
-// send stamps packet seq of w and hands it to the kernel, retrying while the
-// socket buffer is full until deadline or ctx ends.
-func (e *sharedEngine) send(ctx context.Context, s *engineSocket, w *waiter, seq int, deadline time.Time) error {
-	p := w.pkt
-	binary.BigEndian.PutUint16(p[6:8], uint16(seq))
-	now := time.Now()
-	binary.BigEndian.PutUint64(p[16:24], uint64(now.UnixNano()))
-	if !s.v6 && s.raw {
-		// Ping sockets and ICMPv6 raw sockets have the kernel checksum;
-		// raw IPv4 sockets send what we give them.
-		p[2], p[3] = 0, 0
-		binary.BigEndian.PutUint16(p[2:4], checksum(p))
-	}
-	var sa unix.Sockaddr = &w.sa4
-	if s.v6 {
-		sa = &w.sa6
-	}
-	e.pmu.Lock()
-	w.sendAt[seq] = now
-	w.sent = seq + 1
-	e.pmu.Unlock()
-	for {
-		var serr error
-		cerr := s.rc.Control(func(fd uintptr) {
-			serr = unix.Sendto(int(fd), p, 0, sa)
-		})
-		if cerr == nil && serr == nil {
-			return nil
-		}
-		if cerr != nil || (serr != unix.EAGAIN && serr != unix.ENOBUFS && serr != unix.EINTR) {
-			e.pmu.Lock()
-			w.sent = seq
-			e.pmu.Unlock()
-			if cerr != nil {
-				// Only a closed socket makes Control fail.
-				return fmt.Errorf("%w: %w", errClosed, cerr)
-			}
-			return fmt.Errorf("icmp send to %s: %w", w.addr, os.NewSyscallError("sendto", serr))
-		}
-		// The socket buffer is full: wait a little and retry, within the
-		// round.
-		if !w.wait(ctx, e.done, min(sendRetry, time.Until(deadline))) {
-			e.pmu.Lock()
-			w.sent = seq
-			e.pmu.Unlock()
-			if err := ctx.Err(); err != nil {
-				return nil // the round just ended; judged by the replies
-			}
-			select {
-			case <-e.done:
-				return errClosed
-			default:
-			}
-			return nil
-		}
-	}
-}
-
 // checksum is the Internet checksum (RFC 1071) of b.
 func checksum(b []byte) uint16 {
 	var sum uint32
@@ -573,115 +1113,6 @@ func (b *readBatch) reset() {
 		h.Namelen = unix.SizeofSockaddrInet6
 		h.SetControllen(len(b.oobs[i]))
 		h.Flags = 0
-	}
-}
-
-// read is the reader goroutine of s: it drains the socket with recvmmsg
-// whenever the poller says it is readable, until the socket is closed.
-func (e *sharedEngine) read(s *engineSocket) {
-	defer e.readers.Done()
-	b := newReadBatch()
-	var rerr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
-				uintptr(unsafe.Pointer(&b.hdrs[0])), batch, unix.MSG_DONTWAIT, 0, 0)
-			switch errno {
-			case 0:
-			case unix.EAGAIN:
-				return false // wait for the poller
-			case unix.EINTR:
-				continue
-			default:
-				rerr = os.NewSyscallError("recvmmsg", errno)
-				return true
-			}
-			now := time.Now()
-			for i := range int(n) {
-				h := &b.hdrs[i]
-				e.deliver(s.v6, s.raw, b.bufs[i][:min(int(h.Len), readSize)],
-					&b.names[i], b.oobs[i][:h.Hdr.Controllen], now)
-			}
-			b.reset()
-		}
-	})
-	select {
-	case <-e.done:
-		return // closed by close: the read error only says so
-	default:
-	}
-	if rerr == nil {
-		rerr = err
-	}
-	if rerr != nil {
-		// The probes in flight time out; the next Close or process restart
-		// opens a fresh socket. This is not expected outside fd exhaustion.
-		e.logger.Error("Shared ICMP socket reader stopped", "ipv6", s.v6, "err", rerr)
-		e.mu.Lock()
-		if e.socks[s.key] == s {
-			delete(e.socks, s.key)
-		}
-		e.mu.Unlock()
-		_ = s.f.Close()
-	}
-}
-
-// deliver matches one received datagram to the probe waiting for it. now is
-// when the batch was read, used when the kernel gave no timestamp.
-func (e *sharedEngine) deliver(v6, raw bool, pkt []byte, name *unix.RawSockaddrInet6, oob []byte, now time.Time) {
-	if raw && !v6 {
-		if len(pkt) < 20 || pkt[0]>>4 != 4 {
-			return
-		}
-		pkt = pkt[int(pkt[0]&0x0f)*4:]
-	}
-	if len(pkt) < 8+payloadHeader {
-		return
-	}
-	want := byte(icmpv4EchoReply)
-	if v6 {
-		want = icmpv6EchoReply
-	}
-	if pkt[0] != want || pkt[1] != 0 {
-		return
-	}
-	if raw && binary.BigEndian.Uint16(pkt[4:6]) != e.id {
-		return
-	}
-	if binary.BigEndian.Uint32(pkt[8:12]) != e.cookie {
-		return
-	}
-	seq := int(binary.BigEndian.Uint16(pkt[6:8]))
-	token := binary.BigEndian.Uint32(pkt[12:16])
-	src := source(v6, name)
-	rx, stamped := rxTime(oob)
-
-	e.pmu.Lock()
-	defer e.pmu.Unlock()
-	w := e.pending[token]
-	if w == nil || seq >= w.sent || w.got[seq/64]&(1<<(seq%64)) != 0 {
-		return // late, foreign or duplicate
-	}
-	if src != w.addr.Unmap().WithZone("") {
-		return
-	}
-	w.got[seq/64] |= 1 << (seq % 64)
-	sentAt := w.sendAt[seq]
-	rtt := now.Sub(sentAt)
-	if stamped {
-		// The kernel stamp is wall-clock time; trust it unless the clock
-		// stepped, in which case the monotonic reading is used.
-		if k := time.Duration(rx - sentAt.UnixNano()); k > 0 && k <= rtt {
-			rtt = k
-		}
-	}
-	w.recv++
-	w.rttSum += rtt
-	if w.recv == w.count {
-		select {
-		case w.done <- struct{}{}:
-		default:
-		}
 	}
 }
 

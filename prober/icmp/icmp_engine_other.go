@@ -23,5 +23,22 @@ func (*sharedEngine) ping(context.Context, roundSpec) (stats, error) {
 	return stats{}, errEngineUnavailable
 }
 
+// start rejects every round: the prober falls back to pro-bing.
+func (*sharedEngine) start(_ context.Context, specs []startSpec, _ outcomeSink) []rejected {
+	rej := make([]rejected, len(specs))
+	for i := range specs {
+		rej[i] = rejected{spec: specs[i], err: errEngineUnavailable}
+	}
+	return rej
+}
+
+// Reasons a reply is discarded; the stub discards none.
+const discardReasons = 3
+
+var discardNames = [discardReasons]string{"duplicate", "late", "mismatched"}
+
+// discardedReplies returns zeros.
+func (*sharedEngine) discardedReplies() [discardReasons]uint64 { return [discardReasons]uint64{} }
+
 // close does nothing.
 func (*sharedEngine) close() {}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -115,7 +116,9 @@ func TestICMPEngineManyTargets(t *testing.T) {
 					for i := range tc.n {
 						wg.Go(func() {
 							tg := testTarget(tc.addr(i), 3, 20*time.Millisecond)
-							tg.Timeout = 5 * time.Second
+							// Generous: all replies end the round at once; a loaded
+							// machine with -race may take seconds for 6,000 packets.
+							tg.Timeout = 20 * time.Second
 							ctx, cancel := context.WithTimeout(t.Context(), tg.Timeout)
 							defer cancel()
 							results[i] = p.Probe(ctx, tg)
@@ -210,12 +213,14 @@ func TestICMPEngineDeliver(t *testing.T) {
 				mode = ModePrivileged
 			}
 			e := newTestEngine(t, mode)
-			w := e.register(roundSpec{addr: netip.MustParseAddr("127.0.0.9"), count: 3, interval: time.Millisecond, size: 56, timeout: time.Second})
-			defer e.release(w)
+			sink := &countSink{}
+			sock := &engineSocket{raw: tc.raw}
 			e.pmu.Lock()
+			w := e.newFlight(&startSpec{round: roundSpec{addr: netip.MustParseAddr("127.0.0.9"), count: 3, interval: time.Millisecond, size: 56, timeout: time.Second}},
+				sock, sink, e.mono(time.Now()))
 			w.sent = 2 // packets 0 and 1 are out, 2 is not
-			w.sendAt[0] = time.Now().Add(-time.Millisecond)
-			w.sendAt[1] = time.Now().Add(-time.Millisecond)
+			w.sendAt[0] = time.Now().Add(-time.Millisecond).UnixNano()
+			w.sendAt[1] = time.Now().Add(-time.Millisecond).UnixNano()
 			e.pmu.Unlock()
 			for _, s := range tc.steps {
 				spec := testReplySpec{id: e.id, cookie: e.cookie, token: w.token, src: "127.0.0.9", typ: icmpv4EchoReply}
@@ -231,10 +236,12 @@ func TestICMPEngineDeliver(t *testing.T) {
 				if spec.trunc {
 					pkt = pkt[:off+8+payloadHeader-1]
 				}
-				e.deliver(false, tc.raw, pkt, testName(spec.src), nil, time.Now())
+				var out outcomes
 				e.pmu.Lock()
+				e.deliver(false, tc.raw, pkt, testName(spec.src), nil, time.Now(), &out)
 				got := w.recv
 				e.pmu.Unlock()
+				out.flush()
 				if got != s.wantRecv {
 					t.Errorf("after %q: received = %d, want %d", s.name, got, s.wantRecv)
 				}
@@ -245,13 +252,25 @@ func TestICMPEngineDeliver(t *testing.T) {
 			if rtt < time.Millisecond {
 				t.Errorf("RTT sum = %v, want at least 1ms (sent 1ms before delivery)", rtt)
 			}
-			select {
-			case <-w.done:
-				t.Errorf("done signalled with fewer than count replies")
-			default:
+			if n := sink.n.Load(); n != 0 {
+				t.Errorf("round finished with fewer than count replies (%d outcomes)", n)
 			}
 		})
 	}
+}
+
+// countSink counts the outcomes it is handed and keeps the last.
+type countSink struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	last []outcome
+}
+
+func (c *countSink) done(o []outcome) {
+	c.n.Add(int64(len(o)))
+	c.mu.Lock()
+	c.last = append(c.last, o...)
+	c.mu.Unlock()
 }
 
 // testReplySpec describes one crafted reply for TestICMPEngineDeliver.
@@ -500,7 +519,7 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 	defer cancel()
 	script := ip + ` link set lo up && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && exec "$0" "$@"`
 	cmd := exec.CommandContext(ctx, unshare, "--net", "--", "/bin/sh", "-c", script, self,
-		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe)$`,
+		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers)$`,
 		"-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), netnsChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -512,6 +531,8 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 		"--- PASS: TestICMPEnginePing/unprivileged/::1_three_packets",
 		"--- PASS: TestICMPEngineManyTargets/unprivileged/2000_IPv4_targets",
 		"--- PASS: TestICMPEngineClose/unprivileged",
+		"--- PASS: TestICMPProbeBatch/unprivileged/100_probes_of_::1,_count_3",
+		"--- PASS: TestICMPEngineSocketErrorRecovers/unprivileged",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("namespace run lacks %q:\n%s", want, out)

@@ -262,7 +262,14 @@ func (p *Prober) Probe(ctx context.Context, t *config.Target) probe.Result {
 	res := p.probe(ctx, t)
 	res.Duration = time.Since(start)
 	if !res.Success {
-		p.logger.Debug("ssh probe failed", "set", t.Set, "host", t.Host,
+		// A host key that does not match known_hosts may be a man in
+		// the middle (or a reinstalled host): worth a warning, unlike an
+		// ordinary failure.
+		level := slog.LevelDebug
+		if res.Reason == probe.ReasonHostKey {
+			level = slog.LevelWarn
+		}
+		p.logger.Log(ctx, level, "ssh probe failed", "set", t.Set, "host", t.Host,
 			"reason", string(res.Reason), "err", res.Err)
 	}
 	return res

@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -385,7 +386,9 @@ func TestSSHProbeHostKey(t *testing.T) {
 		{"two host keys, first type known", []ssh.Signer{ecHost.Signer, edHost.Signer}, plainLine(ecHost), false, probe.ReasonNone},
 		{"insecure skip", []ssh.Signer{edHost.Signer}, plainLine(otherHost), true, probe.ReasonNone},
 	}
-	p := newProber(t)
+	logs := &lockedBuffer{}
+	p := NewProber(dns.New(dns.Options{}), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	t.Cleanup(p.Close)
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testutil.StartSSHServer(t, sshserver.TestOptions{HostSigners: tc.hostKeys, AuthorizedKeys: []ssh.PublicKey{user.Pub}})
@@ -397,8 +400,14 @@ func TestSSHProbeHostKey(t *testing.T) {
 			if tc.insecure {
 				cfg.KnownHostsFile = ""
 			}
+			logs.Reset()
 			res := p.Probe(context.Background(), testTarget(srv.Port, cfg))
 			checkReason(t, res, tc.want)
+			// A host key that does not match may be a man in the middle:
+			// logged at warn, where a default log level shows it.
+			if warned := strings.Contains(logs.String(), "level=WARN msg=\"ssh probe failed\""); warned != (tc.want == probe.ReasonHostKey) {
+				t.Errorf("warning logged: %v, want %v; log:\n%s", warned, tc.want == probe.ReasonHostKey, logs.String())
+			}
 			attempts := srv.AuthAttempts()
 			if tc.want == probe.ReasonHostKey {
 				if attempts != 0 {
@@ -1199,4 +1208,28 @@ func BenchmarkSSHProbeReuse(b *testing.B) {
 			b.Fatalf("probe failed: %s: %v", res.Reason, res.Err)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the prober's concurrent logging.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
 }
