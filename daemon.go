@@ -83,7 +83,7 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 // newOwnedFleet is newFleet for a cluster member: it probes only the
 // targets owner assigns to it (all of them when owner is nil).
 func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result), owner *cluster.Cluster) (*fleet, error) {
-	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, DNS: cfg.Global.DNS, Registerer: reg}, logger)
+	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers, owner: owner}
 	// observe is what every result goes through after the store and the
 	// scheduler saw it, one at a time or in a batch.
@@ -357,14 +357,21 @@ func (rl *reloader) configName() string {
 // embedded default.
 var errNoConfigFile = errors.New("no --config.file given: the embedded default cannot be reloaded")
 
+// errStdinConfig is returned by a reload when the config came from stdin.
+var errStdinConfig = errors.New("--config.file=- read the config from stdin, which cannot be read again: nothing to reload")
+
 // reload reads the config file once; unchanged bytes are a no-op, a bad
 // file keeps the running config.
 func (rl *reloader) reload() error {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	if rl.filename == "" {
-		rl.logger.Warn("Reload requested", "err", errNoConfigFile)
-		return errNoConfigFile
+	if rl.filename == "" || rl.filename == stdinConfig {
+		err := errNoConfigFile
+		if rl.filename == stdinConfig {
+			err = errStdinConfig
+		}
+		rl.logger.Warn("Reload requested", "err", err)
+		return err
 	}
 	err := rl.reloadLocked()
 	if err != nil {

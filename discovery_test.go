@@ -63,7 +63,7 @@ host_sets:
 		return body
 	}
 	series := func(port int) string {
-		return fmt.Sprintf(`fleet_probe_success{dc="fra",host="127.0.0.1:%d",probe="tcp",set="sd"} 1`, port)
+		return fmt.Sprintf(`fleet_probe_success{dc="fra",host="127.0.0.1:%d",port="%d",probe="tcp",set="sd"} 1`, port, port)
 	}
 	has := func(s string) func() bool { return func() bool { return strings.Contains(scrape(), s) } }
 	src := `source="file_sd:` + sd + `"`
@@ -135,7 +135,7 @@ host_sets:
 		return body
 	}
 	series := func(port int) string {
-		return fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",probe="tcp",set="api"} 1`, port)
+		return fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",port="%d",probe="tcp",set="api"} 1`, port, port)
 	}
 	has := func(s string) func() bool { return func() bool { return strings.Contains(scrape(), s) } }
 	src := `source="http_sd:` + srv.URL + `"`
@@ -238,7 +238,7 @@ host_sets:
 		return body
 	}
 	series := func(port int) string {
-		return fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",probe="tcp",set="sd"} 1`, port)
+		return fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",port="%d",probe="tcp",set="sd"} 1`, port, port)
 	}
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), series(a)) })
 

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ type options struct {
 	configCheck            bool
 	once                   bool
 	onceFormat             string
+	onceCLI                onceFlags
 	icmpPrivileged         bool
 	enablePprof            bool
 	disableExporterMetrics bool
@@ -47,6 +50,9 @@ type options struct {
 	cluster                clusterOptions
 	webFlags               *web.FlagConfig
 	logConfig              *promslog.Config
+	// quietICMP leaves the ICMP socket mode unlogged: --once without ICMP
+	// targets has no use for it.
+	quietICMP bool
 }
 
 // run parses args, runs the requested mode until SIGINT/SIGTERM and returns
@@ -59,13 +65,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runContext is run with the lifetime given by ctx instead of signals.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runContextIn(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runContextIn is runContext reading a --config.file=- config from stdin.
+func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	opts, code, done := parseFlags(args, stdout, stderr)
 	if done {
 		return code
 	}
 	logger := promslog.New(opts.logConfig)
 
-	cfg, err := loadConfig(opts.configFile)
+	var (
+		cfg *config.Config
+		err error
+	)
+	if len(opts.onceCLI.hosts) > 0 {
+		cfg, err = opts.onceCLI.config()
+	} else {
+		cfg, err = loadConfig(opts.configFile, stdin)
+	}
 	var report *preflight.Report
 	// Every discovery source is read once before the first target list
 	// is built, so that a restored state snapshot and the first scrape
@@ -79,9 +98,13 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections, Discovered: disc.Hosts()})
 	}
 	if err != nil {
-		if opts.configCheck {
+		switch {
+		case opts.configCheck:
 			fmt.Fprintf(stderr, "config check failed: %v\n", err)
-		} else {
+		case opts.once:
+			// A terminal tool: the error as is, not quoted in a log line.
+			fmt.Fprintf(stderr, "%s: invalid configuration: %v\n", exporterName, err)
+		default:
 			logger.Error("Invalid configuration", "err", err)
 		}
 		return 1
@@ -99,6 +122,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	report.Log(logger, cfg.Filename)
 
 	if opts.once {
+		opts.quietICMP = !slices.ContainsFunc(report.Targets, func(t *config.Target) bool { return t.Probe == config.ProbeICMP })
 		return runOnce(ctx, opts, cfg, report.Targets, stdout, stderr, logger)
 	}
 	return runDaemon(ctx, opts, cfg, report.Targets, disc, logger)
@@ -109,7 +133,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code int, done bool) {
 	opts = &options{logConfig: &promslog.Config{Writer: stderr}}
 	app := kingpin.New(exporterName, "Polls host sets with ICMP, TCP and SSH probes and exposes the results to Prometheus.")
-	app.Flag("config.file", "Configuration file. Without it an embedded default watches localhost.").
+	app.Flag("config.file", "Configuration file; - reads it from stdin (it cannot be reloaded then). Without it an embedded default watches localhost.").
 		PlaceHolder("FILE").StringVar(&opts.configFile)
 	app.Flag("config.check", "Validate the configuration, read every discovery source once, print a summary of sets, target counts and hosts per discovery source, and exit.").
 		BoolVar(&opts.configCheck)
@@ -117,6 +141,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		BoolVar(&opts.once)
 	app.Flag("once.format", "Output format of --once: table or json.").
 		Default("table").EnumVar(&opts.onceFormat, "table", "json")
+	opts.onceCLI.addFlags(app)
 	app.Flag("icmp.privileged", "Force raw ICMP sockets (needs CAP_NET_RAW) instead of unprivileged datagram sockets.").
 		BoolVar(&opts.icmpPrivileged)
 	app.Flag("web.enable-pprof", "Expose /debug/pprof (off by default).").BoolVar(&opts.enablePprof)
@@ -179,6 +204,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		fmt.Fprintln(stdout, version.Print(exporterName))
 		return nil, 0, true
 	}
+	if err := opts.onceCLI.check(opts.once, opts.configFile); err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v, try --help\n", exporterName, err)
+		return nil, 2, true
+	}
 	for name, d := range map[string]time.Duration{
 		"web.read-header-timeout":   opts.web.readHeaderTimeout,
 		"web.write-timeout":         opts.web.writeTimeout,
@@ -197,10 +226,29 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 	return opts, 0, false
 }
 
-// loadConfig reads the file, or returns the embedded default.
-func loadConfig(filename string) (*config.Config, error) {
-	if filename == "" {
+// stdinConfig is the --config.file value that reads the config from
+// stdin, and the name its errors carry.
+const (
+	stdinConfig     = "-"
+	stdinConfigName = "<stdin>"
+)
+
+// loadConfig reads the file (stdin for "-"), or returns the embedded
+// default. A config from stdin has its relative paths resolved against the
+// working directory.
+func loadConfig(filename string, stdin io.Reader) (*config.Config, error) {
+	switch filename {
+	case "":
 		return config.Default(), nil
+	case stdinConfig:
+		data, err := io.ReadAll(io.LimitReader(stdin, config.MaxConfigSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("read config from stdin: %w", err)
+		}
+		if len(data) > config.MaxConfigSize {
+			return nil, fmt.Errorf("%s: config is larger than %d bytes", stdinConfigName, config.MaxConfigSize)
+		}
+		return config.Parse(data, stdinConfigName)
 	}
 	return config.Load(filename)
 }
@@ -265,4 +313,37 @@ func printDiscoverySummary(w, warn io.Writer, sources []discovery.SourceStatus) 
 func logStartup(logger *slog.Logger, cfg *config.Config) {
 	logger.Info("Starting "+exporterName, "version", version.Info(), "config", cfg.Filename, "sets", len(cfg.HostSets))
 	logger.Info("Build context", "build_context", version.BuildContext())
+}
+
+// addFlags registers the --once flags and the HOST arguments on app.
+func (o *onceFlags) addFlags(app *kingpin.Application) {
+	o.set = map[string]*bool{}
+	flag := func(name, help string) *kingpin.FlagClause {
+		f := app.Flag(name, help)
+		given := new(bool)
+		o.set[name] = given
+		f.IsSetByUser(given)
+		return f
+	}
+	flag("once.probe", "Probe of the hosts given as arguments to --once: icmp, tcp:PORT[,PORT...] or ssh; repeatable. Default icmp.").
+		PlaceHolder("PROBE").StringsVar(&o.probes)
+	flag("once.ssh.user", "SSH user of --once.probe=ssh. Default the current user.").PlaceHolder("USER").StringVar(&o.sshUser)
+	flag("once.ssh.port", "SSH port of --once.probe=ssh for hosts without a port of their own.").
+		Default(strconv.Itoa(config.DefaultSSHPort)).IntVar(&o.sshPort)
+	flag("once.ssh.key", "Private key file of --once.probe=ssh. Default: the ssh-agent when SSH_AUTH_SOCK is set, and the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists.").
+		PlaceHolder("FILE").StringVar(&o.sshKey)
+	flag("once.ssh.known-hosts", "known_hosts file of --once.probe=ssh. Default ~/.ssh/known_hosts.").
+		PlaceHolder("FILE").StringVar(&o.knownHosts)
+	flag("once.ssh.command", "Command --once.probe=ssh runs on every host, in its own session; repeatable.").
+		PlaceHolder("CMD").StringsVar(&o.commands)
+	flag("once.timeout", "Timeout of each probe of the hosts given as arguments. Default: 2s for ICMP, 10s for TCP and SSH.").
+		PlaceHolder("DURATION").DurationVar(&o.timeout)
+	flag("once.concurrency", "Most probes of the hosts given as arguments in flight at once. Default: the per-type limits (ICMP 4096, TCP 256, SSH 64).").
+		PlaceHolder("N").IntVar(&o.concurrency)
+	flag("once.filter", "Print only the probes that succeeded (up, like fping -a) or failed (down, like fping -u); the exit code still counts every probe.").
+		PlaceHolder("up|down").EnumVar(&o.filter, "up", "down")
+	flag("once.output", "Layout of --once output: rows (one per probe) or grouped (each distinct result or command output once, with its hosts folded into ranges, largest group first, like dshbak -c).").
+		Default("rows").EnumVar(&o.output, "rows", "grouped")
+	app.Arg("host", "Hosts to probe with --once instead of a config file, in the hosts: syntax: names, addresses, host:port, CIDR blocks, ranges such as web[01-20].").
+		StringsVar(&o.hosts)
 }

@@ -311,7 +311,7 @@ host_sets:
 			return strings.Contains(body, s)
 		}
 	}
-	waitFor(t, 5*time.Second, metricsContain(`fleet_probe_success{host="127.0.0.1:`+fmt.Sprint(open)+`",probe="tcp",set="alpha"} 1`))
+	waitFor(t, 5*time.Second, metricsContain(`fleet_probe_success{host="127.0.0.1:`+fmt.Sprint(open)+`",port="`+fmt.Sprint(open)+`",probe="tcp",set="alpha"} 1`))
 
 	routes := []struct {
 		method, path string
@@ -440,7 +440,7 @@ host_sets:
 	base := "http://" + d.addr
 	waitFor(t, 5*time.Second, func() bool {
 		_, body := httpDo(t, "GET", base+"/metrics")
-		return strings.Contains(body, `fleet_probe_failure_info{host="127.0.0.1:`+fmt.Sprint(closed)+`",probe="ssh",reason="refused",set="ssh"} 1`)
+		return strings.Contains(body, `fleet_probe_failure_info{host="127.0.0.1:`+fmt.Sprint(closed)+`",port="",probe="ssh",reason="refused",set="ssh"} 1`)
 	})
 
 	if err := os.Remove(keyFile); err != nil {

@@ -198,7 +198,7 @@ func TestConnectionLimit(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	series := fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",probe="tcp",set="guard"} 1`, port)
+	series := fmt.Sprintf(`fleet_probe_success{host="127.0.0.1:%d",port="%d",probe="tcp",set="guard"} 1`, port, port)
 	waitFor(t, 5*time.Second, func() bool {
 		// The server may not have seen the holders go yet, and then
 		// closes this connection too.

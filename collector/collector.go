@@ -16,9 +16,12 @@ import (
 // Label names set by the collector itself. Static labels of a set must not
 // reuse them; config validation rejects such names.
 const (
-	labelSet     = "set"
-	labelHost    = "host"
-	labelProbe   = "probe"
+	labelSet   = "set"
+	labelHost  = "host"
+	labelProbe = "probe"
+	// labelPort is the probed port of a tcp target, empty for the other
+	// probe types.
+	labelPort    = "port"
 	labelReason  = "reason"
 	labelPhase   = "phase"
 	labelCommand = "command"
@@ -69,7 +72,7 @@ func newDescs(labelNames []string) *descs {
 		}
 	}
 	for _, n := range []string{
-		labelSet, labelHost, labelProbe, labelReason, labelPhase, labelCommand, labelResult,
+		labelSet, labelHost, labelProbe, labelPort, labelReason, labelPhase, labelCommand, labelResult,
 		labelSHA256, labelValue, labelServerVersion, labelKEX, labelCipher, labelMAC, labelHostKeyAlg,
 	} {
 		intern(n)
@@ -268,8 +271,9 @@ type emitter struct {
 	// sets holds the set pair followed by the static pairs of every set.
 	curSet string
 	sets   map[string][]*dto.LabelPair
-	// probes, reason and phases cache label pairs with constant values.
+	// probes, ports, reason and phases cache label pairs with constant values.
 	probes map[string]*dto.LabelPair
+	ports  map[string]*dto.LabelPair
 	reason map[probe.Reason]*dto.LabelPair
 	phases [3]*dto.LabelPair
 	// group is scratch space for the targets of one host.
@@ -287,10 +291,12 @@ func (e *emitter) reset(d *descs, s sink) {
 	if e.sets == nil {
 		e.sets = map[string][]*dto.LabelPair{}
 		e.probes = map[string]*dto.LabelPair{}
+		e.ports = map[string]*dto.LabelPair{}
 		e.reason = map[probe.Reason]*dto.LabelPair{}
 	}
 	clear(e.sets)
 	clear(e.probes)
+	clear(e.ports)
 	clear(e.reason)
 	clear(e.group)
 }
@@ -350,12 +356,12 @@ func (e *emitter) pair(name *string, value string) *dto.LabelPair {
 // maxExtras is the most extra labels a per-host row kind has.
 const maxExtras = 5
 
-// labels returns the sorted label pairs of per-host kind k, with x1 and x2
-// as the extra labels' pairs (nil when the kind has fewer).
-func (e *emitter) labels(k rowKind, x1, x2 *dto.LabelPair) []*dto.LabelPair {
+// labels returns the sorted label pairs of per-host kind k, with x1, x2 and
+// x3 as the extra labels' pairs (nil when the kind has fewer).
+func (e *emitter) labels(k rowKind, x1, x2, x3 *dto.LabelPair) []*dto.LabelPair {
 	perm := e.d.perm[k]
 	n := len(e.d.labelNames)
-	e.src[2+n], e.src[2+n+1] = x1, x2
+	e.src[2+n], e.src[2+n+1], e.src[2+n+2] = x1, x2, x3
 	out := e.ptrs.take(len(perm))
 	for i, p := range perm {
 		out[i] = e.src[p]
@@ -381,6 +387,15 @@ func (e *emitter) probePair(probe string) *dto.LabelPair {
 	if !ok {
 		p = e.pair(e.d.names[labelProbe], probe)
 		e.probes[probe] = p
+	}
+	return p
+}
+
+func (e *emitter) portPair(port string) *dto.LabelPair {
+	p, ok := e.ports[port]
+	if !ok {
+		p = e.pair(e.d.names[labelPort], port)
+		e.ports[port] = p
 	}
 	return p
 }
@@ -457,7 +472,7 @@ func (e *emitter) host(group []*TargetState) {
 	first := group[0].Target
 	e.useSet(first)
 	e.src[1] = e.pair(e.d.names[labelHost], first.Host)
-	base := e.labels(rowsHost, nil, nil)
+	base := e.labels(rowsHost, nil, nil, nil)
 	up := false
 	for _, t := range group {
 		if !t.HasResult {
@@ -473,7 +488,8 @@ func (e *emitter) host(group []*TargetState) {
 func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	out := e.sink
 	probe := e.probePair(t.Target.Probe)
-	pl := e.labels(rowsTarget, probe, nil)
+	port := e.portPair(t.portLabel())
+	pl := e.labels(rowsTarget, probe, port, nil)
 	out.series(famProbeSuccess, pl, boolFloat(t.Success))
 	out.series(famProbeDuration, pl, t.Duration.Seconds())
 	out.series(famProbeLastRun, pl, unixSeconds(t.LastRun))
@@ -482,7 +498,7 @@ func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 	}
 	out.series(famProbeConsecutiveFailures, pl, float64(t.ConsecutiveFailures))
 	if !t.Success {
-		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason)), 1)
+		out.series(famProbeFailureInfo, e.labels(rowsFailure, probe, e.reasonPair(t.Reason), port), 1)
 	}
 	if !t.FailingSince.IsZero() {
 		out.series(famProbeFailingSince, pl, unixSeconds(t.FailingSince))
@@ -511,7 +527,7 @@ func (e *emitter) ssh(s *SSHState) {
 	if s.HasPhases {
 		for i, v := range [3]time.Duration{s.Auth, s.Connect, s.Handshake} {
 			if v > 0 {
-				out.series(famSSHPhase, e.labels(rowsPhase, e.phases[i], nil), v.Seconds())
+				out.series(famSSHPhase, e.labels(rowsPhase, e.phases[i], nil, nil), v.Seconds())
 			}
 		}
 	}
@@ -528,7 +544,7 @@ func (e *emitter) ssh(s *SSHState) {
 			continue
 		}
 		cmd := e.pair(e.d.names[labelCommand], c.Name)
-		cl := e.labels(rowsCommand, cmd, nil)
+		cl := e.labels(rowsCommand, cmd, nil, nil)
 		out.series(famCmdDuration, cl, c.Duration.Seconds())
 		out.series(famCmdExitStatus, cl, float64(c.ExitStatus))
 		if c.HasHash() {

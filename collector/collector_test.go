@@ -162,10 +162,17 @@ func TestCollect(t *testing.T) {
 	tcpA := tcpTarget("edge", "h1", dc)
 	icmpB := icmpTarget("edge", "h2", dc)
 	sshC := sshTarget("db", "db1", nil, "uname", "df")
+	// Two ports of one host, as config expands tcp.ports.
+	tcpPort := func(port int) *config.Target {
+		t := kit.TCPTarget("edge", "h3", kit.WithLabels(dc), kit.WithFingerprint("tcp"))
+		t.Port = port
+		return t
+	}
+	tcp22, tcp443 := tcpPort(22), tcpPort(443)
 
 	const (
-		icmpL = `dc="fra",host="h1",probe="icmp",set="edge"`
-		tcpL  = `dc="fra",host="h1",probe="tcp",set="edge"`
+		icmpL = `dc="fra",host="h1",port="",probe="icmp",set="edge"`
+		tcpL  = `dc="fra",host="h1",port="",probe="tcp",set="edge"`
 		hostL = `dc="fra",host="h1",set="edge"`
 	)
 
@@ -234,11 +241,11 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_duration_seconds{` + tcpL + `} 0.25`,
 				`fleet_probe_last_run_timestamp_seconds{` + tcpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + tcpL + `} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="tcp",reason="refused",set="edge"} 1`,
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -251,11 +258,11 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_duration_seconds{` + tcpL + `} 0.25`,
 				`fleet_probe_last_run_timestamp_seconds{` + tcpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + tcpL + `} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="tcp",reason="error",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="tcp",reason="error",set="edge"} 1`,
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -273,11 +280,11 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_last_run_timestamp_seconds{` + tcpL + `} 1700000120.25`,
 				`fleet_probe_last_success_timestamp_seconds{` + tcpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + tcpL + `} 2`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="tcp",reason="refused",set="edge"} 1`,
 				`fleet_targets{probe="tcp",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 2`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 1`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="tcp",set="edge"} 1700000060.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000060.25`,
 			},
 		},
 		{
@@ -317,13 +324,13 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_last_run_timestamp_seconds{` + icmpL + `} 1700000060.25`,
 				`fleet_probe_last_success_timestamp_seconds{` + icmpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + icmpL + `} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="icmp",reason="timeout",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="icmp",reason="timeout",set="edge"} 1`,
 				`fleet_icmp_packets_sent_total{` + hostL + `} 6`,
 				`fleet_icmp_packets_received_total{` + hostL + `} 3`,
 				`fleet_targets{probe="icmp",set="edge"} 1`,
 				`fleet_probes_total{probe="icmp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 1`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="icmp",set="edge"} 1700000060.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="icmp",set="edge"} 1700000060.25`,
 			},
 		},
 		{
@@ -346,7 +353,7 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_last_success_timestamp_seconds{` + icmpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + icmpL + `} 0`,
 				`fleet_probe_consecutive_failures{` + tcpL + `} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="tcp",reason="refused",set="edge"} 1`,
 				`fleet_icmp_rtt_seconds{` + hostL + `} 0.001`,
 				`fleet_icmp_packets_sent_total{` + hostL + `} 3`,
 				`fleet_icmp_packets_received_total{` + hostL + `} 3`,
@@ -356,7 +363,29 @@ func TestCollect(t *testing.T) {
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
+			},
+		},
+		{
+			name:    "one series per tcp port with a port label; the host is up while any port is",
+			targets: []*config.Target{tcp22, tcp443},
+			results: []probe.Result{result(tcp22, 0, true, ""), result(tcp443, 0, false, probe.ReasonRefused)},
+			want: []string{
+				`fleet_host_up{dc="fra",host="h3",set="edge"} 1`,
+				`fleet_probe_success{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 1`,
+				`fleet_probe_success{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 0`,
+				`fleet_probe_duration_seconds{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 0.25`,
+				`fleet_probe_duration_seconds{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_last_run_timestamp_seconds{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_last_success_timestamp_seconds{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_consecutive_failures{dc="fra",host="h3",port="22",probe="tcp",set="edge"} 0`,
+				`fleet_probe_consecutive_failures{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h3",port="443",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h3",port="443",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_targets{probe="tcp",set="edge"} 2`,
+				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
+				`fleet_probes_total{probe="tcp",result="success",set="edge"} 1`,
 			},
 		},
 		{
@@ -376,8 +405,8 @@ func TestCollect(t *testing.T) {
 				`fleet_probe_last_run_timestamp_seconds{` + tcpL + `} 1700000000.25`,
 				`fleet_probe_consecutive_failures{` + icmpL + `} 1`,
 				`fleet_probe_consecutive_failures{` + tcpL + `} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="icmp",reason="timeout",set="edge"} 1`,
-				`fleet_probe_failure_info{dc="fra",host="h1",probe="tcp",reason="refused",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="icmp",reason="timeout",set="edge"} 1`,
+				`fleet_probe_failure_info{dc="fra",host="h1",port="",probe="tcp",reason="refused",set="edge"} 1`,
 				`fleet_icmp_packets_sent_total{` + hostL + `} 3`,
 				`fleet_icmp_packets_received_total{` + hostL + `} 0`,
 				`fleet_targets{probe="icmp",set="edge"} 1`,
@@ -386,8 +415,8 @@ func TestCollect(t *testing.T) {
 				`fleet_probes_total{probe="icmp",result="success",set="edge"} 0`,
 				`fleet_probes_total{probe="tcp",result="failure",set="edge"} 1`,
 				`fleet_probes_total{probe="tcp",result="success",set="edge"} 0`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="icmp",set="edge"} 1700000000.25`,
-				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",probe="tcp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="icmp",set="edge"} 1700000000.25`,
+				`fleet_probe_failing_since_timestamp_seconds{dc="fra",host="h1",port="",probe="tcp",set="edge"} 1700000000.25`,
 			},
 		},
 		{
@@ -406,21 +435,21 @@ func TestCollect(t *testing.T) {
 				`fleet_host_up{dc="fra",host="x",set="a",zone=""} 1`,
 				`fleet_host_up{dc="",host="y",set="b",zone="z1"} 1`,
 				`fleet_host_up{dc="",host="z",set="c",zone=""} 1`,
-				`fleet_probe_success{dc="fra",host="x",probe="tcp",set="a",zone=""} 1`,
-				`fleet_probe_success{dc="",host="y",probe="tcp",set="b",zone="z1"} 1`,
-				`fleet_probe_success{dc="",host="z",probe="tcp",set="c",zone=""} 1`,
-				`fleet_probe_duration_seconds{dc="fra",host="x",probe="tcp",set="a",zone=""} 0.25`,
-				`fleet_probe_duration_seconds{dc="",host="y",probe="tcp",set="b",zone="z1"} 0.25`,
-				`fleet_probe_duration_seconds{dc="",host="z",probe="tcp",set="c",zone=""} 0.25`,
-				`fleet_probe_last_run_timestamp_seconds{dc="fra",host="x",probe="tcp",set="a",zone=""} 1700000000.25`,
-				`fleet_probe_last_run_timestamp_seconds{dc="",host="y",probe="tcp",set="b",zone="z1"} 1700000000.25`,
-				`fleet_probe_last_run_timestamp_seconds{dc="",host="z",probe="tcp",set="c",zone=""} 1700000000.25`,
-				`fleet_probe_last_success_timestamp_seconds{dc="fra",host="x",probe="tcp",set="a",zone=""} 1700000000.25`,
-				`fleet_probe_last_success_timestamp_seconds{dc="",host="y",probe="tcp",set="b",zone="z1"} 1700000000.25`,
-				`fleet_probe_last_success_timestamp_seconds{dc="",host="z",probe="tcp",set="c",zone=""} 1700000000.25`,
-				`fleet_probe_consecutive_failures{dc="fra",host="x",probe="tcp",set="a",zone=""} 0`,
-				`fleet_probe_consecutive_failures{dc="",host="y",probe="tcp",set="b",zone="z1"} 0`,
-				`fleet_probe_consecutive_failures{dc="",host="z",probe="tcp",set="c",zone=""} 0`,
+				`fleet_probe_success{dc="fra",host="x",port="",probe="tcp",set="a",zone=""} 1`,
+				`fleet_probe_success{dc="",host="y",port="",probe="tcp",set="b",zone="z1"} 1`,
+				`fleet_probe_success{dc="",host="z",port="",probe="tcp",set="c",zone=""} 1`,
+				`fleet_probe_duration_seconds{dc="fra",host="x",port="",probe="tcp",set="a",zone=""} 0.25`,
+				`fleet_probe_duration_seconds{dc="",host="y",port="",probe="tcp",set="b",zone="z1"} 0.25`,
+				`fleet_probe_duration_seconds{dc="",host="z",port="",probe="tcp",set="c",zone=""} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{dc="fra",host="x",port="",probe="tcp",set="a",zone=""} 1700000000.25`,
+				`fleet_probe_last_run_timestamp_seconds{dc="",host="y",port="",probe="tcp",set="b",zone="z1"} 1700000000.25`,
+				`fleet_probe_last_run_timestamp_seconds{dc="",host="z",port="",probe="tcp",set="c",zone=""} 1700000000.25`,
+				`fleet_probe_last_success_timestamp_seconds{dc="fra",host="x",port="",probe="tcp",set="a",zone=""} 1700000000.25`,
+				`fleet_probe_last_success_timestamp_seconds{dc="",host="y",port="",probe="tcp",set="b",zone="z1"} 1700000000.25`,
+				`fleet_probe_last_success_timestamp_seconds{dc="",host="z",port="",probe="tcp",set="c",zone=""} 1700000000.25`,
+				`fleet_probe_consecutive_failures{dc="fra",host="x",port="",probe="tcp",set="a",zone=""} 0`,
+				`fleet_probe_consecutive_failures{dc="",host="y",port="",probe="tcp",set="b",zone="z1"} 0`,
+				`fleet_probe_consecutive_failures{dc="",host="z",port="",probe="tcp",set="c",zone=""} 0`,
 				`fleet_targets{probe="tcp",set="a"} 1`,
 				`fleet_targets{probe="tcp",set="b"} 1`,
 				`fleet_targets{probe="tcp",set="c"} 1`,
@@ -455,11 +484,11 @@ func TestCollect(t *testing.T) {
 			},
 			want: []string{
 				`fleet_host_up{host="db1",set="db"} 1`,
-				`fleet_probe_success{host="db1",probe="ssh",set="db"} 1`,
-				`fleet_probe_duration_seconds{host="db1",probe="ssh",set="db"} 0.25`,
-				`fleet_probe_last_run_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
-				`fleet_probe_last_success_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
-				`fleet_probe_consecutive_failures{host="db1",probe="ssh",set="db"} 0`,
+				`fleet_probe_success{host="db1",port="",probe="ssh",set="db"} 1`,
+				`fleet_probe_duration_seconds{host="db1",port="",probe="ssh",set="db"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_last_success_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_consecutive_failures{host="db1",port="",probe="ssh",set="db"} 0`,
 				`fleet_ssh_phase_seconds{host="db1",phase="auth",set="db"} 0.03`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.01`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.02`,
@@ -504,12 +533,12 @@ func TestCollect(t *testing.T) {
 			},
 			want: []string{
 				`fleet_host_up{host="db1",set="db"} 0`,
-				`fleet_probe_success{host="db1",probe="ssh",set="db"} 0`,
-				`fleet_probe_duration_seconds{host="db1",probe="ssh",set="db"} 0.25`,
-				`fleet_probe_last_run_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
-				`fleet_probe_last_success_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000000.25`,
-				`fleet_probe_consecutive_failures{host="db1",probe="ssh",set="db"} 1`,
-				`fleet_probe_failure_info{host="db1",probe="ssh",reason="timeout",set="db"} 1`,
+				`fleet_probe_success{host="db1",port="",probe="ssh",set="db"} 0`,
+				`fleet_probe_duration_seconds{host="db1",port="",probe="ssh",set="db"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_last_success_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000000.25`,
+				`fleet_probe_consecutive_failures{host="db1",port="",probe="ssh",set="db"} 1`,
+				`fleet_probe_failure_info{host="db1",port="",probe="ssh",reason="timeout",set="db"} 1`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.015`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.025`,
 				`fleet_ssh_command_duration_seconds{command="df",host="db1",set="db"} 0.2`,
@@ -525,7 +554,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
-				`fleet_probe_failing_since_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
 		},
 		{
@@ -550,12 +579,12 @@ func TestCollect(t *testing.T) {
 			},
 			want: []string{
 				`fleet_host_up{host="db1",set="db"} 0`,
-				`fleet_probe_success{host="db1",probe="ssh",set="db"} 0`,
-				`fleet_probe_duration_seconds{host="db1",probe="ssh",set="db"} 0.25`,
-				`fleet_probe_last_run_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
-				`fleet_probe_last_success_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000000.25`,
-				`fleet_probe_consecutive_failures{host="db1",probe="ssh",set="db"} 1`,
-				`fleet_probe_failure_info{host="db1",probe="ssh",reason="dns",set="db"} 1`,
+				`fleet_probe_success{host="db1",port="",probe="ssh",set="db"} 0`,
+				`fleet_probe_duration_seconds{host="db1",port="",probe="ssh",set="db"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_last_success_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000000.25`,
+				`fleet_probe_consecutive_failures{host="db1",port="",probe="ssh",set="db"} 1`,
+				`fleet_probe_failure_info{host="db1",port="",probe="ssh",reason="dns",set="db"} 1`,
 				`fleet_ssh_phase_seconds{host="db1",phase="auth",set="db"} 0.03`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.01`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.02`,
@@ -569,7 +598,7 @@ func TestCollect(t *testing.T) {
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
-				`fleet_probe_failing_since_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
 		},
 		{
@@ -594,19 +623,19 @@ func TestCollect(t *testing.T) {
 			},
 			want: []string{
 				`fleet_host_up{host="db1",set="db"} 0`,
-				`fleet_probe_success{host="db1",probe="ssh",set="db"} 0`,
-				`fleet_probe_duration_seconds{host="db1",probe="ssh",set="db"} 0.25`,
-				`fleet_probe_last_run_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
-				`fleet_probe_last_success_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000000.25`,
-				`fleet_probe_consecutive_failures{host="db1",probe="ssh",set="db"} 1`,
-				`fleet_probe_failure_info{host="db1",probe="ssh",reason="timeout",set="db"} 1`,
+				`fleet_probe_success{host="db1",port="",probe="ssh",set="db"} 0`,
+				`fleet_probe_duration_seconds{host="db1",port="",probe="ssh",set="db"} 0.25`,
+				`fleet_probe_last_run_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_last_success_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000000.25`,
+				`fleet_probe_consecutive_failures{host="db1",port="",probe="ssh",set="db"} 1`,
+				`fleet_probe_failure_info{host="db1",port="",probe="ssh",reason="timeout",set="db"} 1`,
 				`fleet_ssh_phase_seconds{host="db1",phase="auth",set="db"} 0.03`,
 				`fleet_ssh_phase_seconds{host="db1",phase="connect",set="db"} 0.01`,
 				`fleet_ssh_phase_seconds{host="db1",phase="handshake",set="db"} 0.02`,
 				`fleet_targets{probe="ssh",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="failure",set="db"} 1`,
 				`fleet_probes_total{probe="ssh",result="success",set="db"} 1`,
-				`fleet_probe_failing_since_timestamp_seconds{host="db1",probe="ssh",set="db"} 1700000060.25`,
+				`fleet_probe_failing_since_timestamp_seconds{host="db1",port="",probe="ssh",set="db"} 1700000060.25`,
 			},
 		},
 		{
@@ -655,9 +684,16 @@ func TestCollect(t *testing.T) {
 func fullStore() *Store {
 	icmp := icmpTarget("edge", "h1", map[string]string{"dc": "fra"})
 	tcp := tcpTarget("edge", "h1", map[string]string{"dc": "fra"})
+	// A host with several tcp ports, 1000 before 22 in label order.
+	tcp22 := tcpTarget("edge", "h1", map[string]string{"dc": "fra"})
+	tcp22.Port = 22
+	tcp1000 := tcpTarget("edge", "h1", map[string]string{"dc": "fra"})
+	tcp1000.Port = 1000
 	ssh := sshTarget("db", "db1", map[string]string{"zone": "z1"}, "uname")
 	s := NewStore()
-	s.Reconcile([]*config.Target{icmp, tcp, ssh})
+	s.Reconcile([]*config.Target{icmp, tcp, tcp22, tcp1000, ssh})
+	s.Update(result(tcp22, 0, true, probe.ReasonNone))
+	s.Update(result(tcp1000, 0, false, probe.ReasonTimeout))
 	s.Update(withAddr(icmpResult(icmp, 0, 3, 3, time.Millisecond), "192.0.2.1"))
 	s.Update(result(tcp, 0, true, probe.ReasonNone))
 	s.Update(result(tcp, 1, false, probe.ReasonRefused))
@@ -714,7 +750,7 @@ func TestReconcile(t *testing.T) {
 			before: []*config.Target{a1, a2},
 			after:  []*config.Target{a1},
 			want: []string{
-				`fleet_probe_success{host="h1",probe="tcp",set="a"} 1`,
+				`fleet_probe_success{host="h1",port="",probe="tcp",set="a"} 1`,
 				`fleet_targets{probe="tcp",set="a"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="a"} 0`,
 				`fleet_probes_total{probe="tcp",result="success",set="a"} 3`,
@@ -725,7 +761,7 @@ func TestReconcile(t *testing.T) {
 			before: []*config.Target{a1, b1},
 			after:  []*config.Target{b1},
 			want: []string{
-				`fleet_probe_success{host="h1",probe="tcp",set="b"} 1`,
+				`fleet_probe_success{host="h1",port="",probe="tcp",set="b"} 1`,
 				`fleet_targets{probe="tcp",set="b"} 1`,
 				`fleet_probes_total{probe="tcp",result="failure",set="b"} 0`,
 				`fleet_probes_total{probe="tcp",result="success",set="b"} 2`,
@@ -785,7 +821,7 @@ func TestReconcileKeepsStateOnLabelChange(t *testing.T) {
 	s.Reconcile([]*config.Target{changed})
 
 	want := expo(t,
-		`fleet_probe_consecutive_failures{dc="ams",host="h1",probe="tcp",rack="r1",set="a"} 2`,
+		`fleet_probe_consecutive_failures{dc="ams",host="h1",port="",probe="tcp",rack="r1",set="a"} 2`,
 		`fleet_probes_total{probe="tcp",result="failure",set="a"} 2`,
 		`fleet_probes_total{probe="tcp",result="success",set="a"} 0`,
 	)

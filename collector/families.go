@@ -52,7 +52,7 @@ type rowKind uint8
 const (
 	rowsHost    rowKind = iota // hosts with a result (fleet_host_up)
 	rowsICMP                   // ICMP targets with a result, host labels
-	rowsTarget                 // targets with a result, probe labels
+	rowsTarget                 // targets with a result, probe and port labels
 	rowsFailure                // targets whose last probe failed
 	rowsPhase                  // SSH phases reached
 	rowsCommand                // SSH commands that ran
@@ -73,9 +73,9 @@ func (k rowKind) perHost() bool { return k < rowsTargets }
 func (k rowKind) extras() []string {
 	switch k {
 	case rowsTarget:
-		return []string{labelProbe}
+		return []string{labelProbe, labelPort}
 	case rowsFailure:
-		return []string{labelProbe, labelReason}
+		return []string{labelProbe, labelReason, labelPort}
 	case rowsPhase:
 		return []string{labelPhase}
 	case rowsCommand:

@@ -51,6 +51,18 @@ type TargetState struct {
 	// setIdx is the index of the target's (set, probe) entry in the store's
 	// sets slice, so Update counts probes without a map lookup.
 	setIdx int32
+	// port is Target.PortLabel(), formatted once by Reconcile rather than
+	// on every scrape.
+	port string
+}
+
+// portLabel returns the value of the target's port label.
+func (t *TargetState) portLabel() string {
+	if t.port != "" || t.Target.Probe != config.ProbeTCP {
+		return t.port
+	}
+	// Not a state the store made (a hand-built snapshot).
+	return t.Target.PortLabel()
 }
 
 // ICMPState holds the ICMP measurements of one target.
@@ -181,11 +193,7 @@ func NewStore() *Store {
 }
 
 func compareKeys(a, b *config.Target) int {
-	return cmp.Or(
-		cmp.Compare(a.Set, b.Set),
-		cmp.Compare(a.Host, b.Host),
-		cmp.Compare(a.Probe, b.Probe),
-	)
+	return a.Key().Compare(b.Key())
 }
 
 // expositionOrder returns the indices of targets in the order in which the
@@ -216,7 +224,8 @@ func expositionOrder(targets []*config.Target, labelNames []string) []int32 {
 		order[i] = int32(i)
 	}
 	slices.SortFunc(order, func(a, b int32) int {
-		return cmp.Or(slices.Compare(values[a], values[b]), cmp.Compare(targets[a].Probe, targets[b].Probe))
+		return cmp.Or(slices.Compare(values[a], values[b]), cmp.Compare(targets[a].Probe, targets[b].Probe),
+			cmp.Compare(targets[a].Key().Port, targets[b].Key().Port))
 	})
 	return order
 }
@@ -273,6 +282,7 @@ func (s *Store) Reconcile(targets []*config.Target) {
 		st.Target = t
 		st.SSH = pruneCommands(st.SSH, t.SSH)
 		st.setIdx = setIndex[setProbeKey{t.Set, t.Probe}]
+		st.port = t.PortLabel()
 		sets[st.setIdx].Targets++
 	}
 	for i := range sets {
@@ -501,16 +511,26 @@ func (s *Store) Export() *Saved {
 func (s *Store) Import(saved *Saved) (restored int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var onlyTCP map[[2]string]int32
 	for i := range saved.Targets {
 		sv := &saved.Targets[i]
 		j, ok := s.index[sv.Key]
+		if !ok && sv.Key.Probe == config.ProbeTCP && sv.Key.Port == 0 {
+			// Saved before TCP keys had a port, when a host had one TCP
+			// target: it is the host's TCP target if there is one only.
+			if onlyTCP == nil {
+				onlyTCP = s.onlyTCPTargets()
+			}
+			j, ok = onlyTCP[[2]string{sv.Key.Set, sv.Key.Host}]
+			ok = ok && j >= 0
+		}
 		if !ok {
 			continue
 		}
 		st := &s.targets[j]
-		target, setIdx := st.Target, st.setIdx
+		target, setIdx, port := st.Target, st.setIdx, st.port
 		*st = sv.State
-		st.Target, st.setIdx = target, setIdx
+		st.Target, st.setIdx, st.port = target, setIdx, port
 		st.SSH = pruneCommands(st.SSH, target.SSH)
 		restored++
 	}
@@ -520,6 +540,25 @@ func (s *Store) Import(saved *Saved) (restored int) {
 		}
 	}
 	return restored
+}
+
+// onlyTCPTargets maps (set, host) to the index of the host's TCP target,
+// or to -1 when the host has several. s.mu must be held.
+func (s *Store) onlyTCPTargets() map[[2]string]int32 {
+	m := map[[2]string]int32{}
+	for i := range s.targets {
+		t := s.targets[i].Target
+		if t.Probe != config.ProbeTCP {
+			continue
+		}
+		k := [2]string{t.Set, t.Host}
+		if _, dup := m[k]; dup {
+			m[k] = -1
+			continue
+		}
+		m[k] = int32(i)
+	}
+	return m
 }
 
 // addrHash is the value of fleet_probe_ip_addr_hash: FNV-1a 32 of the

@@ -341,3 +341,27 @@ func TestStoreMemoryPerICMPTarget(t *testing.T) {
 		t.Errorf("store uses %d bytes per ICMP target, want < 1024", perTarget)
 	}
 }
+
+// TestReconcileAddsAPort changes `port: 22` into `ports: [22, 443]`: the
+// port-22 target keeps its state, the new port starts without a result.
+func TestReconcileAddsAPort(t *testing.T) {
+	tcp := func(port int) *config.Target {
+		tg := tcpTarget("a", "h1", nil)
+		tg.Port = port
+		return tg
+	}
+	s := NewStore()
+	s.Reconcile([]*config.Target{tcp(22)})
+	s.Update(result(tcp(22), 0, false, probe.ReasonRefused))
+	s.Reconcile([]*config.Target{tcp(22), tcp(443)})
+	got := map[int]TargetState{}
+	for _, st := range s.Snapshot().Targets {
+		got[st.Target.Port] = st
+	}
+	if st := got[22]; !st.HasResult || st.ConsecutiveFailures != 1 || st.portLabel() != "22" {
+		t.Errorf("port 22 after the reload: %+v", st)
+	}
+	if st, ok := got[443]; !ok || st.HasResult || st.portLabel() != "443" {
+		t.Errorf("port 443 after the reload: present %v, %+v", ok, st)
+	}
+}

@@ -41,6 +41,7 @@ type slotKind uint8
 const (
 	slotBase          slotKind = iota // set, host or a static label: the group's values
 	slotProbe                         // the target's probe type
+	slotPort                          // the target's probed tcp port
 	slotReason                        // the target's failure reason
 	slotPhase                         // the SSH phase of the row
 	slotCommand                       // the SSH command of the row
@@ -143,6 +144,8 @@ func hostSlot(name string) slotKind {
 	switch name {
 	case labelProbe:
 		return slotProbe
+	case labelPort:
+		return slotPort
 	case labelReason:
 		return slotReason
 	case labelPhase:
@@ -668,6 +671,8 @@ func (w *TextWriter) value(sl *slot, r row) string {
 		return w.vals[int(r.g)*len(w.layout.baseNames)+sl.base]
 	case slotProbe:
 		return w.snap.Targets[r.t].Target.Probe
+	case slotPort:
+		return w.snap.Targets[r.t].portLabel()
 	case slotReason:
 		return string(w.snap.Targets[r.t].Reason)
 	case slotPhase:

@@ -541,8 +541,8 @@ func TestWriteTextSortsWhereTheStoreOrderDiffers(t *testing.T) {
 			// One host name in two sets whose labels agree up to probe:
 			// the probe label decides before the set label does.
 			name:   "probe before set",
-			first:  `fleet_probe_success{az="",env="",host="shared\\host",pod="",probe="icmp",rack="r\"7\"",set="beta\n2"`,
-			second: `fleet_probe_success{az="",env="",host="shared\\host",pod="",probe="tcp",rack="",set="delta"`,
+			first:  `fleet_probe_success{az="",env="",host="shared\\host",pod="",port="",probe="icmp",rack="r\"7\"",set="beta\n2"`,
+			second: `fleet_probe_success{az="",env="",host="shared\\host",pod="",port="",probe="tcp",rack="",set="delta"`,
 		},
 	}
 	for _, tc := range tests {

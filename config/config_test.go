@@ -72,7 +72,9 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-no-probes.yml", `host_sets[0] ("web").probes: at least one probe (icmp, tcp or ssh) is required`, 4},
 		{"invalid-label-name.yml", `host_sets[0] ("web").labels: label name "9x" is invalid`, 6},
 		{"invalid-label-name-dunder.yml", `label name "__meta" is invalid: names starting with "__" are reserved`, 5},
-		{"invalid-label-reserved.yml", `host_sets[0] ("web").labels: label name "instance" is reserved`, 5},
+		{"invalid-label-reserved.yml", `host_sets[0] ("web").labels: label name "instance" is reserved: Prometheus sets it on every series it scrapes`, 5},
+		{"invalid-label-reserved-job.yml", `label name "job" is reserved: Prometheus sets it on every series it scrapes`, 5},
+		{"invalid-label-reserved-port.yml", `label name "port" is reserved: the exporter sets it itself`, 5},
 		{"invalid-label-value-utf8.yml", `label "team" has a value that is not valid UTF-8`, 5},
 		{"invalid-icmp-count.yml", `host_sets[0] ("web").probes.icmp.count: count must be between 1 and 65535, got 0`, 6},
 		{"invalid-icmp-count-large.yml", `host_sets[0] ("web").probes.icmp.count: count must be between 1 and 65535, got 70000`, 6},
@@ -80,6 +82,10 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-icmp-size.yml", `host_sets[0] ("web").probes.icmp.size: size must be between 0 and 65500, got 70000`, 6},
 		{"invalid-icmp-packet-interval.yml", `probes.icmp.packet_interval: packet_interval must be positive`, 6},
 		{"invalid-tcp-port.yml", `host_sets[0] ("web").probes.tcp.port: port must be between 1 and 65535, got 70000`, 6},
+		{"invalid-tcp-ports-and-port.yml", `host_sets[0] ("web").probes.tcp.ports: ports and port cannot both be set`, 7},
+		{"invalid-tcp-ports-duplicate.yml", `host_sets[0] ("web").probes.tcp.ports[2]: port 22 is listed twice`, 9},
+		{"invalid-tcp-ports-range.yml", `host_sets[0] ("web").probes.tcp.ports[1]: port must be between 1 and 65535, got 70000`, 8},
+		{"invalid-tcp-ports-empty.yml", `host_sets[0] ("web").probes.tcp.ports: ports must list at least one port`, 6},
 		{"invalid-tcp-port-missing.yml", `host_sets[0] ("web").hosts[1]: entry "b.example.com" has no port and probes.tcp.port is not set`, 5},
 		{"invalid-ssh-port.yml", `probes.ssh.port: port must be between 1 and 65535, got 0`, 9},
 		{"invalid-ssh-user.yml", `host_sets[0] ("web").probes.ssh.user: user is required`, 5},
@@ -202,7 +208,7 @@ func TestParseValid(t *testing.T) {
 					Name: "a", Hosts: []string{"a.example.com"},
 					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
-					Probes: Probes{ICMP: icmpDefault(10 * time.Second)},
+					Probes: Probes{ICMP: icmpDefault(DefaultICMPTimeout)},
 				}},
 			},
 		},
@@ -215,7 +221,7 @@ func TestParseValid(t *testing.T) {
 					Name: "a", Hosts: []string{"a.example.com:80"},
 					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
-					Probes: Probes{ICMP: icmpDefault(10 * time.Second), TCP: &TCPProbe{Timeout: Duration(10 * time.Second)}},
+					Probes: Probes{ICMP: icmpDefault(DefaultICMPTimeout), TCP: &TCPProbe{Timeout: Duration(10 * time.Second)}},
 				}},
 			},
 		},
@@ -238,7 +244,7 @@ func TestParseValid(t *testing.T) {
 					Name: "a", Hosts: []string{"a.example.com"},
 					Interval: Duration(time.Minute), RetryInterval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Labels: map[string]string{},
-					Probes: Probes{ICMP: icmpDefault(10 * time.Second)},
+					Probes: Probes{ICMP: icmpDefault(DefaultICMPTimeout)},
 				}},
 			},
 		},
@@ -275,7 +281,7 @@ func TestParseValid(t *testing.T) {
 					Interval: Duration(5 * time.Minute), RetryInterval: Duration(30 * time.Second), Timeout: Duration(10 * time.Second),
 					SourceAddress: "127.0.0.1",
 					Labels:        map[string]string{},
-					Probes:        Probes{ICMP: icmpDefault(10 * time.Second)},
+					Probes:        Probes{ICMP: icmpDefault(DefaultICMPTimeout)},
 				}},
 			},
 		},
@@ -587,7 +593,7 @@ func TestDefault(t *testing.T) {
 	for _, tg := range targets {
 		got = append(got, tg.Key())
 	}
-	want := []Key{{"localhost", "127.0.0.1", ProbeICMP}, {"localhost", "127.0.0.1", ProbeTCP}}
+	want := []Key{{Set: "localhost", Host: "127.0.0.1", Probe: ProbeICMP}, {Set: "localhost", Host: "127.0.0.1", Probe: ProbeTCP, Port: 22}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}
@@ -615,10 +621,10 @@ func TestExampleConfig(t *testing.T) {
 		got = append(got, tg.Key())
 	}
 	want := []Key{
-		{"local", "127.0.0.1", ProbeICMP},
-		{"local", "127.0.0.1", ProbeTCP},
-		{"local", "::1", ProbeICMP},
-		{"local", "::1", ProbeTCP},
+		{Set: "local", Host: "127.0.0.1", Probe: ProbeICMP},
+		{Set: "local", Host: "127.0.0.1", Probe: ProbeTCP, Port: 22},
+		{Set: "local", Host: "::1", Probe: ProbeICMP},
+		{Set: "local", Host: "::1", Probe: ProbeTCP, Port: 22},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)

@@ -442,6 +442,20 @@ func setProbes(hs *HostSet) ([]probeRef, error) {
 	return refs, nil
 }
 
+// targetsPerHost returns the most targets one host of a set with probes
+// expands to: one per probe, and one per port of a tcp probe.
+func targetsPerHost(probes []probeRef) uint64 {
+	var n uint64
+	for i := range probes {
+		if t := probes[i].tcp; t != nil && len(t.PortList()) > 1 {
+			n += uint64(len(t.PortList()))
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // fingerprint hashes the digest of the shared probe encoding and the
 // host's own fields, each length-prefixed so that no two different inputs
 // encode alike. It reuses r.buf, so a probeRef serves one goroutine.
@@ -540,7 +554,7 @@ func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target,
 				return nil, nil, fmt.Errorf("host set %q: source_address: %w", hs.Name, err)
 			}
 		}
-		all += hosts * uint64(len(probes)) // bounded per set by limit: no overflow
+		all += hosts * targetsPerHost(probes) // bounded per set by limit: no overflow
 		if all > uint64(maxTargets) {
 			return nil, nil, fmt.Errorf("host set %q: the host sets expand to more than max_targets (%d) targets", hs.Name, maxTargets)
 		}
@@ -559,10 +573,10 @@ func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target,
 			retry = hs.Interval.D()
 		}
 		ip := hs.IPPolicy()
-		needPort := hs.Probes.TCP != nil && hs.Probes.TCP.Port == 0
+		needPort := hs.Probes.TCP != nil && len(hs.Probes.TCP.PortList()) == 0
 		// One block per set; its capacity is never exceeded, so the
 		// pointers into it stay valid.
-		block := make([]Target, 0, total*uint64(len(probes)))
+		block := make([]Target, 0, total*targetsPerHost(probes))
 		seen := make(map[string]struct{}, total)
 		var labelBuf []byte
 		for ei, e := range entries {
@@ -589,24 +603,37 @@ func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target,
 				seen[k] = struct{}{}
 				for pi := range probes {
 					p := &probes[pi]
-					block = append(block, Target{
-						Set:           hs.Name,
-						Host:          a.host,
-						Name:          a.name,
-						Port:          a.port,
-						Probe:         p.name,
-						Interval:      hs.Interval.D(),
-						RetryInterval: retry,
-						Timeout:       p.timeout,
-						SourceAddress: plans[i].src,
-						Labels:        labels,
-						IP:            ip,
-						ICMP:          p.icmp,
-						TCP:           p.tcp,
-						SSH:           p.ssh,
-						Fingerprint:   p.fingerprint(a, extra),
-					})
-					targets = append(targets, &block[len(block)-1])
+					add := func(a hostAddr) {
+						block = append(block, Target{
+							Set:           hs.Name,
+							Host:          a.host,
+							Name:          a.name,
+							Port:          a.port,
+							Probe:         p.name,
+							Interval:      hs.Interval.D(),
+							RetryInterval: retry,
+							Timeout:       p.timeout,
+							SourceAddress: plans[i].src,
+							Labels:        labels,
+							IP:            ip,
+							ICMP:          p.icmp,
+							TCP:           p.tcp,
+							SSH:           p.ssh,
+							Fingerprint:   p.fingerprint(a, extra),
+						})
+						targets = append(targets, &block[len(block)-1])
+					}
+					// A tcp probe of a host without a port of its own
+					// runs once per configured port.
+					if p.tcp == nil || a.port != 0 || len(p.tcp.PortList()) == 0 {
+						add(a)
+						continue
+					}
+					for _, port := range p.tcp.PortList() {
+						pa := a
+						pa.port = port
+						add(pa)
+					}
 				}
 				return nil
 			})
@@ -659,7 +686,7 @@ func (c *Config) CheckDiscovered(set string, hosts []DiscoveredHost, others int)
 	}
 	static, _ := parseSetEntries(hs.Hosts, limit)
 	used := setCount(static) + uint64(max(others, 0))
-	needPort := hs.Probes.TCP != nil && hs.Probes.TCP.Port == 0
+	needPort := hs.Probes.TCP != nil && len(hs.Probes.TCP.PortList()) == 0
 	var n uint64
 	for _, d := range hosts {
 		e, err := parseEntry(d.Entry)

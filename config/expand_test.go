@@ -197,6 +197,70 @@ func TestSetCapCountsAllEntries(t *testing.T) {
 	}
 }
 
+func TestTargetsTCPPorts(t *testing.T) {
+	cfg := mustParse(t, `
+host_sets:
+  - name: web
+    hosts: ["web1", "web2:8080"]
+    probes:
+      icmp:
+      tcp: {ports: [22, 443, 23]}
+`)
+	targets, warnings, err := cfg.Targets()
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("Targets: %v %v", err, warnings)
+	}
+	var got []Key
+	for _, tg := range targets {
+		got = append(got, tg.Key())
+		if tg.Probe == ProbeTCP && tg.Port != tg.Key().Port {
+			t.Errorf("%v: Port %d, want the key's", tg.Key(), tg.Port)
+		}
+	}
+	// One tcp target per listed port, in the listed order; a host with
+	// its own port keeps that one.
+	want := []Key{
+		{Set: "web", Host: "web1", Probe: ProbeICMP},
+		{Set: "web", Host: "web1", Probe: ProbeTCP, Port: 22},
+		{Set: "web", Host: "web1", Probe: ProbeTCP, Port: 443},
+		{Set: "web", Host: "web1", Probe: ProbeTCP, Port: 23},
+		{Set: "web", Host: "web2:8080", Probe: ProbeICMP},
+		{Set: "web", Host: "web2:8080", Probe: ProbeTCP, Port: 8080},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("targets (-want +got):\n%s", diff)
+	}
+	fps := map[string]bool{}
+	for _, tg := range targets {
+		if fps[tg.Fingerprint] {
+			t.Errorf("%v: fingerprint shared with another target", tg.Key())
+		}
+		fps[tg.Fingerprint] = true
+	}
+}
+
+func TestICMPDefaultTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		yml  string
+		want time.Duration
+	}{
+		{"default", "probes: {icmp: {}}", DefaultICMPTimeout},
+		{"several packets", "probes: {icmp: {count: 3, packet_interval: 500ms}}", DefaultICMPTimeout + time.Second},
+		{"shorter set timeout", "timeout: 1s\n    probes: {icmp: {}}", time.Second},
+		{"longer set timeout", "timeout: 20s\n    probes: {icmp: {}}", DefaultICMPTimeout},
+		{"explicit", "timeout: 20s\n    probes: {icmp: {timeout: 15s}}", 15 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := mustParse(t, "host_sets:\n  - name: s\n    hosts: [h]\n    "+tc.yml+"\n")
+			if got := cfg.HostSets[0].Probes.ICMP.Timeout.D(); got != tc.want {
+				t.Errorf("icmp timeout = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func mustParse(t *testing.T, yml string) *Config {
 	t.Helper()
 	cfg, err := Parse([]byte(yml), "t.yml")
@@ -238,17 +302,17 @@ host_sets:
 		Interval, Timeout time.Duration
 	}
 	want := []row{
-		{Key{"web", "web1.example.com", "icmp"}, "web1.example.com", 0, 30 * time.Second, 3 * time.Second},
-		{Key{"web", "web1.example.com", "tcp"}, "web1.example.com", 0, 30 * time.Second, 10 * time.Second},
-		{Key{"web", "web1.example.com", "ssh"}, "web1.example.com", 0, 30 * time.Second, 10 * time.Second},
-		{Key{"web", "web2.example.com", "icmp"}, "web2.example.com", 0, 30 * time.Second, 3 * time.Second},
-		{Key{"web", "web2.example.com", "tcp"}, "web2.example.com", 0, 30 * time.Second, 10 * time.Second},
-		{Key{"web", "web2.example.com", "ssh"}, "web2.example.com", 0, 30 * time.Second, 10 * time.Second},
-		{Key{"web", "[::1]:2222", "icmp"}, "::1", 2222, 30 * time.Second, 3 * time.Second},
-		{Key{"web", "[::1]:2222", "tcp"}, "::1", 2222, 30 * time.Second, 10 * time.Second},
-		{Key{"web", "[::1]:2222", "ssh"}, "::1", 2222, 30 * time.Second, 10 * time.Second},
-		{Key{"db", "10.0.0.0", "tcp"}, "10.0.0.0", 0, 10 * time.Second, 10 * time.Second},
-		{Key{"db", "10.0.0.1", "tcp"}, "10.0.0.1", 0, 10 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "web1.example.com", Probe: "icmp"}, "web1.example.com", 0, 30 * time.Second, 3 * time.Second},
+		{Key{Set: "web", Host: "web1.example.com", Probe: "tcp", Port: 443}, "web1.example.com", 443, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "web1.example.com", Probe: "ssh"}, "web1.example.com", 0, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "web2.example.com", Probe: "icmp"}, "web2.example.com", 0, 30 * time.Second, 3 * time.Second},
+		{Key{Set: "web", Host: "web2.example.com", Probe: "tcp", Port: 443}, "web2.example.com", 443, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "web2.example.com", Probe: "ssh"}, "web2.example.com", 0, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "[::1]:2222", Probe: "icmp"}, "::1", 2222, 30 * time.Second, 3 * time.Second},
+		{Key{Set: "web", Host: "[::1]:2222", Probe: "tcp", Port: 2222}, "::1", 2222, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "web", Host: "[::1]:2222", Probe: "ssh"}, "::1", 2222, 30 * time.Second, 10 * time.Second},
+		{Key{Set: "db", Host: "10.0.0.0", Probe: "tcp", Port: 5432}, "10.0.0.0", 5432, 10 * time.Second, 10 * time.Second},
+		{Key{Set: "db", Host: "10.0.0.1", Probe: "tcp", Port: 5432}, "10.0.0.1", 5432, 10 * time.Second, 10 * time.Second},
 	}
 	var got []row
 	for _, tg := range targets {
@@ -372,7 +436,13 @@ host_sets:
 		}
 		return m
 	}
-	key := func(p string) Key { return Key{"web", "web1.example.com", p} }
+	key := func(p string) Key {
+		k := Key{Set: "web", Host: "web1.example.com", Probe: p}
+		if p == ProbeTCP {
+			k.Port = 443
+		}
+		return k
+	}
 	tests := []struct {
 		name    string
 		from    string
@@ -383,7 +453,9 @@ host_sets:
 		{"other set changes", "other.example.com]\n    probes: {icmp: {}}", "other.example.com]\n    probes: {icmp: {count: 3}}", nil},
 		{"global limits", "global:\n  interval: 30s", "global:\n  interval: 30s\n  limits: {icmp: {rate: 5}}", nil},
 		{"interval", "interval: 30s", "interval: 40s", []string{"icmp", "tcp", "ssh"}},
-		{"global timeout", "interval: 30s", "interval: 30s\n  timeout: 5s", []string{"icmp", "tcp", "ssh"}},
+		// ICMP keeps its own 2s default below a longer set timeout.
+		{"global timeout", "interval: 30s", "interval: 30s\n  timeout: 5s", []string{"tcp", "ssh"}},
+		{"set timeout below the icmp default", "labels: {team: a}", "labels: {team: a}\n    timeout: 1500ms", []string{"icmp", "tcp", "ssh"}},
 		{"label value", "team: a", "team: b", []string{"icmp", "tcp", "ssh"}},
 		{"label added", "team: a", "team: a, zone: z", []string{"icmp", "tcp", "ssh"}},
 		{"retry interval", "labels: {team: a}", "labels: {team: a}\n    retry_interval: 10s", []string{"icmp", "tcp", "ssh"}},
@@ -391,7 +463,7 @@ host_sets:
 		{"icmp count", "count: 2", "count: 3", []string{"icmp"}},
 		{"icmp size", "size: 56", "size: 64", []string{"icmp"}},
 		{"icmp packet interval", "packet_interval: 1s", "packet_interval: 2s", []string{"icmp"}},
-		{"tcp port", "port: 443", "port: 444", []string{"tcp"}},
+		{"tcp ports", "port: 443", "ports: [443, 444]", []string{"tcp"}},
 		{"ssh command", "run: uptime", "run: uptime -p", []string{"ssh"}},
 		{"ssh key path", "private_key_file: /k", "private_key_file: /k2", []string{"ssh"}},
 		{"host port", "[web1.example.com]", "[web1.example.com:443]", nil}, // a different target: checked below
@@ -423,7 +495,7 @@ host_sets:
 	}
 	// Same host, another port: another target with another fingerprint.
 	withPort := fingerprints(t, strings.Replace(base, "[web1.example.com]", "[web1.example.com:443]", 1))
-	fp := withPort[Key{"web", "web1.example.com:443", ProbeICMP}]
+	fp := withPort[Key{Set: "web", Host: "web1.example.com:443", Probe: ProbeICMP}]
 	if fp == "" || fp == before[key(ProbeICMP)] {
 		t.Errorf("fingerprint with a port = %q, want a new one", fp)
 	}

@@ -169,7 +169,14 @@ func (c *Config) applyDefaults(baseDir string) {
 		hs.applyDiscoveryDefaults(baseDir)
 		p := &hs.Probes
 		if p.ICMP != nil && p.ICMP.Timeout == 0 {
-			p.ICMP.Timeout = hs.Timeout
+			// ICMP has its own shorter default: time for the echo
+			// requests to go out plus DefaultICMPTimeout for the last
+			// reply, never more than the set's timeout.
+			t := Duration(DefaultICMPTimeout)
+			if p.ICMP.Count > 1 && p.ICMP.PacketInterval > 0 {
+				t += Duration(p.ICMP.Count-1) * p.ICMP.PacketInterval
+			}
+			p.ICMP.Timeout = min(t, hs.Timeout)
 		}
 		if p.TCP != nil && p.TCP.Timeout == 0 {
 			p.TCP.Timeout = hs.Timeout

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"cmp"
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -16,7 +18,9 @@ type Target struct {
 	// Name is the DNS name or IP literal to contact, without port or brackets.
 	Name string
 	// Port is the port given in the host entry, 0 when none was given; probes
-	// fall back to their own configured port.
+	// fall back to their own configured port. For a TCP target it is the
+	// port probed: the host entry's, else one of the probe's ports (one
+	// target per port), 0 only when neither gives one.
 	Port int
 	// Probe is one of ProbeICMP, ProbeTCP, ProbeSSH.
 	Probe string
@@ -45,10 +49,39 @@ type Target struct {
 	Fingerprint string
 }
 
+// PortLabel returns the value of the `port` label of the target's series:
+// the probed port of a TCP target, "" for the other probe types (and for a
+// TCP target without a port).
+func (t *Target) PortLabel() string {
+	if t.Probe != ProbeTCP || t.Port == 0 {
+		return ""
+	}
+	return strconv.Itoa(t.Port)
+}
+
 // Key identifies a target across reloads.
 type Key struct {
 	Set, Host, Probe string
+	// Port is the probed port of a TCP target (a host has one TCP target
+	// per port) and 0 for the other probe types.
+	Port int
 }
 
 // Key returns the target's identity.
-func (t *Target) Key() Key { return Key{Set: t.Set, Host: t.Host, Probe: t.Probe} }
+func (t *Target) Key() Key {
+	k := Key{Set: t.Set, Host: t.Host, Probe: t.Probe}
+	if t.Probe == ProbeTCP {
+		k.Port = t.Port
+	}
+	return k
+}
+
+// Compare orders keys by set, host, probe and port.
+func (k Key) Compare(o Key) int {
+	return cmp.Or(
+		cmp.Compare(k.Set, o.Set),
+		cmp.Compare(k.Host, o.Host),
+		cmp.Compare(k.Probe, o.Probe),
+		cmp.Compare(k.Port, o.Port),
+	)
+}

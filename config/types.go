@@ -64,6 +64,8 @@ const (
 	MaxOutputBytesCeiling = 1 << 30
 	// MaxPort is the largest port; ports start at 1.
 	MaxPort = 65535
+	// MaxTCPPorts is the most ports one tcp probe may list in ports.
+	MaxTCPPorts = 64
 )
 
 // Defaults applied when a field is absent. config.example.yml documents each
@@ -91,6 +93,13 @@ const (
 	// DefaultICMPPacketInterval is the ICMP probe's default time between
 	// echo requests.
 	DefaultICMPPacketInterval = time.Second
+	// DefaultICMPTimeout is how long an ICMP round waits for the reply to
+	// its last echo request when neither icmp.timeout nor a set or global
+	// timeout is given: a live host answers within milliseconds, and a dead
+	// one should not hold --once or a slot of the pool for the global 10s.
+	// The round's default timeout is this plus (count - 1) *
+	// packet_interval.
+	DefaultICMPTimeout = 2 * time.Second
 	// DefaultICMPSize is the ICMP probe's default payload size in bytes.
 	DefaultICMPSize = 56
 	// DefaultSSHPort is the SSH probe's default port.
@@ -306,10 +315,26 @@ type ICMPProbe struct {
 
 // TCPProbe configures a TCP connect probe.
 type TCPProbe struct {
-	// Port is used for hosts that carry no port of their own.
+	// Port is used for hosts that carry no port of their own; it is the
+	// one-port shorthand of Ports.
 	Port int `yaml:"port"`
+	// Ports are probed one by one, one target per port, for hosts that
+	// carry no port of their own.
+	Ports []int `yaml:"ports"`
 	// Timeout overrides the set timeout for this probe.
 	Timeout Duration `yaml:"timeout"`
+}
+
+// PortList returns the ports of hosts without a port of their own: Ports,
+// else Port alone, else none. The slice must not be modified.
+func (p *TCPProbe) PortList() []int {
+	switch {
+	case len(p.Ports) > 0:
+		return p.Ports
+	case p.Port != 0:
+		return []int{p.Port}
+	}
+	return nil
 }
 
 // SSHProbe configures an SSH login and the commands it runs.
@@ -344,6 +369,10 @@ type SSHProbe struct {
 	// Algorithms overrides or extends the algorithms offered in the
 	// handshake.
 	Algorithms Algorithms `yaml:"algorithms"`
+	// KeepOutputBytes is how many bytes of each command's stdout the probe
+	// keeps in its result, for --once to print; 0, the daemon's value,
+	// keeps none. It is never read from YAML.
+	KeepOutputBytes int64 `yaml:"-"`
 }
 
 // SSH probe modes.

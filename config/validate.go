@@ -14,15 +14,21 @@ import (
 	"unicode/utf8"
 )
 
-// reservedLabels are the label names the exporter sets itself; a set's static
-// labels must not collide with them (or with Prometheus' target labels).
-func reservedLabel(name string) bool {
+// reservedLabel says why a set's static labels must not use name, or returns
+// "" when they may: the exporter sets some names itself, Prometheus sets job
+// and instance on every scraped series, and le and quantile belong to
+// histogram and summary series.
+func reservedLabel(name string) string {
 	switch name {
-	case "set", "host", "probe", "reason", "phase", "command", "result", "job", "instance", "le", "quantile",
+	case "set", "host", "probe", "port", "reason", "phase", "command", "result",
 		"sha256", "value", "server_version", "kex", "cipher", "mac", "host_key_algorithm":
-		return true
+		return "the exporter sets it itself"
+	case "job", "instance":
+		return "Prometheus sets it on every series it scrapes"
+	case "le", "quantile":
+		return "it belongs to histogram and summary series"
 	}
-	return false
+	return ""
 }
 
 // validator collects the problems validate finds.
@@ -202,8 +208,8 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 			v.add(lp, "label name %q is invalid: want [a-zA-Z_][a-zA-Z0-9_]*", k)
 		case strings.HasPrefix(k, "__"):
 			v.add(lp, "label name %q is invalid: names starting with \"__\" are reserved", k)
-		case reservedLabel(k):
-			v.add(lp, "label name %q is reserved: the exporter sets it itself", k)
+		case reservedLabel(k) != "":
+			v.add(lp, "label name %q is reserved: %s", k, reservedLabel(k))
 		}
 		if !utf8.ValidString(hs.Labels[k]) {
 			v.add(lp, "label %q has a value that is not valid UTF-8", k)
@@ -241,6 +247,7 @@ func (c *Config) validateSet(v *validator, sp []any, hs *HostSet, globalOK bool,
 		if tcp.Port < 0 || tcp.Port > MaxPort {
 			v.add(at(tp, "port"), "port must be between 1 and %d, got %d", MaxPort, tcp.Port)
 		}
+		validateTCPPorts(v, tp, tcp)
 		v.probeTimeout(tp, tcp.Timeout, hs.Interval)
 	}
 	if ssh := p.SSH; ssh != nil {
@@ -444,6 +451,7 @@ type targetTally struct {
 }
 
 // enabledProbes is the number of probes a set runs per host.
+// A tcp probe counts once per port it lists.
 func enabledProbes(p *Probes) uint64 {
 	var n uint64
 	for _, on := range []bool{p.ICMP != nil, p.TCP != nil, p.SSH != nil} {
@@ -451,7 +459,39 @@ func enabledProbes(p *Probes) uint64 {
 			n++
 		}
 	}
+	if p.TCP != nil && len(p.TCP.Ports) > 1 {
+		n += uint64(min(len(p.TCP.Ports), MaxTCPPorts)) - 1
+	}
 	return n
+}
+
+// validateTCPPorts checks the ports list of a tcp probe: 1 to MaxTCPPorts
+// distinct ports, and not together with port.
+func validateTCPPorts(v *validator, tp []any, tcp *TCPProbe) {
+	if tcp.Ports == nil {
+		return
+	}
+	pp := at(tp, "ports")
+	switch {
+	case len(tcp.Ports) == 0:
+		v.add(pp, "ports must list at least one port; leave it out to use port")
+		return
+	case len(tcp.Ports) > MaxTCPPorts:
+		v.add(pp, "%d ports, more than the %d a tcp probe may list", len(tcp.Ports), MaxTCPPorts)
+		return
+	case tcp.Port != 0:
+		v.add(pp, "ports and port cannot both be set: port is the one-port form of ports")
+	}
+	seen := make(map[int]bool, len(tcp.Ports))
+	for i, port := range tcp.Ports {
+		switch {
+		case port < 1 || port > MaxPort:
+			v.add(at(pp, i), "port must be between 1 and %d, got %d", MaxPort, port)
+		case seen[port]:
+			v.add(at(pp, i), "port %d is listed twice", port)
+		}
+		seen[port] = true
+	}
 }
 
 // validateHosts parses and counts every entry, refusing an oversized set and
@@ -492,7 +532,7 @@ func (c *Config) validateHosts(v *validator, sp []any, hs *HostSet, total *targe
 		v.add(hp, "the host sets up to this one expand to %d targets (hosts times enabled probes), more than max_targets (%d)", total.targets, maxTargets)
 		return
 	}
-	needPort := hs.Probes.TCP != nil && hs.Probes.TCP.Port == 0
+	needPort := hs.Probes.TCP != nil && len(hs.Probes.TCP.PortList()) == 0
 	for j, e := range entries {
 		if e.prefix.IsValid() {
 			// Every address of a CIDR block is valid and none has a port.

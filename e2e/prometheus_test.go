@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,6 +38,10 @@ func (e *env) seriesWant(name string, sets []string, extras []map[string]string)
 				l := map[string]string{"__name__": name, "job": "fleet", "instance": e.exporter, "set": set, "host": host}
 				maps.Copy(l, staticLabels(set))
 				maps.Copy(l, x)
+				if _, port, err := net.SplitHostPort(host); err == nil && x["probe"] == "tcp" {
+					// A TCP probe's series carry the probed port.
+					l["port"] = port
+				}
 				want = append(want, labelKey(l))
 			}
 		}
@@ -191,9 +196,11 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		if diff := cmp.Diff(want, a.Labels); diff != "" {
 			t.Errorf("alert labels (-want +got):\n%s", diff)
 		}
-		// The description's template queries fleet_probe_failure_info.
-		if d := a.Annotations["description"]; !strings.Contains(d, "tcp=refused") {
-			t.Errorf("description = %q, want it to name the failing probe as tcp=refused", d)
+		// The description's template queries fleet_probe_failure_info; a
+		// TCP probe is named with its port.
+		_, port, _ := net.SplitHostPort(down.addr)
+		if d, w := a.Annotations["description"], "tcp:"+port+"=refused"; !strings.Contains(d, w) {
+			t.Errorf("description = %q, want it to name the failing probe as %s", d, w)
 		}
 	})
 	t.Run("host unreachable resolves when the listener returns", func(t *testing.T) {

@@ -134,6 +134,9 @@ type CommandResult struct {
 	StderrFirstLine string
 	Reason          Reason
 	Err             error
+	// Output holds the first SSHProbe.KeepOutputBytes bytes of stdout; nil
+	// unless the probe's configuration asks for it (--once does).
+	Output []byte
 }
 
 // Prober runs one probe of one target. The context carries the timeout;

@@ -17,6 +17,9 @@ import (
 type Options struct {
 	// ICMPPrivileged forces raw ICMP sockets instead of detecting the mode.
 	ICMPPrivileged bool
+	// QuietICMP leaves the detected ICMP socket mode unlogged, for a run
+	// without ICMP targets (--once of SSH or TCP probes).
+	QuietICMP bool
 	// DNS holds the resolver's TTL settings (global.dns).
 	DNS config.DNS
 	// Registerer, if not nil, gets the resolver's metrics.
@@ -39,9 +42,11 @@ func Open(opts Options, logger *slog.Logger) *Set {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	mode, err := icmp.DetectMode(opts.ICMPPrivileged)
-	if err != nil {
+	switch {
+	case opts.QuietICMP:
+	case err != nil:
 		logger.Error("ICMP sockets are not permitted; ICMP probes will fail with reason permission", "err", err)
-	} else {
+	default:
 		logger.Info("ICMP socket mode", "mode", mode.String())
 	}
 	res := dns.New(dns.Options{TTL: opts.DNS, Registerer: opts.Registerer})

@@ -36,7 +36,7 @@ import (
 //
 //	body       = strings targets setprobes
 //	strings    = count { len bytes }
-//	targets    = count { set:ref host:string probe:ref flags:byte
+//	targets    = count { set:ref host:string probe:ref port flags:byte
 //	                     reason:ref duration consecutive_failures
 //	                     [last_run] [last_success] [failing_since]
 //	                     [icmp] [ssh] }
@@ -53,8 +53,9 @@ import (
 
 const (
 	// Version is the format version Marshal writes. Unmarshal reads files
-	// of this version and refuses newer ones.
-	Version = 1
+	// of this version and of version 1, and refuses newer ones. Version 2
+	// added the port to a target's key.
+	Version = 2
 
 	magic      = "FLEETSNP"
 	headerSize = 32
@@ -105,7 +106,13 @@ type Header struct {
 // Marshal encodes saved as a snapshot file of the current Version, created
 // at h.Created; h.Version is ignored.
 func Marshal(h Header, saved *collector.Saved) []byte {
-	e := encoder{base: h.Created.UnixNano(), refs: map[string]uint64{}}
+	return marshal(h, saved, Version)
+}
+
+// marshal encodes saved in format version (1 or 2); tests write version 1
+// files with it.
+func marshal(h Header, saved *collector.Saved, version uint16) []byte {
+	e := encoder{base: h.Created.UnixNano(), refs: map[string]uint64{}, version: version}
 	// Roughly what a target takes, so the buffer grows once or twice.
 	e.body = make([]byte, 0, 64*len(saved.Targets)+256)
 	e.uvarint(uint64(len(saved.Targets)))
@@ -130,7 +137,7 @@ func Marshal(h Header, saved *collector.Saved) []byte {
 
 	out := make([]byte, headerSize, headerSize+len(table)+len(e.body))
 	copy(out, magic)
-	binary.BigEndian.PutUint16(out[8:], Version)
+	binary.BigEndian.PutUint16(out[8:], version)
 	var flags uint16
 	if h.Clean {
 		flags |= flagClean
@@ -146,8 +153,9 @@ func Marshal(h Header, saved *collector.Saved) []byte {
 }
 
 type encoder struct {
-	body []byte
-	base int64
+	body    []byte
+	base    int64
+	version uint16
 	// refs maps each string of the table to its index in strs.
 	refs map[string]uint64
 	strs []string
@@ -193,6 +201,9 @@ func (e *encoder) target(sv *collector.SavedTarget) {
 	e.ref(sv.Key.Set)
 	e.str(sv.Key.Host)
 	e.ref(sv.Key.Probe)
+	if e.version >= 2 {
+		e.uvarint(uint64(max(sv.Key.Port, 0)))
+	}
 	e.body = append(e.body, flags)
 	e.ref(string(st.Reason))
 	e.varint(int64(st.Duration))
@@ -284,7 +295,7 @@ func Unmarshal(data []byte) (Header, *collector.Saved, error) {
 		return h, nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 
-	d := decoder{data: body, base: base}
+	d := decoder{data: body, base: base, version: h.Version}
 	saved := d.saved()
 	if d.err == nil && d.off != len(d.data) {
 		d.fail("%d bytes after the end", len(d.data)-d.off)
@@ -301,8 +312,10 @@ type decoder struct {
 	data []byte
 	off  int
 	base int64
-	strs []string
-	err  error
+	// version is the file's format version.
+	version uint16
+	strs    []string
+	err     error
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -436,6 +449,15 @@ func (d *decoder) saved() *collector.Saved {
 
 func (d *decoder) target(sv *collector.SavedTarget) {
 	sv.Key = config.Key{Set: d.ref(), Host: d.str(), Probe: d.ref()}
+	if d.version >= 2 {
+		// Version 1 had no port: its TCP keys restore through the store's
+		// match of a host's only TCP target.
+		port := d.uvarint()
+		if port > config.MaxPort {
+			d.fail("port %d out of range", port)
+		}
+		sv.Key.Port = int(port)
+	}
 	st := &sv.State
 	flags := d.byte()
 	st.HasResult = flags&tHasResult != 0

@@ -39,7 +39,8 @@ func fullSaved() *collector.Saved {
 				LastRun: at(-3 * 24 * time.Hour), LastSuccess: at(-400 * 24 * time.Hour), FailingSince: at(-5 * 24 * time.Hour),
 				ConsecutiveFailures: 1 << 20, Addr: netip.MustParseAddr("2001:db8::1"),
 			}},
-			{Key: config.Key{Set: "a", Host: "never", Probe: config.ProbeTCP}},
+			{Key: config.Key{Set: "a", Host: "never", Probe: config.ProbeTCP, Port: 443}},
+			{Key: config.Key{Set: "a", Host: "never", Probe: config.ProbeTCP, Port: 65535}},
 			{Key: config.Key{Set: "b", Host: "web001.dc1", Probe: config.ProbeSSH}, State: collector.TargetState{
 				HasResult: true, Reason: probe.ReasonCommand, Duration: 2 * time.Second,
 				LastRun: at(time.Millisecond), FailingSince: at(time.Millisecond), ConsecutiveFailures: 1, Addr: netip.MustParseAddr("127.0.0.7"),
@@ -83,6 +84,40 @@ func TestRoundTrip(t *testing.T) {
 		}
 		if diff := cmp.Diff(want, got, ignoreUnexported); diff != "" {
 			t.Errorf("clean=%v: state (-want +got):\n%s", clean, diff)
+		}
+	}
+}
+
+// TestReadVersion1 reads a file written before TCP keys had a port: its
+// TCP state goes to a host's TCP target when the host has only one.
+func TestReadVersion1(t *testing.T) {
+	old := &collector.Saved{SetProbes: []collector.SetProbeState{}, Targets: []collector.SavedTarget{
+		{Key: config.Key{Set: "a", Host: "one", Probe: config.ProbeTCP}, State: collector.TargetState{HasResult: true, LastRun: at(0), ConsecutiveFailures: 3}},
+		{Key: config.Key{Set: "a", Host: "two", Probe: config.ProbeTCP}, State: collector.TargetState{HasResult: true, LastRun: at(0), ConsecutiveFailures: 4}},
+		{Key: config.Key{Set: "a", Host: "one", Probe: config.ProbeICMP}, State: collector.TargetState{HasResult: true, LastRun: at(0), ConsecutiveFailures: 5}},
+	}}
+	h, got, err := Unmarshal(marshal(Header{Created: created}, old, 1))
+	if err != nil || h.Version != 1 {
+		t.Fatalf("Unmarshal: version %d, %v", h.Version, err)
+	}
+	if diff := cmp.Diff(old, got, ignoreUnexported); diff != "" {
+		t.Errorf("state (-want +got):\n%s", diff)
+	}
+	tcp := func(host string, port int) *config.Target {
+		return &config.Target{Set: "a", Host: host, Name: host, Probe: config.ProbeTCP, Port: port, TCP: &config.TCPProbe{}}
+	}
+	one := tcp("one", 22)
+	two22, two443 := tcp("two", 22), tcp("two", 443)
+	icmp := &config.Target{Set: "a", Host: "one", Name: "one", Probe: config.ProbeICMP, ICMP: &config.ICMPProbe{}}
+	store := collector.NewStore()
+	store.Reconcile([]*config.Target{one, two22, two443, icmp})
+	if n := store.Import(got); n != 2 {
+		t.Errorf("restored %d targets, want 2 (one's tcp and icmp; two has two tcp ports)", n)
+	}
+	want := map[config.Key]int{one.Key(): 3, icmp.Key(): 5, two22.Key(): 0, two443.Key(): 0}
+	for _, st := range store.Snapshot().Targets {
+		if w := want[st.Target.Key()]; st.ConsecutiveFailures != w {
+			t.Errorf("%v: %d consecutive failures, want %d", st.Target.Key(), st.ConsecutiveFailures, w)
 		}
 	}
 }

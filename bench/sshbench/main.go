@@ -88,6 +88,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sshdCmd.Flag("target.speedup", "Target: our hosts/s at least this times pdsh's.").Default("4").Float64Var(&so.minSpeedup)
 	sshdCmd.Flag("target.cpu-ratio", "Target: our client CPU per host at most pdsh's divided by this.").Default("40").Float64Var(&so.minCPURatio)
 
+	var oo onceOptions
+	onceCmd := app.Command("once", "Scenario 4: fleet_exporter --once --once.output=grouped vs pdsh | dshbak -c on real OpenSSH sshd, whole commands.")
+	onceCmd.Flag("bin", "fleet_exporter binary (go build .).").Required().StringVar(&oo.bin)
+	onceCmd.Flag("sshd", "sshd binary (absolute path).").Default("/usr/sbin/sshd").StringVar(&oo.sshd)
+	onceCmd.Flag("pdsh", "pdsh binary.").Default("/usr/bin/pdsh").StringVar(&oo.pdsh)
+	onceCmd.Flag("dshbak", "dshbak binary.").Default("/usr/bin/dshbak").StringVar(&oo.dshbak)
+	onceCmd.Flag("nft", "nft binary, for the loopback DNAT.").Default("/usr/sbin/nft").StringVar(&oo.nft)
+	onceCmd.Flag("hosts", "Number of host addresses (127.20.0.1 upwards, at most 254).").Default("200").IntVar(&oo.hosts)
+	onceCmd.Flag("port", "sshd port; 0 picks a free one.").Default("0").IntVar(&oo.port)
+	onceCmd.Flag("fanout", "pdsh -f, and --once.concurrency.").Default("32").IntVar(&oo.fanout)
+	onceCmd.Flag("user", "Login account on sshd, created (no home, /bin/sh) if missing.").Default("fleetbench").StringVar(&oo.user)
+	onceCmd.Flag("remote-command", "Command both run.").Default("echo fleet").StringVar(&oo.remote)
+
 	var ro reuseOptions
 	reuseCmd := app.Command("reuse", "Scenario 3: persistent connections, CPU per poll and RSS per connected host.")
 	reuseCmd.Flag("fleetsim", "fleetsim binary (go build ./cmd/fleetsim).").Required().StringVar(&ro.fleetsim)
@@ -136,6 +149,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case sshdCmd.FullCommand():
 		so.common = c
 		err = runSSHD(ctx, so, stdout)
+	case onceCmd.FullCommand():
+		oo.common = c
+		err = runOnceCmp(ctx, oo, stdout)
 	case reuseCmd.FullCommand():
 		ro.common = c
 		err = runReuse(ctx, ro, stdout)

@@ -79,7 +79,7 @@ func (p *Prober) runCommands(ctx context.Context, conn *clientConn, cfg *config.
 	defer p.bufs.Put(buf)
 	for i, c := range cfg.Commands {
 		cr := &sr.Commands[i]
-		opened, noExit := runCommand(ctx, conn, c, ignore[i], limit, cr, buf[:])
+		opened, noExit := runCommand(ctx, conn, c, ignore[i], limit, cfg.KeepOutputBytes, cr, buf[:])
 		lost := false
 		if retry && i == 0 && !opened && !expired(ctx) && cr.Reason == probe.ReasonSession {
 			sr.Commands = nil
@@ -191,9 +191,10 @@ func (t *commandTimer) stop() bool {
 // exit status (the caller decides whether that is a success). Duration spans
 // session open, exec, reading all of stdout and the exit status. Stdout is
 // hashed while streaming, never held; at most limit+1 bytes are read, and
-// on overflow Bytes and Hash cover the first limit bytes. buf is the copy
-// buffer. A run that times out or ends early publishes no hash.
-func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore []*regexp.Regexp, limit int64, cr *probe.CommandResult, buf []byte) (opened, noExit bool) {
+// on overflow Bytes and Hash cover the first limit bytes. The first keep
+// bytes of what was hashed are kept in cr.Output. buf is the copy buffer.
+// A run that times out or ends early publishes no hash.
+func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore []*regexp.Regexp, limit, keep int64, cr *probe.CommandResult, buf []byte) (opened, noExit bool) {
 	*cr = probe.CommandResult{Name: commandName(c), ExitStatus: -1}
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -251,7 +252,7 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore 
 	defer timer.stop()
 
 	h := newOutputHasher(false, ignore, c.OutputLabel)
-	h.max = limit
+	h.max, h.keep = limit, keep
 	n, rerr := io.CopyBuffer(h, io.LimitReader(stdout, limit+1), buf)
 	if n > limit {
 		// Stop the command: its remaining output is not wanted.
@@ -264,6 +265,7 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore 
 		}
 		// The hash covers the first limit bytes, as documented.
 		cr.Hash, cr.SHA256, cr.Bytes, cr.Value = h.sum()
+		cr.Output = h.kept
 		cr.Reason, cr.Err = probe.ReasonOutputLimit, fmt.Errorf("stdout exceeded max_output_bytes (%d)", limit)
 		return true, false
 	}
@@ -299,5 +301,6 @@ func runCommand(ctx context.Context, conn *clientConn, c config.Command, ignore 
 		return true, false
 	}
 	cr.Hash, cr.SHA256, cr.Bytes, cr.Value = h.sum()
+	cr.Output = h.kept
 	return true, noExit
 }

@@ -39,10 +39,24 @@ type outputHasher struct {
 	// is counted in raw only.
 	max, raw int64
 
+	// keep is how many of the hashed bytes are also kept, in kept, for
+	// --once to print; 0 keeps none.
+	keep int64
+	kept []byte
+
 	n       int64
 	line    []byte
 	first   []byte
 	gotLine bool
+}
+
+// hashed feeds b, part of the hashed output, to the hash and to kept.
+func (o *outputHasher) hashed(b []byte) {
+	_, _ = o.h.Write(b)
+	o.n += int64(len(b))
+	if room := o.keep - int64(len(o.kept)); room > 0 {
+		o.kept = append(o.kept, b[:min(int64(len(b)), room)]...)
+	}
 }
 
 func newOutputHasher(lines bool, ignore []*regexp.Regexp, label bool) *outputHasher {
@@ -58,8 +72,7 @@ func (o *outputHasher) Write(b []byte) (int, error) {
 	}
 	o.raw += int64(n)
 	if !o.lines {
-		_, _ = o.h.Write(b)
-		o.n += int64(len(b))
+		o.hashed(b)
 		if o.label && !o.gotLine {
 			o.collectFirst(b)
 		}
@@ -105,9 +118,8 @@ func (o *outputHasher) endLine() {
 			return
 		}
 	}
-	_, _ = o.h.Write(line)
-	_, _ = o.h.Write([]byte{'\n'})
-	o.n += int64(len(line)) + 1
+	o.hashed(line)
+	o.hashed([]byte{'\n'})
 	if o.label && !o.gotLine {
 		o.first = append(o.first[:0], line[:min(len(line), maxValueBytes+utf8.UTFMax)]...)
 		o.gotLine = true

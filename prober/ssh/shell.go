@@ -245,7 +245,7 @@ func (p *Prober) runShell(ctx context.Context, conn *clientConn, cfg *config.SSH
 	)
 	for i, c := range cfg.Commands {
 		cr := &sr.Commands[i]
-		r, err := shellCommand(ctx, sh, c, ignore[i], limit, cr)
+		r, err := shellCommand(ctx, sh, c, ignore[i], limit, cfg.KeepOutputBytes, cr)
 		if r == probe.ReasonNone {
 			continue
 		}
@@ -264,8 +264,9 @@ func (p *Prober) runShell(ctx context.Context, conn *clientConn, cfg *config.SSH
 }
 
 // shellCommand types one command and reads its output up to the next
-// prompt, within the command's timeout.
-func shellCommand(ctx context.Context, sh *shell, c config.Command, ignore []*regexp.Regexp, limit int64, cr *probe.CommandResult) (probe.Reason, error) {
+// prompt, within the command's timeout. The first keep bytes of the hashed
+// output are kept in cr.Output.
+func shellCommand(ctx context.Context, sh *shell, c config.Command, ignore []*regexp.Regexp, limit, keep int64, cr *probe.CommandResult) (probe.Reason, error) {
 	*cr = probe.CommandResult{Name: commandName(c), ExitStatus: -1}
 	cctx := ctx
 	if c.Timeout > 0 {
@@ -297,10 +298,12 @@ func shellCommand(ctx context.Context, sh *shell, c config.Command, ignore []*re
 		lines = lines[1:]
 	}
 	h := newOutputHasher(true, ignore, c.OutputLabel)
+	h.keep = keep
 	for _, l := range lines {
 		h.writeLine(l)
 	}
 	cr.Hash, cr.SHA256, cr.Bytes, cr.Value = h.sum()
+	cr.Output = h.kept
 	return probe.ReasonNone, nil
 }
 
