@@ -99,6 +99,9 @@ type Options struct {
 	MaxStartups string
 	// MaxSessions is sshd's MaxSessions; 0 means 50.
 	MaxSessions int
+	// AllowTCPForwarding lets clients open direct-tcpip channels, so the
+	// server can act as a jump host (bastion).
+	AllowTCPForwarding bool
 	// ExtraConfig lines are appended to sshd_config verbatim. sshd keeps
 	// the first value it reads for most keywords, so these cannot override
 	// the lines the fields above produce; they suit Match blocks and
@@ -475,7 +478,7 @@ func (s *Server) config(opts Options) string {
 	line("PrintMotd no")
 	line("PrintLastLog no")
 	line("X11Forwarding no")
-	line("AllowTcpForwarding no")
+	line("AllowTcpForwarding %s", yesNo(opts.AllowTCPForwarding))
 	line("AllowAgentForwarding no")
 	for _, l := range opts.ExtraConfig {
 		line("%s", l)
