@@ -23,9 +23,14 @@ func TestSeriesPerHost(t *testing.T) {
 			r.ICMP = &probe.ICMPResult{Sent: 1, Received: 1, RTT: time.Millisecond}
 		case config.ProbeSSH:
 			if success {
-				r.SSH = &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond}
+				// As the prober reports them: with the negotiated algorithms
+				// and each command's full SHA-256.
+				r.SSH = &probe.SSHResult{
+					NewConnection: true, Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond,
+					Conn: &probe.ConnInfo{ServerVersion: "SSH-2.0-OpenSSH_9.2", KEX: "curve25519-sha256", Cipher: "chacha20-poly1305@openssh.com", MAC: "<implicit>", HostKeyAlgorithm: "ssh-ed25519"},
+				}
 				for _, c := range tg.SSH.Commands {
-					r.SSH.Commands = append(r.SSH.Commands, probe.CommandResult{Name: c.Name, Ran: true, Duration: time.Millisecond, Hash: 1 << 40, Bytes: 3})
+					r.SSH.Commands = append(r.SSH.Commands, probe.CommandResult{Name: c.Name, Ran: true, Duration: time.Millisecond, Hash: 1 << 40, SHA256: strings.Repeat("ab", 32), Bytes: 3})
 				}
 			}
 		}
@@ -39,8 +44,8 @@ func TestSeriesPerHost(t *testing.T) {
 	}{
 		{"icmp only", []*config.Target{icmpTarget("s", "h", nil)}, "", 11},
 		{"tcp only", []*config.Target{tcpTarget("s", "h", nil)}, "", 8},
-		{"icmp and ssh with one command", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, "", 26},
-		{"icmp and ssh with two commands", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1", "c2")}, "", 31},
+		{"icmp and ssh with one command", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, "", 28},
+		{"icmp and ssh with two commands", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1", "c2")}, "", 34},
 		{"icmp and ssh that never succeeded", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, config.ProbeSSH, 19},
 	}
 	for _, tc := range tests {
