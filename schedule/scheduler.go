@@ -312,8 +312,10 @@ func (s *Scheduler) collect(now int64, batch []schedFire) []schedFire {
 }
 
 // schedOffset returns the phase of key inside interval: FNV-1a 64 of
-// set "\x00" host "\x00" probe, modulo interval. It is computed inline
-// because hash/fnv would allocate per call.
+// set "\x00" host "\x00" probe, followed for a TCP port by "\x00" and the
+// port's two bytes, modulo interval. The ports of one host so get their own
+// phases, and keys without a port keep the phase they always had. It is
+// computed inline because hash/fnv would allocate per call.
 func schedOffset(k config.Key, interval int64) int64 {
 	const (
 		offset64 = 14695981039346656037
@@ -331,6 +333,13 @@ func schedOffset(k config.Key, interval int64) int64 {
 	add(k.Host)
 	h *= prime64
 	add(k.Probe)
+	if k.Port != 0 {
+		h *= prime64
+		for _, b := range [2]byte{byte(k.Port >> 8), byte(k.Port)} {
+			h ^= uint64(b)
+			h *= prime64
+		}
+	}
 	return int64(h % uint64(interval))
 }
 

@@ -812,3 +812,25 @@ func TestSchedulerObserveBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestSchedOffsetPorts checks that the TCP ports of one host get phases of
+// their own, and that a key without a port keeps the phase of the plain
+// FNV-1a of set, host and probe.
+func TestSchedOffsetPorts(t *testing.T) {
+	const interval = int64(time.Hour)
+	base := config.Key{Set: "edge", Host: "gw1", Probe: config.ProbeTCP}
+	seen := map[int64]int{}
+	for _, port := range []int{22, 23, 443, 8443} {
+		k := base
+		k.Port = port
+		seen[schedOffset(k, interval)] = port
+	}
+	if len(seen) != 4 {
+		t.Errorf("4 ports of one host share phases: %v", seen)
+	}
+	h := fnv.New64a()
+	h.Write([]byte("edge\x00gw1\x00tcp"))
+	if got, want := schedOffset(base, interval), int64(h.Sum64()%uint64(interval)); got != want {
+		t.Errorf("schedOffset without a port = %d, want the FNV-1a phase %d", got, want)
+	}
+}

@@ -20,7 +20,9 @@ type HostView struct {
 
 // ProbeView is what the store knows about one probe of a host.
 type ProbeView struct {
-	Probe   string
+	Probe string
+	// Port is the probed port of a tcp probe, empty for the others.
+	Port    string
 	Pending bool
 	Success bool
 	Reason  string
@@ -37,6 +39,15 @@ type ProbeView struct {
 	Addr string
 	ICMP collector.ICMPState
 	SSH  *collector.SSHState
+}
+
+// Name is how pages show the probe: its type, with the port for tcp
+// ("tcp:443"), so the ports of a host with several are told apart.
+func (p ProbeView) Name() string {
+	if p.Port == "" {
+		return p.Probe
+	}
+	return p.Probe + ":" + p.Port
 }
 
 // Failing returns the probes of h whose last result failed.
@@ -153,7 +164,7 @@ func buildSets(snap *collector.Snapshot) []*SetView {
 			host = &cur.Hosts[len(cur.Hosts)-1]
 		}
 		pv := ProbeView{
-			Probe: t.Probe, Pending: !ts.HasResult, Success: ts.Success, Reason: string(ts.Reason),
+			Probe: t.Probe, Port: t.PortLabel(), Pending: !ts.HasResult, Success: ts.Success, Reason: string(ts.Reason),
 			Since: ts.FailingSince, LastRun: ts.LastRun, LastSuccess: ts.LastSuccess,
 			Duration: ts.Duration, Failures: ts.ConsecutiveFailures, ICMP: ts.ICMP, SSH: ts.SSH,
 		}

@@ -418,3 +418,34 @@ func TestConfigPageMasksDiscoveryCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesNameTCPPorts checks that a host probed on several TCP ports shows
+// each port on its own, on the host page, in the failing table and in search.
+func TestPagesNameTCPPorts(t *testing.T) {
+	var targets []*config.Target
+	for _, port := range []int{22, 443} {
+		tg := target("edge", "gw1", "tcp")
+		tg.Port = port
+		targets = append(targets, tg)
+	}
+	s := collector.NewStore()
+	s.Reconcile(targets)
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	s.Update(probe.Result{Key: targets[0].Key(), Start: t0, Duration: time.Millisecond, Success: true})
+	s.Update(probe.Result{Key: targets[1].Key(), Start: t0, Duration: time.Millisecond, Reason: probe.ReasonRefused})
+
+	_, host := serve(t, s, "/hosts/edge/gw1")
+	for _, frag := range []string{`<td>tcp:22</td><td class="up"`, `<td>tcp:443</td><td class="down"`} {
+		if !strings.Contains(host, frag) {
+			t.Errorf("host page lacks %q", frag)
+		}
+	}
+	_, set := serve(t, s, "/sets/edge")
+	if !strings.Contains(set, `<span class="probe">tcp:443</span>: refused`) {
+		t.Error("failing table does not name the port that failed")
+	}
+	_, search := serve(t, s, "/search?q=gw1")
+	if !strings.Contains(search, "tcp:22 ok, tcp:443 refused") {
+		t.Error("search result does not name both ports")
+	}
+}
