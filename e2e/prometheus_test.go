@@ -367,6 +367,25 @@ func TestQueriesReturnData(t *testing.T) {
 			},
 		},
 		{
+			name:  "hosts holding the majority output",
+			match: func(x string) bool { return strings.HasPrefix(x, "count_values by (set, command, host) (") },
+			check: func(got []sample) error {
+				// Both SSH hosts hold the one "check" output; "host" has
+				// no majority, so none of its hosts is listed.
+				var hosts []string
+				for _, s := range got {
+					if s.labels["command"] != cmdCheck || s.labels["hash"] == "" {
+						return fmt.Errorf("%s listed, want only %s with its hash", labelKey(s.labels), cmdCheck)
+					}
+					hosts = append(hosts, s.labels["host"])
+				}
+				if len(hosts) != 2 {
+					return fmt.Errorf("hosts %v, want both SSH hosts", hosts)
+				}
+				return nil
+			},
+		},
+		{
 			name:  "pool in flight and waiting",
 			match: func(x string) bool { return strings.Contains(x, "fleet_pool_") },
 			check: notNaN,
