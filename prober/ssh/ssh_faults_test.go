@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -749,11 +750,15 @@ func TestSSHMixedLoad(t *testing.T) {
 		for _, r := range rs {
 			switch {
 			case r.success:
-			case r.reason == probe.ReasonTimeout:
+			case r.reason == probe.ReasonTimeout,
+				r.reason == probe.ReasonBanner && errors.Is(r.err, context.DeadlineExceeded):
 				// On a shared 2-core box (CI runs other packages' tests
 				// beside this one) a healthy login can miss its 2 s timeout
 				// from CPU starvation alone; that says nothing about the
 				// pool, whose promise is the lag and skip checks below.
+				// Starved before the server's version line arrived, the
+				// probe reports banner (as a tarpit does), with the
+				// deadline as its cause.
 				timeouts++
 				t.Logf("healthy host %s timed out: %v", h, r.err)
 			default:
