@@ -231,6 +231,25 @@ func roundTrip(ctx context.Context, b *Bastion, addr string) error {
 	return nil
 }
 
+// roundTrips runs n round trips through b to addr at once, within a
+// minute, and fails the test on the first error.
+func roundTrips(t *testing.T, b *Bastion, addr string, n int) {
+	t.Helper()
+	ctx := ctxTimeout(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() { errs <- roundTrip(ctx, b, addr) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
@@ -245,23 +264,7 @@ func TestManyTargetsFewLogins(t *testing.T) {
 	echo := startEcho(t)
 	b := newBastion(t, Options{Hops: []Hop{hop(js, client)}, Connections: 2})
 
-	ctx := ctxTimeout(t, 30*time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- roundTrip(ctx, b, echo)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	roundTrips(t, b, echo, 100)
 	if got := js.logins.Load(); got > 2 {
 		t.Errorf("%d logins for 100 targets, want at most 2 (Connections)", got)
 	}

@@ -3,7 +3,6 @@ package bastion
 import (
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,29 +63,13 @@ func TestOpenSSHBastion(t *testing.T) {
 	first := sshdtest.Start(t, sshdtest.Options{AllowTCPForwarding: true, HostKeyTypes: []string{sshdtest.KeyEd25519}})
 	second := sshdtest.Start(t, sshdtest.Options{Addr: "127.0.0.2", AllowTCPForwarding: true, HostKeyTypes: []string{sshdtest.KeyEd25519}})
 	echo := startEcho(t)
-	ctx := ctxTimeout(t, 60*time.Second)
 
 	b := newBastion(t, Options{
 		Hops:        []Hop{sshdHop(t, first, "id_first"), sshdHop(t, second, "id_second")},
 		Connections: 2,
 		Concurrency: 8,
 	})
-	var wg sync.WaitGroup
-	errs := make(chan error, 60)
-	for range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- roundTrip(ctx, b, echo)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	roundTrips(t, b, echo, 60)
 	if got := b.Stats().Connects[ResultSuccess]; got > 2 {
 		t.Errorf("%d connections for 60 targets, want at most 2", got)
 	}
