@@ -23,6 +23,7 @@ const (
 	ReasonBanner      Reason = "banner"       // TCP connected but no valid SSH banner arrived
 	ReasonHandshake   Reason = "handshake"    // SSH key exchange failed or stalled
 	ReasonHostKey     Reason = "hostkey"      // host key unknown or not matching known_hosts
+	ReasonBastion     Reason = "bastion"      // a proxy_jump hop failed (connect, handshake, host key, auth) or dropped
 	ReasonAuth        Reason = "auth"         // every authentication method was rejected
 	ReasonSession     Reason = "session"      // session could not be opened, or the connection dropped
 	ReasonPrompt      Reason = "prompt"       // shell mode: the device's prompt did not appear within the timeout
@@ -35,7 +36,7 @@ const (
 // reasons lists every documented reason in documentation order.
 var reasons = [...]Reason{
 	ReasonDNS, ReasonRefused, ReasonTimeout, ReasonUnreachable, ReasonPermission,
-	ReasonBanner, ReasonHandshake, ReasonHostKey, ReasonAuth, ReasonSession,
+	ReasonBanner, ReasonHandshake, ReasonHostKey, ReasonBastion, ReasonAuth, ReasonSession,
 	ReasonPrompt, ReasonCommand, ReasonOutputLimit, ReasonConfig, ReasonError,
 }
 
@@ -83,8 +84,29 @@ type SSHResult struct {
 	NewConnection bool
 	// Conn describes the connection the probe used, from the handshake
 	// that established it; nil when the probe had no connection.
-	Conn     *ConnInfo
+	Conn *ConnInfo
+	// HostKey is the key the server presented in this probe's handshake,
+	// also when it was rejected; nil when the probe made no handshake (a
+	// reused connection, or a failure before the key exchange).
+	HostKey  *HostKey
 	Commands []CommandResult
+}
+
+// HostKey is the host key a server presented.
+type HostKey struct {
+	// Type is the key type, e.g. "ssh-ed25519" or "ecdsa-sha2-nistp256";
+	// for a host certificate the type of the certified key.
+	Type string
+	// FingerprintSHA256 is the key's fingerprint in OpenSSH's form
+	// ("SHA256:" and unpadded base64), of the certified key for a
+	// certificate, so a host keeps its fingerprint when its certificate
+	// is renewed.
+	FingerprintSHA256 string
+	// Certificate is true when the server presented a host certificate.
+	Certificate bool
+	// CertificateExpiry is the certificate's valid-before time; zero for a
+	// plain key or a certificate valid forever.
+	CertificateExpiry time.Time
 }
 
 // ConnInfo is what the SSH handshake of a connection negotiated.
