@@ -570,6 +570,7 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, s
 	c, chans, reqs, err := ssh.NewClientConn(bc, hostport, ccfg)
 	end := time.Now()
 	stopped := stop()
+	sr.HostKey = hs.presentedKey()
 	if authStart := hs.authStart(); authStart.IsZero() {
 		sr.Handshake = end.Sub(t1)
 	} else {
@@ -631,11 +632,34 @@ var errHostKey = errors.New("host key verification failed")
 type handshake struct {
 	check ssh.HostKeyCallback
 
-	// mu guards hostKeyErr, hostKeyOK and authAt.
+	// mu guards presented, hostKeyErr, hostKeyOK and authAt.
 	mu         sync.Mutex
+	presented  *probe.HostKey
 	hostKeyErr error
 	hostKeyOK  bool
 	authAt     time.Time
+}
+
+// presentedKey returns the host key the server presented, or nil.
+func (h *handshake) presentedKey() *probe.HostKey {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.presented
+}
+
+// describeHostKey returns what the metrics say about key.
+func describeHostKey(key ssh.PublicKey) *probe.HostKey {
+	hk := &probe.HostKey{}
+	if cert, ok := key.(*ssh.Certificate); ok {
+		hk.Certificate = true
+		if cert.ValidBefore != ssh.CertTimeInfinity && cert.ValidBefore <= math.MaxInt64 {
+			hk.CertificateExpiry = time.Unix(int64(cert.ValidBefore), 0)
+		}
+		key = cert.Key
+	}
+	hk.Type = key.Type()
+	hk.FingerprintSHA256 = ssh.FingerprintSHA256(key)
+	return hk
 }
 
 // hostKey is the ssh.HostKeyCallback: it delegates to check and records the
@@ -643,8 +667,10 @@ type handshake struct {
 // is sent.
 func (h *handshake) hostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
 	err := h.check(hostname, remote, key)
+	presented := describeHostKey(key)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.presented = presented
 	if err != nil {
 		h.hostKeyErr = fmt.Errorf("%w: %w", errHostKey, err)
 		return h.hostKeyErr
