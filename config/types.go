@@ -345,25 +345,25 @@ func (p *TCPProbe) PortList() []int {
 
 // SSHProbe configures an SSH login and the commands it runs.
 type SSHProbe struct {
-	Port                            int       `yaml:"port"`
-	User                            string    `yaml:"user"`
-	PrivateKeyFile                  string    `yaml:"private_key_file"`
-	PassphraseFile                  string    `yaml:"passphrase_file"`
-	CertificateFile                 string    `yaml:"certificate_file"`
-	PasswordFile                    string    `yaml:"password_file"`
-	Agent                           bool      `yaml:"agent"`
-	KnownHostsFile                  string    `yaml:"known_hosts_file"`
-	InsecureSkipHostKeyVerification bool      `yaml:"insecure_skip_host_key_verification"`
+	Port                            int    `yaml:"port"`
+	User                            string `yaml:"user"`
+	PrivateKeyFile                  string `yaml:"private_key_file"`
+	PassphraseFile                  string `yaml:"passphrase_file"`
+	CertificateFile                 string `yaml:"certificate_file"`
+	PasswordFile                    string `yaml:"password_file"`
+	Agent                           bool   `yaml:"agent"`
+	KnownHostsFile                  string `yaml:"known_hosts_file"`
+	InsecureSkipHostKeyVerification bool   `yaml:"insecure_skip_host_key_verification"`
 	// HostKeyPolicy is HostKeyPolicyStrict (known_hosts_file must list the
 	// host) or HostKeyPolicyTOFU (an unlisted host's first key is appended
 	// to known_hosts_file and enforced from then on).
 	HostKeyPolicy string `yaml:"host_key_policy"`
 	// ProxyJump lists the jump hosts, in order, the targets are reached
 	// through; empty connects directly.
-	ProxyJump []ProxyJump `yaml:"proxy_jump"`
-	Commands  []Command   `yaml:"commands"`
-	MaxOutputBytes                  int64     `yaml:"max_output_bytes"`
-	Timeout                         Duration  `yaml:"timeout"`
+	ProxyJump      []ProxyJump `yaml:"proxy_jump"`
+	Commands       []Command   `yaml:"commands"`
+	MaxOutputBytes int64       `yaml:"max_output_bytes"`
+	Timeout        Duration    `yaml:"timeout"`
 	// ReuseConnections keeps one authenticated connection per host and opens
 	// a new session on it per poll.
 	ReuseConnections bool `yaml:"reuse_connections"`
@@ -554,8 +554,8 @@ func defaultGlobal() Global {
 		MaxTargets:       DefaultMaxTargets,
 		MaxTargetsPerSet: DefaultMaxTargetsPerSet,
 		Limits: ProbeLimits{
-			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
-			TCP:  Limit{Concurrency: DefaultTCPConcurrency},
+			ICMP:    Limit{Concurrency: DefaultICMPConcurrency},
+			TCP:     Limit{Concurrency: DefaultTCPConcurrency},
 			SSH:     Limit{Concurrency: DefaultSSHConcurrency},
 			Bastion: Limit{Concurrency: DefaultBastionConcurrency},
 		},
