@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +238,25 @@ func TestHostKeySeries(t *testing.T) {
 	}
 	if n := s.Snapshot().HostKeySharedHosts("SHA256:clone"); n != 1 {
 		t.Errorf("after removal HostKeySharedHosts = %d, want 1", n)
+	}
+}
+
+// TestHostKeyFamiliesPromtool runs promtool check metrics on a store that
+// exports every family, the host key ones included.
+func TestHostKeyFamiliesPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (scripts/install-test-deps.sh installs it)")
+	}
+	text := writeText(t, NewTextWriter(), fullStore().Snapshot(), nil)
+	for _, f := range []string{"fleet_ssh_host_key_info", "fleet_ssh_host_key_changed_timestamp_seconds", "fleet_ssh_host_key_shared_hosts", "fleet_ssh_host_certificate_expiry_timestamp_seconds"} {
+		if !strings.Contains(text, "\n"+f+"{") {
+			t.Fatalf("the full store exports no %s", f)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
