@@ -86,6 +86,7 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result), owner *cluster.Cluster) (*fleet, error) {
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, BastionLimits: cfg.Global.Limits.Bastion, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers, owner: owner}
+	f.store.SetLogger(logger.With("component", "store"))
 	// observe is what every result goes through after the store and the
 	// scheduler saw it, one at a time or in a batch.
 	observe := func(r *probe.Result) {
