@@ -5,7 +5,7 @@
 # to BENCHMARKS.md. See BENCHMARKS.md for what each scenario measures.
 #
 # Usage: bench/run.sh [scenario...]
-#   scenarios: fresh sshd reuse scrape steady icmp   (default: all, in that order)
+#   scenarios: fresh sshd reuse bastion scrape steady icmp   (default: all, in that order)
 # Environment:
 #   RUNS=3              measured runs per configuration (medians are reported)
 #   STEADY_DURATION=4m  length of the steady-state run (at most 30m)
@@ -26,7 +26,7 @@ steady_duration=${STEADY_DURATION:-4m}
 out=${OUT-BENCHMARKS.md}
 [ -n "$out" ] && out=$(realpath -m "$out")
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(fresh sshd reuse scrape steady icmp)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(fresh sshd reuse bastion scrape steady icmp)
 
 tmp=$(mktemp -d /tmp/fleet-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -59,6 +59,7 @@ for s in "${scenarios[@]}"; do
   fresh)  "$tmp/sshbench" --runs "$runs" --out "$out" --tmp "$tmp" fresh --fleetsim "$tmp/fleetsim" ;;
   sshd)   "$tmp/sshbench" --runs "$runs" --out "$out" sshd ;; # its own temp dir: sshd reads keys as the login user
   reuse)  "$tmp/sshbench" --runs "$((runs > 5 ? runs : 5))" --out "$out" --tmp "$tmp" reuse --fleetsim "$tmp/fleetsim" ;;
+  bastion) "$tmp/sshbench" --runs "$runs" --out "$out" --tmp "$tmp" bastion --fleetsim "$tmp/fleetsim" ;;
   scrape) "$tmp/scrape" --runs "$((runs > 5 ? runs : 5))" --out "$out" ;;
   steady) "$tmp/steady" --exporter "$tmp/fleet_exporter" --fleetsim "$tmp/fleetsim" --duration "$steady_duration" \
             --tmp "$tmp" --out "$out" ;;
@@ -75,6 +76,6 @@ for s in "${scenarios[@]}"; do
       echo "bench/icmp.sh not present; skipping"
     fi
     ;;
-  *) echo "unknown scenario $s (want fresh sshd reuse scrape steady icmp)" >&2; exit 2 ;;
+  *) echo "unknown scenario $s (want fresh sshd reuse bastion scrape steady icmp)" >&2; exit 2 ;;
   esac
 done

@@ -1,5 +1,5 @@
 // Package main is sshbench, the SSH benchmark suite of fleet_exporter. It
-// owns three scenarios, each printing a table and appending a
+// owns these scenarios, each printing a table and appending a
 // dated section to BENCHMARKS.md:
 //
 //   - fresh: a fresh connection per probe against cmd/fleetsim in a separate
@@ -8,7 +8,11 @@
 //   - sshd: a real OpenSSH sshd on 200 loopback addresses, the exporter's
 //     pool and prober next to pdsh -R ssh;
 //   - reuse: persistent connections (reuse_connections), client CPU per poll
-//     in steady state and RSS per connected host.
+//     in steady state and RSS per connected host;
+//   - once: fleet_exporter --once against pdsh | dshbak -c on real sshd;
+//   - bastion: fleetsim hosts through one real OpenSSH sshd bastion
+//     (proxy_jump) next to the same hosts directly, with bastion logins and
+//     sshd CPU, and OpenSSH's ProxyJump on a sample.
 //
 // It only talks to 127.0.0.0/8. Every pass is bounded by --pass-timeout.
 package main
@@ -111,6 +115,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	reuseCmd.Flag("target.poll-cpu", "Target: client CPU per poll on a live connection.").Default("150us").DurationVar(&ro.maxPoll)
 	reuseCmd.Flag("target.rss-per-host", "Target: RSS per connected host, bytes.").Default("65536").Int64Var(&ro.maxRSS)
 
+	var bo bastionOptions
+	bastionCmd := app.Command("bastion", "Scenario 7: fleetsim through one OpenSSH sshd bastion (proxy_jump) vs direct, fresh connection per probe.")
+	bastionCmd.Flag("fleetsim", "fleetsim binary (go build ./cmd/fleetsim).").Required().StringVar(&bo.fleetsim)
+	bastionCmd.Flag("hosts", "Fleet size.").Default("1000").IntVar(&bo.hosts)
+	bastionCmd.Flag("base", "First fleetsim address.").Default("127.30.0.1").StringVar(&bo.base)
+	bastionCmd.Flag("port", "fleetsim SSH port.").Default("42203").IntVar(&bo.port)
+	bastionCmd.Flag("concurrency", "Probes in flight, in every mode.").Default("64").IntVar(&bo.concurrency)
+	bastionCmd.Flag("sshd", "sshd binary of the bastion (absolute path).").Default("/usr/sbin/sshd").StringVar(&bo.sshd)
+	bastionCmd.Flag("bastion-addr", "Loopback address the bastion listens on (a free port is picked).").Default("127.31.0.1").StringVar(&bo.addr)
+	bastionCmd.Flag("max-startups", "The bastion's MaxStartups; the default is OpenSSH's.").Default("10:30:100").StringVar(&bo.maxStartups)
+	bastionCmd.Flag("connections", "proxy_jump connections: authenticated connections through the bastion.").Default("2").IntVar(&bo.connections)
+	bastionCmd.Flag("reuse", "Also measure reuse_connections through the bastion.").Default("true").BoolVar(&bo.reuse)
+	bastionCmd.Flag("ssh", "OpenSSH client, for the ssh -J peer.").Default("/usr/bin/ssh").StringVar(&bo.ssh)
+	bastionCmd.Flag("pdsh", "pdsh binary, for the ssh -J peer.").Default("/usr/bin/pdsh").StringVar(&bo.pdsh)
+	bastionCmd.Flag("peer-hosts", "Hosts the ssh -J peer reaches (the first ones); 0 skips the peer.").Default("100").IntVar(&bo.peerHosts)
+	bastionCmd.Flag("peer-fanout", "pdsh -f of the ssh -J peer; repeatable. 32 opens more unauthenticated connections at once than MaxStartups' first number, 8 fewer.").Default("32", "8").IntsVar(&bo.peerFanout)
+
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "sshbench: %v\n", err)
@@ -155,6 +176,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case reuseCmd.FullCommand():
 		ro.common = c
 		err = runReuse(ctx, ro, stdout)
+	case bastionCmd.FullCommand():
+		bo.common = c
+		err = runBastion(ctx, bo, stdout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sshbench %s: %v\n", cmd, err)

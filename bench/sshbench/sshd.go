@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -310,18 +311,40 @@ func (e *sshdEnv) targets(remote string) []*config.Target {
 
 // pdshPass runs pdsh over every address once and measures it.
 func (e *sshdEnv) pdshPass(ctx context.Context, o sshdOptions) (passResult, error) {
-	cmd := exec.CommandContext(ctx, o.pdsh, "-R", "ssh", "-f", strconv.Itoa(o.fanout), "-l", e.user, "-w", "^"+e.hostsFile, o.remote)
-	cmd.Env = append(os.Environ(),
-		"PDSH_SSH_ARGS_APPEND="+strings.Join([]string{
+	return pdshRun{
+		bin: o.pdsh, fanout: o.fanout, user: e.user, hostsFile: e.hostsFile, n: len(e.addrs), remote: o.remote,
+		sshArgs: []string{
 			"-F /dev/null", "-p", strconv.Itoa(e.port), "-i", e.key,
 			"-o UserKnownHostsFile=" + e.knownHosts, "-o GlobalKnownHostsFile=/dev/null",
 			"-o StrictHostKeyChecking=yes", "-o BatchMode=yes", "-o LogLevel=ERROR",
-		}, " "))
+		},
+		server: e.sshdCPU,
+	}.pass(ctx)
+}
+
+// pdshRun is one pdsh -R ssh invocation over a host list.
+type pdshRun struct {
+	bin       string
+	fanout    int
+	user      string
+	hostsFile string
+	n         int      // hosts in hostsFile
+	sshArgs   []string // PDSH_SSH_ARGS_APPEND, joined by spaces
+	remote    string
+	server    func() time.Duration // server CPU so far
+}
+
+// pass runs pdsh once and measures it: client CPU is RUSAGE_CHILDREN
+// (pdsh and its ssh processes), a host counts as done when it printed a
+// line.
+func (p pdshRun) pass(ctx context.Context) (passResult, error) {
+	cmd := exec.CommandContext(ctx, p.bin, "-R", "ssh", "-f", strconv.Itoa(p.fanout), "-l", p.user, "-w", "^"+p.hostsFile, p.remote)
+	cmd.Env = append(os.Environ(), "PDSH_SSH_ARGS_APPEND="+strings.Join(p.sshArgs, " "))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	s0, c0, t0 := e.sshdCPU(), benchenv.CPUChildren(), time.Now()
+	s0, c0, t0 := p.server(), benchenv.CPUChildren(), time.Now()
 	err := cmd.Run()
-	r := passResult{n: len(e.addrs), wall: time.Since(t0), cpu: benchenv.CPUChildren() - c0, server: e.sshdCPU() - s0}
+	r := passResult{n: p.n, wall: time.Since(t0), cpu: benchenv.CPUChildren() - c0, server: p.server() - s0}
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}
@@ -338,10 +361,23 @@ func (e *sshdEnv) pdshPass(ctx context.Context, o sshdOptions) (passResult, erro
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[:i]
 		}
+		// pdsh prefixes the line with the host; the reason is what follows.
+		if h, rest, ok := strings.Cut(msg, ": "); ok && listedHost(h, p.hostsFile) {
+			msg = rest
+		}
 		r.reasons = map[string]int{errClass(errors.New(msg)): r.fail}
 	}
 	if err != nil && r.ok == 0 {
 		return r, fmt.Errorf("pdsh: %w: %s", err, stderr.String())
 	}
 	return r, nil
+}
+
+// listedHost reports whether host is a line of hostsFile.
+func listedHost(host, hostsFile string) bool {
+	b, err := os.ReadFile(hostsFile)
+	if err != nil {
+		return false
+	}
+	return slices.Contains(strings.Split(string(b), "\n"), host)
 }
