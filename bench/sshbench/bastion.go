@@ -32,7 +32,7 @@ type bastionOptions struct {
 	maxStartups string
 	connections int
 	reuse       bool
-	ssh, pdsh   string
+	pdsh        string
 	peerHosts   int
 	peerFanout  []int
 }
@@ -212,8 +212,9 @@ func runBastion(ctx context.Context, o bastionOptions, stdout io.Writer) error {
 	switch {
 	case o.peerHosts <= 0:
 		peerNote = "The OpenSSH ProxyJump peer was not run (--peer-hosts 0)."
-	case !executable(o.ssh) || !executable(o.pdsh):
-		peerNote = fmt.Sprintf("The OpenSSH ProxyJump peer was skipped: %s or %s is missing.", o.ssh, o.pdsh)
+	case !executable("ssh") || !executable(o.pdsh):
+		// pdsh -R ssh runs the ssh found in PATH.
+		peerNote = fmt.Sprintf("The OpenSSH ProxyJump peer was skipped: ssh (in PATH) or %s is missing.", o.pdsh)
 	default:
 		for _, f := range o.peerFanout {
 			row, err := env.peerPasses(ctx, o, targets, f, stdout)

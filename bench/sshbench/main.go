@@ -127,7 +127,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bastionCmd.Flag("max-startups", "The bastion's MaxStartups; the default is OpenSSH's.").Default("10:30:100").StringVar(&bo.maxStartups)
 	bastionCmd.Flag("connections", "proxy_jump connections: authenticated connections through the bastion.").Default("2").IntVar(&bo.connections)
 	bastionCmd.Flag("reuse", "Also measure reuse_connections through the bastion.").Default("true").BoolVar(&bo.reuse)
-	bastionCmd.Flag("ssh", "OpenSSH client, for the ssh -J peer.").Default("/usr/bin/ssh").StringVar(&bo.ssh)
 	bastionCmd.Flag("pdsh", "pdsh binary, for the ssh -J peer.").Default("/usr/bin/pdsh").StringVar(&bo.pdsh)
 	bastionCmd.Flag("peer-hosts", "Hosts the ssh -J peer reaches (the first ones); 0 skips the peer.").Default("100").IntVar(&bo.peerHosts)
 	bastionCmd.Flag("peer-fanout", "pdsh -f of the ssh -J peer; repeatable. 32 opens more unauthenticated connections at once than MaxStartups' first number, 8 fewer.").Default("32", "8").IntsVar(&bo.peerFanout)

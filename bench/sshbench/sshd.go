@@ -373,11 +373,11 @@ func (p pdshRun) pass(ctx context.Context) (passResult, error) {
 	return r, nil
 }
 
-// listedHost reports whether host is a line of hostsFile.
+// listedHost reports whether host is a non-empty line of hostsFile.
 func listedHost(host, hostsFile string) bool {
 	b, err := os.ReadFile(hostsFile)
 	if err != nil {
 		return false
 	}
-	return slices.Contains(strings.Split(string(b), "\n"), host)
+	return host != "" && slices.Contains(strings.Split(string(b), "\n"), host)
 }
