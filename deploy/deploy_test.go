@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ const (
 	alertsFile       = "prometheus/alerts.yml"
 	rulesFile        = "prometheus/rules.yml"
 	rulesTestFile    = "prometheus/alerts_test.yml"
+	longTestFile     = "prometheus/alerts_long_test.yml"
 	cryptoFile       = "prometheus/alerts_crypto.yml"
 	cryptoTestFile   = "prometheus/alerts_crypto_test.yml"
 	prometheusFile   = "prometheus/prometheus.yml"
@@ -94,6 +96,15 @@ func contractMetrics() []string {
 		"fleet_set_icmp_rtt_seconds_bucket",
 		"fleet_set_icmp_rtt_seconds_sum",
 		"fleet_set_icmp_rtt_seconds_count",
+		"fleet_ssh_bastion_up",
+		"fleet_ssh_bastion_connections",
+		"fleet_ssh_bastion_channels",
+		"fleet_ssh_bastion_connects_total",
+		"fleet_ssh_bastion_targets",
+		"fleet_ssh_host_key_info",
+		"fleet_ssh_host_key_changed_timestamp_seconds",
+		"fleet_ssh_host_key_shared_hosts",
+		"fleet_ssh_host_certificate_expiry_timestamp_seconds",
 	}
 }
 
@@ -175,7 +186,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 func TestPromtoolTestRules(t *testing.T) {
 	promtool := lookTool(t, "promtool", promtoolHint)
-	for _, f := range []string{rulesTestFile, cryptoTestFile} {
+	for _, f := range []string{rulesTestFile, longTestFile, cryptoTestFile} {
 		out, err := runTool(t, "prometheus", promtool, "test", "rules", filepath.Base(f))
 		if err != nil {
 			t.Fatalf("promtool test rules %s: %v\n%s", f, err, out)
@@ -183,32 +194,27 @@ func TestPromtoolTestRules(t *testing.T) {
 	}
 }
 
-// TestCryptoAlertOptIn checks the weak-crypto alert: in its own file, not
-// loaded by the example prometheus.yml (off by default), tested, and on
-// raw series.
+// TestCryptoAlertOptIn checks the opt-in alerts (weak crypto, shared host
+// keys): in their own file, not loaded by the example prometheus.yml (off by
+// default), severity info with a for:, on raw series, and tested firing and
+// silent.
 func TestCryptoAlertOptIn(t *testing.T) {
 	f, err := deploy.LoadRules(cryptoFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Groups) != 1 || len(f.Groups[0].Rules) != 1 || f.Groups[0].Rules[0].Alert != "FleetSSHWeakCrypto" {
-		t.Fatalf("%s: want exactly the alert FleetSSHWeakCrypto, got %+v", cryptoFile, f.Groups)
+	want := map[string][]string{
+		"FleetSSHWeakCrypto":    {"sha1", "cbc", "ssh-rsa"},
+		"FleetSSHHostKeyShared": {"fleet_ssh_host_key_shared_hosts > 1"},
 	}
-	r := f.Groups[0].Rules[0]
-	if r.Labels["severity"] != "info" || r.For == "" || strings.Contains(r.Expr, "fleet:") {
-		t.Errorf("FleetSSHWeakCrypto: severity %q, for %q, expr %q", r.Labels["severity"], r.For, r.Expr)
-	}
-	for _, want := range []string{"sha1", "cbc", "ssh-rsa"} {
-		if !strings.Contains(r.Expr, want) {
-			t.Errorf("FleetSSHWeakCrypto does not match %s", want)
+	got := map[string]deploy.Rule{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			got[r.Alert] = r
 		}
 	}
-	b, err := os.ReadFile(prometheusFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(b), filepath.Base(cryptoFile)) {
-		t.Errorf("%s loads %s: the alert must be off by default", prometheusFile, cryptoFile)
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(want)), slices.Sorted(maps.Keys(got))); diff != "" {
+		t.Fatalf("%s: alerts (-want +got):\n%s", cryptoFile, diff)
 	}
 	tb, err := os.ReadFile(cryptoTestFile)
 	if err != nil {
@@ -218,16 +224,41 @@ func TestCryptoAlertOptIn(t *testing.T) {
 	if err := yaml.Unmarshal(tb, &rt); err != nil {
 		t.Fatal(err)
 	}
-	fires, silent := false, false
-	for _, tc := range rt.Tests {
-		for _, a := range tc.AlertRuleTest {
-			if a.Alertname == r.Alert {
-				fires, silent = fires || len(a.ExpAlerts) > 0, silent || len(a.ExpAlerts) == 0
+	for name, matches := range want {
+		t.Run(name, func(t *testing.T) {
+			r := got[name]
+			if r.Labels["severity"] != "info" || r.For == "" || strings.Contains(r.Expr, "fleet:") {
+				t.Errorf("severity %q, for %q, expr %q", r.Labels["severity"], r.For, r.Expr)
 			}
-		}
+			for _, m := range matches {
+				if !strings.Contains(r.Expr, m) {
+					t.Errorf("expr %q does not contain %s", r.Expr, m)
+				}
+			}
+			for _, a := range []string{"summary", "description", "runbook"} {
+				if strings.TrimSpace(r.Annotations[a]) == "" {
+					t.Errorf("annotation %q missing", a)
+				}
+			}
+			fires, silent := false, false
+			for _, tc := range rt.Tests {
+				for _, a := range tc.AlertRuleTest {
+					if a.Alertname == name {
+						fires, silent = fires || len(a.ExpAlerts) > 0, silent || len(a.ExpAlerts) == 0
+					}
+				}
+			}
+			if !fires || !silent {
+				t.Errorf("%s: want a case where %s fires and one where it stays silent", cryptoTestFile, name)
+			}
+		})
 	}
-	if !fires || !silent {
-		t.Errorf("%s: want a case where FleetSSHWeakCrypto fires and one where it stays silent", cryptoTestFile)
+	b, err := os.ReadFile(prometheusFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), filepath.Base(cryptoFile)) {
+		t.Errorf("%s loads %s: its alerts must be off by default", prometheusFile, cryptoFile)
 	}
 }
 
@@ -241,7 +272,19 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 	tests := []struct {
 		name, file, old, new string
 	}{
-		{"host unreachable waits longer", "alerts.yml", "expr: fleet_host_up == 0\n        for: 1m", "expr: fleet_host_up == 0\n        for: 3m"},
+		{"host unreachable waits longer", "alerts.yml", "for: 1m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"Host", "for: 3m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"Host"},
+		{"host unreachable behind a down bastion", "alerts.yml", "        expr: |\n          (fleet_host_up == 0)\n            unless on (job, instance, set)\n          ((fleet_ssh_bastion_targets > 0)", "        expr: |\n          (fleet_host_up == 0)\n            unless on (job, instance, set)\n          ((fleet_ssh_bastion_targets < 0)"},
+		{"host unreachable spares direct failures behind a down bastion", "alerts.yml", "          or\n          (fleet_host_up == 0)\n            and on (job, instance, set, host)\n          (fleet_probe_failure_info{probe!=\"ssh\"} == 1)\n        for: 1m", "        for: 1m"},
+		{"set mostly down counts hosts behind a down bastion", "alerts.yml", "                  unless on (job, instance, set)\n                ((fleet_ssh_bastion_targets > 0)", "                  unless on (job, instance, set)\n                ((fleet_ssh_bastion_targets < 0)"},
+		{"bastion down waits longer", "alerts.yml", "(fleet_ssh_bastion_up == 0)\n        for: 3m", "(fleet_ssh_bastion_up == 0)\n        for: 4m"},
+		{"bastion down while up", "alerts.yml", "(fleet_ssh_bastion_up == 0)\n        for: 3m", "(fleet_ssh_bastion_up >= 0)\n        for: 3m"},
+		{"bastion down for sets without targets", "alerts.yml", "          (fleet_ssh_bastion_targets > 0)\n            and on (job, instance, bastion)", "          (fleet_ssh_bastion_targets >= 0)\n            and on (job, instance, bastion)"},
+		{"bastion down across exporters", "alerts.yml", "            and on (job, instance, bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m", "            and on (bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m"},
+		{"host key changed at 0", "alerts.yml", "(fleet_ssh_host_key_changed_timestamp_seconds > 0)", "(fleet_ssh_host_key_changed_timestamp_seconds >= 0)"},
+		{"host key changed window too long", "alerts.yml", "fleet_ssh_host_key_changed_timestamp_seconds < 86400", "fleet_ssh_host_key_changed_timestamp_seconds < 172800"},
+		{"certificate expiry without guard", "alerts.yml", "(fleet_ssh_host_certificate_expiry_timestamp_seconds > 0)", "(fleet_ssh_host_certificate_expiry_timestamp_seconds >= 0)"},
+		{"certificate expiry threshold too far", "alerts.yml", "- time() < 7 * 86400", "- time() < 30 * 86400"},
+		{"shared key on unique keys", "alerts_crypto.yml", "fleet_ssh_host_key_shared_hosts > 1", "fleet_ssh_host_key_shared_hosts >= 1"},
 		{"ssh down ignores icmp", "alerts.yml", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} == 1)", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} >= 0)"},
 		{"login slow counts command phase", "alerts.yml", `phase=~"connect|handshake|auth"}) > 5`, `}) > 5`},
 		{"command failing misses -1", "alerts.yml", "fleet_ssh_command_exit_status != 0", "fleet_ssh_command_exit_status > 0"},
@@ -264,19 +307,36 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		{"probes rate drops result", "rules.yml", "sum by (set, probe, result) (rate(fleet_probes_total[5m]))", "sum by (set, probe) (rate(fleet_probes_total[5m]))"},
 		{"lag p90", "rules.yml", "histogram_quantile(0.99,", "histogram_quantile(0.9,"},
 	}
+	// The unit test files that load each rule file, run in this order until
+	// one fails.
+	testsOf := map[string][]string{
+		filepath.Base(alertsFile): {rulesTestFile, longTestFile},
+		filepath.Base(rulesFile):  {rulesTestFile},
+		filepath.Base(cryptoFile): {cryptoTestFile},
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := copyFiles(t, alertsFile, rulesFile, rulesTestFile)
+			dir := copyFiles(t, alertsFile, rulesFile, cryptoFile, rulesTestFile, longTestFile, cryptoTestFile)
 			replaceOnce(t, filepath.Join(dir, tc.file), tc.old, tc.new)
-			out, err := runTool(t, dir, promtool, "test", "rules", filepath.Base(rulesTestFile))
-			if err == nil {
-				t.Fatalf("promtool test rules passed with the mutation %q -> %q in %s; the unit tests do not cover it\n%s",
-					tc.old, tc.new, tc.file, out)
+			testFiles := testsOf[tc.file]
+			if len(testFiles) == 0 {
+				t.Fatalf("no unit tests for %s", tc.file)
 			}
-			if !strings.Contains(out, "FAILED") {
-				t.Fatalf("promtool test rules failed for another reason than a failing test:\n%s", out)
+			var outs []string
+			for _, f := range testFiles {
+				out, err := runTool(t, dir, promtool, "test", "rules", filepath.Base(f))
+				if err == nil {
+					outs = append(outs, out)
+					continue
+				}
+				if !strings.Contains(out, "FAILED") {
+					t.Fatalf("promtool test rules %s failed for another reason than a failing test:\n%s", filepath.Base(f), out)
+				}
+				return
 			}
+			t.Fatalf("promtool test rules passed with the mutation %q -> %q in %s; the unit tests do not cover it\n%s",
+				tc.old, tc.new, tc.file, strings.Join(outs, "\n"))
 		})
 	}
 }
@@ -340,6 +400,9 @@ func TestAlertRules(t *testing.T) {
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
 		{"FleetClusterDegraded", "warning", "fleet_cluster_members"},
+		{"FleetBastionDown", "critical", "(fleet_ssh_bastion_targets > 0)\n  and on (job, instance, bastion)\n(fleet_ssh_bastion_up == 0)"},
+		{"FleetSSHHostKeyChanged", "warning", "time() - fleet_ssh_host_key_changed_timestamp_seconds"},
+		{"FleetSSHHostCertificateExpiring", "info", "fleet_ssh_host_certificate_expiry_timestamp_seconds - time()"},
 	}
 	var wantNames []string
 	for _, w := range want {
@@ -427,25 +490,35 @@ type rulesTest struct {
 	} `yaml:"tests"`
 }
 
-// TestRulesTestCoverage checks that alerts_test.yml has a firing and a
-// silent case for every alert and an expression test for every recording
-// rule.
+// TestRulesTestCoverage checks that alerts_test.yml and alerts_long_test.yml
+// together have a firing and a silent case for every alert and an
+// expression test for every recording rule.
 func TestRulesTestCoverage(t *testing.T) {
-	b, err := os.ReadFile(rulesTestFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rt rulesTest
-	if err := yaml.Unmarshal(b, &rt); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{alertsFile, rulesFile} {
-		if !slices.Contains(rt.RuleFiles, filepath.Base(f)) {
-			t.Errorf("rule_files %v does not load %s", rt.RuleFiles, filepath.Base(f))
+	var tests []rulesTest
+	for _, c := range []struct {
+		file  string
+		loads []string
+	}{
+		{rulesTestFile, []string{alertsFile, rulesFile}},
+		{longTestFile, []string{alertsFile}},
+	} {
+		b, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
 		}
+		var rt rulesTest
+		if err := yaml.Unmarshal(b, &rt); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range c.loads {
+			if !slices.Contains(rt.RuleFiles, filepath.Base(f)) {
+				t.Errorf("%s: rule_files %v does not load %s", c.file, rt.RuleFiles, filepath.Base(f))
+			}
+		}
+		tests = append(tests, rt)
 	}
 	fires, silent, tested := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, tc := range rt.Tests {
+	for _, tc := range slices.Concat(tests[0].Tests, tests[1].Tests) {
 		for _, a := range tc.AlertRuleTest {
 			if len(a.ExpAlerts) > 0 {
 				fires[a.Alertname] = true
