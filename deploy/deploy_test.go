@@ -1016,6 +1016,11 @@ func TestAlertmanagerConfig(t *testing.T) {
 		{"unowned set to ops", []string{"alertname=FleetHostUnreachable", "set=lab", "severity=critical"}, "ops"},
 		{"exporter health to monitoring", []string{"alertname=FleetExporterDown", "job=fleet", "severity=critical"}, "monitoring"},
 		{"drift to ticket queue", []string{"alertname=FleetCommandOutputDrift", "set=db1", "severity=warning"}, "config-drift"},
+		{"bastion down pages the set's team", []string{"alertname=FleetBastionDown", "set=db1", "bastion=jump@b1:22", "severity=critical"}, "dba-pager"},
+		{"host key changed to security and the set's team", []string{"alertname=FleetSSHHostKeyChanged", "set=web2", "severity=warning"}, "security,web"},
+		{"host key changed of an unowned set to security and ops", []string{"alertname=FleetSSHHostKeyChanged", "set=lab", "severity=warning"}, "security,ops"},
+		{"shared host key to security", []string{"alertname=FleetSSHHostKeyShared", "set=db1", "severity=info"}, "security,dba"},
+		{"certificate expiring to the set's team", []string{"alertname=FleetSSHHostCertificateExpiring", "set=db1", "severity=info"}, "dba"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1054,6 +1059,16 @@ func TestAlertmanagerInhibitRules(t *testing.T) {
 		{
 			SourceMatchers: []string{`alertname="FleetSetSSHFailing"`},
 			TargetMatchers: []string{`alertname="FleetSSHDownICMPUp"`},
+			Equal:          []string{"set"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetBastionDown"`},
+			TargetMatchers: []string{`alertname=~"FleetSSHDownICMPUp|FleetSSHLoginSlow|FleetCommandFailing"`},
+			Equal:          []string{"set", "instance"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetBastionDown"`},
+			TargetMatchers: []string{`alertname="FleetSetSSHFailing"`},
 			Equal:          []string{"set"},
 		},
 		{
