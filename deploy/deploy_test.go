@@ -834,6 +834,14 @@ func TestDashboard(t *testing.T) {
 			"fleet_scheduler_lag_seconds_bucket",
 			"fleet_probes_total",
 			"fleet_probes_skipped_total",
+			"fleet_ssh_bastion_up",
+			"fleet_ssh_bastion_connections",
+			"fleet_ssh_bastion_channels",
+			"fleet_ssh_bastion_connects_total",
+			"fleet_ssh_bastion_targets",
+			"fleet_ssh_host_key_info",
+			"fleet_ssh_host_key_changed_timestamp_seconds",
+			"fleet_ssh_host_certificate_expiry_timestamp_seconds",
 			`set=~"$set"`,
 		} {
 			if !strings.Contains(all, want) {
@@ -875,6 +883,8 @@ func TestDashboardQueries(t *testing.T) {
 		// 52-bit hashes as the exporter produces them.
 		hashA = "4503599627370495"
 		hashB = "3512345678901234"
+		keyA  = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+		keyC  = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
 	)
 	series := func(name, labels, values string) map[string]string {
 		return map[string]string{"series": name + "{" + base + "," + labels + "}", "values": values}
@@ -921,6 +931,35 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_ssh_command_output_hash", `set="other",host="y",command="release"`, "1x10"),
 		series("fleet_ssh_command_output_hash", `set="other",host="x",command="release"`, "1x10"),
 		series("fleet_ssh_command_output_hash", `set="other",host="z",command="release"`, "2x10"),
+		// exp1 has no connection through jump@b1:22, exp2 has two; both
+		// reach web through it. jump@b9:22 serves only "other", which is
+		// not selected.
+		series("fleet_ssh_bastion_up", `bastion="jump@b1:22"`, "0x10"),
+		series("fleet_ssh_bastion_connections", `bastion="jump@b1:22"`, "0x10"),
+		series("fleet_ssh_bastion_targets", `bastion="jump@b1:22",set="web"`, "3x10"),
+		{"series": `fleet_ssh_bastion_up{job="fleet",instance="exp2:9922",bastion="jump@b1:22"}`, "values": "1x10"},
+		{"series": `fleet_ssh_bastion_connections{job="fleet",instance="exp2:9922",bastion="jump@b1:22"}`, "values": "2x10"},
+		{"series": `fleet_ssh_bastion_targets{job="fleet",instance="exp2:9922",bastion="jump@b1:22",set="web"}`, "values": "2x10"},
+		series("fleet_ssh_bastion_up", `bastion="jump@b9:22"`, "1x10"),
+		series("fleet_ssh_bastion_connections", `bastion="jump@b9:22"`, "1x10"),
+		series("fleet_ssh_bastion_targets", `bastion="jump@b9:22",set="other"`, "5x10"),
+		// web/a, web/b and app/f share one host key (web/b reported by two
+		// exporters, counted once), web/c has its own; other/z shares it
+		// too but is not selected. web/a's key changed at 300s, web/c's
+		// never did.
+		series("fleet_ssh_host_key_info", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="b",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		{"series": `fleet_ssh_host_key_info{job="fleet",instance="exp2:9922",env="prod",set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, "values": "1x10"},
+		series("fleet_ssh_host_key_info", `set="app",host="f",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="c",type="ecdsa-sha2-nistp256",fingerprint_sha256="`+keyC+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="other",host="z",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="a"`, "0x4 300x5"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="c"`, "0x10"),
+		// Host certificates: web/a's expires 10 days after the evaluation
+		// at 10m, web/c's in 40 days; web/b presents a plain key (0).
+		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="a"`, "864600x10"),
+		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="c"`, "3456600x10"),
+		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="b"`, "0x10"),
 	}
 	type sample struct {
 		Labels string  `yaml:"labels"`
@@ -962,6 +1001,18 @@ func TestDashboardQueries(t *testing.T) {
 			{`{set="web",command="release"}`, 2},
 			{`{set="app",command="release"}`, 1},
 		}},
+		{"Bastion up", "A", []sample{{`{bastion="jump@b1:22"}`, 0}}},
+		{"Bastion connections", "A", []sample{{`{bastion="jump@b1:22"}`, 2}}},
+		{"SSH targets per bastion", "A", []sample{{`{bastion="jump@b1:22",set="web"}`, 5}}},
+		{"Host key changes", "A", []sample{
+			{lbl("", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`), 300},
+		}},
+		{"Shared host keys", "A", []sample{
+			{`{set="web",host="a",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="app",host="f",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+		}},
+		{"Host certificates expiring within 30 days", "A", []sample{{lbl("", `set="web",host="a"`), 864000}}},
 	}
 	type exprTest struct {
 		Expr       string   `yaml:"expr"`
