@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,8 +84,9 @@ func newFleet(opts *options, cfg *config.Config, targets []*config.Target, logge
 // newOwnedFleet is newFleet for a cluster member: it probes only the
 // targets owner assigns to it (all of them when owner is nil).
 func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, logger *slog.Logger, reg prometheus.Registerer, sink func(probe.Result), owner *cluster.Cluster) (*fleet, error) {
-	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, Registerer: reg}, logger)
+	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, BastionLimits: cfg.Global.Limits.Bastion, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers, owner: owner}
+	f.store.SetLogger(logger.With("component", "store"))
 	// observe is what every result goes through after the store and the
 	// scheduler saw it, one at a time or in a batch.
 	observe := func(r *probe.Result) {
@@ -140,6 +142,7 @@ func (f *fleet) apply(cfg *config.Config, targets []*config.Target) {
 	defer f.applyMu.Unlock()
 	f.pool.SetLimits(cfg.Global)
 	f.probers.SetDNS(cfg.Global.DNS)
+	f.probers.SetBastionLimits(cfg.Global.Limits.Bastion)
 	f.all = targets
 	f.reconcileOwned()
 }
@@ -311,7 +314,12 @@ type reloader struct {
 	logger *slog.Logger
 	ready  atomic.Bool
 
-	reloadOK        prometheus.Gauge
+	reloadOK prometheus.Gauge
+	// fileMu guards lastReloadOK and badFiles, which set reloadOK with
+	// the credential files that failed to reload since (fileChanged).
+	fileMu          sync.Mutex
+	lastReloadOK    bool
+	badFiles        map[string]bool
 	reloadTimestamp prometheus.Gauge
 	// pages holds what the status pages show of reloads.
 	pages reloadPages
@@ -340,10 +348,53 @@ func newReloader(filename string, cfg *config.Config, targets []*config.Target, 
 		}),
 	}
 	rl.reloadOK.Set(1)
+	rl.lastReloadOK = true
 	rl.reloadTimestamp.SetToCurrentTime()
 	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
+	f.probers.OnFileChange(rl.fileChanged)
 	rl.pages.succeeded(cfg)
 	return rl
+}
+
+// fileChanged hears of the SSH prober's rereads of changed key, password
+// and known_hosts files. Those are reread without SIGHUP; one that no
+// longer loads keeps its last good version in use, and counts as a failed
+// reload until it loads again or a reload succeeds.
+func (rl *reloader) fileChanged(paths []string, err error) {
+	rl.fileMu.Lock()
+	defer rl.fileMu.Unlock()
+	key := strings.Join(paths, "\x00")
+	if err != nil {
+		if rl.badFiles == nil {
+			rl.badFiles = map[string]bool{}
+		}
+		rl.badFiles[key] = true
+	} else {
+		delete(rl.badFiles, key)
+	}
+	rl.updateReloadOKLocked()
+}
+
+// setReloadOK records the outcome of a reload; clearFiles forgets the
+// files that failed to reload, after a reload that checked them all.
+func (rl *reloader) setReloadOK(ok, clearFiles bool) {
+	rl.fileMu.Lock()
+	defer rl.fileMu.Unlock()
+	rl.lastReloadOK = ok
+	if clearFiles {
+		clear(rl.badFiles)
+	}
+	rl.updateReloadOKLocked()
+}
+
+// updateReloadOKLocked sets fleet_config_last_reload_successful from the
+// last reload and the files reread since. rl.fileMu must be held.
+func (rl *reloader) updateReloadOKLocked() {
+	if rl.lastReloadOK && len(rl.badFiles) == 0 {
+		rl.reloadOK.Set(1)
+	} else {
+		rl.reloadOK.Set(0)
+	}
 }
 
 // configName names the running config for the status pages.
@@ -375,12 +426,13 @@ func (rl *reloader) reload() error {
 	}
 	err := rl.reloadLocked()
 	if err != nil {
-		rl.reloadOK.Set(0)
+		rl.setReloadOK(false, false)
 		rl.logger.Error("Reload failed; keeping the running configuration", "file", rl.filename, "err", err)
 		rl.pages.failed(err)
 		return err
 	}
-	rl.reloadOK.Set(1)
+	// preflight has just loaded every file the config names.
+	rl.setReloadOK(true, true)
 	rl.reloadTimestamp.SetToCurrentTime()
 	rl.pages.succeeded(rl.current)
 	return nil

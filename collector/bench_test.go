@@ -53,9 +53,18 @@ func benchStore(b testing.TB, hosts int, withSSH bool) *Store {
 		if withSSH {
 			ssh := sshTarget(set, host, labels, "uname")
 			targets = append(targets, ssh)
+			// Every host its own key but every 50th, which are clones of
+			// one image; every third key in a certificate.
+			key := &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: fmt.Sprintf("SHA256:%043d", i)}
+			if i%50 == 0 {
+				key.FingerprintSHA256 = "SHA256:" + strings.Repeat("C", 43)
+			}
+			if i%3 == 0 {
+				key.Certificate, key.CertificateExpiry = true, time.Unix(1_800_000_000+int64(i), 0)
+			}
 			results = append(results, sshResult(ssh, 0, true, "", &probe.SSHResult{
 				Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond, NewConnection: true,
-				Conn: benchConn,
+				Conn: benchConn, HostKey: key,
 				Commands: []probe.CommandResult{{
 					Name: "uname", Ran: true, Duration: time.Millisecond, Hash: uint64(i%5 + 1), Bytes: 40,
 					SHA256: benchSHA256[i%5],

@@ -34,6 +34,8 @@ const (
 	labelCipher        = "cipher"
 	labelMAC           = "mac"
 	labelHostKeyAlg    = "host_key_algorithm"
+	labelKeyType       = "type"
+	labelFingerprint   = "fingerprint_sha256"
 )
 
 // SSH phase label values.
@@ -74,6 +76,7 @@ func newDescs(labelNames []string) *descs {
 	for _, n := range []string{
 		labelSet, labelHost, labelProbe, labelPort, labelReason, labelPhase, labelCommand, labelResult,
 		labelSHA256, labelValue, labelServerVersion, labelKEX, labelCipher, labelMAC, labelHostKeyAlg,
+		labelKeyType, labelFingerprint,
 	} {
 		intern(n)
 	}
@@ -278,6 +281,8 @@ type emitter struct {
 	phases [3]*dto.LabelPair
 	// group is scratch space for the targets of one host.
 	group []*TargetState
+	// shares is the snapshot's host count per host key fingerprint.
+	shares map[string]int
 }
 
 // reset prepares e for a run with descs d and sink s, keeping its slabs.
@@ -299,6 +304,7 @@ func (e *emitter) reset(d *descs, s sink) {
 	clear(e.ports)
 	clear(e.reason)
 	clear(e.group)
+	e.shares = nil
 }
 
 // run emits the series of snap.
@@ -312,6 +318,7 @@ func (e *emitter) run(snap *Snapshot) {
 	}
 	e.setProbes(snap.SetProbes)
 	e.driftRows(snap.driftRows())
+	e.shares = snap.hostKeyShares()
 
 	ts, order := snap.Targets, snap.order
 	if len(order) != len(ts) {
@@ -517,12 +524,12 @@ func (e *emitter) target(t *TargetState, base []*dto.LabelPair) {
 		out.series(famICMPReceived, base, float64(t.ICMP.PacketsReceived))
 	case config.ProbeSSH:
 		if t.SSH != nil {
-			e.ssh(t.SSH)
+			e.ssh(t.SSH, base)
 		}
 	}
 }
 
-func (e *emitter) ssh(s *SSHState) {
+func (e *emitter) ssh(s *SSHState, base []*dto.LabelPair) {
 	out := e.sink
 	if s.HasPhases {
 		for i, v := range [3]time.Duration{s.Auth, s.Connect, s.Handshake} {
@@ -537,6 +544,16 @@ func (e *emitter) ssh(s *SSHState) {
 			e.pair(names[labelServerVersion], ci.ServerVersion), e.pair(names[labelKEX], ci.KEX),
 			e.pair(names[labelCipher], ci.Cipher), e.pair(names[labelMAC], ci.MAC),
 			e.pair(names[labelHostKeyAlg], ci.HostKeyAlgorithm)), 1)
+	}
+	if k := s.HostKey; k != nil {
+		// The series of rowsHostKey have the host's labels only.
+		out.series(famHostKeyInfo, e.labels(rowsHostKeyInfo,
+			e.pair(e.d.names[labelKeyType], k.Type), e.pair(e.d.names[labelFingerprint], k.FingerprintSHA256), nil), 1)
+		out.series(famHostKeyChanged, base, hostKeyChanged(k))
+		out.series(famHostKeyShared, base, float64(e.shares[k.FingerprintSHA256]))
+		if k.HasCertificateExpiry() {
+			out.series(famHostCertExpiry, base, unixSeconds(k.CertificateExpiry))
+		}
 	}
 	for i := range s.Commands {
 		c := &s.Commands[i]
@@ -557,6 +574,16 @@ func (e *emitter) ssh(s *SSHState) {
 				e.pair(e.d.names[labelSHA256], c.SHA256), e.pair(e.d.names[labelValue], c.Value)), 1)
 		}
 	}
+}
+
+// hostKeyChanged is the value of fleet_ssh_host_key_changed_timestamp_seconds:
+// 0 until a change was seen, rather than no series, so that an alert on
+// changes() or on the time since the change does not need absent().
+func hostKeyChanged(k *HostKeyState) float64 {
+	if k.Changed.IsZero() {
+		return 0
+	}
+	return unixSeconds(k.Changed)
 }
 
 func boolFloat(b bool) float64 {

@@ -117,6 +117,14 @@ var families = map[string]string{
 		"# TYPE fleet_probe_failing_since_timestamp_seconds gauge\n",
 	"fleet_ssh_command_output_distinct_hashes": "# HELP fleet_ssh_command_output_distinct_hashes Number of distinct values of fleet_ssh_command_output_hash among the hosts of the set that export one for the command; 1 means every such host agrees.\n" +
 		"# TYPE fleet_ssh_command_output_distinct_hashes gauge\n",
+	"fleet_ssh_host_key_info": "# HELP fleet_ssh_host_key_info Type and SHA-256 fingerprint (OpenSSH form) of the host key the last SSH handshake with the host presented, also when it was rejected; kept through probes without a handshake; always 1.\n" +
+		"# TYPE fleet_ssh_host_key_info gauge\n",
+	"fleet_ssh_host_key_changed_timestamp_seconds": "# HELP fleet_ssh_host_key_changed_timestamp_seconds Unix time of the end of the probe that first saw the host's current host key fingerprint after a different one; 0 while no change was seen.\n" +
+		"# TYPE fleet_ssh_host_key_changed_timestamp_seconds gauge\n",
+	"fleet_ssh_host_key_shared_hosts": "# HELP fleet_ssh_host_key_shared_hosts Number of configured hosts (distinct names, over every set and port) whose last observed SSH host key has this host's fingerprint; 1 means the key is unique.\n" +
+		"# TYPE fleet_ssh_host_key_shared_hosts gauge\n",
+	"fleet_ssh_host_certificate_expiry_timestamp_seconds": "# HELP fleet_ssh_host_certificate_expiry_timestamp_seconds Unix time at which the host certificate the host last presented expires; absent for plain keys and certificates valid forever.\n" +
+		"# TYPE fleet_ssh_host_certificate_expiry_timestamp_seconds gauge\n",
 }
 
 // familyNames returns every family name, so comparisons also catch series
@@ -702,7 +710,11 @@ func fullStore() *Store {
 	s.Update(result(tcp, 1, false, probe.ReasonRefused))
 	s.Update(sshResult(ssh, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond, NewConnection: true,
-		Conn:     benchConn,
+		Conn: benchConn,
+		HostKey: &probe.HostKey{
+			Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + strings.Repeat("A", 43),
+			Certificate: true, CertificateExpiry: t0.Add(30 * 24 * time.Hour),
+		},
 		Commands: []probe.CommandResult{{Name: "uname", Ran: true, Duration: time.Millisecond, Hash: 42, Bytes: 6, SHA256: benchSHA256[0], Value: "6.1.0"}},
 	}))
 	return s

@@ -1,7 +1,8 @@
 // Package collector owns the results store of fleet_exporter and the ways
 // its snapshots become metrics. The Store is the single source of truth for
 // what the probers measured: the last result of every configured target, its
-// failure streak, cumulative counters and per-command output history.
+// failure streak, cumulative counters, per-command output history and the
+// last SSH host key with the time it changed (logged through SetLogger).
 //
 // Every family the store is exported as is defined once, in the table of
 // families.go (see Families). From it come NewCollector, a

@@ -42,6 +42,10 @@ const (
 	famProbesTotal
 	famProbeFailingSince
 	famCmdDistinct
+	famHostKeyInfo
+	famHostKeyChanged
+	famHostKeyShared
+	famHostCertExpiry
 	numFamilies
 )
 
@@ -50,17 +54,19 @@ const (
 type rowKind uint8
 
 const (
-	rowsHost    rowKind = iota // hosts with a result (fleet_host_up)
-	rowsICMP                   // ICMP targets with a result, host labels
-	rowsTarget                 // targets with a result, probe and port labels
-	rowsFailure                // targets whose last probe failed
-	rowsPhase                  // SSH phases reached
-	rowsCommand                // SSH commands that ran
-	rowsCmdInfo                // SSH commands with a known output hash
-	rowsConn                   // SSH targets with a known handshake
-	rowsTargets                // (set, probe) pairs (fleet_targets)
-	rowsProbes                 // (set, probe, result) triples (fleet_probes_total)
-	rowsDrift                  // (set, command) pairs with an output hash
+	rowsHost        rowKind = iota // hosts with a result (fleet_host_up)
+	rowsICMP                       // ICMP targets with a result, host labels
+	rowsTarget                     // targets with a result, probe and port labels
+	rowsFailure                    // targets whose last probe failed
+	rowsPhase                      // SSH phases reached
+	rowsCommand                    // SSH commands that ran
+	rowsCmdInfo                    // SSH commands with a known output hash
+	rowsConn                       // SSH targets with a known handshake
+	rowsHostKey                    // SSH targets with an observed host key, host labels
+	rowsHostKeyInfo                // the same, with the key's type and fingerprint
+	rowsTargets                    // (set, probe) pairs (fleet_targets)
+	rowsProbes                     // (set, probe, result) triples (fleet_probes_total)
+	rowsDrift                      // (set, command) pairs with an output hash
 	numRowKinds
 )
 
@@ -84,6 +90,8 @@ func (k rowKind) extras() []string {
 		return []string{labelCommand, labelSHA256, labelValue}
 	case rowsConn:
 		return []string{labelServerVersion, labelKEX, labelCipher, labelMAC, labelHostKeyAlg}
+	case rowsHostKeyInfo:
+		return []string{labelKeyType, labelFingerprint}
 	case rowsTargets:
 		return []string{labelSet, labelProbe}
 	case rowsProbes:
@@ -203,6 +211,22 @@ func familyTable() *[numFamilies]family {
 		famCmdDistinct: {
 			"fleet_ssh_command_output_distinct_hashes", gauge,
 			"Number of distinct values of fleet_ssh_command_output_hash among the hosts of the set that export one for the command; 1 means every such host agrees.", rowsDrift,
+		},
+		famHostKeyInfo: {
+			"fleet_ssh_host_key_info", gauge,
+			"Type and SHA-256 fingerprint (OpenSSH form) of the host key the last SSH handshake with the host presented, also when it was rejected; kept through probes without a handshake; always 1.", rowsHostKeyInfo,
+		},
+		famHostKeyChanged: {
+			"fleet_ssh_host_key_changed_timestamp_seconds", gauge,
+			"Unix time of the end of the probe that first saw the host's current host key fingerprint after a different one; 0 while no change was seen.", rowsHostKey,
+		},
+		famHostKeyShared: {
+			"fleet_ssh_host_key_shared_hosts", gauge,
+			"Number of configured hosts (distinct names, over every set and port) whose last observed SSH host key has this host's fingerprint; 1 means the key is unique.", rowsHostKey,
+		},
+		famHostCertExpiry: {
+			"fleet_ssh_host_certificate_expiry_timestamp_seconds", gauge,
+			"Unix time at which the host certificate the host last presented expires; absent for plain keys and certificates valid forever.", rowsHostKey,
 		},
 	}
 }

@@ -32,6 +32,8 @@ func TestExportImport(t *testing.T) {
 		NewConnection: true, Connect: 1, Handshake: 2, Auth: 3,
 		Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 7, Bytes: 5, Duration: 4}, {Name: "df", Ran: true, Hash: 8}},
 	}))
+	old.Update(sshResult(ssh, 1, true, "", &probe.SSHResult{HostKey: certKey("k1", end(9))}))
+	old.Update(sshResult(ssh, 2, true, "", &probe.SSHResult{HostKey: hostKey("k2")}))
 	old.Update(result(gone, 0, true, ""))
 	saved := old.Export()
 	if len(saved.Targets) != 4 || len(saved.SetProbes) != 4 {
@@ -74,6 +76,9 @@ func TestExportImport(t *testing.T) {
 	if diff := cmp.Diff(&wantSSH, g[ssh.Key()].SSH); diff != "" {
 		t.Errorf("SSH state after import (-want +got):\n%s", diff)
 	}
+	if k := g[ssh.Key()].SSH.HostKey; k == nil || k.Previous != "SHA256:k1" || !k.Changed.Equal(end(2)) {
+		t.Errorf("host key after import: %+v, want SHA256:k2 changed from SHA256:k1 at %v", k, end(2))
+	}
 	if _, ok := g[gone.Key()]; ok {
 		t.Error("a target no longer configured was imported")
 	}
@@ -83,7 +88,7 @@ func TestExportImport(t *testing.T) {
 	wantSets := []SetProbeState{
 		{Set: "a", Probe: config.ProbeICMP, Targets: 1, Successes: 1},
 		{Set: "a", Probe: config.ProbeTCP, Targets: 2, Successes: 1, Failures: 1},
-		{Set: "b", Probe: config.ProbeSSH, Targets: 1, Successes: 1},
+		{Set: "b", Probe: config.ProbeSSH, Targets: 1, Successes: 3},
 	}
 	if diff := cmp.Diff(wantSets, got.SetProbes); diff != "" {
 		t.Errorf("probe counters after import (-want +got):\n%s", diff)

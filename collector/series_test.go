@@ -23,11 +23,12 @@ func TestSeriesPerHost(t *testing.T) {
 			r.ICMP = &probe.ICMPResult{Sent: 1, Received: 1, RTT: time.Millisecond}
 		case config.ProbeSSH:
 			if success {
-				// As the prober reports them: with the negotiated algorithms
-				// and each command's full SHA-256.
+				// As the prober reports them: with the negotiated algorithms,
+				// the host key (a plain one) and each command's full SHA-256.
 				r.SSH = &probe.SSHResult{
 					NewConnection: true, Connect: time.Millisecond, Handshake: time.Millisecond, Auth: time.Millisecond,
-					Conn: &probe.ConnInfo{ServerVersion: "SSH-2.0-OpenSSH_9.2", KEX: "curve25519-sha256", Cipher: "chacha20-poly1305@openssh.com", MAC: "<implicit>", HostKeyAlgorithm: "ssh-ed25519"},
+					Conn:    &probe.ConnInfo{ServerVersion: "SSH-2.0-OpenSSH_9.2", KEX: "curve25519-sha256", Cipher: "chacha20-poly1305@openssh.com", MAC: "<implicit>", HostKeyAlgorithm: "ssh-ed25519"},
+					HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + strings.Repeat("A", 43)},
 				}
 				for _, c := range tg.SSH.Commands {
 					r.SSH.Commands = append(r.SSH.Commands, probe.CommandResult{Name: c.Name, Ran: true, Duration: time.Millisecond, Hash: 1 << 40, SHA256: strings.Repeat("ab", 32), Bytes: 3})
@@ -44,8 +45,8 @@ func TestSeriesPerHost(t *testing.T) {
 	}{
 		{"icmp only", []*config.Target{icmpTarget("s", "h", nil)}, "", 11},
 		{"tcp only", []*config.Target{tcpTarget("s", "h", nil)}, "", 8},
-		{"icmp and ssh with one command", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, "", 28},
-		{"icmp and ssh with two commands", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1", "c2")}, "", 34},
+		{"icmp and ssh with one command", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, "", 31},
+		{"icmp and ssh with two commands", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1", "c2")}, "", 37},
 		{"icmp and ssh that never succeeded", []*config.Target{icmpTarget("s", "h", nil), sshTarget("s", "h", nil, "c1")}, config.ProbeSSH, 19},
 	}
 	for _, tc := range tests {

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"cmp"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -91,9 +92,42 @@ type SSHState struct {
 	// had one negotiated; nil before the first handshake. A failed probe
 	// leaves it unchanged.
 	Conn *probe.ConnInfo
+	// HostKey is the last host key a handshake with the target presented,
+	// with its change history; nil before the first. Probes that made no
+	// handshake (a reused connection, a failure before the key exchange)
+	// leave it unchanged.
+	HostKey *HostKeyState
 	// Commands holds one entry per configured command that has ever been
 	// reported, in the order of the last report.
 	Commands []CommandState
+}
+
+// HostKeyState is the last host key observed for one SSH target. It is
+// immutable once stored.
+type HostKeyState struct {
+	// Type is the key type ("ssh-ed25519"); for a certificate the type of
+	// the certified key.
+	Type string
+	// FingerprintSHA256 is the key's fingerprint in OpenSSH's form
+	// ("SHA256:" and unpadded base64).
+	FingerprintSHA256 string
+	// Certificate is true when the key came in a host certificate;
+	// CertificateExpiry is then its valid-before time, zero for one valid
+	// forever.
+	Certificate       bool
+	CertificateExpiry time.Time
+	// Changed is the end time of the probe that first saw this fingerprint
+	// after a different one, and Previous that different fingerprint. The
+	// first observation of a target is no change: both stay empty until
+	// the fingerprint differs from an earlier one.
+	Changed  time.Time
+	Previous string
+}
+
+// HasCertificateExpiry reports whether the key is a certificate with a
+// finite expiry.
+func (k *HostKeyState) HasCertificateExpiry() bool {
+	return k.Certificate && !k.CertificateExpiry.IsZero()
 }
 
 // CommandState is the history of one SSH command of one target.
@@ -159,9 +193,11 @@ type Snapshot struct {
 	// order lists the indices of Targets in exposition order (see
 	// expositionOrder); the collector emits series in that order.
 	order []int32
-	// drift caches the rows of fleet_ssh_command_output_distinct_hashes;
-	// nil for snapshots not taken from a store.
-	drift *driftCache
+	// drift caches the rows of fleet_ssh_command_output_distinct_hashes,
+	// hostKeys the counts of fleet_ssh_host_key_shared_hosts; nil for
+	// snapshots not taken from a store.
+	drift    *driftCache
+	hostKeys *hostKeyCache
 }
 
 type setProbeKey struct{ set, probe string }
@@ -169,7 +205,8 @@ type setProbeKey struct{ set, probe string }
 // Store keeps the last result and the cumulative counters of every configured
 // target. It is safe for concurrent use.
 type Store struct {
-	// mu guards targets, index, sets, setIndex and labelNames.
+	// mu guards targets, index, sets, setIndex, labelNames, order and
+	// logger.
 	mu sync.RWMutex
 	// targets is sorted by key; index maps a key to its position.
 	targets []TargetState
@@ -181,6 +218,8 @@ type Store struct {
 	// snapshots share them.
 	labelNames []string
 	order      []int32
+	// logger receives the host key changes; nil discards them.
+	logger *slog.Logger
 }
 
 // NewStore returns an empty store. Until Reconcile is called every result is
@@ -316,29 +355,65 @@ func pruneCommands(st *SSHState, cfg *config.SSHProbe) *SSHState {
 	return st
 }
 
+// SetLogger makes the store log every change of a target's SSH host key
+// fingerprint at Warn level (set, host, old and new fingerprint); nil, the
+// default, logs nothing. It may be called at any time.
+func (s *Store) SetLogger(l *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logger = l
+}
+
+// hostKeyChange is one change of a target's host key fingerprint, logged
+// once the store's lock is released.
+type hostKeyChange struct {
+	key      config.Key
+	from, to *HostKeyState
+}
+
 // Update records one probe result. Results for keys that are not configured
 // (a late result of a removed target) are ignored. A failed result without a
 // reason is recorded with probe.ReasonError.
 func (s *Store) Update(r probe.Result) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.update(&r)
+	changes := s.update(&r, nil)
+	logger := s.logger
+	s.mu.Unlock()
+	logHostKeyChanges(logger, changes)
 }
 
 // UpdateBatch records many results under one lock, as Update does each.
 func (s *Store) UpdateBatch(rs []probe.Result) {
+	var changes []hostKeyChange
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for i := range rs {
-		s.update(&rs[i])
+		changes = s.update(&rs[i], changes)
+	}
+	logger := s.logger
+	s.mu.Unlock()
+	logHostKeyChanges(logger, changes)
+}
+
+// logHostKeyChanges logs changes, outside the store's lock: a slow log
+// sink must not hold up probes and scrapes.
+func logHostKeyChanges(logger *slog.Logger, changes []hostKeyChange) {
+	if logger == nil {
+		return
+	}
+	for _, c := range changes {
+		logger.Warn("SSH host key changed",
+			"set", c.key.Set, "host", c.key.Host,
+			"old_fingerprint", c.from.FingerprintSHA256, "old_type", c.from.Type,
+			"new_fingerprint", c.to.FingerprintSHA256, "new_type", c.to.Type)
 	}
 }
 
-// update records r. Callers hold s.mu.
-func (s *Store) update(r *probe.Result) {
+// update records r and returns changes with the host key change r brought,
+// if any. Callers hold s.mu.
+func (s *Store) update(r *probe.Result, changes []hostKeyChange) []hostKeyChange {
 	i, ok := s.index[r.Key]
 	if !ok {
-		return
+		return changes
 	}
 	st := &s.targets[i]
 	end := r.End()
@@ -376,8 +451,40 @@ func (s *Store) update(r *probe.Result) {
 			}
 		}
 	case config.ProbeSSH:
-		st.SSH = nextSSHState(st.SSH, r.SSH, end)
+		prev := st.SSH
+		st.SSH = nextSSHState(prev, r.SSH, end)
+		if prev != nil && prev.HostKey != nil && st.SSH.HostKey.FingerprintSHA256 != prev.HostKey.FingerprintSHA256 {
+			changes = append(changes, hostKeyChange{key: r.Key, from: prev.HostKey, to: st.SSH.HostKey})
+		}
 	}
+	return changes
+}
+
+// nextHostKey returns the host key state that follows prev after a
+// handshake presented k (nil when the probe made none) at end. prev is not
+// modified.
+func nextHostKey(prev *HostKeyState, k *probe.HostKey, end time.Time) *HostKeyState {
+	if k == nil || k.FingerprintSHA256 == "" {
+		return prev
+	}
+	next := &HostKeyState{
+		Type: k.Type, FingerprintSHA256: k.FingerprintSHA256,
+		Certificate: k.Certificate, CertificateExpiry: k.CertificateExpiry,
+	}
+	switch {
+	case prev == nil:
+		// The first observation: nothing to compare with.
+	case prev.FingerprintSHA256 == k.FingerprintSHA256:
+		if prev.Type == k.Type && prev.Certificate == k.Certificate && prev.CertificateExpiry.Equal(k.CertificateExpiry) {
+			// Nothing new: share the published state.
+			return prev
+		}
+		// The same key, e.g. in a renewed certificate: no change.
+		next.Changed, next.Previous = prev.Changed, prev.Previous
+	default:
+		next.Changed, next.Previous = end, prev.FingerprintSHA256
+	}
+	return next
 }
 
 // outputRead reports whether the prober read a command's output. The prober
@@ -400,10 +507,13 @@ func nextSSHState(prev *SSHState, r *probe.SSHResult, end time.Time) *SSHState {
 		next.Connect, next.Handshake, next.Auth, next.HasPhases = r.Connect, r.Handshake, r.Auth, true
 	}
 	if prev != nil {
-		next.Conn = prev.Conn
+		next.Conn, next.HostKey = prev.Conn, prev.HostKey
 	}
 	if r != nil && r.Conn != nil {
 		next.Conn = r.Conn
+	}
+	if r != nil {
+		next.HostKey = nextHostKey(next.HostKey, r.HostKey, end)
 	}
 
 	var reported []probe.CommandResult
@@ -463,6 +573,7 @@ func (s *Store) Snapshot() *Snapshot {
 		SetProbes:  slices.Clone(s.sets),
 		order:      s.order,
 		drift:      &driftCache{},
+		hostKeys:   &hostKeyCache{},
 	}
 }
 

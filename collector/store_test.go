@@ -200,15 +200,15 @@ func TestSnapshotIsolation(t *testing.T) {
 	s := NewStore()
 	s.Reconcile([]*config.Target{icmp, ssh})
 	s.Update(icmpResult(icmp, 0, 3, 3, time.Millisecond))
-	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
+	s.Update(sshResult(ssh, 0, true, "", &probe.SSHResult{HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:a"}, Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 1}}}))
 	snap := s.Snapshot()
 	want := deepCopy(snap)
 
 	s.Update(icmpResult(icmp, 1, 3, 0, 0))
-	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
+	s.Update(sshResult(ssh, 1, false, probe.ReasonAuth, &probe.SSHResult{HostKey: &probe.HostKey{Type: "ssh-rsa", FingerprintSHA256: "SHA256:b"}, Commands: []probe.CommandResult{{Name: "uname", Ran: true, Hash: 2}}}))
 	s.Reconcile(nil)
 
-	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{}), cmp.Comparer(func(a, b *driftCache) bool { return true }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(want, snap, cmp.AllowUnexported(Snapshot{}), cmpopts.IgnoreUnexported(TargetState{}), cmp.Comparer(func(a, b *driftCache) bool { return true }), cmp.Comparer(func(a, b *hostKeyCache) bool { return true }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("snapshot changed after later updates (-before +after):\n%s", diff)
 	}
 }
@@ -222,11 +222,16 @@ func deepCopy(s *Snapshot) *Snapshot {
 		SetProbes:  slices.Clone(s.SetProbes),
 		order:      slices.Clone(s.order),
 		drift:      s.drift,
+		hostKeys:   s.hostKeys,
 	}
 	for i := range c.Targets {
 		if ssh := c.Targets[i].SSH; ssh != nil {
 			cp := *ssh
 			cp.Commands = slices.Clone(ssh.Commands)
+			if ssh.HostKey != nil {
+				k := *ssh.HostKey
+				cp.HostKey = &k
+			}
 			c.Targets[i].SSH = &cp
 		}
 	}

@@ -57,6 +57,8 @@ const (
 	slotHostKeyAlg                    // its host key algorithm
 	slotDriftSet                      // the set of a drift row
 	slotDriftCommand                  // the command of a drift row
+	slotKeyType                       // the type of the target's host key
+	slotFingerprint                   // its SHA-256 fingerprint
 )
 
 // slot is one label of a layout, in the exposition's label order.
@@ -164,6 +166,10 @@ func hostSlot(name string) slotKind {
 		return slotMAC
 	case labelHostKeyAlg:
 		return slotHostKeyAlg
+	case labelKeyType:
+		return slotKeyType
+	case labelFingerprint:
+		return slotFingerprint
 	default:
 		return slotCommand
 	}
@@ -289,7 +295,18 @@ func textValues() *[numFamilies]func(w *TextWriter, r row) (float64, bool) {
 			return unixSeconds(t.FailingSince), !t.FailingSince.IsZero()
 		},
 		famCmdDistinct: always(func(w *TextWriter, r row) float64 { return float64(w.drift[r.t].distinct) }),
-		famTargets:     always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
+		famHostKeyInfo: always(func(*TextWriter, row) float64 { return 1 }),
+		famHostKeyChanged: always(func(w *TextWriter, r row) float64 {
+			return hostKeyChanged(target(w, r).SSH.HostKey)
+		}),
+		famHostKeyShared: always(func(w *TextWriter, r row) float64 {
+			return float64(w.shares[target(w, r).SSH.HostKey.FingerprintSHA256])
+		}),
+		famHostCertExpiry: func(w *TextWriter, r row) (float64, bool) {
+			k := target(w, r).SSH.HostKey
+			return unixSeconds(k.CertificateExpiry), k.HasCertificateExpiry()
+		},
+		famTargets: always(func(w *TextWriter, r row) float64 { return float64(w.snap.SetProbes[r.t].Targets) }),
 		famProbesTotal: always(func(w *TextWriter, r row) float64 {
 			sp := &w.snap.SetProbes[r.t]
 			if r.x == 1 {
@@ -381,8 +398,10 @@ type TextWriter struct {
 	// setVals caches the static label values of each set, in baseNames
 	// order with set and host left empty.
 	setVals map[string][]string
-	// drift holds the snapshot's drift rows while rowsDrift is needed.
-	drift []driftRow
+	// drift holds the snapshot's drift rows while rowsDrift is needed,
+	// shares its host counts per host key while rowsHostKey is.
+	drift  []driftRow
+	shares map[string]int
 }
 
 // NewTextWriter returns a TextWriter for the text format 0.0.4 with empty
@@ -435,7 +454,7 @@ func (w *TextWriter) Write(out io.Writer, s *Snapshot, keep func(family string) 
 	defer func() {
 		// Drop the references into the snapshot and to out; keep the
 		// buffers.
-		w.snap, w.out, w.drift = nil, nil, nil
+		w.snap, w.out, w.drift, w.shares = nil, nil, nil, nil
 		clear(w.vals)
 		w.vals = w.vals[:0]
 		clear(w.setVals)
@@ -480,7 +499,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		return order[i]
 	}
 	anyHostRows := need[rowsHost] || need[rowsICMP] || need[rowsTarget] || need[rowsFailure] || need[rowsPhase] || need[rowsCommand] ||
-		need[rowsCmdInfo] || need[rowsConn]
+		need[rowsCmdInfo] || need[rowsConn] || need[rowsHostKey] || need[rowsHostKeyInfo]
 	g := int32(0)
 	for i := 0; anyHostRows && i < len(ts); {
 		first := &ts[idx(i)]
@@ -502,6 +521,9 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.rows[rowsTargets] = append(w.rows[rowsTargets], row{t: int32(i)})
 			w.rows[rowsProbes] = append(w.rows[rowsProbes], row{t: int32(i)}, row{t: int32(i), x: 1})
 		}
+	}
+	if need[rowsHostKey] {
+		w.shares = s.hostKeyShares()
 	}
 	if need[rowsDrift] {
 		w.drift = s.driftRows()
@@ -525,13 +547,13 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		}
 	}
 
-	// Render the shared label sets. Host and ICMP rows have the same labels
-	// for a group, so those are rendered per group.
+	// Render the shared label sets. Host, ICMP and host key rows have the
+	// same labels for a group, so those are rendered per group.
 	w.labels = w.labels[:0]
 	for k := range w.ends {
 		w.ends[k] = w.ends[k][:0]
 	}
-	if need[rowsHost] || need[rowsICMP] {
+	if need[rowsHost] || need[rowsICMP] || need[rowsHostKey] {
 		slots := w.layout.slots[rowsHost]
 		w.ends[rowsHost] = append(w.ends[rowsHost], len(w.labels))
 		for gi := range g {
@@ -542,7 +564,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 	for k := range numRowKinds {
 		// Protobuf needs every label set's size before writing a
 		// family, so there every kind is rendered ahead.
-		if !need[k] || k == rowsHost || k == rowsICMP ||
+		if !need[k] || k == rowsHost || k == rowsICMP || k == rowsHostKey ||
 			(w.format != formatProto && k != rowsTarget && k != rowsCommand) {
 			continue
 		}
@@ -559,7 +581,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 // or nil when kind k is not pre-rendered.
 func (w *TextWriter) labelsOf(k rowKind, i int, r row) []byte {
 	switch {
-	case k == rowsHost || k == rowsICMP:
+	case k == rowsHost || k == rowsICMP || k == rowsHostKey:
 		i, k = int(r.g), rowsHost
 	case k == rowsTarget || k == rowsCommand || w.format == formatProto:
 	default:
@@ -619,6 +641,10 @@ func (w *TextWriter) group(g int32, i, j int, idx func(int) int32) bool {
 			}
 			if s.Conn != nil {
 				w.rows[rowsConn] = append(w.rows[rowsConn], row{g: g, t: ti})
+			}
+			if s.HostKey != nil {
+				w.rows[rowsHostKey] = append(w.rows[rowsHostKey], row{g: g, t: ti})
+				w.rows[rowsHostKeyInfo] = append(w.rows[rowsHostKeyInfo], row{g: g, t: ti})
 			}
 			for x := range s.Commands {
 				c := &s.Commands[x]
@@ -700,6 +726,10 @@ func (w *TextWriter) value(sl *slot, r row) string {
 		return w.snap.Targets[r.t].SSH.Conn.MAC
 	case slotHostKeyAlg:
 		return w.snap.Targets[r.t].SSH.Conn.HostKeyAlgorithm
+	case slotKeyType:
+		return w.snap.Targets[r.t].SSH.HostKey.Type
+	case slotFingerprint:
+		return w.snap.Targets[r.t].SSH.HostKey.FingerprintSHA256
 	case slotSPSet:
 		return w.snap.SetProbes[r.t].Set
 	case slotSPProbe:

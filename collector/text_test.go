@@ -106,6 +106,10 @@ func escapingStore() *Store {
 	s.Update(sshResult(aSSH, 0, true, probe.ReasonNone, &probe.SSHResult{
 		Connect: ns(1), Handshake: ns(2), Auth: ns(3), NewConnection: true,
 		Conn: &probe.ConnInfo{ServerVersion: "SSH-2.0-Weird \"v\" \\ 1", KEX: "curve25519-sha256", Cipher: "aes128-ctr", MAC: "hmac-sha2-256", HostKeyAlgorithm: "ssh-ed25519"},
+		HostKey: &probe.HostKey{
+			Type: "ssh-\"odd\"\\key", FingerprintSHA256: "SHA256:shared+/key",
+			Certificate: true, CertificateExpiry: t0.Add(90*24*time.Hour + ns(1)),
+		},
 		Commands: []probe.CommandResult{
 			{Name: "uname", Ran: true, Duration: ns(4), Hash: 0xabcdef0123456, SHA256: "ab" + strings.Repeat("0", 62), Value: "Linux \"6\" \\ x", Bytes: 6},
 			{Name: "df -h", Ran: true, Duration: ns(5), Hash: 1 << 51, SHA256: "80" + strings.Repeat("0", 62), Bytes: 1 << 40},
@@ -121,8 +125,11 @@ func escapingStore() *Store {
 	}))
 	// beta: icmp without reply (no rtt), ssh with a phase not reached.
 	s.Update(icmpResult(bICMP, 0, 3, 0, 0))
+	// The same host in another set with the same key: one host, not a
+	// clone; a certificate valid forever has no expiry series.
 	s.Update(sshResult(bSSH, 0, false, probe.ReasonAuth, &probe.SSHResult{
 		Connect: ns(9), Handshake: ns(10), NewConnection: true,
+		HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:shared+/key", Certificate: true},
 	}))
 	s.Update(icmpResult(bOnly, 0, 5, 5, ns(11)))
 	// gamma: failing tcp with another reason; ssh before any phase.
@@ -130,7 +137,12 @@ func escapingStore() *Store {
 	s.Update(withAddr(result(dTCP, 0, true, probe.ReasonNone), "fe80::1%eth0"))
 	s.Update(sshResult(cSSH, 0, false, probe.ReasonDNS, nil))
 	s.Update(sshResult(cSSH, 1, true, probe.ReasonNone, &probe.SSHResult{
+		HostKey:  &probe.HostKey{Type: "ecdsa-sha2-nistp256", FingerprintSHA256: "SHA256:c1-old"},
 		Commands: []probe.CommandResult{{Name: "df -h", Ran: true, Duration: 0, Hash: 7, Bytes: 3}},
+	}))
+	// c1 now presents the key of shared\host: a changed key and a clone.
+	s.Update(sshResult(cSSH, 2, false, probe.ReasonHostKey, &probe.SSHResult{
+		HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:shared+/key"},
 	}))
 	return s
 }
@@ -203,6 +215,17 @@ func randomStore(seed uint64, hosts int) *Store {
 					sr := &probe.SSHResult{NewConnection: rng.IntN(2) == 0, Connect: d(), Handshake: d(), Auth: d()}
 					if rng.IntN(2) == 0 {
 						sr.Conn = &probe.ConnInfo{ServerVersion: fmt.Sprintf("SSH-2.0-v%d", rng.IntN(3)), KEX: "k", Cipher: "c", MAC: "m", HostKeyAlgorithm: "h"}
+					}
+					if rng.IntN(3) > 0 {
+						// Few distinct keys, so that hosts share them.
+						k := &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: fmt.Sprintf("SHA256:k%d", rng.IntN(4))}
+						if rng.IntN(2) == 0 {
+							k.Certificate = true
+							if rng.IntN(2) == 0 {
+								k.CertificateExpiry = t0.Add(d())
+							}
+						}
+						sr.HostKey = k
 					}
 					for _, c := range t.SSH.Commands {
 						h := rng.Uint64N(1 << 52)

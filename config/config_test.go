@@ -92,6 +92,13 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-ssh-auth.yml", `host_sets[0] ("web").probes.ssh: at least one authentication method is required`, 5},
 		{"invalid-ssh-known-hosts.yml", `probes.ssh.known_hosts_file: known_hosts_file is required unless insecure_skip_host_key_verification is true`, 5},
 		{"invalid-ssh-known-hosts-and-insecure.yml", `insecure_skip_host_key_verification and known_hosts_file are mutually exclusive`, 9},
+		{"invalid-ssh-host-key-policy.yml", `probes.ssh.host_key_policy: host_key_policy must be "strict" or "tofu", got "trust"`, 9},
+		{"invalid-ssh-tofu-insecure.yml", `probes.ssh.host_key_policy: host_key_policy tofu verifies host keys`, 9},
+		{"invalid-proxy-jump-host.yml", `probes.ssh.proxy_jump[0].host: host "bastion1:99999": port must be between 1 and 65535`, 10},
+		{"invalid-proxy-jump-host-missing.yml", `probes.ssh.proxy_jump[0].host: host is required`, 10},
+		{"invalid-proxy-jump-connections.yml", `probes.ssh.proxy_jump[1].connections: connections applies to the whole chain`, 13},
+		{"invalid-proxy-jump-auth.yml", `probes.ssh.proxy_jump[0].passphrase_file: passphrase_file requires private_key_file`, 11},
+		{"invalid-limit-bastion-concurrency.yml", `global.limits.bastion.concurrency: concurrency must be at least 1, got 0`, 4},
 		{"invalid-ssh-passphrase-without-key.yml", `probes.ssh.passphrase_file: passphrase_file requires private_key_file`, 8},
 		{"invalid-ssh-certificate-without-key.yml", `probes.ssh.certificate_file: certificate_file requires private_key_file`, 8},
 		{"invalid-ssh-tilde-path.yml", `path "~/.ssh/id_ed25519" starts with '~', which is not expanded`, 7},
@@ -177,9 +184,10 @@ func TestParseValid(t *testing.T) {
 		return &ICMPProbe{Count: 1, PacketInterval: Duration(time.Second), Size: 56, Timeout: Duration(timeout)}
 	}
 	defaultLimits := ProbeLimits{
-		ICMP: Limit{Concurrency: 4096},
-		TCP:  Limit{Concurrency: 256},
-		SSH:  Limit{Concurrency: 64},
+		ICMP:    Limit{Concurrency: 4096},
+		TCP:     Limit{Concurrency: 256},
+		SSH:     Limit{Concurrency: 64},
+		Bastion: Limit{Concurrency: DefaultBastionConcurrency},
 	}
 	defaultDNS := DNS{
 		MinTTL: Duration(time.Second), MaxTTL: Duration(5 * time.Minute),
@@ -234,9 +242,10 @@ func TestParseValid(t *testing.T) {
 					Interval: Duration(time.Minute), Timeout: Duration(10 * time.Second),
 					Concurrency: 4096, MaxTargets: 1000000, MaxTargetsPerSet: 65536,
 					Limits: ProbeLimits{
-						ICMP: Limit{Concurrency: 4096, Rate: 2.5, Burst: 2},
-						TCP:  Limit{Concurrency: 256, Rate: 10, Burst: 3},
-						SSH:  Limit{Concurrency: 64, Rate: 0.2, Burst: 1},
+						ICMP:    Limit{Concurrency: 4096, Rate: 2.5, Burst: 2},
+						TCP:     Limit{Concurrency: 256, Rate: 10, Burst: 3},
+						SSH:     Limit{Concurrency: 64, Rate: 0.2, Burst: 1},
+						Bastion: Limit{Concurrency: DefaultBastionConcurrency},
 					},
 					DNS: defaultDNS,
 				},
@@ -304,6 +313,7 @@ func TestParseValid(t *testing.T) {
 						MaxOutputBytes: 1 << 20,
 						Timeout:        Duration(20 * time.Second),
 						Mode:           SSHModeExec,
+						HostKeyPolicy:  HostKeyPolicyStrict,
 						Shell:          defaultShell(),
 						Commands: []Command{
 							{Name: "up", Run: "uptime", Timeout: Duration(20 * time.Second)},
@@ -410,6 +420,8 @@ func TestMisspeltKeyEveryLevel(t *testing.T) {
 		{"tcp", set("  probes:\n    tcp:\n      prot: 22\n"), `field "prot" not found in host_sets[0] ("s").probes.tcp (`, 6},
 		{"ssh", set("  probes:\n    ssh:\n" + sshOK + "      known_host_file: x\n"), `field "known_host_file" not found in host_sets[0] ("s").probes.ssh (`, 9},
 		{"commands[]", set("  probes:\n    ssh:\n" + sshOK + "      commands:\n      - name: c\n        command: uptime\n"), `field "command" not found in host_sets[0] ("s").probes.ssh.commands[0] (`, 11},
+		{"limits.bastion", "global:\n  limits:\n    bastion:\n      rat: 1\n" + set("  probes: {icmp: {}}\n"), `field "rat" not found in global.limits.bastion (`, 4},
+		{"proxy_jump[]", set("  probes:\n    ssh:\n" + sshOK + "      proxy_jump:\n      - host: b\n        hostname: b\n"), `field "hostname" not found in host_sets[0] ("s").probes.ssh.proxy_jump[0] (`, 11},
 	}
 	for _, tc := range tests {
 		t.Run(tc.level, func(t *testing.T) {
@@ -726,5 +738,52 @@ func TestHostSetIPPolicy(t *testing.T) {
 				t.Errorf("Target.IP = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProxyJumpDefaults checks what a proxy_jump entry takes from its ssh
+// block, the port default, path resolution and the bastion limit default.
+func TestProxyJumpDefaults(t *testing.T) {
+	const doc = `
+host_sets:
+  - name: behind
+    hosts: [a.example.com]
+    probes:
+      ssh:
+        user: prober
+        private_key_file: keys/id
+        known_hosts_file: kh
+        host_key_policy: tofu
+        proxy_jump:
+          - host: bastion1
+            connections: 3
+          - host: "[::1]:2222"
+            user: ops
+            password_file: pw
+            known_hosts_file: /etc/jump_kh
+            host_key_policy: strict
+`
+	cfg, err := Parse([]byte(doc), "/etc/fleet/fleet.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Global.Limits.Bastion; got.Concurrency != DefaultBastionConcurrency || got.Rate != 0 {
+		t.Errorf("limits.bastion = %+v, want concurrency %d and no rate", got, DefaultBastionConcurrency)
+	}
+	hops := cfg.HostSets[0].Probes.SSH.ProxyJump
+	if len(hops) != 2 {
+		t.Fatalf("%d hops, want 2", len(hops))
+	}
+	first, second := hops[0], hops[1]
+	if first.HostPort() != "bastion1:22" || first.User != "prober" || first.PrivateKeyFile != "/etc/fleet/keys/id" ||
+		first.KnownHostsFile != "/etc/fleet/kh" || first.HostKeyPolicy != HostKeyPolicyTOFU || first.Connections != 3 {
+		t.Errorf("first hop did not inherit the ssh block: %+v", first)
+	}
+	if second.HostPort() != "[::1]:2222" || second.User != "ops" || second.PrivateKeyFile != "" ||
+		second.PasswordFile != "/etc/fleet/pw" || second.KnownHostsFile != "/etc/jump_kh" || second.HostKeyPolicy != HostKeyPolicyStrict {
+		t.Errorf("second hop's own settings were overridden: %+v", second)
+	}
+	if p := cfg.HostSets[0].Probes.SSH.HostKeyPolicy; p != HostKeyPolicyTOFU {
+		t.Errorf("ssh host_key_policy = %q", p)
 	}
 }

@@ -142,7 +142,7 @@ func (c *Config) applyDefaults(baseDir string) {
 			g.Timeout = g.Interval
 		}
 	}
-	for _, l := range []*Limit{&g.Limits.ICMP, &g.Limits.TCP, &g.Limits.SSH} {
+	for _, l := range []*Limit{&g.Limits.ICMP, &g.Limits.TCP, &g.Limits.SSH, &g.Limits.Bastion} {
 		if l.Rate > 0 && l.Burst == 0 {
 			l.Burst = max(1, int(math.Min(l.Rate, math.MaxInt32)))
 		}
@@ -196,7 +196,37 @@ func (c *Config) applyDefaults(baseDir string) {
 			for j := range s.KeyboardInteractive {
 				s.KeyboardInteractive[j].AnswerFile = resolvePath(baseDir, s.KeyboardInteractive[j].AnswerFile)
 			}
+			for j := range s.ProxyJump {
+				j := &s.ProxyJump[j]
+				for _, f := range []*string{&j.PrivateKeyFile, &j.PassphraseFile, &j.CertificateFile, &j.PasswordFile, &j.KnownHostsFile} {
+					*f = resolvePath(baseDir, *f)
+				}
+				for k := range j.KeyboardInteractive {
+					j.KeyboardInteractive[k].AnswerFile = resolvePath(baseDir, j.KeyboardInteractive[k].AnswerFile)
+				}
+				inheritHop(j, s)
+			}
 		}
+	}
+}
+
+// inheritHop fills what a proxy_jump entry leaves out from its ssh block:
+// the user, every authentication method when it sets none, the host key
+// file (with insecure_skip_host_key_verification) when it sets neither, and
+// the host key policy.
+func inheritHop(j *ProxyJump, s *SSHProbe) {
+	if j.User == "" {
+		j.User = s.User
+	}
+	if !j.hasAuth() && j.PassphraseFile == "" && j.CertificateFile == "" {
+		j.PrivateKeyFile, j.PassphraseFile, j.CertificateFile = s.PrivateKeyFile, s.PassphraseFile, s.CertificateFile
+		j.PasswordFile, j.Agent, j.KeyboardInteractive = s.PasswordFile, s.Agent, s.KeyboardInteractive
+	}
+	if j.KnownHostsFile == "" && !j.InsecureSkipHostKeyVerification {
+		j.KnownHostsFile, j.InsecureSkipHostKeyVerification = s.KnownHostsFile, s.InsecureSkipHostKeyVerification
+	}
+	if j.HostKeyPolicy == "" {
+		j.HostKeyPolicy = s.HostKeyPolicy
 	}
 }
 

@@ -2,6 +2,9 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -211,6 +214,9 @@ type ProbeLimits struct {
 	ICMP Limit `yaml:"icmp"`
 	TCP  Limit `yaml:"tcp"`
 	SSH  Limit `yaml:"ssh"`
+	// Bastion bounds, per proxy_jump chain, the channels in flight and the
+	// channel opens per second; it is not a probe type.
+	Bastion Limit `yaml:"bastion"`
 }
 
 // For returns the limit of the named probe type.
@@ -339,18 +345,25 @@ func (p *TCPProbe) PortList() []int {
 
 // SSHProbe configures an SSH login and the commands it runs.
 type SSHProbe struct {
-	Port                            int       `yaml:"port"`
-	User                            string    `yaml:"user"`
-	PrivateKeyFile                  string    `yaml:"private_key_file"`
-	PassphraseFile                  string    `yaml:"passphrase_file"`
-	CertificateFile                 string    `yaml:"certificate_file"`
-	PasswordFile                    string    `yaml:"password_file"`
-	Agent                           bool      `yaml:"agent"`
-	KnownHostsFile                  string    `yaml:"known_hosts_file"`
-	InsecureSkipHostKeyVerification bool      `yaml:"insecure_skip_host_key_verification"`
-	Commands                        []Command `yaml:"commands"`
-	MaxOutputBytes                  int64     `yaml:"max_output_bytes"`
-	Timeout                         Duration  `yaml:"timeout"`
+	Port                            int    `yaml:"port"`
+	User                            string `yaml:"user"`
+	PrivateKeyFile                  string `yaml:"private_key_file"`
+	PassphraseFile                  string `yaml:"passphrase_file"`
+	CertificateFile                 string `yaml:"certificate_file"`
+	PasswordFile                    string `yaml:"password_file"`
+	Agent                           bool   `yaml:"agent"`
+	KnownHostsFile                  string `yaml:"known_hosts_file"`
+	InsecureSkipHostKeyVerification bool   `yaml:"insecure_skip_host_key_verification"`
+	// HostKeyPolicy is HostKeyPolicyStrict (known_hosts_file must list the
+	// host) or HostKeyPolicyTOFU (an unlisted host's first key is appended
+	// to known_hosts_file and enforced from then on).
+	HostKeyPolicy string `yaml:"host_key_policy"`
+	// ProxyJump lists the jump hosts, in order, the targets are reached
+	// through; empty connects directly.
+	ProxyJump      []ProxyJump `yaml:"proxy_jump"`
+	Commands       []Command   `yaml:"commands"`
+	MaxOutputBytes int64       `yaml:"max_output_bytes"`
+	Timeout        Duration    `yaml:"timeout"`
 	// ReuseConnections keeps one authenticated connection per host and opens
 	// a new session on it per poll.
 	ReuseConnections bool `yaml:"reuse_connections"`
@@ -374,6 +387,78 @@ type SSHProbe struct {
 	// keeps none. It is never read from YAML.
 	KeepOutputBytes int64 `yaml:"-"`
 }
+
+// ProxyJump is one jump host (bastion) of an ssh block's proxy_jump chain.
+// Its authentication and host key fields mean what they mean in the ssh
+// block. A hop that sets no authentication method uses the ssh block's
+// (private_key_file, passphrase_file, certificate_file, password_file,
+// keyboard_interactive, agent); user, known_hosts_file with
+// insecure_skip_host_key_verification, and host_key_policy default to the
+// ssh block's too. Algorithms are not inherited: a bastion is rarely as old
+// as the devices behind it.
+type ProxyJump struct {
+	// Host is host or host:port (default port 22), [v6]:port for IPv6.
+	Host                            string                      `yaml:"host"`
+	User                            string                      `yaml:"user"`
+	PrivateKeyFile                  string                      `yaml:"private_key_file"`
+	PassphraseFile                  string                      `yaml:"passphrase_file"`
+	CertificateFile                 string                      `yaml:"certificate_file"`
+	PasswordFile                    string                      `yaml:"password_file"`
+	Agent                           bool                        `yaml:"agent"`
+	KeyboardInteractive             []KeyboardInteractiveAnswer `yaml:"keyboard_interactive"`
+	KnownHostsFile                  string                      `yaml:"known_hosts_file"`
+	InsecureSkipHostKeyVerification bool                        `yaml:"insecure_skip_host_key_verification"`
+	HostKeyPolicy                   string                      `yaml:"host_key_policy"`
+	Algorithms                      Algorithms                  `yaml:"algorithms"`
+	// Connections is how many authenticated connections through the whole
+	// chain are kept; the targets' channels are spread over them. Only the
+	// first entry may set it; 0 means DefaultBastionConnections.
+	Connections int `yaml:"connections"`
+}
+
+// Auth returns the hop's login settings in the form of an ssh block, for
+// the code that authenticates both.
+func (j *ProxyJump) Auth() *SSHProbe {
+	return &SSHProbe{
+		User: j.User, PrivateKeyFile: j.PrivateKeyFile, PassphraseFile: j.PassphraseFile,
+		CertificateFile: j.CertificateFile, PasswordFile: j.PasswordFile, Agent: j.Agent,
+		KeyboardInteractive: j.KeyboardInteractive, KnownHostsFile: j.KnownHostsFile,
+		InsecureSkipHostKeyVerification: j.InsecureSkipHostKeyVerification,
+		HostKeyPolicy:                   j.HostKeyPolicy, Algorithms: j.Algorithms,
+	}
+}
+
+// HostPort returns Host with the port, 22 when it names none.
+func (j *ProxyJump) HostPort() string {
+	if _, _, err := net.SplitHostPort(j.Host); err == nil {
+		return j.Host
+	}
+	return net.JoinHostPort(strings.Trim(j.Host, "[]"), strconv.Itoa(DefaultSSHPort))
+}
+
+// hasAuth reports whether the hop sets an authentication method itself.
+func (j *ProxyJump) hasAuth() bool {
+	return j.PrivateKeyFile != "" || j.PasswordFile != "" || j.Agent || len(j.KeyboardInteractive) > 0
+}
+
+// Host key policies.
+const (
+	HostKeyPolicyStrict = "strict"
+	HostKeyPolicyTOFU   = "tofu"
+)
+
+// Bastion limits and defaults.
+const (
+	// DefaultBastionConnections is proxy_jump's connections default.
+	DefaultBastionConnections = 1
+	// MaxBastionConnections bounds proxy_jump's connections.
+	MaxBastionConnections = 64
+	// MaxProxyJumpHops bounds the entries of one proxy_jump chain.
+	MaxProxyJumpHops = 8
+	// DefaultBastionConcurrency is global.limits.bastion.concurrency's
+	// default: channels in flight per bastion.
+	DefaultBastionConcurrency = 128
+)
 
 // SSH probe modes.
 const (
@@ -469,9 +554,10 @@ func defaultGlobal() Global {
 		MaxTargets:       DefaultMaxTargets,
 		MaxTargetsPerSet: DefaultMaxTargetsPerSet,
 		Limits: ProbeLimits{
-			ICMP: Limit{Concurrency: DefaultICMPConcurrency},
-			TCP:  Limit{Concurrency: DefaultTCPConcurrency},
-			SSH:  Limit{Concurrency: DefaultSSHConcurrency},
+			ICMP:    Limit{Concurrency: DefaultICMPConcurrency},
+			TCP:     Limit{Concurrency: DefaultTCPConcurrency},
+			SSH:     Limit{Concurrency: DefaultSSHConcurrency},
+			Bastion: Limit{Concurrency: DefaultBastionConcurrency},
 		},
 		DNS: DNS{
 			MinTTL:      Duration(DefaultDNSMinTTL),
@@ -491,7 +577,7 @@ func defaultICMPProbe() ICMPProbe {
 }
 
 func defaultSSHProbe() SSHProbe {
-	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes, Mode: SSHModeExec, Shell: defaultShell()}
+	return SSHProbe{Port: DefaultSSHPort, MaxOutputBytes: DefaultMaxOutputBytes, Mode: SSHModeExec, Shell: defaultShell(), HostKeyPolicy: HostKeyPolicyStrict}
 }
 
 func defaultShell() Shell {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -61,21 +62,9 @@ func (c *Config) validate() []fieldError {
 		v.add(at(gp, "max_targets_per_set"), "max_targets_per_set must be between 1 and %d, got %d", MaxTargetsPerSetCeiling, g.MaxTargetsPerSet)
 	}
 	for _, pt := range ProbeTypes() {
-		l := g.Limits.For(pt)
-		lp := at(gp, "limits", pt)
-		v.intRange(at(lp, "concurrency"), "concurrency", int64(l.Concurrency), 1, MaxConcurrency)
-		switch {
-		case !(l.Rate >= 0) || math.IsInf(l.Rate, 0):
-			v.add(at(lp, "rate"), "rate must be a finite number >= 0 (0 means unlimited), got %v", l.Rate)
-		case l.Rate > MaxRate:
-			v.add(at(lp, "rate"), "rate must be at most %v, got %v", float64(MaxRate), l.Rate)
-		}
-		if l.Burst < 0 {
-			v.add(at(lp, "burst"), "burst must be >= 0, got %d", l.Burst)
-		} else {
-			v.intRange(at(lp, "burst"), "burst", int64(l.Burst), 0, MaxBurst)
-		}
+		v.limit(at(gp, "limits", pt), g.Limits.For(pt))
 	}
+	v.limit(at(gp, "limits", "bastion"), g.Limits.Bastion)
 	v.dns(at(gp, "dns"), &g.DNS)
 
 	if len(c.HostSets) == 0 {
@@ -101,6 +90,22 @@ func (c *Config) validate() []fieldError {
 		c.validateSet(v, sp, hs, globalOK, &total)
 	}
 	return v.errs
+}
+
+// limit checks one block of global.limits.
+func (v *validator) limit(lp []any, l Limit) {
+	v.intRange(at(lp, "concurrency"), "concurrency", int64(l.Concurrency), 1, MaxConcurrency)
+	switch {
+	case !(l.Rate >= 0) || math.IsInf(l.Rate, 0):
+		v.add(at(lp, "rate"), "rate must be a finite number >= 0 (0 means unlimited), got %v", l.Rate)
+	case l.Rate > MaxRate:
+		v.add(at(lp, "rate"), "rate must be at most %v, got %v", float64(MaxRate), l.Rate)
+	}
+	if l.Burst < 0 {
+		v.add(at(lp, "burst"), "burst must be >= 0, got %d", l.Burst)
+	} else {
+		v.intRange(at(lp, "burst"), "burst", int64(l.Burst), 0, MaxBurst)
+	}
 }
 
 // dns checks global.dns. Zero durations never get here: the schema check
@@ -261,35 +266,8 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 	if s.Port < 1 || s.Port > MaxPort {
 		v.add(at(p, "port"), "port must be between 1 and %d, got %d", MaxPort, s.Port)
 	}
-	if s.User == "" {
-		v.add(at(p, "user"), "user is required")
-	}
-	if s.PrivateKeyFile == "" && s.PasswordFile == "" && !s.Agent && len(s.KeyboardInteractive) == 0 {
-		v.add(p, "at least one authentication method is required: private_key_file, password_file, keyboard_interactive or agent: true")
-	}
-	if s.PassphraseFile != "" && s.PrivateKeyFile == "" {
-		v.add(at(p, "passphrase_file"), "passphrase_file requires private_key_file")
-	}
-	if s.CertificateFile != "" && s.PrivateKeyFile == "" {
-		v.add(at(p, "certificate_file"), "certificate_file requires private_key_file")
-	}
-	switch {
-	case s.KnownHostsFile == "" && !s.InsecureSkipHostKeyVerification:
-		v.add(at(p, "known_hosts_file"), "known_hosts_file is required unless insecure_skip_host_key_verification is true")
-	case s.KnownHostsFile != "" && s.InsecureSkipHostKeyVerification:
-		v.add(at(p, "insecure_skip_host_key_verification"), "insecure_skip_host_key_verification and known_hosts_file are mutually exclusive")
-	}
-	for _, f := range []struct{ key, val string }{
-		{"private_key_file", s.PrivateKeyFile},
-		{"passphrase_file", s.PassphraseFile},
-		{"certificate_file", s.CertificateFile},
-		{"password_file", s.PasswordFile},
-		{"known_hosts_file", s.KnownHostsFile},
-	} {
-		if strings.HasPrefix(f.val, "~") {
-			v.add(at(p, f.key), "path %q starts with '~', which is not expanded: use an absolute path or one relative to the config file", f.val)
-		}
-	}
+	v.login(p, s)
+	v.proxyJump(at(p, "proxy_jump"), s.ProxyJump)
 	v.intRange(at(p, "max_output_bytes"), "max_output_bytes", s.MaxOutputBytes, 1, MaxOutputBytesCeiling)
 	v.probeTimeout(p, s.Timeout, interval)
 	shell := false
@@ -305,8 +283,6 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 	default:
 		v.add(at(p, "mode"), "mode must be %q or %q, got %q", SSHModeExec, SSHModeShell, s.Mode)
 	}
-	v.keyboardInteractive(at(p, "keyboard_interactive"), s.KeyboardInteractive)
-	v.algorithms(at(p, "algorithms"), &s.Algorithms)
 
 	if len(s.Commands) > MaxCommandsPerProbe {
 		v.add(at(p, "commands"), "%d commands, more than the %d one probe may run", len(s.Commands), MaxCommandsPerProbe)
@@ -336,6 +312,76 @@ func validateSSH(v *validator, p []any, s *SSHProbe, interval Duration) {
 			s.Timeout > 0 && cmd.Timeout > s.Timeout {
 			v.add(at(cp, "timeout"), "timeout %s exceeds the ssh probe's timeout %s", cmd.Timeout, s.Timeout)
 		}
+	}
+}
+
+// login checks the user, authentication and host key settings an ssh
+// block and a proxy_jump entry share.
+func (v *validator) login(p []any, s *SSHProbe) {
+	if s.User == "" {
+		v.add(at(p, "user"), "user is required")
+	}
+	if s.PrivateKeyFile == "" && s.PasswordFile == "" && !s.Agent && len(s.KeyboardInteractive) == 0 {
+		v.add(p, "at least one authentication method is required: private_key_file, password_file, keyboard_interactive or agent: true")
+	}
+	if s.PassphraseFile != "" && s.PrivateKeyFile == "" {
+		v.add(at(p, "passphrase_file"), "passphrase_file requires private_key_file")
+	}
+	if s.CertificateFile != "" && s.PrivateKeyFile == "" {
+		v.add(at(p, "certificate_file"), "certificate_file requires private_key_file")
+	}
+	switch {
+	case s.KnownHostsFile == "" && !s.InsecureSkipHostKeyVerification:
+		v.add(at(p, "known_hosts_file"), "known_hosts_file is required unless insecure_skip_host_key_verification is true")
+	case s.KnownHostsFile != "" && s.InsecureSkipHostKeyVerification:
+		v.add(at(p, "insecure_skip_host_key_verification"), "insecure_skip_host_key_verification and known_hosts_file are mutually exclusive")
+	}
+	switch s.HostKeyPolicy {
+	case HostKeyPolicyStrict:
+	case HostKeyPolicyTOFU:
+		if s.InsecureSkipHostKeyVerification {
+			v.add(at(p, "host_key_policy"), "host_key_policy tofu verifies host keys, insecure_skip_host_key_verification turns that off: choose one")
+		}
+	default:
+		v.add(at(p, "host_key_policy"), "host_key_policy must be %q or %q, got %q", HostKeyPolicyStrict, HostKeyPolicyTOFU, s.HostKeyPolicy)
+	}
+	for _, f := range []struct{ key, val string }{
+		{"private_key_file", s.PrivateKeyFile},
+		{"passphrase_file", s.PassphraseFile},
+		{"certificate_file", s.CertificateFile},
+		{"password_file", s.PasswordFile},
+		{"known_hosts_file", s.KnownHostsFile},
+	} {
+		if strings.HasPrefix(f.val, "~") {
+			v.add(at(p, f.key), "path %q starts with '~', which is not expanded: use an absolute path or one relative to the config file", f.val)
+		}
+	}
+	v.keyboardInteractive(at(p, "keyboard_interactive"), s.KeyboardInteractive)
+	v.algorithms(at(p, "algorithms"), &s.Algorithms)
+}
+
+// proxyJump checks a proxy_jump chain.
+func (v *validator) proxyJump(p []any, hops []ProxyJump) {
+	if len(hops) > MaxProxyJumpHops {
+		v.add(p, "%d proxy_jump entries, more than %d", len(hops), MaxProxyJumpHops)
+	}
+	for i := range hops {
+		j := &hops[i]
+		hp := at(p, i)
+		if j.Host == "" {
+			v.add(at(hp, "host"), "host is required: the jump host as host or host:port")
+		} else if host, port, err := net.SplitHostPort(j.HostPort()); err != nil || host == "" || strings.ContainsAny(host, " /\t") {
+			v.add(at(hp, "host"), "host %q is not host, host:port or [v6]:port", j.Host)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > MaxPort {
+			v.add(at(hp, "host"), "host %q: port must be between 1 and %d", j.Host, MaxPort)
+		}
+		switch {
+		case i > 0 && j.Connections != 0:
+			v.add(at(hp, "connections"), "connections applies to the whole chain: set it on the first proxy_jump entry only")
+		case i == 0 && j.Connections != 0:
+			v.intRange(at(hp, "connections"), "connections", int64(j.Connections), 1, MaxBastionConnections)
+		}
+		v.login(hp, j.Auth())
 	}
 }
 

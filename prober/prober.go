@@ -22,7 +22,10 @@ type Options struct {
 	QuietICMP bool
 	// DNS holds the resolver's TTL settings (global.dns).
 	DNS config.DNS
-	// Registerer, if not nil, gets the resolver's metrics.
+	// BastionLimits is global.limits.bastion.
+	BastionLimits config.Limit
+	// Registerer, if not nil, gets the resolver's, the ICMP engine's and
+	// the bastions' metrics.
 	Registerer prometheus.Registerer
 }
 
@@ -56,10 +59,15 @@ func Open(opts Options, logger *slog.Logger) *Set {
 		tcp:  tcp.NewProber(res),
 		ssh:  ssh.NewProber(res, logger.With("component", "ssh")),
 	}
+	s.ssh.SetBastionLimits(opts.BastionLimits)
 	if opts.Registerer != nil {
 		// The ICMP engine's discarded-reply counters.
 		if err := opts.Registerer.Register(s.icmp); err != nil {
 			logger.Warn("Cannot register the ICMP prober's metrics", "err", err)
+		}
+		// The fleet_ssh_bastion_* families.
+		if err := opts.Registerer.Register(s.ssh); err != nil {
+			logger.Warn("Cannot register the SSH prober's bastion metrics", "err", err)
 		}
 	}
 	return s
@@ -79,6 +87,16 @@ func (s *Set) Probers() map[string]probe.Prober {
 func (s *Set) Reconcile(targets []*config.Target) {
 	s.ssh.Reconcile(targets)
 }
+
+// SetBastionLimits applies reloaded global.limits.bastion settings.
+func (s *Set) SetBastionLimits(l config.Limit) { s.ssh.SetBastionLimits(l) }
+
+// OnFileChange sets f to hear of every reread of a changed credential or
+// known_hosts file (see ssh.Prober.OnFileChange).
+func (s *Set) OnFileChange(f func(paths []string, err error)) { s.ssh.OnFileChange(f) }
+
+// Bastions returns the state of the SSH prober's bastions.
+func (s *Set) Bastions() []ssh.BastionStatus { return s.ssh.Bastions() }
 
 // SetDNS applies reloaded global.dns settings to the shared resolver.
 func (s *Set) SetDNS(d config.DNS) { s.res.SetTTL(d) }

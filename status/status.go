@@ -240,13 +240,16 @@ func truncateFailing(s *SetView, limit int) failingSet {
 
 type landingData struct {
 	page
-	Sets    []*SetView
-	Failing []failingSet
+	Sets     []*SetView
+	Failing  []failingSet
+	HostKeys HostKeysView
 }
 
 func (h *Handler) landing(w http.ResponseWriter, _ *http.Request) {
-	sets := buildSets(h.snapshot())
+	snap := h.snapshot()
+	sets := buildSets(snap)
 	d := landingData{page: h.newPage("fleet_exporter", "", sets), Sets: sets}
+	d.HostKeys = buildHostKeys(snap, d.Now)
 	for _, s := range sets {
 		if f := truncateFailing(s, h.info.MaxFailures); len(f.Hosts) > 0 {
 			d.Failing = append(d.Failing, f)
@@ -271,7 +274,12 @@ type setData struct {
 }
 
 func (h *Handler) findSet(w http.ResponseWriter, name string) ([]*SetView, *SetView) {
-	sets := buildSets(h.snapshot())
+	return findSetIn(w, h.snapshot(), name)
+}
+
+// findSetIn is findSet in snap.
+func findSetIn(w http.ResponseWriter, snap *collector.Snapshot, name string) ([]*SetView, *SetView) {
+	sets := buildSets(snap)
 	for _, s := range sets {
 		if s.Name == name {
 			return sets, s
@@ -316,10 +324,14 @@ type hostData struct {
 	// Drift maps each command to its set's distribution, for the
 	// "majority" column.
 	Drift map[string]*DriftView
+	// KeyShared is the number of hosts presenting the host's SSH host key
+	// (fleet_ssh_host_key_shared_hosts); 0 without an observed key.
+	KeyShared int
 }
 
 func (h *Handler) hostPage(w http.ResponseWriter, r *http.Request) {
-	sets, set := h.findSet(w, r.PathValue("set"))
+	snap := h.snapshot()
+	sets, set := findSetIn(w, snap, r.PathValue("set"))
 	if set == nil {
 		return
 	}
@@ -333,6 +345,11 @@ func (h *Handler) hostPage(w http.ResponseWriter, r *http.Request) {
 	drift := buildDrift(set)
 	for j := range drift {
 		d.Drift[drift[j].Command] = &drift[j]
+	}
+	for _, p := range d.Host.Probes {
+		if p.SSH != nil && p.SSH.HostKey != nil && !p.Pending {
+			d.KeyShared = snap.HostKeySharedHosts(p.SSH.HostKey.FingerprintSHA256)
+		}
 	}
 	h.render(w, "host.html", d)
 }

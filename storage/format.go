@@ -30,7 +30,9 @@ import (
 // index against what is left, so even a file that passes the checksum by
 // accident cannot make the decoder allocate without bound. Integers are varints (zig-zag for signed
 // ones), times are signed nanosecond offsets from the creation time, so the
-// recent ones take 4-6 bytes. Set, probe, reason and command names repeat
+// recent ones take 4-6 bytes; a certificate's expiry, which may lie
+// beyond what nanoseconds since 1970 can hold, is Unix seconds and
+// nanoseconds instead. Set, probe, reason and command names repeat
 // across targets and are written once, in a string table, and referred to by
 // index; host names are written in place.
 //
@@ -43,7 +45,10 @@ import (
 //	icmp       = packets_sent packets_received last_sent last_received rtt
 //	ssh        = connect handshake auth count { name:ref flags:byte duration
 //	                     exit_status reason:ref hash:8 bytes little-endian
-//	                     output_bytes [hash_changed] }
+//	                     output_bytes [hash_changed] } hostkey
+//	hostkey    = flags:byte [type:ref fingerprint:string
+//	                     [cert_expiry_seconds cert_expiry_nanos]
+//	                     [changed previous:string]]   (version 3 on)
 //	setprobes  = count { set:ref probe:ref targets successes failures }
 //
 // The CRC-32C detects what a torn write, a truncated copy or a flipped bit
@@ -53,9 +58,10 @@ import (
 
 const (
 	// Version is the format version Marshal writes. Unmarshal reads files
-	// of this version and of version 1, and refuses newer ones. Version 2
-	// added the port to a target's key.
-	Version = 2
+	// of this version and of versions 1 and 2, and refuses newer ones.
+	// Version 2 added the port to a target's key, version 3 the SSH host
+	// key.
+	Version = 3
 
 	magic      = "FLEETSNP"
 	headerSize = 32
@@ -79,6 +85,14 @@ const (
 	cRan = 1 << iota
 	cOutputRead
 	cHashChanged
+)
+
+// Host key flags.
+const (
+	kKnown = 1 << iota
+	kCertificate
+	kCertificateExpiry
+	kChanged
 )
 
 // ErrCorrupt is wrapped by Unmarshal's error when the file is truncated,
@@ -109,8 +123,8 @@ func Marshal(h Header, saved *collector.Saved) []byte {
 	return marshal(h, saved, Version)
 }
 
-// marshal encodes saved in format version (1 or 2); tests write version 1
-// files with it.
+// marshal encodes saved in format version (1 to 3); tests write the older
+// versions with it.
 func marshal(h Header, saved *collector.Saved, version uint16) []byte {
 	e := encoder{base: h.Created.UnixNano(), refs: map[string]uint64{}, version: version}
 	// Roughly what a target takes, so the buffer grows once or twice.
@@ -259,6 +273,37 @@ func (e *encoder) target(sv *collector.SavedTarget) {
 				e.time(c.HashChanged)
 			}
 		}
+		if e.version >= 3 {
+			e.hostKey(ssh.HostKey)
+		}
+	}
+}
+
+func (e *encoder) hostKey(k *collector.HostKeyState) {
+	if k == nil {
+		e.body = append(e.body, 0)
+		return
+	}
+	flags := byte(kKnown)
+	if k.Certificate {
+		flags |= kCertificate
+	}
+	if !k.CertificateExpiry.IsZero() {
+		flags |= kCertificateExpiry
+	}
+	if !k.Changed.IsZero() {
+		flags |= kChanged
+	}
+	e.body = append(e.body, flags)
+	e.ref(k.Type)
+	e.str(k.FingerprintSHA256)
+	if flags&kCertificateExpiry != 0 {
+		e.varint(k.CertificateExpiry.Unix())
+		e.uvarint(uint64(k.CertificateExpiry.Nanosecond()))
+	}
+	if flags&kChanged != 0 {
+		e.time(k.Changed)
+		e.str(k.Previous)
 	}
 }
 
@@ -525,5 +570,38 @@ func (d *decoder) target(sv *collector.SavedTarget) {
 			}
 		}
 	}
+	if d.version >= 3 {
+		ssh.HostKey = d.hostKey()
+	}
 	st.SSH = ssh
+}
+
+// hostKey reads a host key state; nil when none was saved.
+func (d *decoder) hostKey() *collector.HostKeyState {
+	flags := d.byte()
+	if flags&^(kKnown|kCertificate|kCertificateExpiry|kChanged) != 0 {
+		d.fail("unknown host key flags %#x", flags)
+	}
+	if flags&kKnown == 0 {
+		if flags != 0 {
+			d.fail("host key flags %#x without a key", flags)
+		}
+		return nil
+	}
+	k := &collector.HostKeyState{Type: d.ref(), FingerprintSHA256: d.str(), Certificate: flags&kCertificate != 0}
+	if k.FingerprintSHA256 == "" {
+		d.fail("host key without a fingerprint")
+	}
+	if flags&kCertificateExpiry != 0 {
+		sec, nsec := d.varint(), d.uvarint()
+		if nsec >= 1e9 {
+			d.fail("certificate expiry nanoseconds %d out of range", nsec)
+		}
+		k.CertificateExpiry = time.Unix(sec, int64(nsec))
+	}
+	if flags&kChanged != 0 {
+		k.Changed = d.time()
+		k.Previous = d.str()
+	}
+	return k
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -51,7 +52,20 @@ func fullSaved() *collector.Saved {
 						{Name: "df -h", Hash: 1, Bytes: 1, HashChanged: at(-time.Nanosecond)},
 						{Name: "never read", Ran: true, ExitStatus: 255},
 					},
+					HostKey: &collector.HostKeyState{
+						Type: "ssh-ed25519", FingerprintSHA256: "SHA256:uFl6hIB+0Q2HiNx4ZnWNwEZlHmXl8y6qG/KqHxA9vJ0",
+						Certificate: true, CertificateExpiry: time.Unix(1<<62, 999_999_999),
+						Changed: at(-36 * time.Hour), Previous: "SHA256:0ld",
+					},
 				},
+			}},
+			{Key: config.Key{Set: "b", Host: "cert-forever", Probe: config.ProbeSSH}, State: collector.TargetState{
+				HasResult: true, Success: true, LastRun: at(0), LastSuccess: at(0),
+				SSH: &collector.SSHState{HostKey: &collector.HostKeyState{Type: "ecdsa-sha2-nistp256", FingerprintSHA256: "SHA256:c", Certificate: true}},
+			}},
+			{Key: config.Key{Set: "b", Host: "plain-key", Probe: config.ProbeSSH}, State: collector.TargetState{
+				HasResult: true, Reason: probe.ReasonHostKey, LastRun: at(0), FailingSince: at(0), ConsecutiveFailures: 1,
+				SSH: &collector.SSHState{HostKey: &collector.HostKeyState{Type: "ssh-rsa", FingerprintSHA256: "SHA256:p", Changed: at(-time.Minute), Previous: "SHA256:q"}},
 			}},
 			{Key: config.Key{Set: "b", Host: "dial-failed", Probe: config.ProbeSSH}, State: collector.TargetState{
 				HasResult: true, Reason: probe.ReasonTimeout, LastRun: at(0), FailingSince: at(0), ConsecutiveFailures: 2,
@@ -61,7 +75,7 @@ func fullSaved() *collector.Saved {
 		SetProbes: []collector.SetProbeState{
 			{Set: "a", Probe: config.ProbeICMP, Targets: 1, Successes: 1 << 50, Failures: 7},
 			{Set: "a", Probe: config.ProbeTCP, Targets: 2, Failures: 1 << 20},
-			{Set: "b", Probe: config.ProbeSSH, Targets: 2, Successes: 3, Failures: 4},
+			{Set: "b", Probe: config.ProbeSSH, Targets: 4, Successes: 3, Failures: 4},
 		},
 	}
 }
@@ -122,6 +136,31 @@ func TestReadVersion1(t *testing.T) {
 	}
 }
 
+// TestReadVersion2 reads a file written before host keys were saved: every
+// other field comes back, the host keys are unknown.
+func TestReadVersion2(t *testing.T) {
+	h, got, err := Unmarshal(marshal(Header{Created: created}, fullSaved(), 2))
+	if err != nil || h.Version != 2 {
+		t.Fatalf("Unmarshal: version %d, %v", h.Version, err)
+	}
+	want := fullSaved()
+	keys := 0
+	for i := range want.Targets {
+		if ssh := want.Targets[i].State.SSH; ssh != nil && ssh.HostKey != nil {
+			c := *ssh
+			c.HostKey = nil
+			want.Targets[i].State.SSH = &c
+			keys++
+		}
+	}
+	if keys == 0 {
+		t.Fatal("fullSaved has no host key: the test would prove nothing")
+	}
+	if diff := cmp.Diff(want, got, ignoreUnexported); diff != "" {
+		t.Errorf("state (-want +got):\n%s", diff)
+	}
+}
+
 func TestRoundTripEmpty(t *testing.T) {
 	_, got, err := Unmarshal(Marshal(Header{Created: created}, &collector.Saved{}))
 	if err != nil {
@@ -162,6 +201,10 @@ func TestUnmarshalRejects(t *testing.T) {
 			b = append(b[:headerSize], binary.AppendUvarint(nil, 1<<62)...)
 			return reseal(b)
 		}), ErrCorrupt},
+		{"host key flags without a key", hostKeyFile(t, []byte{kCertificate}), ErrCorrupt},
+		{"unknown host key flag", hostKeyFile(t, []byte{kKnown | 1<<7, 0, 1, 'x'}), ErrCorrupt},
+		{"host key without a fingerprint", hostKeyFile(t, []byte{kKnown, 0, 0}), ErrCorrupt},
+		{"certificate expiry nanoseconds out of range", hostKeyFile(t, append([]byte{kKnown | kCertificate | kCertificateExpiry, 0, 1, 'x', 2}, binary.AppendUvarint(nil, 1e9)...)), ErrCorrupt},
 		{"string reference beyond the table", edit(func(b []byte) []byte {
 			body := binary.AppendUvarint(nil, 0) // no strings
 			body = binary.AppendUvarint(body, 1) // one target
@@ -180,6 +223,29 @@ func TestUnmarshalRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostKeyFile returns a file of one SSH target without commands whose host
+// key block is hostKey; the string table holds "t" (reference 0) only, for
+// the set, the probe, the reason and the key type.
+func hostKeyFile(t *testing.T, hostKey []byte) []byte {
+	t.Helper()
+	good := Marshal(Header{Created: created}, &collector.Saved{Targets: []collector.SavedTarget{{
+		Key:   config.Key{Set: "t", Host: "h", Probe: "t"},
+		State: collector.TargetState{Reason: "t", SSH: &collector.SSHState{HostKey: &collector.HostKeyState{Type: "t", FingerprintSHA256: "x"}}},
+	}}})
+	// The body ends with the host key block (flags, type ref 0, "x") and
+	// the empty set probe list.
+	tail := []byte{kKnown, 0, 1, 'x', 0}
+	if !bytes.HasSuffix(good, tail) {
+		t.Fatalf("unexpected layout: file ends in %x", good[len(good)-len(tail):])
+	}
+	b := append(good[:len(good)-len(tail):len(good)-len(tail)], hostKey...)
+	b = append(b, 0)
+	if _, _, err := Unmarshal(reseal(append([]byte(nil), good...))); err != nil {
+		t.Fatalf("the unedited file does not decode: %v", err)
+	}
+	return reseal(b)
 }
 
 // TestUnmarshalEveryDamage flips each bit of a small file and cuts it at

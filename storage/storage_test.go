@@ -369,3 +369,60 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("registered %d metrics (err %v), want 4", n, err)
 	}
 }
+
+// TestHostKeysAcrossRestart: the last host key, its change time and the
+// fingerprint before it survive a restart, so the first probe after it is
+// no change when the key is the same and is one when the key changed while
+// the exporter was down.
+func TestHostKeysAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	changed := testutil.SSHTarget("b", "changed")
+	steady := testutil.SSHTarget("b", "steady")
+	swapped := testutil.SSHTarget("b", "swapped")
+	targets := []*config.Target{changed, steady, swapped}
+	result := func(tg *config.Target, end time.Time, fp string) probe.Result {
+		r := probe.Result{Key: tg.Key(), Start: end.Add(-time.Millisecond), Duration: time.Millisecond, Success: true, SSH: &probe.SSHResult{}}
+		if fp != "" {
+			r.SSH.HostKey = &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + fp}
+		}
+		return r
+	}
+	first := newEnv(t, dir, targets)
+	first.store.Update(result(changed, at(0), "a"))
+	first.store.Update(result(changed, at(time.Minute), "b"))
+	first.store.Update(result(steady, at(0), "s"))
+	first.store.Update(result(swapped, at(0), "old"))
+	if err := first.snap.Save(true); err != nil {
+		t.Fatal(err)
+	}
+
+	second := newEnv(t, dir, targets)
+	var logs bytes.Buffer
+	second.store.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := second.snap.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	later := at(time.Hour)
+	second.store.Update(result(changed, later, ""))    // a reused connection
+	second.store.Update(result(steady, later, "s"))    // the same key
+	second.store.Update(result(swapped, later, "new")) // replaced while down
+	got := map[string]collector.HostKeyState{}
+	for _, st := range second.store.Snapshot().Targets {
+		if st.SSH == nil || st.SSH.HostKey == nil {
+			t.Fatalf("%s has no host key after the restart", st.Target.Host)
+		}
+		got[st.Target.Host] = *st.SSH.HostKey
+	}
+	want := map[string]collector.HostKeyState{
+		"changed": {Type: "ssh-ed25519", FingerprintSHA256: "SHA256:b", Changed: at(time.Minute), Previous: "SHA256:a"},
+		"steady":  {Type: "ssh-ed25519", FingerprintSHA256: "SHA256:s"},
+		"swapped": {Type: "ssh-ed25519", FingerprintSHA256: "SHA256:new", Changed: later, Previous: "SHA256:old"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("host keys after the restart (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(logs.String(), "SSH host key changed"); n != 1 ||
+		!strings.Contains(logs.String(), "host=swapped old_fingerprint=SHA256:old old_type=ssh-ed25519 new_fingerprint=SHA256:new") {
+		t.Errorf("want one logged change, of swapped; got:\n%s", logs.String())
+	}
+}

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -21,16 +25,38 @@ import (
 // appended to with O_APPEND, one OpenSSH line per host (readable by
 // `ssh -o UserKnownHostsFile=`), and synced to disk before the key is
 // accepted, so a restart keeps what was learnt. Concurrent first contacts
-// of one host append it exactly once. It is safe for concurrent use.
+// of one host append it exactly once. Refresh picks up edits made by
+// others (an operator deleting a host's line after a verified reinstall).
+// It is safe for concurrent use.
 type TOFU struct {
 	path string
 
-	// mu serialises learning: the check of the learnt keys and the append.
+	// db is the file as it was last read, swapped by Refresh.
+	db atomic.Pointer[DB]
+
+	// mu serialises learning and refreshing: the check of the learnt keys,
+	// the append, and the reread of the file.
 	mu sync.Mutex
-	// db is the file as it was opened; learnt holds the keys appended
-	// since, by host.
-	db     *DB
+	// learnt holds the keys appended since db was read, by host.
 	learnt map[hostAddr]ssh.PublicKey
+	// stamp is the file's size and modification time after db was read or
+	// our last append; a different one means someone else changed it.
+	stamp fileStamp
+}
+
+// fileStamp identifies one version of the file.
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+// statStamp returns the stamp of path.
+func statStamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{size: fi.Size(), mod: fi.ModTime()}, nil
 }
 
 // OpenTOFU loads the known_hosts file at path for trust-on-first-use,
@@ -45,17 +71,76 @@ func OpenTOFU(path string) (*TOFU, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("known_hosts_file %q: %v", path, err)
 	}
+	st, err := statStamp(path)
+	if err != nil {
+		return nil, fmt.Errorf("known_hosts_file %q: %v", path, pathError(err))
+	}
 	db, err := Load(path)
 	if err != nil {
 		return nil, err
 	}
-	return &TOFU{path: path, db: db, learnt: map[hostAddr]ssh.PublicKey{}}, nil
+	t := &TOFU{path: path, learnt: map[hostAddr]ssh.PublicKey{}, stamp: st}
+	t.db.Store(db)
+	return t, nil
+}
+
+// Path is the file's path.
+func (t *TOFU) Path() string { return t.path }
+
+// Refresh rereads the file when someone other than t changed it since it
+// was read. A file that no longer parses leaves the keys t holds in force
+// and is an error; changed reports whether a new version was taken.
+func (t *TOFU) Refresh() (changed bool, err error) {
+	st, err := statStamp(t.path)
+	if err != nil {
+		return false, fmt.Errorf("known_hosts_file %q: %v", t.path, pathError(err))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st == t.stamp {
+		return false, nil
+	}
+	db, err := Load(t.path)
+	if err != nil {
+		return false, err
+	}
+	// What was learnt is in the file now (appends are synced before
+	// they count), unless someone removed it, which is the point.
+	t.db.Store(db)
+	clear(t.learnt)
+	t.stamp = st
+	return true, nil
+}
+
+// HostKeyAlgorithms is DB.HostKeyAlgorithms for the file with what was
+// learnt since it was read.
+func (t *TOFU) HostKeyAlgorithms(hostport string, remote net.Addr) []string {
+	if algos := t.db.Load().HostKeyAlgorithms(hostport, remote); algos != nil {
+		return algos
+	}
+	a, err := t.addr(hostport)
+	if err != nil {
+		return nil
+	}
+	t.mu.Lock()
+	key, ok := t.learnt[a]
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	algos := algorithmsForKeyType(key.Type())
+	for _, algo := range ssh.SupportedAlgorithms().HostKeys {
+		if !strings.Contains(algo, "-cert-") && !slices.Contains(algos, algo) {
+			algos = append(algos, algo)
+		}
+	}
+	return algos
 }
 
 // Check is the host key callback of a trust-on-first-use connection. It
 // returns learned true when the key was unknown and has just been appended.
 func (t *TOFU) Check(hostname string, remote net.Addr, key ssh.PublicKey) (learned bool, err error) {
-	if err := t.db.Check(hostname, remote, key); !isUnknownHost(err) {
+	if err := t.db.Load().Check(hostname, remote, key); !isUnknownHost(err) {
 		return false, err
 	}
 	a, err := t.addr(hostname)
@@ -64,6 +149,10 @@ func (t *TOFU) Check(hostname string, remote net.Addr, key ssh.PublicKey) (learn
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// A Refresh since the check above may have read this host's line.
+	if err := t.db.Load().Check(hostname, remote, key); !isUnknownHost(err) {
+		return false, err
+	}
 	if known, ok := t.learnt[a]; ok {
 		if string(known.Marshal()) == string(key.Marshal()) {
 			return false, nil
@@ -102,6 +191,10 @@ func (t *TOFU) append(hostname string, key ssh.PublicKey) error {
 	}
 	if err != nil {
 		return fmt.Errorf("known_hosts_file %q: learn %s: %w", t.path, hostname, err)
+	}
+	// Our own append is not a change by someone else.
+	if st, err := statStamp(t.path); err == nil {
+		t.stamp = st
 	}
 	return nil
 }

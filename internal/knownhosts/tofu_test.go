@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
@@ -188,5 +189,63 @@ func TestTOFUFileReadableByOpenSSH(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "ssh-ed25519") {
 		t.Errorf("ssh-keygen -F did not find the host:\n%s", out)
+	}
+}
+
+// TestTOFURefresh checks that an edit by someone else is picked up (a
+// deleted line lets the host be learnt again) while our own appends are
+// not taken for one, and that a file that stops parsing keeps the keys in
+// force.
+func TestTOFURefresh(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "learnt_hosts")
+	first := sshkeys.Generate(t, "ed25519")
+	second := sshkeys.Generate(t, "ed25519")
+	host, remote := tofuAddr(2200)
+
+	tofu, err := OpenTOFU(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if learned, err := tofu.Check(host, remote, first.Pub); err != nil || !learned {
+		t.Fatalf("first contact: learned=%v err=%v", learned, err)
+	}
+	if changed, err := tofu.Refresh(); err != nil || changed {
+		t.Fatalf("refresh after our own append: changed=%v err=%v, want no change", changed, err)
+	}
+	if algos := tofu.HostKeyAlgorithms(host, remote); len(algos) == 0 || algos[0] != ssh.KeyAlgoED25519 {
+		t.Errorf("algorithms for a learnt ed25519 host: %v", algos)
+	}
+
+	// A file that no longer parses: the learnt key stays in force.
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(append([]byte{}, good...), "garbage line\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tofu.Refresh(); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("refresh of a broken file: %v, want an error naming it", err)
+	}
+	if _, err := tofu.Check(host, remote, second.Pub); err == nil {
+		t.Fatal("a swapped key was accepted after a failed refresh")
+	}
+
+	// The operator removes the host's line: it is learnt anew, once.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := tofu.Refresh(); err != nil || !changed {
+		t.Fatalf("refresh of an emptied file: changed=%v err=%v", changed, err)
+	}
+	if learned, err := tofu.Check(host, remote, second.Pub); err != nil || !learned {
+		t.Fatalf("contact after the line was removed: learned=%v err=%v, want learned", learned, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != 1 {
+		t.Errorf("file has %d lines, want 1:\n%s", n, b)
 	}
 }

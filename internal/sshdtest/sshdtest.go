@@ -886,3 +886,81 @@ func PasswordUser(tb testing.TB) (name, password string) {
 	}
 	return PasswordUserName, password
 }
+
+// Crash kills sshd and every process it forked for a connection, as a host
+// that dies does: established connections drop at once, unlike Close,
+// which leaves them to finish. It waits until the port is closed. Restart
+// starts it again.
+func (s *Server) Crash(tb testing.TB) {
+	tb.Helper()
+	// Children first: a per-connection sshd whose parent is gone would
+	// keep its client connected.
+	for _, pid := range descendants(s.cmd.Process.Pid) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	s.kill()
+	if err := waitSocketClosed(s.listenInode, stopTimeout); err != nil {
+		tb.Fatalf("sshdtest: crash of sshd on %s: %v", s.HostPort(), err)
+	}
+}
+
+// Restart starts sshd again after Crash, on the same port with the same
+// configuration and keys, and returns once it answers.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	var err error
+	// The port of the killed sshd can stay busy for a moment.
+	for range 20 {
+		if err = s.start(ctx); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tb.Fatalf("sshdtest: restart sshd on %s: %v\nlog:\n%s", s.HostPort(), err, s.readLog())
+}
+
+// descendants returns the processes below pid, deepest last, from the
+// parent fields of /proc.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name in parentheses may hold spaces; the parent PID
+		// is the second field after it.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], p)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}

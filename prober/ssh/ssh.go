@@ -62,6 +62,9 @@ type Prober struct {
 	logger *slog.Logger
 	files  authCallbacks
 
+	// fileHook is OnFileChange's function.
+	fileHook atomic.Pointer[func(paths []string, err error)]
+
 	// opened counts TCP connections established for SSH.
 	opened atomic.Uint64
 	// keepalives counts keepalive requests sent to check pooled
@@ -79,11 +82,15 @@ type Prober struct {
 	// it.
 	bufs sync.Pool
 
-	// mu guards closed, pool and warned.
+	// mu guards closed, pool, warned, jumps and bastionLimit.
 	mu     sync.Mutex
 	closed bool
 	pool   map[config.Key]*pooledTarget
 	warned map[config.Key]bool
+	// jumps holds the bastions of the proxy_jump chains in use, by
+	// chainKey; bastionLimit is global.limits.bastion.
+	jumps        map[string]*jumpHost
+	bastionLimit config.Limit
 }
 
 // pooledTarget is the reused connection of one target and its reconnect state.
@@ -181,7 +188,37 @@ func NewProber(res *dns.Resolver, logger *slog.Logger) *Prober {
 		pool:   make(map[config.Key]*pooledTarget),
 		warned: make(map[config.Key]bool),
 	}
+	p.files.logger = p.logger
+	p.files.changed = p.fileChanged
+	p.files.keys.changed = p.fileChanged
+	p.files.passwords.changed = p.fileChanged
+	p.files.knownHosts.changed = p.fileChanged
 	return p
+}
+
+// OnFileChange sets f to hear of every reread of a key, certificate,
+// password or known_hosts file that changed since it last loaded: err nil
+// when the new version is in use, else why the last good version stays in
+// use. f must not block; nil removes it.
+func (p *Prober) OnFileChange(f func(paths []string, err error)) {
+	if f == nil {
+		p.fileHook.Store(nil)
+		return
+	}
+	p.fileHook.Store(&f)
+}
+
+// fileChanged logs a reread of a changed file and tells the hook.
+func (p *Prober) fileChanged(paths []string, err error) {
+	files := strings.Join(paths, ", ")
+	if err != nil {
+		p.logger.Error("Changed file does not load; the last good version stays in use", "files", files, "err", err)
+	} else {
+		p.logger.Info("Changed file reloaded", "files", files)
+	}
+	if f := p.fileHook.Load(); f != nil {
+		(*f)(paths, err)
+	}
 }
 
 // ConnectionsOpened returns how many TCP connections the prober has
@@ -195,9 +232,13 @@ func (p *Prober) Close() {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.takeLocked(func(config.Key) bool { return false })
+	jumps := p.reconcileJumpsLocked(nil)
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.close()
+	}
+	for _, j := range jumps {
+		j.close()
 	}
 }
 
@@ -210,6 +251,12 @@ func (p *Prober) Reconcile(targets []*config.Target) {
 		configured[t.Key()] = struct{}{}
 	}
 	p.forget(func(k config.Key) bool { _, ok := configured[k]; return ok })
+	p.mu.Lock()
+	gone := p.reconcileJumpsLocked(targets)
+	p.mu.Unlock()
+	for _, j := range gone {
+		j.close()
+	}
 	srcs := map[string]bool{}
 	for _, t := range targets {
 		if s := t.SSH; s != nil {
@@ -304,7 +351,16 @@ func (p *Prober) probe(ctx context.Context, t *config.Target) probe.Result {
 	// Resolved on every probe, also one that reuses a connection: the
 	// answer is cached, and a name that moved must not keep its probes on
 	// the old address.
-	ip, err := p.res.Lookup(ctx, t.Name, t.IP)
+	// Behind a bastion the last hop resolves the name, as with OpenSSH's
+	// ProxyJump: the hosts behind it are often in a DNS the exporter
+	// cannot see.
+	var ip netip.Addr
+	var err error
+	if len(cfg.ProxyJump) == 0 {
+		ip, err = p.res.Lookup(ctx, t.Name, t.IP)
+	} else if a, perr := netip.ParseAddr(t.Name); perr == nil {
+		ip = a
+	}
 	if err != nil {
 		if !errors.Is(err, probe.ErrDNS) {
 			err = fmt.Errorf("%w: %w", probe.ErrDNS, withContext(ctx, err))
@@ -532,21 +588,38 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, s
 	}
 	defer auth.close()
 
-	raddr := netip.AddrPortFrom(ip, uint16(port))
 	// knownhosts matches on the name as configured, with the port
 	// (knownhosts.Normalize rules), not on the resolved address.
 	hostport := net.JoinHostPort(t.Name, strconv.Itoa(port))
+	raddr := hostport
+	// The knownhosts callback needs an address even when only the
+	// bastion knows it.
+	var remote net.Addr = &net.TCPAddr{}
+	if ip.IsValid() {
+		ap := netip.AddrPortFrom(ip, uint16(port))
+		raddr, remote = ap.String(), net.TCPAddrFromAddrPort(ap)
+	}
 
 	t0 := time.Now()
-	var d net.Dialer
-	if src := t.SourceAddress; src.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
-	}
-	nc, err := d.DialContext(ctx, "tcp", raddr.String())
-	sr.Connect = time.Since(t0)
-	if err != nil {
-		err = withContext(ctx, err)
-		return nil, probe.ReasonFor(err), fmt.Errorf("connect %s: %w", raddr, err)
+	var nc net.Conn
+	if len(cfg.ProxyJump) > 0 {
+		var reason probe.Reason
+		nc, reason, err = p.dialJump(ctx, t, raddr)
+		sr.Connect = time.Since(t0)
+		if err != nil {
+			return nil, reason, err
+		}
+	} else {
+		var d net.Dialer
+		if src := t.SourceAddress; src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
+		}
+		nc, err = d.DialContext(ctx, "tcp", raddr)
+		sr.Connect = time.Since(t0)
+		if err != nil {
+			err = withContext(ctx, err)
+			return nil, probe.ReasonFor(err), fmt.Errorf("connect %s: %w", raddr, err)
+		}
 	}
 	p.opened.Add(1)
 	sr.NewConnection = true
@@ -566,7 +639,7 @@ func (p *Prober) connect(ctx context.Context, t *config.Target, ip netip.Addr, s
 		HostKeyCallback: hs.hostKey,
 		ClientVersion:   clientVersion,
 	}
-	setAlgorithms(ccfg, &cfg.Algorithms, kh.HostKeyAlgorithms(hostport, net.TCPAddrFromAddrPort(raddr)))
+	setAlgorithms(ccfg, &cfg.Algorithms, kh.HostKeyAlgorithms(hostport, remote))
 	c, chans, reqs, err := ssh.NewClientConn(bc, hostport, ccfg)
 	end := time.Now()
 	stopped := stop()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"regexp"
@@ -71,11 +72,17 @@ type cacheEntry[T any] struct {
 	stamps []fileStamp
 	val    T
 	err    error
+	// stale is why the files at stamps could not be loaded while val, from
+	// an earlier version, stays in use; err is nil then.
+	stale error
 }
 
 // cache holds values parsed from files so that key material and
 // known_hosts files are read once per file version, not once per probe.
-// An entry stays valid while every source file keeps its stamp.
+// An entry stays valid while every source file keeps its stamp. When a
+// file that loaded before changes into one that does not, the last good
+// value stays in use (a half-written or broken file must not fail every
+// probe of the fleet) and the failure is reported once per version.
 type cache[T any] struct {
 	// mu guards entries.
 	mu      sync.Mutex
@@ -87,6 +94,11 @@ type cache[T any] struct {
 	// bcrypt-protected key that is ~100 ms of CPU per target, enough for a
 	// --once run over a few hundred hosts to time out every probe.
 	group singleflight.Group
+
+	// changed, when set, hears of every reload of a changed version of
+	// files that had loaded before: err nil when the new version is in
+	// use, else why the last good one stays.
+	changed func(paths []string, err error)
 }
 
 // get returns the cached value for key if none of paths changed since it was
@@ -99,6 +111,12 @@ func (c *cache[T]) get(key string, paths, what []string, load func() (T, error))
 	for i, path := range paths {
 		st, err := stat(path)
 		if err != nil {
+			if e, ok := c.lastGood(key); ok {
+				// A file being replaced can be missing for a moment;
+				// one that stays missing is reported once.
+				c.fail(key, e, nil, paths, configErrorf("%s %q: %v", what[i], path, pathError(err)))
+				return e.val, nil
+			}
 			return zero, configErrorf("%s %q: %v", what[i], path, pathError(err))
 		}
 		stamps[i] = st
@@ -118,8 +136,18 @@ func (c *cache[T]) get(key string, paths, what []string, load func() (T, error))
 		// while it was being read is loaded again next time.
 		for i, path := range paths {
 			if st, serr := stat(path); serr != nil || st != stamps[i] {
+				if prev, ok := c.lastGood(key); ok && err != nil {
+					return prev, nil
+				}
 				return e, nil
 			}
+		}
+		prev, hadGood := c.lastGood(key)
+		switch {
+		case err != nil && hadGood:
+			return c.fail(key, prev, stamps, paths, err), nil
+		case err == nil && hadGood && c.changed != nil:
+			c.changed(paths, nil)
 		}
 		c.mu.Lock()
 		if c.entries == nil {
@@ -131,6 +159,33 @@ func (c *cache[T]) get(key string, paths, what []string, load func() (T, error))
 	})
 	e := v.(cacheEntry[T])
 	return e.val, e.err
+}
+
+// lastGood returns the entry of key if its value loaded, whatever the
+// files' versions now.
+func (c *cache[T]) lastGood(key string) (cacheEntry[T], bool) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	return e, ok && e.err == nil
+}
+
+// fail keeps prev's value for the file versions at stamps (nil: a file is
+// missing, nothing to remember) and reports err once per version.
+func (c *cache[T]) fail(key string, prev cacheEntry[T], stamps []fileStamp, paths []string, err error) cacheEntry[T] {
+	c.mu.Lock()
+	cur := c.entries[key]
+	first := cur.stale == nil || cur.stale.Error() != err.Error() || (stamps != nil && !slices.Equal(cur.stamps, stamps))
+	e := cacheEntry[T]{stamps: cur.stamps, val: prev.val, stale: err}
+	if stamps != nil {
+		e.stamps = stamps
+	}
+	c.entries[key] = e
+	c.mu.Unlock()
+	if first && c.changed != nil {
+		c.changed(paths, err)
+	}
+	return e
 }
 
 // lookup returns the entry of key if it was built from files with stamps.
@@ -291,6 +346,15 @@ type authCallbacks struct {
 	keys       cache[[]ssh.Signer]
 	passwords  cache[string]
 	knownHosts cache[*knownhosts.DB]
+	// tofus holds the trust-on-first-use files by path, tofuErr the last
+	// reread error of each that has one; both guarded by tofuMu.
+	tofuMu  sync.Mutex
+	tofus   map[string]*knownhosts.TOFU
+	tofuErr map[string]string
+	// logger and changed are set once by NewProber; changed hears of every
+	// reread of a changed file (see cache.changed).
+	logger  *slog.Logger
+	changed func(paths []string, err error)
 	// patterns holds the compiled regular expressions of the config:
 	// ignore_lines, shell prompt and pager, keyboard_interactive prompts.
 	patterns regexps
@@ -406,10 +470,16 @@ func (a *credentials) methods(mark func()) []ssh.AuthMethod {
 	return m
 }
 
-// hostKey returns the host key callback and algorithm preference for the
-// target, from the cached known_hosts file or, only when the config opts out
-// explicitly, a callback accepting any key.
-func (c *authCallbacks) hostKey(cfg *config.SSHProbe) (*knownhosts.DB, error) {
+// verifier checks host keys and orders the host key algorithms to ask for.
+type verifier interface {
+	Check(hostname string, remote net.Addr, key ssh.PublicKey) error
+	HostKeyAlgorithms(hostport string, remote net.Addr) []string
+}
+
+// hostKey returns the host key verifier for the target: the cached
+// known_hosts file, the trust-on-first-use file of host_key_policy tofu,
+// or, only when the config opts out explicitly, one accepting any key.
+func (c *authCallbacks) hostKey(cfg *config.SSHProbe) (verifier, error) {
 	if cfg.InsecureSkipHostKeyVerification {
 		return knownhosts.Insecure(), nil
 	}
@@ -417,6 +487,9 @@ func (c *authCallbacks) hostKey(cfg *config.SSHProbe) (*knownhosts.DB, error) {
 		return nil, configErrorf("known_hosts_file is not set and insecure_skip_host_key_verification is false")
 	}
 	path := cfg.KnownHostsFile
+	if cfg.HostKeyPolicy == config.HostKeyPolicyTOFU {
+		return c.tofu(path)
+	}
 	return c.knownHosts.get(path, []string{path}, []string{"known_hosts_file"}, func() (*knownhosts.DB, error) {
 		db, err := knownhosts.Load(path)
 		if err != nil {
@@ -424,4 +497,70 @@ func (c *authCallbacks) hostKey(cfg *config.SSHProbe) (*knownhosts.DB, error) {
 		}
 		return db, nil
 	})
+}
+
+// tofu returns the one trust-on-first-use file of path, opening it on
+// first use and rereading it when someone else changed it. There is one
+// per path for the prober's life, so that concurrent first contacts of a
+// host append it once.
+func (c *authCallbacks) tofu(path string) (verifier, error) {
+	c.tofuMu.Lock()
+	t := c.tofus[path]
+	if t == nil {
+		var err error
+		if t, err = knownhosts.OpenTOFU(path); err != nil {
+			c.tofuMu.Unlock()
+			return nil, configErrorf("%v", err)
+		}
+		if c.tofus == nil {
+			c.tofus = map[string]*knownhosts.TOFU{}
+		}
+		c.tofus[path] = t
+		c.tofuMu.Unlock()
+		return &tofuVerifier{TOFU: t, logger: c.logger}, nil
+	}
+	c.tofuMu.Unlock()
+	changed, err := t.Refresh()
+	switch {
+	case err != nil:
+		c.tofuFailed(path, err)
+	case changed:
+		c.tofuFailed(path, nil)
+	}
+	return &tofuVerifier{TOFU: t, logger: c.logger}, nil
+}
+
+// tofuFailed reports a reread of a trust-on-first-use file: err nil when
+// the new version is in use, else (once per error) why the keys held stay.
+func (c *authCallbacks) tofuFailed(path string, err error) {
+	c.tofuMu.Lock()
+	prev, had := c.tofuErr[path]
+	if err == nil {
+		delete(c.tofuErr, path)
+	} else {
+		if c.tofuErr == nil {
+			c.tofuErr = map[string]string{}
+		}
+		c.tofuErr[path] = err.Error()
+	}
+	c.tofuMu.Unlock()
+	if (err == nil || !had || prev != err.Error()) && c.changed != nil {
+		c.changed([]string{path}, err)
+	}
+}
+
+// tofuVerifier logs what a TOFU file learns.
+type tofuVerifier struct {
+	*knownhosts.TOFU
+	logger *slog.Logger
+}
+
+// Check implements verifier.
+func (v *tofuVerifier) Check(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	learned, err := v.TOFU.Check(hostname, remote, key)
+	if learned && v.logger != nil {
+		v.logger.Info("Learnt host key (host_key_policy tofu)", "host", hostname, "type", key.Type(),
+			"fingerprint", ssh.FingerprintSHA256(key), "file", v.Path())
+	}
+	return err
 }

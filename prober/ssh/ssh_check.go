@@ -1,8 +1,11 @@
 package ssh
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -46,11 +49,61 @@ func CheckFiles(cfg *config.Config) error {
 		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
 			return fmt.Errorf("host set %q: agent: true but SSH_AUTH_SOCK is not set in the exporter's environment", hs.Name)
 		}
-		if !s.InsecureSkipHostKeyVerification {
-			if _, err := knownhosts.Load(s.KnownHostsFile); err != nil {
-				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "known_hosts_file"), hs.Name, err)
+		if err := checkKnownHosts(s); err != nil {
+			return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "known_hosts_file"), hs.Name, err)
+		}
+		for j := range s.ProxyJump {
+			hop := s.ProxyJump[j].Auth()
+			if err := checkLogin(hop); err != nil {
+				return fmt.Errorf("%s: host set %q: proxy_jump[%d] (%s): %w", cfg.Where(hs.Name, "proxy_jump"), hs.Name, j, s.ProxyJump[j].Host, err)
+			}
+			if err := checkKnownHosts(hop); err != nil {
+				return fmt.Errorf("%s: host set %q: proxy_jump[%d] (%s): %w", cfg.Where(hs.Name, "proxy_jump"), hs.Name, j, s.ProxyJump[j].Host, err)
 			}
 		}
 	}
 	return nil
+}
+
+// checkLogin loads the credential files of a proxy_jump hop.
+func checkLogin(s *config.SSHProbe) error {
+	if s.PrivateKeyFile != "" {
+		if _, err := loadSigners(s); err != nil {
+			return err
+		}
+	}
+	if s.PasswordFile != "" {
+		if _, err := readSecretFile("password_file", s.PasswordFile); err != nil {
+			return err
+		}
+	}
+	for _, ki := range s.KeyboardInteractive {
+		if _, err := readSecretFile("keyboard_interactive answer_file", ki.AnswerFile); err != nil {
+			return err
+		}
+	}
+	if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
+		return fmt.Errorf("agent: true but SSH_AUTH_SOCK is not set in the exporter's environment")
+	}
+	return nil
+}
+
+// checkKnownHosts loads the known_hosts file of s. With host_key_policy
+// tofu the file may not exist yet (the prober creates it), but then its
+// directory must.
+func checkKnownHosts(s *config.SSHProbe) error {
+	if s.InsecureSkipHostKeyVerification {
+		return nil
+	}
+	if s.HostKeyPolicy == config.HostKeyPolicyTOFU {
+		if _, err := os.Lstat(s.KnownHostsFile); errors.Is(err, fs.ErrNotExist) {
+			dir := filepath.Dir(s.KnownHostsFile)
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("known_hosts_file %q does not exist and its directory %q cannot hold it (host_key_policy tofu creates the file)", s.KnownHostsFile, dir)
+			}
+			return nil
+		}
+	}
+	_, err := knownhosts.Load(s.KnownHostsFile)
+	return err
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,11 +169,13 @@ func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
 // TestSSHCacheRereadRefusesUnsafeFiles replaces the key and known_hosts
 // files of a working target by a FIFO and by a link to /dev/zero: the
 // cache notices the change and re-reads through the same bounded load, so
-// the probe fails at once with reason config, and succeeds again once the
-// real file is back.
+// the replacement is refused at once, the last good version stays in use
+// (the probe still succeeds) and the failure is reported to the file hook;
+// the real file's return is reported too.
 func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
 	f := newFixture(t, sshserver.TestOptions{})
 	p := newProber(t)
+	events := recordFileChanges(p)
 	tg := testTarget(f.srv.Port, f.cfg())
 	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 	dir := t.TempDir()
@@ -200,18 +204,28 @@ func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
 				if err := os.Rename(tmp, file.path); err != nil {
 					t.Fatal(err)
 				}
+				events.reset()
 				res := quickly(t, []string{fifo}, func() probe.Result { return p.Probe(context.Background(), tg) })
-				checkReason(t, res, probe.ReasonConfig)
+				checkReason(t, res, probe.ReasonNone)
+				err := events.lastErr(t, file.path)
 				for _, w := range []string{file.what, file.path, repl.want} {
-					if !strings.Contains(res.Err.Error(), w) {
-						t.Errorf("error %q lacks %q", res.Err, w)
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("reported error %q lacks %q", err, w)
 					}
+				}
+				// Reported once per version, not once per probe.
+				checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+				if n := events.count(); n != 1 {
+					t.Errorf("%d reports for one broken version, want 1", n)
 				}
 				writeFile(t, filepath.Dir(file.path), filepath.Base(tmp), good)
 				if err := os.Rename(tmp, file.path); err != nil {
 					t.Fatal(err)
 				}
 				checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+				if err := events.lastErr(t, file.path); err != nil {
+					t.Errorf("the good file's return was reported as %v", err)
+				}
 			})
 		}
 	}
@@ -241,4 +255,53 @@ func TestSSHCertificateFileBounded(t *testing.T) {
 	if err := CheckFiles(cfg); err == nil || !strings.Contains(err.Error(), "larger than 1 MiB") {
 		t.Fatalf("certificate file one byte over the cap: %v, want refused as larger than 1 MiB", err)
 	}
+}
+
+// fileChanges records what a prober tells its OnFileChange hook.
+type fileChanges struct {
+	mu     sync.Mutex
+	events []fileChange
+}
+
+type fileChange struct {
+	paths []string
+	err   error
+}
+
+// recordFileChanges sets a recorder as p's file hook.
+func recordFileChanges(p *Prober) *fileChanges {
+	fc := &fileChanges{}
+	p.OnFileChange(func(paths []string, err error) {
+		fc.mu.Lock()
+		fc.events = append(fc.events, fileChange{paths, err})
+		fc.mu.Unlock()
+	})
+	return fc
+}
+
+func (fc *fileChanges) reset() {
+	fc.mu.Lock()
+	fc.events = nil
+	fc.mu.Unlock()
+}
+
+func (fc *fileChanges) count() int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.events)
+}
+
+// lastErr returns the error of the last report, which must name path.
+func (fc *fileChanges) lastErr(t *testing.T, path string) error {
+	t.Helper()
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if len(fc.events) == 0 {
+		t.Fatalf("no change of %s reported", path)
+	}
+	e := fc.events[len(fc.events)-1]
+	if !slices.Contains(e.paths, path) {
+		t.Fatalf("last report is about %v, want %s", e.paths, path)
+	}
+	return e.err
 }

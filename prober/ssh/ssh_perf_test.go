@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/knownhosts"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
@@ -51,7 +52,7 @@ func TestSSHProbeKnownHostsIndex(t *testing.T) {
 			res := p.Probe(context.Background(), testTarget(f.srv.Port, cfg))
 			checkReason(t, res, tt.want)
 			kh, err := p.files.hostKey(cfg)
-			if err != nil || !kh.Indexed() {
+			if db, ok := kh.(*knownhosts.DB); err != nil || !ok || !db.Indexed() {
 				t.Fatalf("file not indexed: %v", err)
 			}
 			if tt.want == probe.ReasonHostKey {

@@ -1062,12 +1062,17 @@ func TestSSHKeyFileCache(t *testing.T) {
 	}
 	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
 
-	// A new mtime makes it read the (now broken) file.
+	// A new mtime makes it read the (now broken) file, which is reported
+	// while the last good key stays in use.
+	events := recordFileChanges(p)
 	later := fi.ModTime().Add(time.Second)
 	if err := os.Chtimes(f.keyFile, later, later); err != nil {
 		t.Fatal(err)
 	}
-	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonConfig)
+	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+	if err := events.lastErr(t, f.keyFile); err == nil || !strings.Contains(err.Error(), "cannot parse private key") {
+		t.Errorf("broken key file reported as %v", err)
+	}
 
 	// And a fixed file is picked up again.
 	if err := os.WriteFile(f.keyFile, sshkeys.OpenSSH(t, f.user, ""), 0o600); err != nil {
@@ -1094,7 +1099,13 @@ func TestSSHKeyFileCache(t *testing.T) {
 	if err := os.Chtimes(f.knownHosts, later, later); err != nil {
 		t.Fatal(err)
 	}
-	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonConfig)
+	checkReason(t, p.Probe(context.Background(), tg), probe.ReasonNone)
+	if err := events.lastErr(t, f.knownHosts); err == nil {
+		t.Error("broken known_hosts file not reported")
+	}
+
+	// A fresh prober has no good version to fall back on: reason config.
+	checkReason(t, newProber(t).Probe(context.Background(), tg), probe.ReasonConfig)
 }
 
 func TestSSHCheckKeyFilePermissions(t *testing.T) {

@@ -42,6 +42,9 @@ const (
 	StageHandshake = "handshake"
 	StageHostKey   = "hostkey"
 	StageAuth      = "auth"
+	// StageConfig is a hop whose Configure failed: its credentials or
+	// known_hosts file cannot be used.
+	StageConfig = "config"
 	// StageLost is a working connection that broke (bastion restarted,
 	// keepalive unanswered) while a dial needed it.
 	StageLost = "lost"
@@ -60,6 +63,12 @@ type Hop struct {
 	// callback and algorithms. Its Timeout is ignored; Options.ConnectTimeout
 	// and the dial's context bound the handshake.
 	Config *ssh.ClientConfig
+	// Configure, when set, replaces Config: it is called at every
+	// connection attempt, so credentials and known_hosts read from files
+	// follow the files. release, when not nil, is called once the hop's
+	// handshake is over (it may close an agent connection). An error fails
+	// the attempt at StageConfig.
+	Configure func(ctx context.Context) (cfg *ssh.ClientConfig, release func(), err error)
 }
 
 // Options configures a Bastion.
@@ -188,7 +197,7 @@ func New(opts Options) (*Bastion, error) {
 		return nil, errors.New("bastion: no hops")
 	}
 	for i, h := range opts.Hops {
-		if h.Config == nil {
+		if h.Config == nil && h.Configure == nil {
 			return nil, fmt.Errorf("bastion: hop %d (%s): no client config", i+1, h.Addr)
 		}
 		if _, _, err := net.SplitHostPort(h.Addr); err != nil {
@@ -467,10 +476,21 @@ func (b *Bastion) connect(ctx context.Context) (*chain, *HopError) {
 		if dl, ok := ctx.Deadline(); ok && i == 0 {
 			_ = nc.SetDeadline(dl)
 		}
+		hc, release := h.Config, func() {}
+		if h.Configure != nil {
+			var rel func()
+			if hc, rel, err = h.Configure(ctx); err != nil {
+				_ = nc.Close()
+				return fail(h.Addr, StageConfig, err)
+			}
+			if rel != nil {
+				release = rel
+			}
+		}
 		stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
-		cfg := *h.Config
+		cfg := *hc
 		var hostKeyErr error
-		if cb := h.Config.HostKeyCallback; cb != nil {
+		if cb := hc.HostKeyCallback; cb != nil {
 			cfg.HostKeyCallback = func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 				hostKeyErr = cb(hostname, remote, key)
 				return hostKeyErr
@@ -478,6 +498,7 @@ func (b *Bastion) connect(ctx context.Context) (*chain, *HopError) {
 		}
 		sc, chans, reqs, err := ssh.NewClientConn(nc, h.Addr, &cfg)
 		stopped := stop()
+		release()
 		if err == nil && !stopped {
 			_ = sc.Close()
 			err = ctx.Err()
