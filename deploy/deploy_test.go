@@ -282,7 +282,6 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		{"bastion down across exporters", "alerts.yml", "            and on (job, instance, bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m", "            and on (bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m"},
 		{"host key changed at 0", "alerts.yml", "(fleet_ssh_host_key_changed_timestamp_seconds > 0)", "(fleet_ssh_host_key_changed_timestamp_seconds >= 0)"},
 		{"host key changed window too long", "alerts.yml", "fleet_ssh_host_key_changed_timestamp_seconds < 86400", "fleet_ssh_host_key_changed_timestamp_seconds < 172800"},
-		{"certificate expiry without guard", "alerts.yml", "(fleet_ssh_host_certificate_expiry_timestamp_seconds > 0)", "(fleet_ssh_host_certificate_expiry_timestamp_seconds >= 0)"},
 		{"certificate expiry threshold too far", "alerts.yml", "- time() < 7 * 86400", "- time() < 30 * 86400"},
 		{"shared key on unique keys", "alerts_crypto.yml", "fleet_ssh_host_key_shared_hosts > 1", "fleet_ssh_host_key_shared_hosts >= 1"},
 		{"ssh down ignores icmp", "alerts.yml", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} == 1)", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} >= 0)"},
@@ -885,6 +884,9 @@ func TestDashboardQueries(t *testing.T) {
 		hashB = "3512345678901234"
 		keyA  = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
 		keyC  = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+		keyD  = "SHA256:Xx0l9fH4Wl5bZbZ7l1O5LrCkq0q2C4Gq4m0nF1mD9ZQ"
+		keyE  = "SHA256:q1sY0gYVQ2o0m5YV4C0a3S6kqVd6v4rX3Rk5m0lq8yA"
+		keyF  = "SHA256:3bZkq7m2m0oO1ZyHc4w5k2Qm9v8sT6dJ1nP0rL5eF2g"
 	)
 	series := func(name, labels, values string) map[string]string {
 		return map[string]string{"series": name + "{" + base + "," + labels + "}", "values": values}
@@ -944,22 +946,30 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_ssh_bastion_connections", `bastion="jump@b9:22"`, "1x10"),
 		series("fleet_ssh_bastion_targets", `bastion="jump@b9:22",set="other"`, "5x10"),
 		// web/a, web/b and app/f share one host key (web/b reported by two
-		// exporters, counted once), web/c has its own; other/z shares it
-		// too but is not selected. web/a's key changed at 300s, web/c's
-		// never did.
+		// exporters, counted once); other/z shares it too but is not
+		// selected. web/c and app/c:2222 are one machine on two ports: not
+		// shared. Two IPv6 hosts share keyD; an IPv6 host with and without
+		// a port has keyF (one host). web/a's key changed at 300s, web/d's
+		// before the range (flat), web/c's never.
 		series("fleet_ssh_host_key_info", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
 		series("fleet_ssh_host_key_info", `set="web",host="b",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
 		{"series": `fleet_ssh_host_key_info{job="fleet",instance="exp2:9922",env="prod",set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, "values": "1x10"},
 		series("fleet_ssh_host_key_info", `set="app",host="f",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
 		series("fleet_ssh_host_key_info", `set="web",host="c",type="ecdsa-sha2-nistp256",fingerprint_sha256="`+keyC+`"`, "1x10"),
 		series("fleet_ssh_host_key_info", `set="other",host="z",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="c:2222",type="ecdsa-sha2-nistp256",fingerprint_sha256="`+keyC+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="2001:db8::1",type="ssh-ed25519",fingerprint_sha256="`+keyD+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="2001:db8::2",type="ssh-ed25519",fingerprint_sha256="`+keyD+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="2001:db8::5",type="ssh-ed25519",fingerprint_sha256="`+keyF+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="[2001:db8::5]:2222",type="ssh-ed25519",fingerprint_sha256="`+keyF+`"`, "1x10"),
 		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="a"`, "0x4 300x5"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="d"`, "100x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="d",type="ssh-ed25519",fingerprint_sha256="`+keyE+`"`, "1x10"),
 		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="c"`, "0x10"),
 		// Host certificates: web/a's expires 10 days after the evaluation
-		// at 10m, web/c's in 40 days; web/b presents a plain key (0).
+		// at 10m, web/c's in 40 days.
 		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="a"`, "864600x10"),
 		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="c"`, "3456600x10"),
-		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="b"`, "0x10"),
 	}
 	type sample struct {
 		Labels string  `yaml:"labels"`
@@ -1004,13 +1014,15 @@ func TestDashboardQueries(t *testing.T) {
 		{"Bastion up", "A", []sample{{`{bastion="jump@b1:22"}`, 0}}},
 		{"Bastion connections", "A", []sample{{`{bastion="jump@b1:22"}`, 2}}},
 		{"SSH targets per bastion", "A", []sample{{`{bastion="jump@b1:22",set="web"}`, 5}}},
-		{"Host key changes", "A", []sample{
+		{"Host key changes in the time range", "A", []sample{
 			{lbl("", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`), 300},
 		}},
 		{"Shared host keys", "A", []sample{
 			{`{set="web",host="a",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
 			{`{set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
 			{`{set="app",host="f",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="web",host="2001:db8::1",type="ssh-ed25519",fingerprint_sha256="` + keyD + `"}`, 2},
+			{`{set="app",host="2001:db8::2",type="ssh-ed25519",fingerprint_sha256="` + keyD + `"}`, 2},
 		}},
 		{"Host certificates expiring within 30 days", "A", []sample{{lbl("", `set="web",host="a"`), 864000}}},
 	}
