@@ -15,6 +15,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/cluster"
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/exposition"
+	"github.com/fleet-exporter/fleet_exporter/prober/ssh"
 	"github.com/fleet-exporter/fleet_exporter/status"
 )
 
@@ -66,6 +67,7 @@ func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, cl 
 		ExtraLinks: links,
 		Config:     rl.pages.running.Load,
 		Reload:     rl.pages.status,
+		Bastions:   func() []status.Bastion { return statusBastions(f.probers.Bastions()) },
 	}, logger.With("component", "status"))
 	if err != nil {
 		// The templates are embedded and parsed by the tests; this cannot
@@ -126,4 +128,17 @@ func (p *reloadPages) status() status.ReloadStatus {
 		return *st
 	}
 	return status.ReloadStatus{}
+}
+
+// statusBastions converts the SSH prober's bastion states for the pages.
+func statusBastions(in []ssh.BastionStatus) []status.Bastion {
+	out := make([]status.Bastion, 0, len(in))
+	for _, b := range in {
+		sb := status.Bastion{Name: b.Name, Up: b.Up, Connections: b.Connections, Channels: b.Channels, Targets: b.Targets}
+		if b.LastError != nil {
+			sb.LastError = b.LastError.Error()
+		}
+		out = append(out, sb)
+	}
+	return out
 }

@@ -256,9 +256,9 @@ func tooDeep(n *yaml.Node, depth int) *yaml.Node {
 	return nil
 }
 
-// sshFileKeys are the ssh keys that name a file, and algorithms, which
-// preflight's weak-algorithm warning points at.
-var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file", "keyboard_interactive", "algorithms"}
+// sshFileKeys are the ssh keys that name a file, and algorithms and
+// proxy_jump, which preflight's warnings and the file checks point at.
+var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file", "keyboard_interactive", "algorithms", "proxy_jump"}
 
 // sshFileKeyLines finds the line of every file-naming key in each host
 // set's ssh block, so that a file found unusable after parsing (missing,

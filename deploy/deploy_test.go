@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ const (
 	alertsFile       = "prometheus/alerts.yml"
 	rulesFile        = "prometheus/rules.yml"
 	rulesTestFile    = "prometheus/alerts_test.yml"
+	longTestFile     = "prometheus/alerts_long_test.yml"
 	cryptoFile       = "prometheus/alerts_crypto.yml"
 	cryptoTestFile   = "prometheus/alerts_crypto_test.yml"
 	prometheusFile   = "prometheus/prometheus.yml"
@@ -94,6 +96,15 @@ func contractMetrics() []string {
 		"fleet_set_icmp_rtt_seconds_bucket",
 		"fleet_set_icmp_rtt_seconds_sum",
 		"fleet_set_icmp_rtt_seconds_count",
+		"fleet_ssh_bastion_up",
+		"fleet_ssh_bastion_connections",
+		"fleet_ssh_bastion_channels",
+		"fleet_ssh_bastion_connects_total",
+		"fleet_ssh_bastion_targets",
+		"fleet_ssh_host_key_info",
+		"fleet_ssh_host_key_changed_timestamp_seconds",
+		"fleet_ssh_host_key_shared_hosts",
+		"fleet_ssh_host_certificate_expiry_timestamp_seconds",
 	}
 }
 
@@ -175,7 +186,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 func TestPromtoolTestRules(t *testing.T) {
 	promtool := lookTool(t, "promtool", promtoolHint)
-	for _, f := range []string{rulesTestFile, cryptoTestFile} {
+	for _, f := range []string{rulesTestFile, longTestFile, cryptoTestFile} {
 		out, err := runTool(t, "prometheus", promtool, "test", "rules", filepath.Base(f))
 		if err != nil {
 			t.Fatalf("promtool test rules %s: %v\n%s", f, err, out)
@@ -183,32 +194,27 @@ func TestPromtoolTestRules(t *testing.T) {
 	}
 }
 
-// TestCryptoAlertOptIn checks the weak-crypto alert: in its own file, not
-// loaded by the example prometheus.yml (off by default), tested, and on
-// raw series.
+// TestCryptoAlertOptIn checks the opt-in alerts (weak crypto, shared host
+// keys): in their own file, not loaded by the example prometheus.yml (off by
+// default), severity info with a for:, on raw series, and tested firing and
+// silent.
 func TestCryptoAlertOptIn(t *testing.T) {
 	f, err := deploy.LoadRules(cryptoFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Groups) != 1 || len(f.Groups[0].Rules) != 1 || f.Groups[0].Rules[0].Alert != "FleetSSHWeakCrypto" {
-		t.Fatalf("%s: want exactly the alert FleetSSHWeakCrypto, got %+v", cryptoFile, f.Groups)
+	want := map[string][]string{
+		"FleetSSHWeakCrypto":    {"sha1", "cbc", "ssh-rsa"},
+		"FleetSSHHostKeyShared": {"fleet_ssh_host_key_shared_hosts > 1"},
 	}
-	r := f.Groups[0].Rules[0]
-	if r.Labels["severity"] != "info" || r.For == "" || strings.Contains(r.Expr, "fleet:") {
-		t.Errorf("FleetSSHWeakCrypto: severity %q, for %q, expr %q", r.Labels["severity"], r.For, r.Expr)
-	}
-	for _, want := range []string{"sha1", "cbc", "ssh-rsa"} {
-		if !strings.Contains(r.Expr, want) {
-			t.Errorf("FleetSSHWeakCrypto does not match %s", want)
+	got := map[string]deploy.Rule{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			got[r.Alert] = r
 		}
 	}
-	b, err := os.ReadFile(prometheusFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(b), filepath.Base(cryptoFile)) {
-		t.Errorf("%s loads %s: the alert must be off by default", prometheusFile, cryptoFile)
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(want)), slices.Sorted(maps.Keys(got))); diff != "" {
+		t.Fatalf("%s: alerts (-want +got):\n%s", cryptoFile, diff)
 	}
 	tb, err := os.ReadFile(cryptoTestFile)
 	if err != nil {
@@ -218,16 +224,41 @@ func TestCryptoAlertOptIn(t *testing.T) {
 	if err := yaml.Unmarshal(tb, &rt); err != nil {
 		t.Fatal(err)
 	}
-	fires, silent := false, false
-	for _, tc := range rt.Tests {
-		for _, a := range tc.AlertRuleTest {
-			if a.Alertname == r.Alert {
-				fires, silent = fires || len(a.ExpAlerts) > 0, silent || len(a.ExpAlerts) == 0
+	for name, matches := range want {
+		t.Run(name, func(t *testing.T) {
+			r := got[name]
+			if r.Labels["severity"] != "info" || r.For == "" || strings.Contains(r.Expr, "fleet:") {
+				t.Errorf("severity %q, for %q, expr %q", r.Labels["severity"], r.For, r.Expr)
 			}
-		}
+			for _, m := range matches {
+				if !strings.Contains(r.Expr, m) {
+					t.Errorf("expr %q does not contain %s", r.Expr, m)
+				}
+			}
+			for _, a := range []string{"summary", "description", "runbook"} {
+				if strings.TrimSpace(r.Annotations[a]) == "" {
+					t.Errorf("annotation %q missing", a)
+				}
+			}
+			fires, silent := false, false
+			for _, tc := range rt.Tests {
+				for _, a := range tc.AlertRuleTest {
+					if a.Alertname == name {
+						fires, silent = fires || len(a.ExpAlerts) > 0, silent || len(a.ExpAlerts) == 0
+					}
+				}
+			}
+			if !fires || !silent {
+				t.Errorf("%s: want a case where %s fires and one where it stays silent", cryptoTestFile, name)
+			}
+		})
 	}
-	if !fires || !silent {
-		t.Errorf("%s: want a case where FleetSSHWeakCrypto fires and one where it stays silent", cryptoTestFile)
+	b, err := os.ReadFile(prometheusFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), filepath.Base(cryptoFile)) {
+		t.Errorf("%s loads %s: its alerts must be off by default", prometheusFile, cryptoFile)
 	}
 }
 
@@ -241,7 +272,18 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 	tests := []struct {
 		name, file, old, new string
 	}{
-		{"host unreachable waits longer", "alerts.yml", "expr: fleet_host_up == 0\n        for: 1m", "expr: fleet_host_up == 0\n        for: 3m"},
+		{"host unreachable waits longer", "alerts.yml", "for: 1m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"Host", "for: 3m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"Host"},
+		{"host unreachable behind a down bastion", "alerts.yml", "        expr: |\n          (fleet_host_up == 0)\n            unless on (job, instance, set)\n          ((fleet_ssh_bastion_targets > 0)", "        expr: |\n          (fleet_host_up == 0)\n            unless on (job, instance, set)\n          ((fleet_ssh_bastion_targets < 0)"},
+		{"host unreachable spares direct failures behind a down bastion", "alerts.yml", "          or\n          (fleet_host_up == 0)\n            and on (job, instance, set, host)\n          (fleet_probe_failure_info{probe!=\"ssh\"} == 1)\n        for: 1m", "        for: 1m"},
+		{"set mostly down counts hosts behind a down bastion", "alerts.yml", "                  unless on (job, instance, set)\n                ((fleet_ssh_bastion_targets > 0)", "                  unless on (job, instance, set)\n                ((fleet_ssh_bastion_targets < 0)"},
+		{"bastion down waits longer", "alerts.yml", "(fleet_ssh_bastion_up == 0)\n        for: 3m", "(fleet_ssh_bastion_up == 0)\n        for: 4m"},
+		{"bastion down while up", "alerts.yml", "(fleet_ssh_bastion_up == 0)\n        for: 3m", "(fleet_ssh_bastion_up >= 0)\n        for: 3m"},
+		{"bastion down for sets without targets", "alerts.yml", "          (fleet_ssh_bastion_targets > 0)\n            and on (job, instance, bastion)", "          (fleet_ssh_bastion_targets >= 0)\n            and on (job, instance, bastion)"},
+		{"bastion down across exporters", "alerts.yml", "            and on (job, instance, bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m", "            and on (bastion)\n          (fleet_ssh_bastion_up == 0)\n        for: 3m"},
+		{"host key changed at 0", "alerts.yml", "(fleet_ssh_host_key_changed_timestamp_seconds > 0)", "(fleet_ssh_host_key_changed_timestamp_seconds >= 0)"},
+		{"host key changed window too long", "alerts.yml", "fleet_ssh_host_key_changed_timestamp_seconds < 86400", "fleet_ssh_host_key_changed_timestamp_seconds < 172800"},
+		{"certificate expiry threshold too far", "alerts.yml", "- time() < 7 * 86400", "- time() < 30 * 86400"},
+		{"shared key on unique keys", "alerts_crypto.yml", "fleet_ssh_host_key_shared_hosts > 1", "fleet_ssh_host_key_shared_hosts >= 1"},
 		{"ssh down ignores icmp", "alerts.yml", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} == 1)", "            and on (set, host)\n          (fleet_probe_success{probe=\"icmp\"} >= 0)"},
 		{"login slow counts command phase", "alerts.yml", `phase=~"connect|handshake|auth"}) > 5`, `}) > 5`},
 		{"command failing misses -1", "alerts.yml", "fleet_ssh_command_exit_status != 0", "fleet_ssh_command_exit_status > 0"},
@@ -264,19 +306,36 @@ func TestPromtoolTestRulesCatchMutations(t *testing.T) {
 		{"probes rate drops result", "rules.yml", "sum by (set, probe, result) (rate(fleet_probes_total[5m]))", "sum by (set, probe) (rate(fleet_probes_total[5m]))"},
 		{"lag p90", "rules.yml", "histogram_quantile(0.99,", "histogram_quantile(0.9,"},
 	}
+	// The unit test files that load each rule file, run in this order until
+	// one fails.
+	testsOf := map[string][]string{
+		filepath.Base(alertsFile): {rulesTestFile, longTestFile},
+		filepath.Base(rulesFile):  {rulesTestFile},
+		filepath.Base(cryptoFile): {cryptoTestFile},
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := copyFiles(t, alertsFile, rulesFile, rulesTestFile)
+			dir := copyFiles(t, alertsFile, rulesFile, cryptoFile, rulesTestFile, longTestFile, cryptoTestFile)
 			replaceOnce(t, filepath.Join(dir, tc.file), tc.old, tc.new)
-			out, err := runTool(t, dir, promtool, "test", "rules", filepath.Base(rulesTestFile))
-			if err == nil {
-				t.Fatalf("promtool test rules passed with the mutation %q -> %q in %s; the unit tests do not cover it\n%s",
-					tc.old, tc.new, tc.file, out)
+			testFiles := testsOf[tc.file]
+			if len(testFiles) == 0 {
+				t.Fatalf("no unit tests for %s", tc.file)
 			}
-			if !strings.Contains(out, "FAILED") {
-				t.Fatalf("promtool test rules failed for another reason than a failing test:\n%s", out)
+			var outs []string
+			for _, f := range testFiles {
+				out, err := runTool(t, dir, promtool, "test", "rules", filepath.Base(f))
+				if err == nil {
+					outs = append(outs, out)
+					continue
+				}
+				if !strings.Contains(out, "FAILED") {
+					t.Fatalf("promtool test rules %s failed for another reason than a failing test:\n%s", filepath.Base(f), out)
+				}
+				return
 			}
+			t.Fatalf("promtool test rules passed with the mutation %q -> %q in %s; the unit tests do not cover it\n%s",
+				tc.old, tc.new, tc.file, strings.Join(outs, "\n"))
 		})
 	}
 }
@@ -340,6 +399,9 @@ func TestAlertRules(t *testing.T) {
 		{"FleetConfigReloadFailed", "warning", "fleet_config_last_reload_successful == 0"},
 		{"FleetExporterDown", "critical", `absent(up{job="fleet"})`},
 		{"FleetClusterDegraded", "warning", "fleet_cluster_members"},
+		{"FleetBastionDown", "critical", "(fleet_ssh_bastion_targets > 0)\n  and on (job, instance, bastion)\n(fleet_ssh_bastion_up == 0)"},
+		{"FleetSSHHostKeyChanged", "warning", "time() - fleet_ssh_host_key_changed_timestamp_seconds"},
+		{"FleetSSHHostCertificateExpiring", "info", "fleet_ssh_host_certificate_expiry_timestamp_seconds - time()"},
 	}
 	var wantNames []string
 	for _, w := range want {
@@ -427,25 +489,35 @@ type rulesTest struct {
 	} `yaml:"tests"`
 }
 
-// TestRulesTestCoverage checks that alerts_test.yml has a firing and a
-// silent case for every alert and an expression test for every recording
-// rule.
+// TestRulesTestCoverage checks that alerts_test.yml and alerts_long_test.yml
+// together have a firing and a silent case for every alert and an
+// expression test for every recording rule.
 func TestRulesTestCoverage(t *testing.T) {
-	b, err := os.ReadFile(rulesTestFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rt rulesTest
-	if err := yaml.Unmarshal(b, &rt); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{alertsFile, rulesFile} {
-		if !slices.Contains(rt.RuleFiles, filepath.Base(f)) {
-			t.Errorf("rule_files %v does not load %s", rt.RuleFiles, filepath.Base(f))
+	var tests []rulesTest
+	for _, c := range []struct {
+		file  string
+		loads []string
+	}{
+		{rulesTestFile, []string{alertsFile, rulesFile}},
+		{longTestFile, []string{alertsFile}},
+	} {
+		b, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
 		}
+		var rt rulesTest
+		if err := yaml.Unmarshal(b, &rt); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range c.loads {
+			if !slices.Contains(rt.RuleFiles, filepath.Base(f)) {
+				t.Errorf("%s: rule_files %v does not load %s", c.file, rt.RuleFiles, filepath.Base(f))
+			}
+		}
+		tests = append(tests, rt)
 	}
 	fires, silent, tested := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, tc := range rt.Tests {
+	for _, tc := range slices.Concat(tests[0].Tests, tests[1].Tests) {
 		for _, a := range tc.AlertRuleTest {
 			if len(a.ExpAlerts) > 0 {
 				fires[a.Alertname] = true
@@ -761,6 +833,14 @@ func TestDashboard(t *testing.T) {
 			"fleet_scheduler_lag_seconds_bucket",
 			"fleet_probes_total",
 			"fleet_probes_skipped_total",
+			"fleet_ssh_bastion_up",
+			"fleet_ssh_bastion_connections",
+			"fleet_ssh_bastion_channels",
+			"fleet_ssh_bastion_connects_total",
+			"fleet_ssh_bastion_targets",
+			"fleet_ssh_host_key_info",
+			"fleet_ssh_host_key_changed_timestamp_seconds",
+			"fleet_ssh_host_certificate_expiry_timestamp_seconds",
 			`set=~"$set"`,
 		} {
 			if !strings.Contains(all, want) {
@@ -802,6 +882,11 @@ func TestDashboardQueries(t *testing.T) {
 		// 52-bit hashes as the exporter produces them.
 		hashA = "4503599627370495"
 		hashB = "3512345678901234"
+		keyA  = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+		keyC  = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+		keyD  = "SHA256:Xx0l9fH4Wl5bZbZ7l1O5LrCkq0q2C4Gq4m0nF1mD9ZQ"
+		keyE  = "SHA256:q1sY0gYVQ2o0m5YV4C0a3S6kqVd6v4rX3Rk5m0lq8yA"
+		keyF  = "SHA256:3bZkq7m2m0oO1ZyHc4w5k2Qm9v8sT6dJ1nP0rL5eF2g"
 	)
 	series := func(name, labels, values string) map[string]string {
 		return map[string]string{"series": name + "{" + base + "," + labels + "}", "values": values}
@@ -848,6 +933,43 @@ func TestDashboardQueries(t *testing.T) {
 		series("fleet_ssh_command_output_hash", `set="other",host="y",command="release"`, "1x10"),
 		series("fleet_ssh_command_output_hash", `set="other",host="x",command="release"`, "1x10"),
 		series("fleet_ssh_command_output_hash", `set="other",host="z",command="release"`, "2x10"),
+		// exp1 has no connection through jump@b1:22, exp2 has two; both
+		// reach web through it. jump@b9:22 serves only "other", which is
+		// not selected.
+		series("fleet_ssh_bastion_up", `bastion="jump@b1:22"`, "0x10"),
+		series("fleet_ssh_bastion_connections", `bastion="jump@b1:22"`, "0x10"),
+		series("fleet_ssh_bastion_targets", `bastion="jump@b1:22",set="web"`, "3x10"),
+		{"series": `fleet_ssh_bastion_up{job="fleet",instance="exp2:9922",bastion="jump@b1:22"}`, "values": "1x10"},
+		{"series": `fleet_ssh_bastion_connections{job="fleet",instance="exp2:9922",bastion="jump@b1:22"}`, "values": "2x10"},
+		{"series": `fleet_ssh_bastion_targets{job="fleet",instance="exp2:9922",bastion="jump@b1:22",set="web"}`, "values": "2x10"},
+		series("fleet_ssh_bastion_up", `bastion="jump@b9:22"`, "1x10"),
+		series("fleet_ssh_bastion_connections", `bastion="jump@b9:22"`, "1x10"),
+		series("fleet_ssh_bastion_targets", `bastion="jump@b9:22",set="other"`, "5x10"),
+		// web/a, web/b and app/f share one host key (web/b reported by two
+		// exporters, counted once); other/z shares it too but is not
+		// selected. web/c and app/c:2222 are one machine on two ports: not
+		// shared. Two IPv6 hosts share keyD; an IPv6 host with and without
+		// a port has keyF (one host). web/a's key changed at 300s, web/d's
+		// before the range (flat), web/c's never.
+		series("fleet_ssh_host_key_info", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="b",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		{"series": `fleet_ssh_host_key_info{job="fleet",instance="exp2:9922",env="prod",set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, "values": "1x10"},
+		series("fleet_ssh_host_key_info", `set="app",host="f",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="c",type="ecdsa-sha2-nistp256",fingerprint_sha256="`+keyC+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="other",host="z",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="c:2222",type="ecdsa-sha2-nistp256",fingerprint_sha256="`+keyC+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="2001:db8::1",type="ssh-ed25519",fingerprint_sha256="`+keyD+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="2001:db8::2",type="ssh-ed25519",fingerprint_sha256="`+keyD+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="2001:db8::5",type="ssh-ed25519",fingerprint_sha256="`+keyF+`"`, "1x10"),
+		series("fleet_ssh_host_key_info", `set="app",host="[2001:db8::5]:2222",type="ssh-ed25519",fingerprint_sha256="`+keyF+`"`, "1x10"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="a"`, "0x4 300x5"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="d"`, "100x10"),
+		series("fleet_ssh_host_key_info", `set="web",host="d",type="ssh-ed25519",fingerprint_sha256="`+keyE+`"`, "1x10"),
+		series("fleet_ssh_host_key_changed_timestamp_seconds", `set="web",host="c"`, "0x10"),
+		// Host certificates: web/a's expires 10 days after the evaluation
+		// at 10m, web/c's in 40 days.
+		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="a"`, "864600x10"),
+		series("fleet_ssh_host_certificate_expiry_timestamp_seconds", `set="web",host="c"`, "3456600x10"),
 	}
 	type sample struct {
 		Labels string  `yaml:"labels"`
@@ -889,6 +1011,20 @@ func TestDashboardQueries(t *testing.T) {
 			{`{set="web",command="release"}`, 2},
 			{`{set="app",command="release"}`, 1},
 		}},
+		{"Bastion up", "A", []sample{{`{bastion="jump@b1:22"}`, 0}}},
+		{"Bastion connections", "A", []sample{{`{bastion="jump@b1:22"}`, 2}}},
+		{"SSH targets per bastion", "A", []sample{{`{bastion="jump@b1:22",set="web"}`, 5}}},
+		{"Host key changes in the time range", "A", []sample{
+			{lbl("", `set="web",host="a",type="ssh-ed25519",fingerprint_sha256="`+keyA+`"`), 300},
+		}},
+		{"Shared host keys", "A", []sample{
+			{`{set="web",host="a",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="web",host="b",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="app",host="f",type="ssh-ed25519",fingerprint_sha256="` + keyA + `"}`, 3},
+			{`{set="web",host="2001:db8::1",type="ssh-ed25519",fingerprint_sha256="` + keyD + `"}`, 2},
+			{`{set="app",host="2001:db8::2",type="ssh-ed25519",fingerprint_sha256="` + keyD + `"}`, 2},
+		}},
+		{"Host certificates expiring within 30 days", "A", []sample{{lbl("", `set="web",host="a"`), 864000}}},
 	}
 	type exprTest struct {
 		Expr       string   `yaml:"expr"`
@@ -943,6 +1079,11 @@ func TestAlertmanagerConfig(t *testing.T) {
 		{"unowned set to ops", []string{"alertname=FleetHostUnreachable", "set=lab", "severity=critical"}, "ops"},
 		{"exporter health to monitoring", []string{"alertname=FleetExporterDown", "job=fleet", "severity=critical"}, "monitoring"},
 		{"drift to ticket queue", []string{"alertname=FleetCommandOutputDrift", "set=db1", "severity=warning"}, "config-drift"},
+		{"bastion down pages the set's team", []string{"alertname=FleetBastionDown", "set=db1", "bastion=jump@b1:22", "severity=critical"}, "dba-pager"},
+		{"host key changed to security and the set's team", []string{"alertname=FleetSSHHostKeyChanged", "set=web2", "severity=warning"}, "security,web"},
+		{"host key changed of an unowned set to security and ops", []string{"alertname=FleetSSHHostKeyChanged", "set=lab", "severity=warning"}, "security,ops"},
+		{"shared host key to security", []string{"alertname=FleetSSHHostKeyShared", "set=db1", "severity=info"}, "security,dba"},
+		{"certificate expiring to the set's team", []string{"alertname=FleetSSHHostCertificateExpiring", "set=db1", "severity=info"}, "dba"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -981,6 +1122,16 @@ func TestAlertmanagerInhibitRules(t *testing.T) {
 		{
 			SourceMatchers: []string{`alertname="FleetSetSSHFailing"`},
 			TargetMatchers: []string{`alertname="FleetSSHDownICMPUp"`},
+			Equal:          []string{"set"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetBastionDown"`},
+			TargetMatchers: []string{`alertname=~"FleetSSHDownICMPUp|FleetSSHLoginSlow|FleetCommandFailing"`},
+			Equal:          []string{"set", "instance"},
+		},
+		{
+			SourceMatchers: []string{`alertname="FleetBastionDown"`},
+			TargetMatchers: []string{`alertname="FleetSetSSHFailing"`},
 			Equal:          []string{"set"},
 		},
 		{

@@ -116,6 +116,21 @@ func Check(cfg *config.Config, opts Options) (*Report, error) {
 				r.Warnings = append(r.Warnings, Warning{Message: "Private key file permissions are too open", Set: hs.Name, Detail: err.Error()})
 			}
 		}
+		for i := range s.ProxyJump {
+			hop := &s.ProxyJump[i]
+			where := fmt.Sprintf("%s: proxy_jump[%d] (%s)", cfg.Where(hs.Name, "proxy_jump"), i, hop.Host)
+			if hop.InsecureSkipHostKeyVerification {
+				r.Warnings = append(r.Warnings, Warning{Message: "Host key verification of a bastion is disabled; any machine can impersonate it and see every target's login", Set: hs.Name, Detail: where})
+			}
+			if weak := hop.Auth().WeakAlgorithms(); len(weak) > 0 {
+				r.Warnings = append(r.Warnings, Warning{Message: "Weak SSH algorithms are enabled for a bastion (SHA-1, CBC, RC4 or DSA)", Set: hs.Name, Detail: where + ": " + strings.Join(weak, ", ")})
+			}
+			if hop.PrivateKeyFile != "" && hop.PrivateKeyFile != s.PrivateKeyFile {
+				if err := ssh.CheckKeyFilePermissions(hop.PrivateKeyFile); err != nil {
+					r.Warnings = append(r.Warnings, Warning{Message: "Private key file permissions are too open", Set: hs.Name, Detail: err.Error()})
+				}
+			}
+		}
 	}
 	for _, w := range schedule.CapacityWarnings(cfg.Global, targets) {
 		r.Warnings = append(r.Warnings, Warning{Message: "Pool limits cannot cover the fleet within one interval", Detail: w})

@@ -52,6 +52,15 @@ func TestCheckWarnings(t *testing.T) {
 			want: []string{"Host key verification is disabled", `fleet.yml:9: kex diffie-hellman-group14-sha1, host_key ssh-rsa`},
 		},
 		{
+			name: "bastion without host key check, weak algorithms",
+			text: "host_sets:\n  - name: a\n    hosts: [127.0.0.1]\n    probes:\n      ssh:\n        user: u\n        password_file: " +
+				filepath.Join(dir, "pw") + "\n        known_hosts_file: " + filepath.Join(dir, "kh") +
+				"\n        proxy_jump:\n          - host: jump1\n            insecure_skip_host_key_verification: true" +
+				"\n            algorithms: {ciphers: [\"+aes128-cbc\"]}\n",
+			opts: Options{FDLimit: 1 << 20},
+			want: []string{`fleet.yml:9: proxy_jump[0] (jump1)`, `Weak SSH algorithms are enabled for a bastion`},
+		},
+		{
 			name: "capacity",
 			text: "global:\n  interval: 1s\n  timeout: 900ms\n  limits:\n    tcp: {rate: 1, burst: 1}\nhost_sets:\n  - name: a\n    hosts: [127.0.0.0/28]\n    probes:\n      tcp: {port: 22}\n",
 			opts: Options{FDLimit: 1 << 20},
@@ -71,6 +80,9 @@ func TestCheckWarnings(t *testing.T) {
 		},
 	}
 	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kh"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range tests {

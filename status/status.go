@@ -55,6 +55,40 @@ type Info struct {
 	// Reload returns the outcome of the last reload attempt; nil means
 	// reloads are never reported.
 	Reload func() ReloadStatus
+	// Bastions returns the proxy_jump chains in use, sorted by name; nil
+	// or empty leaves the section out.
+	Bastions func() []Bastion
+}
+
+// Bastion is one proxy_jump chain's state for the landing page.
+type Bastion struct {
+	Name string
+	Up   bool
+	// Connections work now; Channels are open now.
+	Connections, Channels int
+	// Targets counts the SSH targets behind the chain by set.
+	Targets map[string]int
+	// LastError is the last connection failure, empty after a success.
+	LastError string
+}
+
+// TargetCount is the number of targets behind the chain over all sets.
+func (b Bastion) TargetCount() int {
+	n := 0
+	for _, c := range b.Targets {
+		n += c
+	}
+	return n
+}
+
+// SetNames lists the sets behind the chain, sorted.
+func (b Bastion) SetNames() []string {
+	names := make([]string, 0, len(b.Targets))
+	for s := range b.Targets {
+		names = append(names, s)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // ReloadStatus is the outcome of the last configuration reload attempt.
@@ -242,6 +276,7 @@ type landingData struct {
 	page
 	Sets     []*SetView
 	Failing  []failingSet
+	Bastions []Bastion
 	HostKeys HostKeysView
 }
 
@@ -250,6 +285,9 @@ func (h *Handler) landing(w http.ResponseWriter, _ *http.Request) {
 	sets := buildSets(snap)
 	d := landingData{page: h.newPage("fleet_exporter", "", sets), Sets: sets}
 	d.HostKeys = buildHostKeys(snap, d.Now)
+	if h.info.Bastions != nil {
+		d.Bastions = h.info.Bastions()
+	}
 	for _, s := range sets {
 		if f := truncateFailing(s, h.info.MaxFailures); len(f.Hosts) > 0 {
 			d.Failing = append(d.Failing, f)

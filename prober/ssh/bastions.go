@@ -288,8 +288,10 @@ var (
 
 // connectResults are the result label values exported from the start, so
 // that rate() sees the first failure.
-var connectResults = []string{bastion.ResultSuccess, bastion.StageConnect, bastion.StageHandshake,
-	bastion.StageHostKey, bastion.StageAuth, bastion.StageConfig, bastion.StageLost}
+var connectResults = []string{
+	bastion.ResultSuccess, bastion.StageConnect, bastion.StageHandshake,
+	bastion.StageHostKey, bastion.StageAuth, bastion.StageConfig, bastion.StageLost,
+}
 
 // Describe implements prometheus.Collector.
 func (p *Prober) Describe(ch chan<- *prometheus.Desc) {

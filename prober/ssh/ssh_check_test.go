@@ -32,15 +32,25 @@ func TestSSHCheckFiles(t *testing.T) {
 		{name: "password vanished", probe: config.SSHProbe{PasswordFile: missing, KnownHostsFile: kh}, wantErr: []string{"password_file", missing}},
 		{name: "known_hosts vanished", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: missing}, wantErr: []string{"known_hosts_file", missing}},
 		{name: "tofu file not created yet", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: missing, HostKeyPolicy: config.HostKeyPolicyTOFU}},
-		{name: "tofu file in a missing directory", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: filepath.Join(missing, "kh"), HostKeyPolicy: config.HostKeyPolicyTOFU},
-			wantErr: []string{"known_hosts_file", "host_key_policy tofu"}},
+		{
+			name: "tofu file in a missing directory", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: filepath.Join(missing, "kh"), HostKeyPolicy: config.HostKeyPolicyTOFU},
+			wantErr: []string{"known_hosts_file", "host_key_policy tofu"},
+		},
 		{name: "tofu file garbage", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: garbage, HostKeyPolicy: config.HostKeyPolicyTOFU}, wantErr: []string{"known_hosts_file", garbage}},
-		{name: "hop key vanished", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: kh,
-			ProxyJump: []config.ProxyJump{{Host: "jump1", PrivateKeyFile: missing, KnownHostsFile: kh}}},
-			wantErr: []string{`host set "s"`, "proxy_jump[0] (jump1)", "private_key_file", missing}},
-		{name: "hop known_hosts garbage", probe: config.SSHProbe{PrivateKeyFile: key, KnownHostsFile: kh,
-			ProxyJump: []config.ProxyJump{{Host: "jump1", PrivateKeyFile: key, KnownHostsFile: kh}, {Host: "jump2", PrivateKeyFile: key, KnownHostsFile: garbage}}},
-			wantErr: []string{"proxy_jump[1] (jump2)", garbage}},
+		{
+			name: "hop key vanished", probe: config.SSHProbe{
+				PrivateKeyFile: key, KnownHostsFile: kh,
+				ProxyJump: []config.ProxyJump{{Host: "jump1", PrivateKeyFile: missing, KnownHostsFile: kh}},
+			},
+			wantErr: []string{`host set "s"`, "proxy_jump[0] (jump1)", "private_key_file", missing},
+		},
+		{
+			name: "hop known_hosts garbage", probe: config.SSHProbe{
+				PrivateKeyFile: key, KnownHostsFile: kh,
+				ProxyJump: []config.ProxyJump{{Host: "jump1", PrivateKeyFile: key, KnownHostsFile: kh}, {Host: "jump2", PrivateKeyFile: key, KnownHostsFile: garbage}},
+			},
+			wantErr: []string{"proxy_jump[1] (jump2)", garbage},
+		},
 	}
 	tests = append(tests, struct {
 		name    string

@@ -536,3 +536,46 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStallingHopIsTheBastions checks that a dial waiting for a chain that
+// does not come up (a hop that accepts TCP and never speaks SSH) ends at
+// the dial's deadline with a HopError, the chain's failure and not the
+// target's.
+func TestStallingHopIsTheBastions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	conns := make(chan net.Conn, 16)
+	held.Add(1)
+	go func() {
+		defer held.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- nc
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		held.Wait()
+		close(conns)
+		for nc := range conns {
+			_ = nc.Close()
+		}
+	})
+	client := sshkeys.Generate(t, "ed25519")
+	b := newBastion(t, Options{
+		Hops:           []Hop{{Addr: ln.Addr().String(), Config: &ssh.ClientConfig{User: "probe", Auth: []ssh.AuthMethod{ssh.PublicKeys(client.Signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()}}},
+		ConnectTimeout: 5 * time.Second,
+	})
+	ctx := ctxTimeout(t, 300*time.Millisecond)
+	_, err = b.DialContext(ctx, "tcp", "127.0.0.1:1")
+	var he *HopError
+	if !errors.As(err, &he) || he.Stage != StageConnect || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("dial through a stalling hop: %v, want a connect HopError at the deadline", err)
+	}
+}
