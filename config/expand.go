@@ -621,7 +621,9 @@ func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target,
 							SSH:           p.ssh,
 							Fingerprint:   p.fingerprint(a, extra),
 						})
-						targets = append(targets, &block[len(block)-1])
+						t := &block[len(block)-1]
+						t.keyHash = t.Key().Hash()
+						targets = append(targets, t)
 					}
 					// A tcp probe of a host without a port of its own
 					// runs once per configured port.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"hash/maphash"
 	"net/netip"
 	"strconv"
 	"time"
@@ -47,6 +48,8 @@ type Target struct {
 	// probed or labelled changes; reload compares it to decide whether a
 	// running target must be restarted.
 	Fingerprint string
+	// keyHash caches KeyHash; 0 means not computed.
+	keyHash uint64
 }
 
 // PortLabel returns the value of the `port` label of the target's series:
@@ -65,6 +68,25 @@ type Key struct {
 	// Port is the probed port of a TCP target (a host has one TCP target
 	// per port) and 0 for the other probe types.
 	Port int
+}
+
+// KeyHash returns a hash of the target's Key for maps on hot paths: equal
+// keys have equal hashes within one process; different keys collide
+// rarely, so users compare keys on a match. The expansion sets it once per
+// target; a target built by hand has it computed on every call.
+func (t *Target) KeyHash() uint64 {
+	if t.keyHash != 0 {
+		return t.keyHash
+	}
+	return t.Key().Hash()
+}
+
+// keySeed seeds Key.Hash for the life of the process.
+var keySeed = maphash.MakeSeed()
+
+// Hash returns the key's hash (see Target.KeyHash); never 0.
+func (k Key) Hash() uint64 {
+	return maphash.Comparable(keySeed, k) | 1
 }
 
 // Key returns the target's identity.

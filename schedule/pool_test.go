@@ -901,7 +901,7 @@ func BenchmarkPoolSubmit(b *testing.B) {
 			// Take the job off the queue as the dispatcher would so the
 			// queue and the active set stay small.
 			job, _ := pt.next(ctx)
-			pt.done(job.t.Key())
+			pt.done(job.t)
 		}
 	})
 	b.Run("skip", func(b *testing.B) {
@@ -1031,4 +1031,41 @@ func TestPoolBatch(t *testing.T) {
 			t.Errorf("%d results delivered in all, want the 100 of the first round only", total)
 		}
 	})
+}
+
+// TestActiveSetCollisions drives the active set with every key on one
+// hash, as a collision would put them: membership stays exact.
+func TestActiveSetCollisions(t *testing.T) {
+	a := newActiveSet()
+	const h = 42
+	a.hash = func(config.Key) uint64 { return h }
+	a1, b, c := testutil.ICMPTarget("s", "a"), testutil.ICMPTarget("s", "b"), testutil.ICMPTarget("s", "c")
+	for _, tg := range []*config.Target{a1, b, c} {
+		if !a.addKey(h, tg) {
+			t.Fatalf("%s refused on first add", tg.Host)
+		}
+	}
+	for _, tg := range []*config.Target{a1, b, c} {
+		if a.addKey(h, tg) {
+			t.Fatalf("%s accepted while active", tg.Host)
+		}
+	}
+	if a.len() != 3 {
+		t.Fatalf("len %d, want 3", a.len())
+	}
+	// The hash holder leaves: a collided key takes its place, the others
+	// stay active, and the one that left can come back.
+	a.removeKey(h, a1)
+	if a.len() != 2 || a.addKey(h, b) || a.addKey(h, c) {
+		t.Fatalf("after removing the holder: len %d, b or c accepted again", a.len())
+	}
+	if !a.addKey(h, a1) {
+		t.Fatal("a removed key cannot be added again")
+	}
+	a.removeKey(h, b)
+	a.removeKey(h, c)
+	a.removeKey(h, a1)
+	if a.len() != 0 {
+		t.Fatalf("len %d after removing all, want 0", a.len())
+	}
 }

@@ -356,11 +356,14 @@ func schedNextSlot(now, offset, interval int64) int64 {
 	return now + interval - r
 }
 
-// schedHeap is a binary min-heap of entries ordered by due time. It is
+// schedHeap is a 4-ary min-heap of entries ordered by due time. It is
 // hand-written rather than container/heap to avoid interface calls on the
 // hot path, and it keeps each entry's due time next to its pointer, so that
 // sifting through a heap of 100,000 entries compares without loading the
 // entries themselves; every operation keeps schedEntry.idx up to date.
+// Four children per node halve the levels a sift crosses (and so the
+// entries whose idx it writes, a cache miss each) against a binary heap;
+// sifting moves a hole instead of swapping, so each level costs one write.
 // Callers change an entry's due only through push or before fix.
 type schedHeap []schedItem
 
@@ -379,10 +382,11 @@ func (h *schedHeap) push(e *schedEntry) {
 func (h *schedHeap) remove(i int) {
 	old := *h
 	n := len(old) - 1
+	old[i].e.idx = -1
 	if i != n {
-		h.swap(i, n)
+		old[i] = old[n]
+		old[i].e.idx = i
 	}
-	old[n].e.idx = -1
 	old[n] = schedItem{}
 	*h = old[:n]
 	if i != n {
@@ -398,41 +402,49 @@ func (h schedHeap) fix(i int) {
 	}
 }
 
-func (h schedHeap) swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].e.idx = i
-	h[j].e.idx = j
-}
+// schedArity is the heap's number of children per node.
+const schedArity = 4
 
+// up moves the entry at j towards the root.
 func (h schedHeap) up(j int) {
+	it := h[j]
 	for j > 0 {
-		i := (j - 1) / 2
-		if h[i].due <= h[j].due {
+		i := (j - 1) / schedArity
+		if h[i].due <= it.due {
 			break
 		}
-		h.swap(i, j)
+		h[j] = h[i]
+		h[j].e.idx = j
 		j = i
 	}
+	h[j] = it
+	it.e.idx = j
 }
 
 // down sifts the entry at i0 towards the leaves and reports whether it moved.
 func (h schedHeap) down(i0 int) bool {
 	n := len(h)
+	it := h[i0]
 	i := i0
 	for {
-		l := 2*i + 1
-		if l >= n || l < 0 {
+		c := schedArity*i + 1
+		if c >= n || c < 0 {
 			break
 		}
-		j := l
-		if r := l + 1; r < n && h[r].due < h[l].due {
-			j = r
+		m := c
+		for k := c + 1; k < c+schedArity && k < n; k++ {
+			if h[k].due < h[m].due {
+				m = k
+			}
 		}
-		if h[j].due >= h[i].due {
+		if h[m].due >= it.due {
 			break
 		}
-		h.swap(i, j)
-		i = j
+		h[i] = h[m]
+		h[i].e.idx = i
+		i = m
 	}
+	h[i] = it
+	it.e.idx = i
 	return i > i0
 }

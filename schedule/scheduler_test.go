@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -832,5 +833,55 @@ func TestSchedOffsetPorts(t *testing.T) {
 	h.Write([]byte("edge\x00gw1\x00tcp"))
 	if got, want := schedOffset(base, interval), int64(h.Sum64()%uint64(interval)); got != want {
 		t.Errorf("schedOffset without a port = %d, want the FNV-1a phase %d", got, want)
+	}
+}
+
+// TestSchedHeapInvariants drives the heap with random pushes, due changes
+// and removals and checks after each step that every parent is due no later
+// than its children and that every entry knows its slot.
+func TestSchedHeapInvariants(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var h schedHeap
+	var live []*schedEntry
+	check := func(step int) {
+		t.Helper()
+		for i := range h {
+			if h[i].e.idx != i || h[i].due != h[i].e.due {
+				t.Fatalf("step %d: slot %d holds idx %d due %d/%d", step, i, h[i].e.idx, h[i].due, h[i].e.due)
+			}
+			if i > 0 && h[(i-1)/schedArity].due > h[i].due {
+				t.Fatalf("step %d: parent of %d is due later", step, i)
+			}
+		}
+	}
+	for step := range 5000 {
+		switch op := rng.IntN(10); {
+		case op < 5 || len(live) == 0:
+			e := &schedEntry{due: rng.Int64N(1000)}
+			h.push(e)
+			live = append(live, e)
+		case op < 8:
+			e := live[rng.IntN(len(live))]
+			e.due = rng.Int64N(1000)
+			h.fix(e.idx)
+		default:
+			k := rng.IntN(len(live))
+			e := live[k]
+			h.remove(e.idx)
+			if e.idx != -1 {
+				t.Fatalf("step %d: removed entry keeps idx %d", step, e.idx)
+			}
+			live = append(live[:k], live[k+1:]...)
+		}
+		check(step)
+	}
+	// Popping the root in turn yields the due times in order.
+	prev := int64(-1)
+	for len(h) > 0 {
+		if h[0].due < prev {
+			t.Fatalf("due %d after %d", h[0].due, prev)
+		}
+		prev = h[0].due
+		h.remove(0)
 	}
 }
