@@ -28,6 +28,9 @@ type Completion struct {
 // called from any goroutine, with one or more completions at a time; the
 // slice is only valid during the call (the Results it holds may be kept).
 type BatchSink interface {
+	// ProbesDone takes finished probes. It must not keep c after it
+	// returns: the prober reuses the slice (the results in it are the
+	// sink's to keep).
 	ProbesDone(c []Completion)
 }
 

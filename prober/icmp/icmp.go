@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -337,7 +338,13 @@ type batchAdapter struct {
 // done converts outcomes and hands them to the sink in one call. The ICMP
 // results of one call share one allocation.
 func (a *batchAdapter) done(o []outcome) {
-	comps := make([]probe.Completion, len(o))
+	cp := completionPool.Get().(*[]probe.Completion)
+	comps := slices.Grow((*cp)[:0], len(o))[:len(o)]
+	defer func() {
+		clear(comps)
+		*cp = comps[:0]
+		completionPool.Put(cp)
+	}()
 	irs := make([]probe.ICMPResult, len(o))
 	for i := range o {
 		oc := &o[i]
@@ -353,6 +360,11 @@ func (a *batchAdapter) done(o []outcome) {
 	}
 	a.sink.ProbesDone(comps)
 }
+
+// completionPool recycles the completion slices handed to the sink, which
+// must not keep them (probe.BatchSink). The ICMP results they point to are
+// the results' own and are never recycled.
+var completionPool = sync.Pool{New: func() any { s := make([]probe.Completion, 0, 64); return &s }}
 
 // fail completes r with a failure before any packet was sent.
 func (a *batchAdapter) fail(r probe.Request, reason probe.Reason, err error) {
