@@ -362,8 +362,10 @@ func (b *Bastion) acquire(ctx context.Context) (*chain, error) {
 			// The chain did not come up within the dial's deadline (a
 			// blackholed or stalling hop): the chain's failure, not the
 			// target's.
-			return nil, &HopError{Bastion: b.opts.Name, Hop: b.opts.Hops[0].Addr, Stage: StageConnect,
-				Err: fmt.Errorf("still connecting through the chain when the dial's deadline came: %w", ctx.Err())}
+			return nil, &HopError{
+				Bastion: b.opts.Name, Hop: b.opts.Hops[0].Addr, Stage: StageConnect,
+				Err: fmt.Errorf("still connecting through the chain when the dial's deadline came: %w", ctx.Err()),
+			}
 		}
 	}
 }
