@@ -351,7 +351,9 @@ func newReloader(filename string, cfg *config.Config, targets []*config.Target, 
 	rl.lastReloadOK = true
 	rl.reloadTimestamp.SetToCurrentTime()
 	reg.MustRegister(rl.reloadOK, rl.reloadTimestamp)
-	f.probers.OnFileChange(rl.fileChanged)
+	if f != nil {
+		f.probers.OnFileChange(rl.fileChanged)
+	}
 	rl.pages.succeeded(cfg)
 	return rl
 }

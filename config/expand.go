@@ -622,7 +622,7 @@ func (c *Config) TargetsWith(discovered map[string][]DiscoveredHost) ([]*Target,
 							Fingerprint:   p.fingerprint(a, extra),
 						})
 						t := &block[len(block)-1]
-						t.keyHash = t.Key().Hash()
+						t.Hash = t.Key().Hash()
 						targets = append(targets, t)
 					}
 					// A tcp probe of a host without a port of its own

@@ -48,8 +48,10 @@ type Target struct {
 	// probed or labelled changes; reload compares it to decide whether a
 	// running target must be restarted.
 	Fingerprint string
-	// keyHash caches KeyHash; 0 means not computed.
-	keyHash uint64
+	// Hash is Key().Hash(), set by the expansion so that hot paths
+	// (the pool's skip rule) need not hash the key's strings; 0 in a
+	// target built by hand, for which KeyHash computes it. Use KeyHash.
+	Hash uint64
 }
 
 // PortLabel returns the value of the `port` label of the target's series:
@@ -75,8 +77,8 @@ type Key struct {
 // rarely, so users compare keys on a match. The expansion sets it once per
 // target; a target built by hand has it computed on every call.
 func (t *Target) KeyHash() uint64 {
-	if t.keyHash != 0 {
-		return t.keyHash
+	if t.Hash != 0 {
+		return t.Hash
 	}
 	return t.Key().Hash()
 }
