@@ -87,10 +87,10 @@ func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, 
 	probers := prober.Open(prober.Options{ICMPPrivileged: opts.icmpPrivileged, QuietICMP: opts.quietICMP, DNS: cfg.Global.DNS, BastionLimits: cfg.Global.Limits.Bastion, Registerer: reg}, logger)
 	f := &fleet{logger: logger, store: collector.NewStore(), hist: collector.NewSetHistograms(), probers: probers, owner: owner}
 	f.store.SetLogger(logger.With("component", "store"))
-	// observe is what every result goes through after the store and the
-	// scheduler saw it, one at a time or in a batch.
+	// observe is what every result goes through after the store, the
+	// scheduler and the per-set histograms saw it, one at a time or in a
+	// batch.
 	observe := func(r *probe.Result) {
-		f.hist.Observe(*r)
 		if !r.Success {
 			logger.Debug("Probe failed", "set", r.Key.Set, "host", r.Key.Host, "probe", r.Key.Probe, "reason", string(r.Reason), "err", r.Err)
 			if r.Reason == probe.ReasonPermission {
@@ -106,6 +106,7 @@ func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, 
 		// The scheduler moves a failing target to its retry interval. It
 		// exists before the pool runs, so this is never called without it.
 		f.sched.Observe(r)
+		f.hist.Observe(r)
 		observe(&r)
 	}
 	pool, err := schedule.NewPool(cfg.Global, probers.Probers(), storeSink, logger.With("component", "pool"), reg)
@@ -118,6 +119,7 @@ func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, 
 	pool.SetBatchSink(func(rs []probe.Result) {
 		f.store.UpdateBatch(rs)
 		f.sched.ObserveBatch(rs)
+		f.hist.ObserveBatch(rs)
 		for i := range rs {
 			observe(&rs[i])
 		}

@@ -55,8 +55,10 @@ type SetHistograms struct {
 	// that Reconcile cannot delete a series between the check and the
 	// observation (which would create it again).
 	mu sync.RWMutex
-	// pairs holds the (set, probe) pairs whose series exist.
-	pairs map[setProbeKey]struct{}
+	// pairs holds the (set, probe) pairs whose series exist, with their
+	// children: looking them up by label values on every result was a
+	// hash of the labels and a map walk per observation.
+	pairs map[setProbeKey]*pairObservers
 }
 
 // NewSetHistograms returns the histograms with no series.
@@ -81,7 +83,7 @@ func NewSetHistograms() *SetHistograms {
 		rtt: prometheus.NewHistogramVec(opts(nameSetICMPRTT,
 			"Distribution of the mean round-trip time of every ICMP probe of the set that got a reply, in seconds.", rttBuckets),
 			[]string{labelSet}),
-		pairs: map[setProbeKey]struct{}{},
+		pairs: map[setProbeKey]*pairObservers{},
 	}
 }
 
@@ -130,17 +132,25 @@ func (h *SetHistograms) Reconcile(targets []*config.Target) {
 		if _, ok := h.pairs[k]; ok {
 			continue
 		}
-		h.pairs[k] = struct{}{}
-		h.duration.WithLabelValues(k.set, k.probe)
+		o := &pairObservers{duration: h.duration.WithLabelValues(k.set, k.probe)}
 		switch k.probe {
 		case config.ProbeSSH:
-			for _, p := range sshPhases() {
-				h.phase.WithLabelValues(k.set, p)
+			for i, p := range sshPhases() {
+				o.phases[i] = h.phase.WithLabelValues(k.set, p)
 			}
 		case config.ProbeICMP:
-			h.rtt.WithLabelValues(k.set)
+			o.rtt = h.rtt.WithLabelValues(k.set)
 		}
+		h.pairs[k] = o
 	}
+}
+
+// pairObservers are the histogram children of one (set, probe) pair.
+type pairObservers struct {
+	duration prometheus.Observer
+	// rtt is set for ICMP, phases (in sshPhases order) for SSH.
+	rtt    prometheus.Observer
+	phases [3]prometheus.Observer
 }
 
 // sshPhases returns the phase label values, in exposition order.
@@ -150,23 +160,44 @@ func sshPhases() []string { return []string{phaseAuth, phaseConnect, phaseHandsh
 // pairs that are not configured (a late result after a reload removed the
 // set) are dropped, so they cannot bring deleted series back.
 func (h *SetHistograms) Observe(r probe.Result) {
-	k := setProbeKey{r.Key.Set, r.Key.Probe}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if _, ok := h.pairs[k]; !ok {
-		return
+	if o := h.pairs[setProbeKey{r.Key.Set, r.Key.Probe}]; o != nil {
+		o.observe(&r)
 	}
-	h.duration.WithLabelValues(k.set, k.probe).Observe(r.Duration.Seconds())
+}
+
+// ObserveBatch is Observe for every result of rs, under one lock and one
+// lookup per run of results of the same pair.
+func (h *SetHistograms) ObserveBatch(rs []probe.Result) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var last setProbeKey
+	var o *pairObservers
+	for i := range rs {
+		r := &rs[i]
+		if k := (setProbeKey{r.Key.Set, r.Key.Probe}); i == 0 || k != last {
+			last, o = k, h.pairs[k]
+		}
+		if o != nil {
+			o.observe(r)
+		}
+	}
+}
+
+// observe adds r to the pair's distributions.
+func (o *pairObservers) observe(r *probe.Result) {
+	o.duration.Observe(r.Duration.Seconds())
 	switch {
-	case r.ICMP != nil && r.ICMP.Received > 0 && k.probe == config.ProbeICMP:
-		h.rtt.WithLabelValues(k.set).Observe(r.ICMP.RTT.Seconds())
-	case r.SSH != nil && r.SSH.NewConnection && k.probe == config.ProbeSSH:
+	case r.ICMP != nil && r.ICMP.Received > 0 && o.rtt != nil:
+		o.rtt.Observe(r.ICMP.RTT.Seconds())
+	case r.SSH != nil && r.SSH.NewConnection && o.phases[0] != nil:
 		// Only a probe that established a connection measured the
 		// phases, as for fleet_ssh_phase_seconds; a phase it did not
 		// reach is zero and left out.
-		for i, d := range []time.Duration{r.SSH.Auth, r.SSH.Connect, r.SSH.Handshake} {
+		for i, d := range [3]time.Duration{r.SSH.Auth, r.SSH.Connect, r.SSH.Handshake} {
 			if d > 0 {
-				h.phase.WithLabelValues(k.set, sshPhases()[i]).Observe(d.Seconds())
+				o.phases[i].Observe(d.Seconds())
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/probe"
@@ -119,5 +120,49 @@ func TestSetHistograms(t *testing.T) {
 	}
 	if got := strings.Join(HistogramNames(), ","); got != "fleet_set_icmp_rtt_seconds,fleet_set_probe_duration_seconds,fleet_set_ssh_phase_seconds" {
 		t.Errorf("HistogramNames = %s", got)
+	}
+}
+
+// TestSetHistogramsObserveBatch checks that a batch adds to the same
+// distributions as results one by one, skips pairs not configured, and
+// keeps runs of several pairs apart.
+func TestSetHistogramsObserveBatch(t *testing.T) {
+	targets := []*config.Target{icmpTarget("a", "h1", nil), icmpTarget("b", "h2", nil), sshTarget("a", "h3", nil, "uname")}
+	one, batch := NewSetHistograms(), NewSetHistograms()
+	one.Reconcile(targets)
+	batch.Reconcile(targets)
+	var rs []probe.Result
+	for i, k := range []config.Key{
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP}, {Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "b", Host: "h2", Probe: config.ProbeICMP}, {Set: "gone", Host: "x", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h3", Probe: config.ProbeSSH}, {Set: "a", Host: "h1", Probe: config.ProbeICMP},
+	} {
+		r := probe.Result{Key: k, Success: true, Duration: time.Duration(i+1) * time.Millisecond}
+		if k.Probe == config.ProbeICMP {
+			r.ICMP = &probe.ICMPResult{Sent: 1, Received: 1, RTT: time.Duration(i+1) * 100 * time.Microsecond}
+		} else {
+			r.SSH = &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: 3 * time.Millisecond}
+		}
+		rs = append(rs, r)
+		one.Observe(r)
+	}
+	batch.ObserveBatch(rs)
+	names := HistogramNames()
+	want, err := testutil.CollectAndFormat(one, expfmt.TypeTextPlain, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := testutil.CollectAndFormat(batch, expfmt.TypeTextPlain, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("batch and one-by-one differ:\n--- one by one\n%s\n--- batch\n%s", want, got)
+	}
+	if !strings.Contains(string(got), `fleet_set_icmp_rtt_seconds_count{set="a"} 3`) {
+		t.Errorf("set a's RTT count is not 3:\n%s", got)
+	}
+	if strings.Contains(string(got), `set="gone"`) {
+		t.Error("a result of an unconfigured set made a series")
 	}
 }
