@@ -133,9 +133,12 @@ func TestSetHistogramsObserveBatch(t *testing.T) {
 	batch.Reconcile(targets)
 	var rs []probe.Result
 	for i, k := range []config.Key{
-		{Set: "a", Host: "h1", Probe: config.ProbeICMP}, {Set: "a", Host: "h1", Probe: config.ProbeICMP},
-		{Set: "b", Host: "h2", Probe: config.ProbeICMP}, {Set: "gone", Host: "x", Probe: config.ProbeICMP},
-		{Set: "a", Host: "h3", Probe: config.ProbeSSH}, {Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP},
+		{Set: "b", Host: "h2", Probe: config.ProbeICMP},
+		{Set: "gone", Host: "x", Probe: config.ProbeICMP},
+		{Set: "a", Host: "h3", Probe: config.ProbeSSH},
+		{Set: "a", Host: "h1", Probe: config.ProbeICMP},
 	} {
 		r := probe.Result{Key: k, Success: true, Duration: time.Duration(i+1) * time.Millisecond}
 		if k.Probe == config.ProbeICMP {
