@@ -24,40 +24,14 @@ func CheckFiles(cfg *config.Config) error {
 		if s == nil {
 			continue
 		}
-		if s.PrivateKeyFile != "" {
-			if _, err := loadSigners(s); err != nil {
-				// The error names the key it is about.
-				key := "private_key_file"
-				for _, k := range []string{"passphrase_file", "certificate_file"} {
-					if strings.Contains(err.Error(), k) {
-						key = k
-					}
-				}
-				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, key), hs.Name, err)
+		if key, err := checkLogin(s); err != nil {
+			if key == "" {
+				return fmt.Errorf("host set %q: %w", hs.Name, err)
 			}
-		}
-		if s.PasswordFile != "" {
-			if _, err := readSecretFile("password_file", s.PasswordFile); err != nil {
-				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "password_file"), hs.Name, err)
-			}
-		}
-		for _, ki := range s.KeyboardInteractive {
-			if _, err := readSecretFile("keyboard_interactive answer_file", ki.AnswerFile); err != nil {
-				return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "keyboard_interactive"), hs.Name, err)
-			}
-		}
-		if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
-			return fmt.Errorf("host set %q: agent: true but SSH_AUTH_SOCK is not set in the exporter's environment", hs.Name)
-		}
-		if err := checkKnownHosts(s); err != nil {
-			return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, "known_hosts_file"), hs.Name, err)
+			return fmt.Errorf("%s: host set %q: %w", cfg.Where(hs.Name, key), hs.Name, err)
 		}
 		for j := range s.ProxyJump {
-			hop := s.ProxyJump[j].Auth()
-			if err := checkLogin(hop); err != nil {
-				return fmt.Errorf("%s: host set %q: proxy_jump[%d] (%s): %w", cfg.Where(hs.Name, "proxy_jump"), hs.Name, j, s.ProxyJump[j].Host, err)
-			}
-			if err := checkKnownHosts(hop); err != nil {
+			if _, err := checkLogin(s.ProxyJump[j].Auth()); err != nil {
 				return fmt.Errorf("%s: host set %q: proxy_jump[%d] (%s): %w", cfg.Where(hs.Name, "proxy_jump"), hs.Name, j, s.ProxyJump[j].Host, err)
 			}
 		}
@@ -65,27 +39,39 @@ func CheckFiles(cfg *config.Config) error {
 	return nil
 }
 
-// checkLogin loads the credential files of a proxy_jump hop.
-func checkLogin(s *config.SSHProbe) error {
+// checkLogin loads the credential and known_hosts files of an ssh block
+// or a proxy_jump hop. On failure it returns the key the error is about,
+// for the caller to locate; "" for the agent, which names no file.
+func checkLogin(s *config.SSHProbe) (key string, err error) {
 	if s.PrivateKeyFile != "" {
 		if _, err := loadSigners(s); err != nil {
-			return err
+			// The error names the file it is about.
+			key := "private_key_file"
+			for _, k := range []string{"passphrase_file", "certificate_file"} {
+				if strings.Contains(err.Error(), k) {
+					key = k
+				}
+			}
+			return key, err
 		}
 	}
 	if s.PasswordFile != "" {
 		if _, err := readSecretFile("password_file", s.PasswordFile); err != nil {
-			return err
+			return "password_file", err
 		}
 	}
 	for _, ki := range s.KeyboardInteractive {
 		if _, err := readSecretFile("keyboard_interactive answer_file", ki.AnswerFile); err != nil {
-			return err
+			return "keyboard_interactive", err
 		}
 	}
 	if s.Agent && os.Getenv("SSH_AUTH_SOCK") == "" {
-		return fmt.Errorf("agent: true but SSH_AUTH_SOCK is not set in the exporter's environment")
+		return "", fmt.Errorf("agent: true but SSH_AUTH_SOCK is not set in the exporter's environment")
 	}
-	return nil
+	if err := checkKnownHosts(s); err != nil {
+		return "known_hosts_file", err
+	}
+	return "", nil
 }
 
 // checkKnownHosts loads the known_hosts file of s. With host_key_policy
