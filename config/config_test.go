@@ -140,6 +140,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-source-address.yml", `host_sets[0] ("web").source_address: source_address 192.0.2.1 is not an address of this machine`, 5},
 		{"invalid-source-address-syntax.yml", `host_sets[0] ("web").source_address: source_address "uplink1.example.com" is not an IP address`, 3},
 		{"invalid-source-address-unspecified.yml", `source_address :: is unspecified: leave the key out to let the kernel choose`, 3},
+		{"invalid-source-address-family.yml", `host_sets[0] ("web").ip_protocol: ip_protocol ip6 contradicts source_address 127.0.0.1, which can only reach ip4 addresses`, 5},
 		{"invalid-mapping-size.yml", `host_sets[0].name: unexpected mapping of 65 keys`, 3},
 		{"invalid-dns-ttl-order.yml", `global.dns.min_ttl: min_ttl 10m exceeds max_ttl 1m`, 3},
 		{"invalid-ip-protocol.yml", `host_sets[0] ("web").ip_protocol: ip_protocol must be "ip4" or "ip6", got "ipv6"`, 4},
@@ -720,6 +721,8 @@ func TestHostSetIPPolicy(t *testing.T) {
 		{name: "fallback off", yaml: "  preferred_ip_protocol: ip6\n  ip_protocol_fallback: false\n", want: IPPolicy{Preferred: IP6}},
 		{name: "ip_protocol pins the family", yaml: "  ip_protocol: ip6\n", want: IPPolicy{Preferred: IP6}},
 		{name: "ip_protocol ip4", yaml: "  ip_protocol: ip4\n", want: IPPolicy{Preferred: IP4}},
+		{name: "an IPv6 source address pins ip6 over the default", yaml: "  source_address: \"::1\"\n", want: IPPolicy{Preferred: IP6}},
+		{name: "an IPv4 source address pins ip4 without fallback", yaml: "  source_address: 127.0.0.1\n  preferred_ip_protocol: ip4\n", want: IPPolicy{Preferred: IP4}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

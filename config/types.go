@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -276,8 +277,13 @@ type HostSet struct {
 	RelabelConfigs []RelabelConfig `yaml:"relabel_configs"`
 }
 
-// IPPolicy returns the address family rule of the set's names.
+// IPPolicy returns the address family rule of the set's names. A set with
+// a source address resolves its names to that address's family only: a
+// probe cannot leave from an IPv4 address to an IPv6 one or the reverse.
 func (hs *HostSet) IPPolicy() IPPolicy {
+	if fam := hs.sourceFamily(); fam != "" {
+		return IPPolicy{Preferred: fam}
+	}
 	if hs.IPProtocol != "" {
 		return IPPolicy{Preferred: hs.IPProtocol}
 	}
@@ -289,6 +295,20 @@ func (hs *HostSet) IPPolicy() IPPolicy {
 		p.Fallback = *hs.IPProtocolFallback
 	}
 	return p
+}
+
+// sourceFamily returns IP4 or IP6 for the family of the set's source
+// address, or "" when it has none (or one that does not parse).
+func (hs *HostSet) sourceFamily() string {
+	a, err := netip.ParseAddr(hs.SourceAddress)
+	switch {
+	case err != nil:
+		return ""
+	case a.Unmap().Is4():
+		return IP4
+	default:
+		return IP6
+	}
 }
 
 // IPPolicy says which address of a name a target probes.

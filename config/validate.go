@@ -131,6 +131,18 @@ func (v *validator) ipProtocol(sp []any, hs *HostSet) {
 	if hs.IPProtocol != "" && (hs.PreferredIPProtocol != "" || hs.IPProtocolFallback != nil) {
 		v.add(at(sp, "ip_protocol"), "ip_protocol pins the address family: leave out preferred_ip_protocol and ip_protocol_fallback")
 	}
+	// A source address pins its own family (IPPolicy); asking for the
+	// other one could never be satisfied.
+	if fam := hs.sourceFamily(); fam != "" {
+		for _, f := range []struct{ key, val string }{
+			{"ip_protocol", hs.IPProtocol},
+			{"preferred_ip_protocol", hs.PreferredIPProtocol},
+		} {
+			if (f.val == IP4 || f.val == IP6) && f.val != fam {
+				v.add(at(sp, f.key), "%s %s contradicts source_address %s, which can only reach %s addresses", f.key, f.val, hs.SourceAddress, fam)
+			}
+		}
+	}
 }
 
 // intRange checks lo <= got <= hi, reporting whether it holds.
