@@ -47,7 +47,8 @@ func chainKey(t *config.Target, lim config.Limit) string {
 		Hops   []config.ProxyJump
 		Limit  config.Limit
 		Source netip.Addr
-	}{t.SSH.ProxyJump, lim, t.SourceAddress})
+		IP     config.IPPolicy
+	}{t.SSH.ProxyJump, lim, t.SourceAddress, t.IP})
 	if err != nil {
 		// Plain data always encodes; fall back to something unique.
 		return fmt.Sprintf("%p", t.SSH)
@@ -106,10 +107,7 @@ func (p *Prober) startJumpLocked(key string, t *config.Target) (*jumpHost, error
 		Burst:       p.bastionLimit.Burst,
 		Logger:      p.logger,
 	}
-	if src := t.SourceAddress; src.IsValid() {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}}
-		opts.Dial = d.DialContext
-	}
+	opts.Dial = p.firstHopDialer(t.SourceAddress, t.IP)
 	for i := range hops {
 		hop := hops[i]
 		opts.Hops = append(opts.Hops, bastion.Hop{Addr: hop.HostPort(), Configure: p.hopConfig(hop)})
@@ -129,6 +127,28 @@ func (p *Prober) startJumpLocked(key string, t *config.Target) (*jumpHost, error
 	}
 	p.jumps[key] = j
 	return j, nil
+}
+
+// firstHopDialer returns the dial of a chain's first hop: its name is
+// resolved as a direct target's is, by the exporter's resolver under the
+// set's address family rule, and the connection leaves from src when it is
+// valid. The hops after it are resolved by the hop before them.
+func (p *Prober) firstHopDialer(src netip.Addr, pol config.IPPolicy) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ip, err := p.res.Lookup(ctx, host, pol)
+		if err != nil {
+			return nil, err
+		}
+		return d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+	}
 }
 
 // jumpList returns the bastions in no particular order. p.mu must be held.

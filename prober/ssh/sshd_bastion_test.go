@@ -3,8 +3,11 @@ package ssh
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshdtest"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	tu "github.com/fleet-exporter/fleet_exporter/internal/testutil"
@@ -262,6 +266,50 @@ func TestSSHBastionReachesNamesItResolves(t *testing.T) {
 		t.Errorf("unresolvable name behind a working bastion: success %v reason %q err %v, want reason dns",
 			res.Success, res.Reason, res.Err)
 	}
+}
+
+// TestSSHBastionFirstHopLikeATarget checks that the first hop of a chain is
+// reached as a direct target would be: its name resolved by the exporter's
+// resolver (here from a hosts file the system resolver does not read) under
+// the set's address family rule, and from the set's source address.
+func TestSSHBastionFirstHopLikeATarget(t *testing.T) {
+	sshdtest.RequireOpenSSH(t)
+	jump := sshdtest.Start(t, sshdtest.Options{AllowTCPForwarding: true, HostKeyTypes: []string{sshdtest.KeyEd25519}})
+	hop := jumpHop(t, jump, "id_jump")
+	const name = "jump.fx.test"
+	port := strconv.Itoa(jump.Port)
+	hop.Host = net.JoinHostPort(name, port)
+	hop.KnownHostsFile = filepath.Join(jump.Dir, "named_known_hosts")
+	if err := jump.WriteKnownHosts(hop.KnownHostsFile, sshdtest.KnownHostsPlain, []string{"[" + name + "]:" + port}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	res := dns.New(dns.Options{
+		Hosts:      writeFile(t, dir, "hosts", []byte("127.0.0.1 "+name+"\n::1 "+name+"\n")),
+		ResolvConf: writeFile(t, dir, "resolv.conf", nil),
+	})
+	p := NewProber(res, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	t.Cleanup(p.Close)
+
+	f := newFixture(t, sshserver.TestOptions{})
+	cfg := f.cfg(config.Command{Name: "echo", Run: "echo hi"})
+	cfg.ProxyJump = []config.ProxyJump{hop}
+	target := func(set, family string, src netip.Addr) *config.Target {
+		tg := tu.SSHTarget(set, f.srv.HostPort(), tu.WithSSH(cfg), tu.WithTimeout(sshdProbeTimeout), tu.WithSourceAddress(src))
+		tg.IP = config.IPPolicy{Preferred: family}
+		return tg
+	}
+	// sshd listens on 127.0.0.1 only: ip4 reaches it, ip6 (::1) is refused.
+	checkReason(t, p.Probe(context.Background(), target("four", config.IP4, netip.Addr{})), probe.ReasonNone)
+	six := p.Probe(context.Background(), target("six", config.IP6, netip.Addr{}))
+	if six.Success || six.Reason != probe.ReasonBastion || !strings.Contains(six.Err.Error(), "[::1]:"+port) {
+		t.Errorf("first hop with ip_protocol ip6: success %v reason %q err %v, want reason bastion dialling [::1]:%s", six.Success, six.Reason, six.Err, port)
+	}
+	src := netip.MustParseAddr("127.0.0.3")
+	checkReason(t, p.Probe(context.Background(), target("uplink", config.IP4, src)), probe.ReasonNone)
+	jump.WaitLog(t, sshdLogWait, func(l string) bool {
+		return strings.Contains(l, "Accepted publickey") && strings.Contains(l, "from "+src.String()+" port")
+	})
 }
 
 // waitUntil polls cond until it holds or timeout passes.
