@@ -275,6 +275,10 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, v := range sts.Spec.Template.Spec.Volumes {
 		vols[v.Name] = v
 	}
+	// Each claim template is a volume of the pod, named after the claim.
+	for _, pvc := range sts.Spec.VolumeClaimTemplates {
+		vols[pvc.Name] = corev1.Volume{Name: pvc.Name}
+	}
 	var cfgData string
 	for _, vm := range c.VolumeMounts {
 		v, ok := vols[vm.Name]
@@ -308,6 +312,13 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 		if !mounted {
 			t.Errorf("--storage.path=%s is not a writable volume: the root filesystem is read-only", sp)
+		}
+		// A pod volume (emptyDir) dies with the pod, so every rolling
+		// update would lose the state the flag is there to keep.
+		for _, vm := range c.VolumeMounts {
+			if vm.MountPath == sp && !slices.ContainsFunc(sts.Spec.VolumeClaimTemplates, func(pvc corev1.PersistentVolumeClaim) bool { return pvc.Name == vm.Name }) {
+				t.Errorf("--storage.path=%s is on volume %q, not a volumeClaimTemplate: the state is lost whenever the pod is replaced", sp, vm.Name)
+			}
 		}
 	}
 
