@@ -1,8 +1,11 @@
 package storage
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,7 +21,8 @@ const benchTargets = 100_000
 
 // benchFleet returns 100,000 targets of probe type kind (SSH targets run
 // three commands) in 100 sets, and a store holding a result for each, a
-// tenth of them failing.
+// tenth of them failing, with the probed address and, for SSH, the host
+// key every file of a real fleet holds.
 func benchFleet(kind string) ([]*config.Target, *collector.Store) {
 	targets := make([]*config.Target, benchTargets)
 	for i := range targets {
@@ -34,12 +38,15 @@ func benchFleet(kind string) ([]*config.Target, *collector.Store) {
 	now := time.Now()
 	for i, t := range targets {
 		ok := i%10 != 0
-		r := probe.Result{Key: t.Key(), Start: now.Add(-time.Duration(i) * time.Millisecond), Duration: 3 * time.Millisecond, Success: ok}
+		r := probe.Result{Key: t.Key(), Start: now.Add(-time.Duration(i) * time.Millisecond), Duration: 3 * time.Millisecond, Success: ok,
+			Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})}
 		if !ok {
 			r.Reason = probe.ReasonTimeout
 		}
 		if kind == config.ProbeSSH {
-			r.SSH = &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: time.Millisecond}
+			fp := sha256.Sum256(fmt.Appendf(nil, "%d", i))
+			r.SSH = &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: time.Millisecond,
+				HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + base64.RawStdEncoding.EncodeToString(fp[:])}}
 			for j, c := range t.SSH.Commands {
 				r.SSH.Commands = append(r.SSH.Commands, probe.CommandResult{
 					Name: c.Name, Ran: true, Duration: time.Millisecond, Hash: uint64(i)<<20 | uint64(j) | 1<<63, Bytes: 200,
