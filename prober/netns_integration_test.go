@@ -10,6 +10,7 @@ package prober_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -458,21 +459,32 @@ func TestNetnsSourceAddress(t *testing.T) {
 	t.Run("icmp", func(t *testing.T) {
 		for _, mode := range []icmp.Mode{icmp.ModeUnprivileged, icmp.ModePrivileged} {
 			t.Run(mode.String(), func(t *testing.T) {
-				for _, set := range sets {
-					t.Run(set.name, func(t *testing.T) {
-						tg := testutil.ICMPTarget(set.name, ns.HostAddr.String(), testutil.WithICMP(3, 20*time.Millisecond),
-							testutil.WithTimeout(2*time.Second), testutil.WithSourceAddress(set.src))
-						// A prober per set: the socket for the source is
-						// opened by this probe, inside the namespace.
-						p := icmp.NewProber(res, mode, nil)
-						got := counted(t, "icmp", func() {
-							r := netnsProbe(t, ns, p, tg, p.Close)
-							if !r.Success || r.ICMP == nil || r.ICMP.Received != 3 {
-								t.Errorf("success %v result %+v (%v), want 3 replies", r.Success, r.ICMP, r.Err)
-							}
+				// The daemon sends ICMP through ProbeBatch, --once through
+				// Probe: both go through the engine's socket per source.
+				for _, batch := range []bool{false, true} {
+					for _, set := range sets {
+						t.Run(fmt.Sprintf("%s/batch=%v", set.name, batch), func(t *testing.T) {
+							tg := testutil.ICMPTarget(set.name, ns.HostAddr.String(), testutil.WithICMP(3, 20*time.Millisecond),
+								testutil.WithTimeout(2*time.Second), testutil.WithSourceAddress(set.src))
+							// A prober per set: the socket for the source is
+							// opened by this probe, inside the namespace.
+							p := icmp.NewProber(res, mode, nil)
+							got := counted(t, "icmp", func() {
+								var r probe.Result
+								if batch {
+									now := time.Now()
+									r = netnsBatch(t, ns, p, []probe.Request{{Target: tg, Due: now, Start: now, Timeout: tg.Timeout}})[0].Result
+									p.Close()
+								} else {
+									r = netnsProbe(t, ns, p, tg, p.Close)
+								}
+								if !r.Success || r.ICMP == nil || r.ICMP.Received != 3 {
+									t.Errorf("success %v result %+v (%v), want 3 replies", r.Success, r.ICMP, r.Err)
+								}
+							})
+							checkFrom(t, got, set.from, 3)
 						})
-						checkFrom(t, got, set.from, 3)
-					})
+					}
 				}
 			})
 		}
