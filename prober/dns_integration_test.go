@@ -228,6 +228,24 @@ func TestDNSAAAAOnlyName(t *testing.T) {
 	if !r.Success || r.Addr != netip.IPv6Loopback() {
 		t.Errorf("icmp: success %v addr %v reason %q err %v; want success to ::1", r.Success, r.Addr, r.Reason, r.Err)
 	}
+	// The daemon's path: a name in a batch is looked up under the same
+	// rule before it joins the engine.
+	for _, pol := range []config.IPPolicy{{Preferred: config.IP6}, {Preferred: config.IP4, Fallback: true}} {
+		tg := kit.ICMPTarget("dns", "six.fx.test", withIP(pol), kit.WithTimeout(3*time.Second))
+		sink := newBatchWait(1)
+		now := time.Now()
+		ip.ProbeBatch(ctx, []probe.Request{{Target: tg, Due: now, Start: now, Timeout: tg.Timeout}}, sink)
+		if r := sink.wait(t)[0].Result; !r.Success || r.Addr != netip.IPv6Loopback() {
+			t.Errorf("icmp batch, policy %+v: success %v addr %v reason %q err %v; want success to ::1", pol, r.Success, r.Addr, r.Reason, r.Err)
+		}
+	}
+	tg := kit.ICMPTarget("dns", "six.fx.test", withIP(pinned4), kit.WithTimeout(3*time.Second))
+	sink := newBatchWait(1)
+	now := time.Now()
+	ip.ProbeBatch(ctx, []probe.Request{{Target: tg, Due: now, Start: now, Timeout: tg.Timeout}}, sink)
+	if r := sink.wait(t)[0].Result; r.Success || r.Reason != probe.ReasonDNS {
+		t.Errorf("icmp batch, ip_protocol ip4: success %v reason %q; want reason dns", r.Success, r.Reason)
+	}
 }
 
 // TestDNSAAAAOnlySSH checks that an SSH probe of a name with only an AAAA
