@@ -38,15 +38,19 @@ func benchFleet(kind string) ([]*config.Target, *collector.Store) {
 	now := time.Now()
 	for i, t := range targets {
 		ok := i%10 != 0
-		r := probe.Result{Key: t.Key(), Start: now.Add(-time.Duration(i) * time.Millisecond), Duration: 3 * time.Millisecond, Success: ok,
-			Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})}
+		r := probe.Result{
+			Key: t.Key(), Start: now.Add(-time.Duration(i) * time.Millisecond), Duration: 3 * time.Millisecond, Success: ok,
+			Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
+		}
 		if !ok {
 			r.Reason = probe.ReasonTimeout
 		}
 		if kind == config.ProbeSSH {
 			fp := sha256.Sum256(fmt.Appendf(nil, "%d", i))
-			r.SSH = &probe.SSHResult{NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: time.Millisecond,
-				HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + base64.RawStdEncoding.EncodeToString(fp[:])}}
+			r.SSH = &probe.SSHResult{
+				NewConnection: true, Connect: time.Millisecond, Handshake: 2 * time.Millisecond, Auth: time.Millisecond,
+				HostKey: &probe.HostKey{Type: "ssh-ed25519", FingerprintSHA256: "SHA256:" + base64.RawStdEncoding.EncodeToString(fp[:])},
+			}
 			for j, c := range t.SSH.Commands {
 				r.SSH.Commands = append(r.SSH.Commands, probe.CommandResult{
 					Name: c.Name, Ran: true, Duration: time.Millisecond, Hash: uint64(i)<<20 | uint64(j) | 1<<63, Bytes: 200,
