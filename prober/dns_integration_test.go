@@ -8,6 +8,7 @@ package prober_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -130,6 +131,25 @@ func TestDNSRecordChangeIsFollowed(t *testing.T) {
 			t.Fatalf("still probing %v %v after the record changed, TTL 1s", r.Addr, time.Since(changed))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDNSSearchList checks that resolv.conf's search list and ndots apply,
+// as with the system resolver: a short name is asked as short.fx.test.
+func TestDNSSearchList(t *testing.T) {
+	port := kit.TCPListener(t, "127.0.0.1")
+	env := newDNSEnv(t, "127.0.0.1 short.fx.test\n", config.DNS{})
+	// Rewritten before the first lookup reads it.
+	conf := fmt.Sprintf("nameserver %s\nsearch fx.test\noptions ndots:1 timeout:1 attempts:1\n", env.server.Addr)
+	if err := os.WriteFile(env.server.ResolvConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := tcpProbe(t, tcp.NewProber(env.res), kit.TCPTarget("dns", "short:"+strconv.Itoa(port), withIP(pinned4)))
+	if !r.Success || r.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("short name: success %v addr %v err %v; want success to 127.0.0.1", r.Success, r.Addr, r.Err)
+	}
+	if n := env.server.Queries(t, "A", "short.fx.test"); n != 1 {
+		t.Errorf("dnsmasq saw %d A queries for short.fx.test, want 1", n)
 	}
 }
 
