@@ -1,5 +1,5 @@
 // Command icmpbench measures ICMP probing at scale on loopback: the
-// exporter's probing pipeline (scheduler, pool, shared-socket ICMPProber)
+// exporter's probing pipeline (scheduler, pool, shared-socket icmp.Prober)
 // against fping and smokeping_prober at the same packet rate. Every target
 // is an address in 127.0.0.0/8; nothing leaves the host.
 //

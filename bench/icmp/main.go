@@ -179,7 +179,7 @@ func rssOf(pid string) int64 {
 	return 0
 }
 
-// runEngine runs the scheduler, pool and ICMPProber over c.targets targets
+// runEngine runs the scheduler, pool and icmp.Prober over c.targets targets
 // for one interval of warm-up and c.duration of measurement.
 func runEngine(ctx context.Context, c common, concurrency int) (Measurement, error) {
 	m := c.measurement("engine")
