@@ -9,7 +9,7 @@ VERSION_PKG := github.com/prometheus/common/version
 LDFLAGS     := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-deps vet fmt-check tidy-check lint golangci-lint fuzz bench
+.PHONY: all build test test-deps vet fmt-check doc-check tidy-check lint golangci-lint fuzz bench
 
 all: fmt-check vet build test
 
@@ -30,6 +30,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# doc-check: every package keeps its package comment in doc.go, where the
+# next reader looks for it.
+doc-check:
+	@missing=$$($(GO) list -f '{{.Dir}}' ./... | while read -r d; do [ -f "$$d/doc.go" ] || echo "$$d"; done); \
+	if [ -n "$$missing" ]; then echo "packages without doc.go:"; echo "$$missing"; exit 1; fi
+
 tidy-check:
 	@cp go.mod /tmp/go.mod.bak; cp go.sum /tmp/go.sum.bak; $(GO) mod tidy; \
 	if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum; \
@@ -41,7 +47,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 GOBIN_DIR     := $(shell $(GO) env GOPATH)/bin
 GOLANGCI_LINT := $(GOBIN_DIR)/golangci-lint
 
-lint: vet fmt-check golangci-lint
+lint: vet fmt-check doc-check golangci-lint
 	$(GOLANGCI_LINT) run ./...
 
 golangci-lint:

@@ -188,26 +188,7 @@ type daemon struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan int
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.String()
+	stderr *testutil.Buffer
 }
 
 func startDaemon(t *testing.T, args ...string) *daemon {
@@ -230,7 +211,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 func startDaemonWith(t *testing.T, d *daemon, args []string, ready func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel, d.done, d.stderr = cancel, make(chan int, 1), newSyncBuffer()
+	d.cancel, d.done, d.stderr = cancel, make(chan int, 1), &testutil.Buffer{}
 	go func() { d.done <- runContext(ctx, args, io.Discard, d.stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -141,13 +141,13 @@ func TestBinaryKill9MidSnapshot(t *testing.T) {
 	}
 	cfgFile := writeFile(t, dir, "fleet.yml", cfgText("5s"))
 
-	start := func(extraEnv ...string) (addr string, cmd *exec.Cmd, logs *syncBuffer, exited <-chan struct{}) {
+	start := func(extraEnv ...string) (addr string, cmd *exec.Cmd, logs *testutil.Buffer, exited <-chan struct{}) {
 		t.Helper()
 		addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 		cmd = exec.Command(bin, "--config.file="+cfgFile, "--web.listen-address="+addr,
 			"--storage.path="+stateDir, "--storage.snapshot-interval=1s")
 		cmd.Env = append(os.Environ(), extraEnv...)
-		logs = newSyncBuffer()
+		logs = &testutil.Buffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

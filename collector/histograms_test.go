@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
+	kit "github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
 
@@ -21,23 +22,8 @@ func histogramOf(t *testing.T, h *SetHistograms, name string, labels map[string]
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(h)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.Metric {
-			for _, lp := range m.Label {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue metrics
-				}
-			}
-			return m.Histogram
-		}
+	if ms := kit.Series(t, reg, name, labels); len(ms) > 0 {
+		return ms[0].GetHistogram()
 	}
 	return nil
 }

@@ -90,27 +90,8 @@ func metric(t *testing.T, c prometheus.Collector, name string, labels map[string
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			return value(m), true
-		}
+	if ms := testutil.Series(t, reg, name, labels); len(ms) > 0 {
+		return value(ms[0]), true
 	}
 	return 0, false
 }

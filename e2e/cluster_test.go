@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/promtest"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
@@ -283,7 +284,7 @@ func TestClusterGossip(t *testing.T) {
 // deduplicating recording rules.
 func TestClusterReplicatedPrometheus(t *testing.T) {
 	t.Parallel()
-	promBin := needTool(t, "/usr/bin/prometheus", "prometheus")
+	needTool(t, promtest.Binary, "prometheus")
 	f := newClusterFleet(t, 150, 3, 2)
 	for i := range 3 {
 		f.start(i)
@@ -291,34 +292,14 @@ func TestClusterReplicatedPrometheus(t *testing.T) {
 	f.settled("three replicas probe every host twice", settleTimeout)
 
 	root := repoRoot(t)
-	promDir := filepath.Join(f.dir, "prometheus")
-	if err := os.MkdirAll(promDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"rules.yml", "alerts.yml"} {
-		b, err := os.ReadFile(filepath.Join(root, "deploy", "prometheus", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(promDir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	quoted := make([]string, 3)
-	for i := range 3 {
-		quoted[i] = strconv.Quote(f.web[i])
-	}
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml, rules.yml]\nscrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: [%s]\n", strings.Join(quoted, ", "))
-	cfgPath := filepath.Join(promDir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	e := &env{t: t, dir: f.dir, client: f.client}
-	e.prom = net.JoinHostPort("127.0.0.1", strconv.Itoa(stablePort(t, "127.0.0.1")))
-	p := startProcess(t, f.dir, "prometheus", promBin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(promDir, "data"),
-		"--web.listen-address="+e.prom)
+	e.prom = promtest.Start(t, promtest.Options{
+		Targets: f.web,
+		RuleFiles: []string{
+			filepath.Join(root, "deploy", "prometheus", "rules.yml"),
+			filepath.Join(root, "deploy", "prometheus", "alerts.yml"),
+		},
+	})
 
 	count := func(expr string) (int, map[string]int, error) {
 		ss, err := e.query(expr)
@@ -331,10 +312,8 @@ func TestClusterReplicatedPrometheus(t *testing.T) {
 		}
 		return len(ss), per, nil
 	}
-	eventually(t, 2*settleTimeout, "raw series twice, deduplicated once per host", func() (bool, string) {
-		if gone, why := p.exited(); gone {
-			t.Fatal(why)
-		}
+	// Wait fails the test at once should Prometheus exit.
+	e.prom.Wait(2*settleTimeout, "raw series twice, deduplicated once per host", func() (bool, string) {
 		raw, _, err := count(`fleet_probe_success{set="cluster"}`)
 		if err != nil {
 			return false, err.Error()

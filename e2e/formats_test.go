@@ -131,9 +131,9 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 		{"OpenMetrics 1.0", "OpenMetricsText1.0.0", []string{}, "", expfmt.TypeOpenMetrics},
 		{"protobuf", "PrometheusProto", []string{"--enable-feature=native-histograms"}, "", expfmt.TypeProtoDelim},
 	}
-	for i, tc := range cases {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := envOptions{promName: fmt.Sprintf("prometheus-%d", i)}
+			var opts envOptions
 			switch {
 			case protocols:
 				opts.jobExtra = fmt.Sprintf("    scrape_protocols: [%s]\n", tc.protocol)
@@ -149,7 +149,7 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 			rec := newFormatRecorder(t, e.exporter, accept)
 			opts.scrapeAddr = rec.addr
 			prom := e.startPrometheus(opts)
-			defer prom.stop(t)
+			defer prom.Stop()
 
 			if got := rec.formatTypes(); len(got) == 0 || slices.ContainsFunc(got, func(f expfmt.FormatType) bool { return f != tc.want }) {
 				t.Fatalf("exporter answered Prometheus with Content-Types %q, want only %s", rec.contentTypes(), tc.name)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fleet-exporter/fleet_exporter/deploy"
+	"github.com/fleet-exporter/fleet_exporter/internal/promtest"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
@@ -336,10 +336,6 @@ type envOptions struct {
 	// hostUnreachableFor replaces the `for:` of FleetHostUnreachable in the
 	// temporary copy of alerts.yml when not empty.
 	hostUnreachableFor string
-	// promName names Prometheus' directory under the test's temporary
-	// directory, so one test can run several Prometheus servers one after
-	// the other; empty means "prometheus".
-	promName string
 	// scrapeAddr is the address the fleet job scrapes instead of the
 	// exporter's (a recording proxy in front of it).
 	scrapeAddr string
@@ -356,11 +352,11 @@ type env struct {
 	dir    string
 	client *http.Client
 
-	tcp      []*tcpHost // hosts of setTCP
-	icmp     []string   // hosts of setICMP
-	ssh      []string   // hosts of setSSH (fleetsim addresses)
-	exporter string     // host:port
-	prom     string     // host:port, empty without Prometheus
+	tcp      []*tcpHost       // hosts of setTCP
+	icmp     []string         // hosts of setICMP
+	ssh      []string         // hosts of setSSH (fleetsim addresses)
+	exporter string           // host:port
+	prom     *promtest.Server // the latest Prometheus started, nil without one
 }
 
 // staticLabels returns the static labels of a test set. e2e_icmp lacks
@@ -501,76 +497,29 @@ func (e *env) hostsBySet() map[string][]string {
 	return map[string][]string{setTCP: e.tcpAddrs(), setICMP: e.icmp, setSSH: e.ssh}
 }
 
-// startPrometheus runs /usr/bin/prometheus on a loopback port with a temp
-// TSDB, scraping the exporter every second as job "fleet" and evaluating
-// copies of the shipped rule files every second. It returns once the fleet
-// target is up.
-func (e *env) startPrometheus(opts envOptions) *process {
+// startPrometheus runs a Prometheus (internal/promtest) scraping the
+// exporter every second as job "fleet" and evaluating copies of the shipped
+// rule files every second; queries go to it from then on. It returns once
+// the fleet target is up.
+func (e *env) startPrometheus(opts envOptions) *promtest.Server {
 	t := e.t
 	t.Helper()
-	bin := needTool(t, "/usr/bin/prometheus", "prometheus")
 	root := repoRoot(t)
-	name := opts.promName
-	if name == "" {
-		name = "prometheus"
-	}
 	target := opts.scrapeAddr
 	if target == "" {
 		target = e.exporter
 	}
-	promDir := filepath.Join(e.dir, name)
-	if err := os.MkdirAll(promDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rules, err := os.ReadFile(filepath.Join(root, "deploy", "prometheus", "rules.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(promDir, "rules.yml"), rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	alerts := filepath.Join(root, "deploy", "prometheus", "alerts.yml")
-	copyAlerts := filepath.Join(promDir, "alerts.yml")
-	if opts.hostUnreachableFor == "" {
-		b, err := os.ReadFile(alerts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(copyAlerts, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		writeAlertsWithFor(t, alerts, copyAlerts, "FleetHostUnreachable", opts.hostUnreachableFor)
+	if opts.hostUnreachableFor != "" {
+		edited := filepath.Join(t.TempDir(), "alerts.yml")
+		writeAlertsWithFor(t, alerts, edited, "FleetHostUnreachable", opts.hostUnreachableFor)
+		alerts = edited
 	}
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - alerts.yml
-  - rules.yml
-scrape_configs:
-  - job_name: fleet
-    static_configs:
-      - targets: [%q]
-%s`, target, opts.jobExtra)
-	cfgPath := filepath.Join(promDir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.prom = net.JoinHostPort("127.0.0.1", strconv.Itoa(stablePort(t, "127.0.0.1")))
-	p := startProcess(t, e.dir, name, bin, append([]string{
-		"--config.file=" + cfgPath,
-		"--storage.tsdb.path=" + filepath.Join(promDir, "data"),
-		"--web.listen-address=" + e.prom,
-		"--web.enable-lifecycle",
-	}, opts.promArgs...)...)
-	eventually(t, startTimeout, "prometheus ready", func() (bool, string) {
-		if gone, why := p.exited(); gone {
-			t.Fatal(why)
-		}
-		code, _, err := e.get("http://" + e.prom + "/-/ready")
-		return err == nil && code == http.StatusOK, fmt.Sprintf("status %d, err %v", code, err)
+	e.prom = promtest.Start(t, promtest.Options{
+		Targets:   []string{target},
+		RuleFiles: []string{alerts, filepath.Join(root, "deploy", "prometheus", "rules.yml")},
+		JobConfig: opts.jobExtra,
+		Args:      opts.promArgs,
 	})
 	eventually(t, settleTimeout, "exporter target up in prometheus", func() (bool, string) {
 		targets, err := e.targets()
@@ -584,7 +533,7 @@ scrape_configs:
 		}
 		return false, fmt.Sprintf("targets: %+v", targets)
 	})
-	return p
+	return e.prom
 }
 
 // writeAlertsWithFor copies the alert rule file src to dst with the `for:` of
@@ -738,85 +687,22 @@ func parseLabels(s string, labels map[string]string) (string, error) {
 	}
 }
 
-// apiResponse is the envelope of every Prometheus HTTP API answer.
-type apiResponse struct {
-	Status    string          `json:"status"`
-	Data      json.RawMessage `json:"data"`
-	ErrorType string          `json:"errorType"`
-	Error     string          `json:"error"`
-}
-
 // api calls a Prometheus HTTP API endpoint (form values as a POST when not
 // nil) and decodes data into out.
 func (e *env) api(path string, form url.Values, out any) error {
-	u := "http://" + e.prom + path
-	var resp *http.Response
-	var err error
-	if form != nil {
-		resp, err = e.client.PostForm(u, form)
-	} else {
-		resp, err = e.client.Get(u)
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	var r apiResponse
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %s: %w: %s", path, resp.Status, err, b)
-	}
-	if r.Status != "success" {
-		return fmt.Errorf("%s: status %q: %s: %s", path, r.Status, r.ErrorType, r.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(r.Data, out)
+	return e.prom.API(path, form, out)
 }
 
 // query evaluates expr at the current time. Scalars come back as one
 // sample without labels.
 func (e *env) query(expr string) ([]sample, error) {
-	var data struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
-	}
-	if err := e.api("/api/v1/query", url.Values{"query": {expr}}, &data); err != nil {
+	got, err := e.prom.Query(expr)
+	if err != nil {
 		return nil, err
 	}
-	var raw []struct {
-		Metric map[string]string `json:"metric"`
-		Value  [2]any            `json:"value"`
-	}
-	switch data.ResultType {
-	case "vector":
-		if err := json.Unmarshal(data.Result, &raw); err != nil {
-			return nil, err
-		}
-	case "scalar", "string":
-		var v [2]any
-		if err := json.Unmarshal(data.Result, &v); err != nil {
-			return nil, err
-		}
-		raw = append(raw, struct {
-			Metric map[string]string `json:"metric"`
-			Value  [2]any            `json:"value"`
-		}{Metric: map[string]string{}, Value: v})
-	default:
-		return nil, fmt.Errorf("unexpected result type %q", data.ResultType)
-	}
-	out := make([]sample, 0, len(raw))
-	for _, r := range raw {
-		s, _ := r.Value[1].(string)
-		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("value %v: %w", r.Value[1], err)
-		}
-		out = append(out, sample{labels: r.Metric, value: v})
+	out := make([]sample, 0, len(got))
+	for _, s := range got {
+		out = append(out, sample{labels: s.Labels, value: s.Value})
 	}
 	return out, nil
 }

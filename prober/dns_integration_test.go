@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
@@ -63,30 +62,14 @@ func newDNSEnv(t *testing.T, hosts string, ttl config.DNS) *dnsEnv {
 // not empty) in reg.
 func counter(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var labels map[string]string
+	if result != "" {
+		labels = map[string]string{"result": result}
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if result == "" || hasLabel(m, "result", result) {
-				return m.GetCounter().GetValue()
-			}
-		}
+	if ms := kit.Series(t, reg, name, labels); len(ms) > 0 {
+		return ms[0].GetCounter().GetValue()
 	}
 	return 0
-}
-
-func hasLabel(m *dto.Metric, name, value string) bool {
-	for _, lp := range m.GetLabel() {
-		if lp.GetName() == name && lp.GetValue() == value {
-			return true
-		}
-	}
-	return false
 }
 
 func tcpProbe(t *testing.T, p *tcp.Prober, target *config.Target) probe.Result {

@@ -19,6 +19,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/dns"
 	"github.com/fleet-exporter/fleet_exporter/internal/netnstest"
+	kit "github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 	"github.com/fleet-exporter/fleet_exporter/prober/icmp"
 )
@@ -68,22 +69,11 @@ func netnsBatch(t *testing.T, ns *netnstest.NS, p *icmp.Prober, reqs []probe.Req
 // netnsDiscarded returns fleet_icmp_replies_discarded_total{reason}.
 func netnsDiscarded(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	ms := kit.Series(t, reg, "fleet_icmp_replies_discarded_total", map[string]string{"reason": reason})
+	if len(ms) == 0 {
+		t.Fatalf("no fleet_icmp_replies_discarded_total{reason=%q}", reason)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "fleet_icmp_replies_discarded_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if hasLabel(m, "reason", reason) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no fleet_icmp_replies_discarded_total{reason=%q}", reason)
-	return 0
+	return ms[0].GetCounter().GetValue()
 }
 
 func TestNetnsICMPBatch(t *testing.T) {

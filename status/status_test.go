@@ -2,7 +2,6 @@ package status
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -64,18 +63,10 @@ func target(set, host, probe string) *config.Target {
 	return testutil.NewTarget(set, host, probe, testutil.WithTimeout(time.Second))
 }
 
+// serve is serveInfo with the Info of most tests.
 func serve(t *testing.T, s *collector.Store, path string) (int, string) {
 	t.Helper()
-	h, err := NewHandler(s.Snapshot, Info{Version: "test", ConfigFile: "fleet.yml"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	h.Register(mux)
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
-	b, _ := io.ReadAll(rec.Body)
-	return rec.Code, string(b)
+	return serveInfo(t, s, Info{Version: "test", ConfigFile: "fleet.yml"}, path)
 }
 
 func fixture(t *testing.T) *collector.Store {

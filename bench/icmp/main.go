@@ -1,17 +1,3 @@
-// Command icmpbench measures ICMP probing at scale on loopback: the
-// exporter's probing pipeline (scheduler, pool, shared-socket ICMPProber)
-// against fping and smokeping_prober at the same packet rate. Every target
-// is an address in 127.0.0.0/8; nothing leaves the host.
-//
-// Subcommands, each printing one JSON line per measurement:
-//
-//	engine     run the exporter's pipeline in this process
-//	fping      run fping -c over the same targets as a child
-//	smokeping  run prometheus-smokeping-prober over the same targets
-//	suite      run the whole matrix (each measurement in a fresh process)
-//	report     turn suite JSON lines into a Markdown table of medians
-//
-// bench/icmp.sh runs the suite in both socket modes and writes the report.
 package main
 
 import (
@@ -193,7 +179,7 @@ func rssOf(pid string) int64 {
 	return 0
 }
 
-// runEngine runs the scheduler, pool and ICMPProber over c.targets targets
+// runEngine runs the scheduler, pool and icmp.Prober over c.targets targets
 // for one interval of warm-up and c.duration of measurement.
 func runEngine(ctx context.Context, c common, concurrency int) (Measurement, error) {
 	m := c.measurement("engine")

@@ -1,34 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of os/exec.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // serveArgs returns the serve command line for fo.
 func serveArgs(fo fleetOptions, keyFile string) []string {
@@ -74,7 +56,7 @@ func TestServeWorkers(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			stdout := newLineWriter()
-			var stderr syncBuffer
+			var stderr testutil.Buffer
 			errc := make(chan error, 1)
 			go func() {
 				errc <- serveWorkers(ctx, workerSpec{

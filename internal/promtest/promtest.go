@@ -1,7 +1,3 @@
-// Package promtest runs a real Prometheus server for tests: /usr/bin/prometheus
-// on a loopback port with a temporary TSDB, scraping the given targets, and
-// queries it through its HTTP API. A test on a machine without Prometheus
-// skips, naming the package to install.
 package promtest
 
 import (
@@ -42,6 +38,11 @@ type Options struct {
 	// --enable-feature=native-histograms, which makes it ask for the
 	// protobuf format and ingest native histograms.
 	NativeHistograms bool
+	// JobConfig is YAML added to the job "fleet", each line indented by
+	// four spaces (e.g. "    scrape_protocols: [PrometheusProto]\n").
+	JobConfig string
+	// Args are more Prometheus flags.
+	Args []string
 }
 
 // Server is one running Prometheus.
@@ -92,7 +93,7 @@ scrape_configs:
   - job_name: fleet
     static_configs:
       - targets: [%[3]s]
-`, interval, strings.Join(rules, ", "), strings.Join(targets, ", "))
+%[4]s`, interval, strings.Join(rules, ", "), strings.Join(targets, ", "), o.JobConfig)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -106,6 +107,7 @@ scrape_configs:
 	if o.NativeHistograms {
 		args = append(args, "--enable-feature=native-histograms")
 	}
+	args = append(args, o.Args...)
 	s := &Server{
 		Addr: addr, t: t, log: filepath.Join(dir, "prometheus.log"), done: make(chan struct{}),
 		// No keep-alive: no idle connection goroutines for goleak to find.
@@ -129,7 +131,7 @@ scrape_configs:
 		close(s.done)
 	}()
 	t.Cleanup(func() {
-		s.stop()
+		s.Stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(s.log)
 			t.Logf("prometheus log:\n%s", tail(string(b), 40))
@@ -146,7 +148,9 @@ scrape_configs:
 	return s
 }
 
-func (s *Server) stop() {
+// Stop ends Prometheus by its PID (SIGTERM, SIGKILL after 10 s) and waits
+// for it; cleanup does the same for a server still running.
+func (s *Server) Stop() {
 	select {
 	case <-s.done:
 		return
@@ -209,61 +213,81 @@ type Histogram struct {
 	Buckets [][3]float64
 }
 
+// API calls the Prometheus HTTP API endpoint path (a POST of form when it
+// is not nil) and decodes the data of a successful answer into out.
+func (s *Server) API(path string, form url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	method, body := http.MethodGet, io.Reader(nil)
+	if form != nil {
+		method, body = http.MethodPost, strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.Addr+path, body)
+	if err != nil {
+		return err
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Status    string          `json:"status"`
+		ErrorType string          `json:"errorType"`
+		Error     string          `json:"error"`
+		Data      json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %s: %w: %s", path, resp.Status, err, b)
+	}
+	if r.Status != "success" {
+		return fmt.Errorf("%s: status %q: %s: %s", path, r.Status, r.ErrorType, r.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(r.Data, out)
+}
+
 // Query evaluates expr at the current time and returns the instant vector
 // (a scalar comes back as one sample without labels).
 func (s *Server) Query(expr string) ([]Sample, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.Addr+"/api/v1/query",
-		strings.NewReader(url.Values{"query": {expr}}.Encode()))
-	if err != nil {
-		return nil, err
+	var data struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
+	if err := s.API("/api/v1/query", url.Values{"query": {expr}}, &data); err != nil {
+		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, err
-	}
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("query %q: %w: %s", expr, err, body)
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("query %q: %s", expr, r.Error)
-	}
-	switch r.Data.ResultType {
+	switch data.ResultType {
 	case "scalar":
 		var v [2]any
-		if err := json.Unmarshal(r.Data.Result, &v); err != nil {
+		if err := json.Unmarshal(data.Result, &v); err != nil {
 			return nil, err
 		}
 		f, err := parseValue(v[1])
 		return []Sample{{Value: f}}, err
 	case "vector":
 	default:
-		return nil, fmt.Errorf("query %q: result type %s, want vector", expr, r.Data.ResultType)
+		return nil, fmt.Errorf("query %q: result type %s, want vector", expr, data.ResultType)
 	}
 	var vec []struct {
 		Metric    map[string]string  `json:"metric"`
 		Value     [2]any             `json:"value"`
 		Histogram [2]json.RawMessage `json:"histogram"`
 	}
-	if err := json.Unmarshal(r.Data.Result, &vec); err != nil {
+	if err := json.Unmarshal(data.Result, &vec); err != nil {
 		return nil, err
 	}
 	out := make([]Sample, 0, len(vec))
+	var err error
 	for _, e := range vec {
 		smp := Sample{Labels: e.Metric}
 		if e.Histogram[1] != nil {

@@ -688,6 +688,19 @@ func (s *Server) LogLines(tb testing.TB) []string {
 	return lines
 }
 
+// PublicKeyLogins counts the public-key logins sshd logged so far (its
+// "Accepted publickey" lines).
+func (s *Server) PublicKeyLogins(tb testing.TB) int {
+	tb.Helper()
+	n := 0
+	for _, l := range s.LogLines(tb) {
+		if strings.Contains(l, "Accepted publickey") {
+			n++
+		}
+	}
+	return n
+}
+
 // WaitLog waits until a line of sshd's output satisfies match and returns
 // that line. It fails the test with the log after timeout. sshd writes its
 // log from separate processes and gives no other signal, so this polls.

@@ -104,6 +104,11 @@ func TestPublicKeyLogin(t *testing.T) {
 	if !strings.Contains(s.Log(t), "Accepted publickey for "+s.User) {
 		t.Errorf("sshd log lacks the accepted logins:\n%s", s.Log(t))
 	}
+	// One login per case succeeded; the refused ones are not counted.
+	s.WaitLog(t, 10*time.Second, func(string) bool { return s.PublicKeyLogins(t) >= len(tests) })
+	if got := s.PublicKeyLogins(t); got != len(tests) {
+		t.Errorf("PublicKeyLogins = %d, want %d:\n%s", got, len(tests), s.Log(t))
+	}
 }
 
 func TestKnownHostsForms(t *testing.T) {

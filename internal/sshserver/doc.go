@@ -1,10 +1,11 @@
 // Package sshserver is the project's one in-process SSH server, built on
 // golang.org/x/crypto/ssh. It owns the serving mechanics that cmd/fleetsim
-// and the SSH prober tests share: accept loops that survive EMFILE, a
-// handshake deadline, session channels with exactly one exec request each,
-// exit status and exit signal replies, cutting connections, and a shutdown
-// that closes every listener and connection and waits for every goroutine
-// it started.
+// and the tests of the SSH prober and its bastions share: accept loops that
+// survive EMFILE, a handshake deadline, session channels with exactly one
+// exec request each, exit status and exit signal replies, direct-tcpip
+// channels for a jump host (Host.DirectTCPIP), cutting connections, and a
+// shutdown that closes every listener and connection and waits for every
+// goroutine it started.
 //
 // Server with one Host per listener is the general form: the Host decides
 // the SSH configuration, what happens before the handshake (a tarpit, a

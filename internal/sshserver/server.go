@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,13 @@ type Host struct {
 	// pty-req, shell or other requests. It returns once the channel is
 	// done; the channel is closed after it returns.
 	Channel func(nc net.Conn, ch ssh.Channel, reqs <-chan *ssh.Request)
+	// DirectTCPIP, when set, makes the host a jump host: a direct-tcpip
+	// channel (what ssh -J and ProxyJump open) is spliced to the
+	// connection DirectTCPIP returns for the requested "host:port". An
+	// error rejects the channel: with the reason of an
+	// *ssh.OpenChannelError, with ssh.ConnectionFailed otherwise. Nil
+	// rejects every direct-tcpip channel.
+	DirectTCPIP func(addr string) (net.Conn, error)
 }
 
 // Server serves SSH on any number of listeners. The zero value is not
@@ -223,8 +231,17 @@ func (s *Server) handle(h *Host, nc net.Conn) {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	// gone is closed once the connection has ended, so that forwarded
+	// connections do not outlive it.
+	gone := make(chan struct{})
+	defer wg.Wait()
+	defer close(gone)
 	opened := 0
 	for newCh := range chans {
+		if newCh.ChannelType() == "direct-tcpip" && h.DirectTCPIP != nil {
+			wg.Go(func() { forward(h.DirectTCPIP, newCh, gone) })
+			continue
+		}
 		if newCh.ChannelType() != "session" {
 			_ = newCh.Reject(ssh.UnknownChannelType, "only session channels are supported")
 			continue
@@ -248,6 +265,67 @@ func (s *Server) handle(h *Host, nc net.Conn) {
 		}
 		wg.Go(func() { session(h, nc, ch, chReqs) })
 	}
+}
+
+// forward serves one direct-tcpip channel: it dials the requested address
+// and copies both ways, passing each side's end of stream on as a
+// half-close, until both directions are done or the SSH connection is gone.
+func forward(dial func(addr string) (net.Conn, error), newCh ssh.NewChannel, gone <-chan struct{}) {
+	var req struct {
+		Host     string
+		Port     uint32
+		OrigHost string
+		OrigPort uint32
+	}
+	if err := ssh.Unmarshal(newCh.ExtraData(), &req); err != nil {
+		_ = newCh.Reject(ssh.ConnectionFailed, "malformed direct-tcpip request")
+		return
+	}
+	tc, err := dial(net.JoinHostPort(req.Host, strconv.FormatUint(uint64(req.Port), 10)))
+	if err != nil {
+		reason, msg := ssh.ConnectionFailed, err.Error()
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			reason, msg = oce.Reason, oce.Message
+		}
+		_ = newCh.Reject(reason, msg)
+		return
+	}
+	ch, reqs, err := newCh.Accept()
+	if err != nil {
+		_ = tc.Close()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// reqs ends when the channel is closed, by either side or with
+		// the connection: the target has nobody to talk to any more.
+		ssh.DiscardRequests(reqs)
+		_ = tc.Close()
+	})
+	done := make(chan struct{})
+	wg.Go(func() {
+		select {
+		case <-gone:
+			_ = tc.Close()
+		case <-done:
+		}
+	})
+	var copies sync.WaitGroup
+	copies.Go(func() {
+		_, _ = io.Copy(tc, ch)
+		if cw, ok := tc.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	})
+	copies.Go(func() {
+		_, _ = io.Copy(ch, tc)
+		_ = ch.CloseWrite()
+	})
+	copies.Wait()
+	close(done)
+	_ = ch.Close()
+	_ = tc.Close()
 	wg.Wait()
 }
 

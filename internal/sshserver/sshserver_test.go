@@ -6,9 +6,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,4 +286,170 @@ func TestRawServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startJump serves a jump host on a loopback port whose direct-tcpip
+// channels go where dial says (nil: the host refuses them). It returns the
+// address and a stop function that closes the server and waits for it.
+func startJump(t *testing.T, host, user ssh.Signer, dial func(addr string) (net.Conn, error)) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		if bytes.Equal(key.Marshal(), user.PublicKey().Marshal()) {
+			return nil, nil
+		}
+		return nil, errors.New("unknown key")
+	}}
+	cfg.AddHostKey(host)
+	srv := sshserver.New(nil)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln, &sshserver.Host{
+			Name:        "jump",
+			Config:      func() (*ssh.ServerConfig, error) { return cfg, nil },
+			DirectTCPIP: dial,
+		})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = srv.Close()
+			<-served
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// TestDirectTCPIP checks the jump host mode: a direct-tcpip channel reaches
+// the connection DirectTCPIP returns for the requested address, a
+// half-close passes through in both directions, a refusal carries its
+// reason, a host without DirectTCPIP refuses such channels, and Close ends
+// forwarded connections.
+func TestDirectTCPIP(t *testing.T) {
+	host, user := newSigner(t), newSigner(t)
+	// The target answers with what it read, once the client half-closed.
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targetWG sync.WaitGroup
+	t.Cleanup(func() { _ = target.Close(); targetWG.Wait() })
+	targetWG.Go(func() {
+		for {
+			nc, err := target.Accept()
+			if err != nil {
+				return
+			}
+			targetWG.Go(func() {
+				defer func() { _ = nc.Close() }()
+				b, _ := io.ReadAll(nc)
+				_, _ = nc.Write(append([]byte("got:"), b...))
+			})
+		}
+	})
+	var mu sync.Mutex
+	var asked []string
+	loopbackOnly := func(addr string) (net.Conn, error) {
+		mu.Lock()
+		asked = append(asked, addr)
+		mu.Unlock()
+		h, _, err := net.SplitHostPort(addr)
+		if ip, perr := netip.ParseAddr(h); err != nil || perr != nil || !ip.IsLoopback() {
+			return nil, &ssh.OpenChannelError{Reason: ssh.Prohibited, Message: "loopback only"}
+		}
+		return net.Dial("tcp", addr)
+	}
+	login := func(t *testing.T, addr string) *ssh.Client {
+		t.Helper()
+		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+			User: "probe", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)},
+			HostKeyCallback: ssh.FixedHostKey(host.PublicKey()), Timeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	rejection := func(t *testing.T, err error) ssh.RejectionReason {
+		t.Helper()
+		var oce *ssh.OpenChannelError
+		if !errors.As(err, &oce) {
+			t.Fatalf("dial: %v, want an *ssh.OpenChannelError", err)
+		}
+		return oce.Reason
+	}
+	jump, stop := startJump(t, host, user, loopbackOnly)
+
+	t.Run("round trip with half-closes", func(t *testing.T) {
+		nc, err := login(t, jump).Dial("tcp", target.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = nc.Close() }()
+		if _, err := nc.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(nc)
+		if err != nil || string(got) != "got:ping" {
+			t.Fatalf("read %q, %v; want %q and the target's end of stream", got, err, "got:ping")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(asked, target.Addr().String()) {
+			t.Errorf("DirectTCPIP was asked for %q, want %q among them", asked, target.Addr())
+		}
+	})
+	t.Run("refusal keeps its reason", func(t *testing.T) {
+		// A name, not an address: the refusal happens before any dial.
+		_, err := login(t, jump).Dial("tcp", "fleet.invalid:22")
+		if got := rejection(t, err); got != ssh.Prohibited {
+			t.Errorf("reason %v, want %v", got, ssh.Prohibited)
+		}
+	})
+	t.Run("dial error is connection failed", func(t *testing.T) {
+		closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
+		_, err := login(t, jump).Dial("tcp", closed)
+		if got := rejection(t, err); got != ssh.ConnectionFailed {
+			t.Errorf("reason %v, want %v", got, ssh.ConnectionFailed)
+		}
+	})
+	t.Run("host without DirectTCPIP", func(t *testing.T) {
+		plain, _ := startJump(t, host, user, nil)
+		_, err := login(t, plain).Dial("tcp", target.Addr().String())
+		if got := rejection(t, err); got != ssh.UnknownChannelType {
+			t.Errorf("reason %v, want %v", got, ssh.UnknownChannelType)
+		}
+	})
+	t.Run("close ends forwarded connections", func(t *testing.T) {
+		// The target waits for an end of stream the client never sends.
+		nc, err := login(t, jump).Dial("tcp", target.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = nc.Close() }()
+		if _, err := nc.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan struct{})
+		go func() { stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close still waiting for a forwarded connection after 10s")
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, err := io.ReadAll(nc); err != nil || string(got) != "" {
+			t.Errorf("after Close the channel read %q, %v; want its end without data", got, err)
+		}
+	})
 }

@@ -3,14 +3,19 @@ package testutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleet-exporter/fleet_exporter/config"
 )
@@ -184,3 +189,75 @@ type fakeTB struct {
 }
 
 func (f *fakeTB) Errorf(string, ...any) { f.failed = true }
+
+// TestBuffer writes from several goroutines while reading (the race
+// detector watches), then checks that every write arrived whole and that
+// Reset empties the buffer.
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	const writers, lines = 4, 200
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			for range lines {
+				_, _ = fmt.Fprintf(&b, "writer %d\n", i)
+			}
+		})
+	}
+	wg.Go(func() {
+		for range lines {
+			_ = b.String()
+		}
+	})
+	wg.Wait()
+	got := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(got) != writers*lines {
+		t.Fatalf("%d lines, want %d", len(got), writers*lines)
+	}
+	for _, l := range got {
+		if !strings.HasPrefix(l, "writer ") || len(l) != len("writer 0") {
+			t.Fatalf("torn line %q", l)
+		}
+	}
+	b.Reset()
+	if s := b.String(); s != "" {
+		t.Errorf("after Reset: %q, want empty", s)
+	}
+}
+
+func TestSeries(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fx_test_total", Help: "Test."}, []string{"set", "result"})
+	reg.MustRegister(c, prometheus.NewGauge(prometheus.GaugeOpts{Name: "fx_other", Help: "Other."}))
+	c.WithLabelValues("a", "ok").Add(1)
+	c.WithLabelValues("a", "fail").Add(2)
+	c.WithLabelValues("b", "ok").Add(3)
+	sum := func(ms []*dto.Metric) (n float64) {
+		for _, m := range ms {
+			n += m.GetCounter().GetValue()
+		}
+		return n
+	}
+	tests := []struct {
+		name   string
+		family string
+		labels map[string]string
+		want   int
+		sum    float64
+	}{
+		{"every series", "fx_test_total", nil, 3, 6},
+		{"one label", "fx_test_total", map[string]string{"set": "a"}, 2, 3},
+		{"two labels", "fx_test_total", map[string]string{"set": "a", "result": "fail"}, 1, 2},
+		{"no match", "fx_test_total", map[string]string{"set": "c"}, 0, 0},
+		{"empty value matches a missing label", "fx_test_total", map[string]string{"port": ""}, 3, 6},
+		{"missing family", "fx_none", nil, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Series(t, reg, tt.family, tt.labels)
+			if len(got) != tt.want || sum(got) != tt.sum {
+				t.Errorf("Series(%s, %v): %d series summing to %v, want %d summing to %v", tt.family, tt.labels, len(got), sum(got), tt.want, tt.sum)
+			}
+		})
+	}
+}

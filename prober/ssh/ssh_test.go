@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -386,7 +385,7 @@ func TestSSHProbeHostKey(t *testing.T) {
 		{"two host keys, first type known", []ssh.Signer{ecHost.Signer, edHost.Signer}, plainLine(ecHost), false, probe.ReasonNone},
 		{"insecure skip", []ssh.Signer{edHost.Signer}, plainLine(otherHost), true, probe.ReasonNone},
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	p := NewProber(dns.New(dns.Options{}), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	t.Cleanup(p.Close)
 	for i, tc := range tests {
@@ -1219,28 +1218,4 @@ func BenchmarkSSHProbeReuse(b *testing.B) {
 			b.Fatalf("probe failed: %s: %v", res.Reason, res.Err)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the prober's concurrent logging.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
 }

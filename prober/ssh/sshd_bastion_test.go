@@ -40,17 +40,6 @@ func jumpHop(t *testing.T, s *sshdtest.Server, name string) config.ProxyJump {
 	}
 }
 
-// sshdLogins counts the public-key logins in s's log.
-func sshdLogins(t *testing.T, s *sshdtest.Server) int {
-	n := 0
-	for _, l := range s.LogLines(t) {
-		if strings.Contains(l, "Accepted publickey") {
-			n++
-		}
-	}
-	return n
-}
-
 // bastionFleet is a real OpenSSH target and in-process targets, all with
 // one user key and one known_hosts file.
 type bastionFleet struct {
@@ -140,12 +129,12 @@ func TestSSHThroughOpenSSHBastion(t *testing.T) {
 		}
 	}
 	want := connections
-	first.WaitLog(t, sshdLogWait, func(string) bool { return sshdLogins(t, first) >= want })
-	second.WaitLog(t, sshdLogWait, func(string) bool { return sshdLogins(t, second) >= want })
-	if got := sshdLogins(t, first); got != want {
+	first.WaitLog(t, sshdLogWait, func(string) bool { return first.PublicKeyLogins(t) >= want })
+	second.WaitLog(t, sshdLogWait, func(string) bool { return second.PublicKeyLogins(t) >= want })
+	if got := first.PublicKeyLogins(t); got != want {
 		t.Errorf("first hop logged %d logins for %d targets × 3 rounds, want %d", got, len(fleet.targets), want)
 	}
-	if got := sshdLogins(t, second); got != want {
+	if got := second.PublicKeyLogins(t); got != want {
 		t.Errorf("second hop logged %d logins, want %d", got, want)
 	}
 	name := first.User + "@" + first.HostPort() + "," + second.User + "@" + second.HostPort()

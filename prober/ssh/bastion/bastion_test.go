@@ -15,14 +15,16 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 )
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-// jumpServer is an in-process SSH server that accepts one client key and
-// forwards direct-tcpip channels to loopback addresses only.
+// jumpServer is an in-process SSH jump host (internal/sshserver) that
+// accepts one client key and forwards direct-tcpip channels to loopback
+// addresses only.
 type jumpServer struct {
 	t       *testing.T
 	addr    string
@@ -31,21 +33,25 @@ type jumpServer struct {
 
 	logins atomic.Int64
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	srv    *sshserver.Server
+	served chan struct{}
 }
 
 func startJump(t *testing.T, client sshkeys.Key) *jumpServer {
 	t.Helper()
-	s := &jumpServer{t: t, hostKey: sshkeys.Generate(t, "ed25519"), conns: map[net.Conn]bool{}}
+	s := &jumpServer{t: t, hostKey: sshkeys.Generate(t, "ed25519")}
 	s.cfg = &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if bytes.Equal(key.Marshal(), client.Pub.Marshal()) {
 				return nil, nil
 			}
 			return nil, errors.New("unknown key")
+		},
+		AuthLogCallback: func(_ ssh.ConnMetadata, method string, err error) {
+			if method == "publickey" && err == nil {
+				s.logins.Add(1)
+			}
 		},
 	}
 	s.cfg.AddHostKey(s.hostKey.Signer)
@@ -54,6 +60,7 @@ func startJump(t *testing.T, client sshkeys.Key) *jumpServer {
 	return s
 }
 
+// listen serves the jump host on addr; after stop, on its old address again.
 func (s *jumpServer) listen(addr string) {
 	s.t.Helper()
 	var ln net.Listener
@@ -68,99 +75,42 @@ func (s *jumpServer) listen(addr string) {
 	if err != nil {
 		s.t.Fatalf("listen %s: %v", addr, err)
 	}
+	srv, served := sshserver.New(nil), make(chan struct{})
+	host := &sshserver.Host{
+		Name:        "jump",
+		Config:      func() (*ssh.ServerConfig, error) { return s.cfg, nil },
+		DirectTCPIP: dialLoopback,
+	}
 	s.mu.Lock()
-	s.ln, s.addr = ln, ln.Addr().String()
+	s.srv, s.served, s.addr = srv, served, ln.Addr().String()
 	s.mu.Unlock()
-	s.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns[nc] = true
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.serve(nc)
-				s.mu.Lock()
-				delete(s.conns, nc)
-				s.mu.Unlock()
-			}()
-		}
+		defer close(served)
+		_ = srv.Serve(ln, host)
 	}()
+}
+
+// dialLoopback connects a forwarded channel to addr if it is a loopback
+// address and refuses it otherwise.
+func dialLoopback(addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return nil, &ssh.OpenChannelError{Reason: ssh.Prohibited, Message: "loopback only"}
+	}
+	return net.Dial("tcp", addr)
 }
 
 // stop closes the listener and every connection, as a killed bastion does.
 func (s *jumpServer) stop() {
 	s.mu.Lock()
-	if s.ln != nil {
-		_ = s.ln.Close()
-		s.ln = nil
-	}
-	for nc := range s.conns {
-		_ = nc.Close()
-	}
+	srv, served := s.srv, s.served
+	s.srv = nil
 	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *jumpServer) serve(nc net.Conn) {
-	defer func() { _ = nc.Close() }()
-	sc, chans, reqs, err := ssh.NewServerConn(nc, s.cfg)
-	if err != nil {
+	if srv == nil {
 		return
 	}
-	s.logins.Add(1)
-	go ssh.DiscardRequests(reqs)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for nch := range chans {
-		if nch.ChannelType() != "direct-tcpip" {
-			_ = nch.Reject(ssh.UnknownChannelType, "only direct-tcpip")
-			continue
-		}
-		var req struct {
-			Host     string
-			Port     uint32
-			OrigHost string
-			OrigPort uint32
-		}
-		if err := ssh.Unmarshal(nch.ExtraData(), &req); err != nil {
-			_ = nch.Reject(ssh.ConnectionFailed, "bad request")
-			continue
-		}
-		if ip := net.ParseIP(req.Host); ip == nil || !ip.IsLoopback() {
-			_ = nch.Reject(ssh.Prohibited, "loopback only")
-			continue
-		}
-		tc, err := net.Dial("tcp", net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port))))
-		if err != nil {
-			_ = nch.Reject(ssh.ConnectionFailed, err.Error())
-			continue
-		}
-		ch, creqs, err := nch.Accept()
-		if err != nil {
-			_ = tc.Close()
-			continue
-		}
-		go ssh.DiscardRequests(creqs)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			done := make(chan struct{}, 2)
-			go func() { _, _ = io.Copy(tc, ch); _ = tc.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			go func() { _, _ = io.Copy(ch, tc); _ = ch.CloseWrite(); done <- struct{}{} }()
-			<-done
-			<-done
-			_ = ch.Close()
-			_ = tc.Close()
-		}()
-	}
-	_ = sc.Close()
+	_ = srv.Close()
+	<-served
 }
 
 // startEcho starts a loopback TCP server that echoes one line per
