@@ -787,12 +787,20 @@ type wheelEntry struct {
 // wheel is a hashed timing wheel of wheelSlots slots of wheelTick. Entries
 // of finished rounds stay until their slot comes round and are skipped then
 // (by generation), which is cheaper than removing them.
+//
+// A slot emptied by advance gives its array to spare, and add takes one from
+// there for an empty slot: only the slots within the longest timeout hold
+// entries at any time, and without this every slot would keep the array of
+// its busiest turn (at 100,000 rounds a second, 1,024 arrays of about 1,000
+// entries each, ten times the entries ever pending).
 type wheel struct {
 	slots [wheelSlots][]wheelEntry
 	// cur is the next tick to process.
 	cur int64
 	// due is advance's scratch list.
 	due []wheelEntry
+	// spare holds the arrays of emptied slots, empty, for add to reuse.
+	spare [][]wheelEntry
 }
 
 func newWheel() wheel { return wheel{} }
@@ -800,6 +808,13 @@ func newWheel() wheel { return wheel{} }
 func (w *wheel) add(en wheelEntry) {
 	t := max(en.at/int64(wheelTick), w.cur)
 	s := &w.slots[t&(wheelSlots-1)]
+	if cap(*s) == 0 {
+		if n := len(w.spare); n > 0 {
+			*s = w.spare[n-1]
+			w.spare[n-1] = nil
+			w.spare = w.spare[:n-1]
+		}
+	}
 	*s = append(*s, en)
 }
 
@@ -825,6 +840,10 @@ func (w *wheel) advance(now int64, fn func(wheelEntry)) {
 			due = append(due, en)
 		}
 		clear((*s)[len(keep):])
+		if len(keep) == 0 && cap(keep) > 0 {
+			w.spare = append(w.spare, keep)
+			keep = nil
+		}
 		*s = keep
 		for _, en := range due {
 			fn(en)
