@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -968,7 +969,7 @@ func TestPoolBatch(t *testing.T) {
 		}
 		p.SetBatchSink(func(rs []probe.Result) {
 			mu.Lock()
-			calls = append(calls, rs)
+			calls = append(calls, slices.Clone(rs)) // the pool reuses rs
 			mu.Unlock()
 		})
 		targets := poolTargets(100, config.ProbeICMP, 5*time.Second)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -342,7 +343,13 @@ func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcom
 	nowMono, nowWall := e.mono(now), now.UnixNano()
 
 	// Sockets first: opening one takes e.mu, never under pmu.
-	socks := make([]*engineSocket, len(specs))
+	kp := sockPool.Get().(*[]*engineSocket)
+	socks := slices.Grow((*kp)[:0], len(specs))[:len(specs)]
+	defer func() {
+		clear(socks)
+		*kp = socks[:0]
+		sockPool.Put(kp)
+	}()
 	var lastKey sockKey
 	var last *engineSocket
 	for i := range specs {
@@ -413,6 +420,9 @@ func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcom
 	out.flush()
 	return rej
 }
+
+// sockPool recycles start's per-spec socket lists.
+var sockPool = sync.Pool{New: func() any { s := make([]*engineSocket, 0, 64); return &s }}
 
 // newFlight takes a flight from the free list and fills it for spec.
 // Callers hold pmu.
