@@ -174,7 +174,8 @@ func (f *fleet) reconcileOwned() {
 }
 
 // runDaemon serves /metrics and probes until ctx ends.
-func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, disc *discovery.Manager, logger *slog.Logger) int {
+// discVersion is disc's Version when targets were built from its hosts.
+func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets []*config.Target, disc *discovery.Manager, discVersion uint64, logger *slog.Logger) int {
 	logStartup(logger, cfg)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(versioncollector.NewCollector(exporterName))
@@ -233,7 +234,7 @@ func runDaemon(ctx context.Context, opts *options, cfg *config.Config, targets [
 
 	reg.MustRegister(disc)
 	rl := newReloader(opts.configFile, cfg, targets, f, logger.With("component", "reload"), reg)
-	rl.disc, rl.ctx = disc, ctx
+	rl.disc, rl.discVersion, rl.ctx = disc, discVersion, ctx
 	rl.preflight = preflight.Options{HTTPConnections: opts.web.maxConnections}
 	mux, err := newMux(opts, reg, rl, f, cl, logger)
 	if err != nil {
@@ -311,10 +312,14 @@ type reloader struct {
 	fleet     *fleet
 	// disc runs the discovery sources of the current config; ctx, the
 	// daemon's, bounds the reads a reload makes.
-	disc   *discovery.Manager
-	ctx    context.Context
-	logger *slog.Logger
-	ready  atomic.Bool
+	disc *discovery.Manager
+	// discVersion is disc's Version that the running targets were built
+	// from (guarded by mu): a change signal without a newer version, such
+	// as the one every ApplyConfig sends, rebuilds nothing.
+	discVersion uint64
+	ctx         context.Context
+	logger      *slog.Logger
+	ready       atomic.Bool
 
 	reloadOK prometheus.Gauge
 	// fileMu guards lastReloadOK and badFiles, which set reloadOK with
@@ -463,6 +468,7 @@ func (rl *reloader) reloadLocked() error {
 		return err
 	}
 	pre := rl.preflight
+	version := rl.disc.Version()
 	pre.Discovered = rl.disc.Hosts()
 	report, err := preflight.Check(cfg, pre)
 	if err != nil {
@@ -473,6 +479,7 @@ func (rl *reloader) reloadLocked() error {
 	}
 	report.Log(rl.logger, cfg.Filename)
 	rl.applyTargets(cfg, report.Targets)
+	rl.discVersion = version
 	rl.logger.Info("Configuration reloaded", "file", rl.filename, "sets", len(cfg.HostSets), "targets", len(report.Targets))
 	return nil
 }
@@ -483,6 +490,10 @@ func (rl *reloader) reloadLocked() error {
 func (rl *reloader) applyDiscovered() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
+	version := rl.disc.Version()
+	if version == rl.discVersion {
+		return
+	}
 	targets, warnings, err := rl.current.TargetsWith(rl.disc.Hosts())
 	if err != nil {
 		rl.logger.Error("Discovered targets refused; keeping the running targets", "err", err)
@@ -492,6 +503,7 @@ func (rl *reloader) applyDiscovered() {
 		rl.logger.Warn("Host set expansion", "detail", w)
 	}
 	rl.applyTargets(rl.current, targets)
+	rl.discVersion = version
 }
 
 // applyTargets hands the target list of cfg (its hosts and the discovered

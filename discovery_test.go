@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleet-exporter/fleet_exporter/config"
+	"github.com/fleet-exporter/fleet_exporter/discovery"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 )
 
@@ -277,5 +282,35 @@ host_sets:
 	}
 	if !strings.Contains(body, series(b)) {
 		t.Error("the kept source's host lost its result across the reload")
+	}
+}
+
+// TestDiscoverySignalWithoutChangeRebuildsNothing checks that a change
+// signal without new discovered hosts (every ApplyConfig sends one, the
+// start's included) does not expand the target list again: at 100,000
+// targets that second list cost as much memory and CPU as the first. The
+// reloader has no fleet here, so a rebuild would panic; TestDaemonFollowsFileSD
+// checks that real changes are still followed.
+func TestDiscoverySignalWithoutChangeRebuildsNothing(t *testing.T) {
+	cfg := config.Default()
+	targets, _, err := cfg.TargetsWith(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := discovery.NewManager(discovery.Options{})
+	defer m.Close()
+	if err := m.ApplyConfig(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	rl := newReloader("fleet.yml", cfg, targets, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	rl.disc, rl.discVersion = m, m.Version()
+	select {
+	case <-m.Changes():
+	default:
+		t.Fatal("ApplyConfig sent no change signal")
+	}
+	rl.applyDiscovered()
+	if len(rl.targets) != len(targets) || (len(targets) > 0 && rl.targets[0] != targets[0]) {
+		t.Error("the target list was rebuilt without a discovery change")
 	}
 }

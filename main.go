@@ -82,7 +82,12 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	} else {
 		cfg, err = loadConfig(opts.configFile, stdin)
 	}
-	var report *preflight.Report
+	var (
+		report *preflight.Report
+		// discVersion is the discovery state the first target list is
+		// built from; the daemon rebuilds only after it moves on.
+		discVersion uint64
+	)
 	// Every discovery source is read once before the first target list
 	// is built, so that a restored state snapshot and the first scrape
 	// already cover the discovered hosts.
@@ -92,6 +97,7 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		err = disc.ApplyConfig(ctx, cfg)
 	}
 	if err == nil {
+		discVersion = disc.Version()
 		report, err = preflight.Check(cfg, preflight.Options{HTTPConnections: opts.web.maxConnections, Discovered: disc.Hosts()})
 	}
 	if err != nil {
@@ -122,7 +128,7 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		opts.quietICMP = !slices.ContainsFunc(report.Targets, func(t *config.Target) bool { return t.Probe == config.ProbeICMP })
 		return runOnce(ctx, opts, cfg, report.Targets, stdout, stderr, logger)
 	}
-	return runDaemon(ctx, opts, cfg, report.Targets, disc, logger)
+	return runDaemon(ctx, opts, cfg, report.Targets, disc, discVersion, logger)
 }
 
 // parseFlags builds a local kingpin application. done reports that the

@@ -210,7 +210,7 @@ type Store struct {
 	mu sync.RWMutex
 	// targets is sorted by key; index maps a key to its position.
 	targets []TargetState
-	index   map[config.Key]int32
+	index   config.KeyIndex[int32]
 	// sets is sorted by set and probe; setIndex maps a pair to its position.
 	sets     []SetProbeState
 	setIndex map[setProbeKey]int32
@@ -226,7 +226,6 @@ type Store struct {
 // ignored.
 func NewStore() *Store {
 	return &Store{
-		index:    map[config.Key]int32{},
 		setIndex: map[setProbeKey]int32{},
 	}
 }
@@ -307,18 +306,19 @@ func (s *Store) Reconcile(targets []*config.Target) {
 	}
 
 	states := make([]TargetState, len(sorted))
-	index := make(map[config.Key]int32, len(sorted))
+	index := config.MakeKeyIndex[int32](len(sorted))
+	newKey := func(i int32) config.Key { return states[i].Target.Key() }
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, t := range sorted {
-		k := t.Key()
-		index[k] = int32(i)
+		k, h := t.Key(), t.KeyHash()
 		st := &states[i]
-		if j, ok := s.index[k]; ok {
+		if j, ok := s.lookup(h, k); ok {
 			*st = s.targets[j]
 		}
 		st.Target = t
+		index.Put(h, k, int32(i), newKey)
 		st.SSH = pruneCommands(st.SSH, t.SSH)
 		st.setIdx = setIndex[setProbeKey{t.Set, t.Probe}]
 		st.port = t.PortLabel()
@@ -411,7 +411,7 @@ func logHostKeyChanges(logger *slog.Logger, changes []hostKeyChange) {
 // update records r and returns changes with the host key change r brought,
 // if any. Callers hold s.mu.
 func (s *Store) update(r *probe.Result, changes []hostKeyChange) []hostKeyChange {
-	i, ok := s.index[r.Key]
+	i, ok := s.lookup(r.Hash(), r.Key)
 	if !ok {
 		return changes
 	}
@@ -612,6 +612,12 @@ func (s *Store) Export() *Saved {
 	return out
 }
 
+// lookup returns the position in s.targets of the target with key k, whose
+// hash is h. Callers hold s.mu.
+func (s *Store) lookup(h uint64, k config.Key) (int32, bool) {
+	return s.index.Get(h, k, func(i int32) config.Key { return s.targets[i].Target.Key() })
+}
+
 // Import puts saved state back into the store, for targets that are
 // configured now: call it after Reconcile, before the first Update. It
 // matches by key only, as Reconcile does, so a target whose configuration
@@ -625,7 +631,7 @@ func (s *Store) Import(saved *Saved) (restored int) {
 	var onlyTCP map[[2]string]int32
 	for i := range saved.Targets {
 		sv := &saved.Targets[i]
-		j, ok := s.index[sv.Key]
+		j, ok := s.lookup(sv.Key.Hash(), sv.Key)
 		if !ok && sv.Key.Probe == config.ProbeTCP && sv.Key.Port == 0 {
 			// Saved before TCP keys had a port, when a host had one TCP
 			// target: it is the host's TCP target if there is one only.

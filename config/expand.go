@@ -3,7 +3,6 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -470,10 +469,14 @@ func (r *probeRef) fingerprint(a hostAddr, extra []byte) string {
 	b = append(b, extra...)
 	r.buf = b
 	sum := sha256.Sum256(b)
-	var out [2 * sha256.Size]byte
-	hex.Encode(out[:], sum[:])
-	return string(out[:])
+	// Half the digest, as raw bytes: still far beyond an accidental
+	// match, and a 16-byte allocation per target instead of 64 for the
+	// hex form (6 MB less at 100,000 targets). Nothing prints it.
+	return string(sum[:fingerprintSize])
 }
+
+// fingerprintSize is the length of Target.Fingerprint.
+const fingerprintSize = 16
 
 // DiscoveredHost is one host entry a discovery source found for a set, in
 // the syntax of hosts (a name, an address, host:port, a CIDR block or a

@@ -342,7 +342,7 @@ host_sets:
 		}
 		delete(hs.Labels, "probe_check")
 		if fps[tg.Fingerprint] {
-			t.Errorf("%v: fingerprint %s is not unique", tg.Key(), tg.Fingerprint)
+			t.Errorf("%v: fingerprint %x is not unique", tg.Key(), tg.Fingerprint)
 		}
 		fps[tg.Fingerprint] = true
 	}

@@ -46,7 +46,9 @@ type Target struct {
 	SSH  *SSHProbe
 	// Fingerprint changes whenever anything that affects how this target is
 	// probed or labelled changes; reload compares it to decide whether a
-	// running target must be restarted.
+	// running target must be restarted. It is opaque: 16 raw bytes of a
+	// digest from the expansion, any string in a target built by hand;
+	// compare it, never show it.
 	Fingerprint string
 	// Hash is Key().Hash(), set by the expansion so that hot paths
 	// (the pool's skip rule) need not hash the key's strings; 0 in a

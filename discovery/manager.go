@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -105,6 +106,9 @@ type Manager struct {
 
 	// applyMu serialises ApplyConfig and the end of Run.
 	applyMu sync.Mutex
+
+	// version is bumped before every value sent on changes (see Version).
+	version atomic.Uint64
 
 	// mu guards cfg, sources, runCtx and the state fields of every source.
 	mu      sync.Mutex
@@ -500,6 +504,7 @@ func (m *Manager) othersLocked(s *source) int {
 }
 
 func (m *Manager) signal() {
+	m.version.Add(1)
 	select {
 	case m.changes <- struct{}{}:
 	default:
@@ -595,6 +600,13 @@ func (m *Manager) Hosts() map[string][]config.DiscoveredHost {
 	}
 	return out
 }
+
+// Version counts what may have changed Hosts' answer: it grows with every
+// ApplyConfig and every change of a set's discovered hosts, before Changes
+// hears of it. A caller that reads Version, then Hosts, and keeps the
+// version, needs to rebuild its targets on a later value from Changes only
+// when Version has moved on since.
+func (m *Manager) Version() uint64 { return m.version.Load() }
 
 // Status returns the state of every source, in config order.
 func (m *Manager) Status() []SourceStatus {

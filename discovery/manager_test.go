@@ -546,3 +546,48 @@ host_sets:
 		})
 	}
 }
+
+// TestVersionMovesBeforeChanges checks the contract the daemon relies on
+// to skip rebuilds: ApplyConfig moves Version, a change of the discovered
+// hosts moves it before Changes hears of it, and nothing else does.
+func TestVersionMovesBeforeChanges(t *testing.T) {
+	dir := t.TempDir()
+	sd := filepath.Join(dir, "web.json")
+	writeAtomic(t, sd, `[{"targets": ["web1:22"]}]`)
+	cfg := parseConfig(t, dir, `
+host_sets:
+  - name: web
+    file_sd: [web.json]
+    file_sd_refresh_interval: 1h
+    probes: {icmp: }
+`)
+	m := discovery.NewManager(discovery.Options{Debounce: 20 * time.Millisecond})
+	defer m.Close()
+	v0 := m.Version()
+	if err := m.ApplyConfig(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	v1 := m.Version()
+	if v1 == v0 {
+		t.Fatalf("Version did not move with ApplyConfig (%d)", v1)
+	}
+	<-m.Changes() // ApplyConfig's own signal
+	stop := testutil.Start(t, m.Run)
+	defer stop()
+	writeAtomic(t, sd, `[{"targets": ["web1:22", "web2:22"]}]`)
+	select {
+	case <-m.Changes():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change signal after the file changed")
+	}
+	v2 := m.Version()
+	if v2 == v1 {
+		t.Fatalf("Version did not move before the change signal (%d)", v2)
+	}
+	if got := entries(m, "web"); len(got) != 2 {
+		t.Fatalf("entries = %q, want 2", got)
+	}
+	if v := m.Version(); v != v2 {
+		t.Errorf("Version moved from %d to %d without a change", v2, v)
+	}
+}

@@ -47,6 +47,11 @@ func Reasons() []Reason { return append([]Reason(nil), reasons[:]...) }
 // Result is the outcome of one probe of one target.
 type Result struct {
 	Key config.Key
+	// KeyHash is Key.Hash(), set by the pool from the target's own
+	// (config.Target.KeyHash) so that the store and the scheduler find the
+	// target without hashing its key; 0 in a result built by hand. Use
+	// Hash.
+	KeyHash uint64
 	// Due is when the scheduler wanted the probe to start, Start when it did.
 	Due, Start time.Time
 	// Duration is the probe's wall time.
@@ -62,6 +67,14 @@ type Result struct {
 
 	ICMP *ICMPResult
 	SSH  *SSHResult
+}
+
+// Hash returns the hash of the result's Key (see KeyHash).
+func (r *Result) Hash() uint64 {
+	if r.KeyHash != 0 {
+		return r.KeyHash
+	}
+	return r.Key.Hash()
 }
 
 // End is when the probe finished.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,20 +92,13 @@ type poolType struct {
 // activeSet is a set of target keys indexed by their precomputed hash
 // (config.Target.KeyHash): at 100,000 ICMP targets a second, hashing and
 // comparing three strings per Submit and per completion was a fifth of
-// the exporter's CPU. Keys whose hashes collide with a different active
-// key go to a map by key, so membership stays exact.
+// the exporter's CPU. It keeps the active target itself, whose key settles
+// a hash match.
 type activeSet struct {
-	byHash map[uint64]config.Key
-	// collided holds the active keys whose hash another active key holds
-	// in byHash.
-	collided map[config.Key]struct{}
-	// hash is config.Key.Hash; tests force collisions with another.
-	hash func(config.Key) uint64
+	idx config.KeyIndex[*config.Target]
 }
 
-func newActiveSet() activeSet {
-	return activeSet{byHash: map[uint64]config.Key{}, hash: config.Key.Hash}
-}
+func newActiveSet() activeSet { return activeSet{} }
 
 // add inserts t's key and reports whether it was absent.
 func (a *activeSet) add(t *config.Target) bool { return a.addKey(t.KeyHash(), t) }
@@ -112,52 +106,23 @@ func (a *activeSet) add(t *config.Target) bool { return a.addKey(t.KeyHash(), t)
 // remove deletes t's key.
 func (a *activeSet) remove(t *config.Target) { a.removeKey(t.KeyHash(), t) }
 
-// addKey is add with the hash given; the key is built only when the hash
-// is held already.
+// addKey is add with the hash given.
 func (a *activeSet) addKey(h uint64, t *config.Target) bool {
-	held, ok := a.byHash[h]
-	if !ok {
-		a.byHash[h] = t.Key()
-		return true
-	}
 	k := t.Key()
-	if held == k {
+	if _, ok := a.idx.Get(h, k, (*config.Target).Key); ok {
 		return false
 	}
-	if _, ok := a.collided[k]; ok {
-		return false
-	}
-	if a.collided == nil {
-		a.collided = map[config.Key]struct{}{}
-	}
-	a.collided[k] = struct{}{}
+	a.idx.Put(h, k, t, (*config.Target).Key)
 	return true
 }
 
 // removeKey is remove with the hash given.
 func (a *activeSet) removeKey(h uint64, t *config.Target) {
-	held, ok := a.byHash[h]
-	if !ok {
-		return
-	}
-	k := t.Key()
-	if held != k {
-		delete(a.collided, k)
-		return
-	}
-	delete(a.byHash, h)
-	// A collided key with this hash takes the freed place.
-	for c := range a.collided {
-		if a.hash(c) == h {
-			a.byHash[h] = c
-			delete(a.collided, c)
-			break
-		}
-	}
+	a.idx.Delete(h, t.Key(), (*config.Target).Key)
 }
 
 // len returns the number of active keys.
-func (a *activeSet) len() int { return len(a.byHash) + len(a.collided) }
+func (a *activeSet) len() int { return a.idx.Len() }
 
 // poolJob is one queued probe.
 type poolJob struct {
@@ -373,10 +338,15 @@ func (p *Pool) dispatch(ctx context.Context, pt *poolType, probes *sync.WaitGrou
 // SetBatchSink makes the pool hand the results of batch probers (see
 // probe.BatchProber) to fn, a batch at a time, instead of one by one to the
 // sink given to NewPool; the results of other probers still go there. Call
-// it before Run. fn may keep the slice.
+// it before Run. fn must not keep the slice, which the pool reuses: at
+// 100,000 results a second a fresh slice per batch was most of the
+// exporter's garbage. It may keep copies of the results.
 func (p *Pool) SetBatchSink(fn func([]probe.Result)) {
 	p.batchSink = fn
 }
+
+// resultPool recycles the result slices ProbesDone hands to the batch sink.
+var resultPool = sync.Pool{New: func() any { s := make([]probe.Result, 0, 64); return &s }}
 
 // poolBatchMax bounds the requests handed to a batch prober at once.
 const poolBatchMax = 4096
@@ -482,7 +452,8 @@ func (bs *poolBatchSink) ProbesDone(cs []probe.Completion) {
 	pt.inFlight.Add(int64(-n))
 	pt.inFlightGauge.Sub(float64(n))
 	if bs.runCtx.Err() == nil {
-		results := make([]probe.Result, n)
+		rp := resultPool.Get().(*[]probe.Result)
+		results := slices.Grow((*rp)[:0], n)[:n]
 		for i := range cs {
 			r := &results[i]
 			*r = cs[i].Result
@@ -490,7 +461,7 @@ func (bs *poolBatchSink) ProbesDone(cs []probe.Completion) {
 			if r.Duration == 0 {
 				r.Duration = time.Since(req.Start)
 			}
-			r.Key, r.Due, r.Start = req.Target.Key(), req.Due, req.Start
+			r.Key, r.KeyHash, r.Due, r.Start = req.Target.Key(), req.Target.KeyHash(), req.Due, req.Start
 		}
 		if p.batchSink != nil {
 			p.batchSink(results)
@@ -499,6 +470,9 @@ func (bs *poolBatchSink) ProbesDone(cs []probe.Completion) {
 				p.sink(results[i])
 			}
 		}
+		clear(results)
+		*rp = results[:0]
+		resultPool.Put(rp)
 	}
 	pt.mu.Lock()
 	for i := range cs {
@@ -581,7 +555,7 @@ func (p *Pool) probe(runCtx context.Context, pt *poolType, job poolJob, start ti
 	pt.inFlightGauge.Dec()
 
 	if runCtx.Err() == nil {
-		r.Key = job.t.Key()
+		r.Key, r.KeyHash = job.t.Key(), job.t.KeyHash()
 		r.Due = job.due
 		r.Start = start
 		p.sink(r)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -676,7 +677,7 @@ func TestPoolResultFields(t *testing.T) {
 				synctest.Wait()
 				stop()
 
-				want := []probe.Result{{Key: tg.Key(), Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
+				want := []probe.Result{{Key: tg.Key(), KeyHash: tg.KeyHash(), Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
 				if diff := cmp.Diff(want, sink.get(), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 					t.Errorf("results (-want +got):\n%s", diff)
 				}
@@ -968,7 +969,7 @@ func TestPoolBatch(t *testing.T) {
 		}
 		p.SetBatchSink(func(rs []probe.Result) {
 			mu.Lock()
-			calls = append(calls, rs)
+			calls = append(calls, slices.Clone(rs)) // the pool reuses rs
 			mu.Unlock()
 		})
 		targets := poolTargets(100, config.ProbeICMP, 5*time.Second)
@@ -1038,7 +1039,6 @@ func TestPoolBatch(t *testing.T) {
 func TestActiveSetCollisions(t *testing.T) {
 	a := newActiveSet()
 	const h = 42
-	a.hash = func(config.Key) uint64 { return h }
 	a1, b, c := testutil.ICMPTarget("s", "a"), testutil.ICMPTarget("s", "b"), testutil.ICMPTarget("s", "c")
 	for _, tg := range []*config.Target{a1, b, c} {
 		if !a.addKey(h, tg) {

@@ -38,7 +38,7 @@ type Scheduler struct {
 	// mu guards heap, byKey, gen and batch.
 	mu    sync.Mutex
 	heap  schedHeap
-	byKey map[config.Key]*schedEntry
+	byKey config.KeyIndex[*schedEntry]
 	// gen is bumped by every Update; entries not stamped with the current
 	// generation were not in the latest target list and are removed.
 	gen uint64
@@ -63,6 +63,9 @@ type schedEntry struct {
 	gen      uint64
 }
 
+// schedEntryKey is the key an entry is scheduled under.
+func schedEntryKey(e *schedEntry) config.Key { return e.t.Key() }
+
 // schedFire is one target to submit, copied out of the heap under the lock.
 type schedFire struct {
 	t   *config.Target
@@ -81,7 +84,6 @@ func NewScheduler(submit func(t *config.Target, due time.Time) bool, logger *slo
 		submit: submit,
 		logger: logger,
 		wake:   make(chan struct{}, 1),
-		byKey:  make(map[config.Key]*schedEntry),
 	}
 }
 
@@ -106,8 +108,8 @@ func (s *Scheduler) Reconcile(targets []*config.Target) {
 				"set", t.Set, "host", t.Host, "probe", t.Probe, "interval", t.Interval)
 			continue
 		}
-		k := t.Key()
-		e, ok := s.byKey[k]
+		k, h := t.Key(), t.KeyHash()
+		e, ok := s.byKey.Get(h, k, schedEntryKey)
 		switch {
 		case ok && e.gen == gen:
 			s.logger.Warn("Ignoring duplicate target", "set", t.Set, "host", t.Host, "probe", t.Probe)
@@ -130,19 +132,20 @@ func (s *Scheduler) Reconcile(targets []*config.Target) {
 			e = &schedEntry{t: t, interval: int64(t.Interval), retry: schedRetry(t)}
 			e.offset = schedOffset(k, e.interval)
 			e.due = schedNextSlot(now, e.offset, e.interval)
-			s.byKey[k] = e
+			s.byKey.Put(h, k, e, schedEntryKey)
 			s.heap.push(e)
 		}
 		e.gen = gen
 		kept++
 	}
-	if kept < len(s.byKey) {
-		for k, e := range s.byKey {
+	if kept < s.byKey.Len() {
+		s.byKey.Range(func(e *schedEntry) bool {
 			if e.gen != gen {
 				s.heap.remove(e.idx)
-				delete(s.byKey, k)
+				s.byKey.Delete(e.t.KeyHash(), e.t.Key(), schedEntryKey)
 			}
-		}
+			return true
+		})
 	}
 	s.mu.Unlock()
 
@@ -173,7 +176,7 @@ func schedRetry(t *config.Target) int64 {
 func (s *Scheduler) Observe(r probe.Result) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
-	e := s.byKey[r.Key]
+	e, _ := s.byKey.Get(r.Hash(), r.Key, schedEntryKey)
 	if e == nil {
 		s.mu.Unlock()
 		return
@@ -206,7 +209,7 @@ func (s *Scheduler) ObserveBatch(rs []probe.Result) {
 	s.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
-		e := s.byKey[r.Key]
+		e, _ := s.byKey.Get(r.Hash(), r.Key, schedEntryKey)
 		if e == nil {
 			continue
 		}

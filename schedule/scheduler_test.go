@@ -340,9 +340,10 @@ func TestSchedulerReconcile(t *testing.T) {
 				schedSleepUntil(update)
 				kept := make(map[config.Key]schedEntry)
 				s.mu.Lock()
-				for key, e := range s.byKey {
-					kept[key] = *e
-				}
+				s.byKey.Range(func(e *schedEntry) bool {
+					kept[e.t.Key()] = *e
+					return true
+				})
 				s.mu.Unlock()
 				s.Reconcile(build(tt.after, tt.changeFingerprint))
 				if got, want := s.Len(), len(tt.after); got != want {
@@ -350,7 +351,7 @@ func TestSchedulerReconcile(t *testing.T) {
 				}
 				s.mu.Lock()
 				for host, iv := range tt.after {
-					e := s.byKey[k(host)]
+					e := s.entry(k(host))
 					if old, ok := kept[k(host)]; ok && tt.before[host] == iv && !slices.Contains(tt.changeFingerprint, host) && e.due != old.due {
 						t.Errorf("%s: due moved from %v to %v although the target is unchanged", host, time.Unix(0, old.due), time.Unix(0, e.due))
 					}
@@ -403,7 +404,7 @@ func TestSchedulerReconcileKeepsDueOfUnchanged(t *testing.T) {
 				old := schedTarget("s", "a", config.ProbeTCP, 10*time.Second)
 				s.Reconcile([]*config.Target{old})
 				s.mu.Lock()
-				before := s.byKey[old.Key()].due
+				before := s.entry(old.Key()).due
 				s.mu.Unlock()
 
 				// Run is not active, so the entry is left behind and its
@@ -414,7 +415,7 @@ func TestSchedulerReconcileKeepsDueOfUnchanged(t *testing.T) {
 				s.Reconcile([]*config.Target{&cur})
 
 				s.mu.Lock()
-				e := s.byKey[old.Key()]
+				e := s.entry(old.Key())
 				after, tgt := e.due, e.t
 				s.mu.Unlock()
 				if kept := after == before; kept != tt.wantKept {
@@ -732,12 +733,12 @@ func TestSchedulerObserveIgnoresUnknown(t *testing.T) {
 		tg.RetryInterval = time.Second
 		s.Reconcile([]*config.Target{tg})
 		s.mu.Lock()
-		before := s.byKey[tg.Key()].due
+		before := s.entry(tg.Key()).due
 		s.mu.Unlock()
 		s.Observe(probe.Result{Key: config.Key{Set: "s", Host: "b", Probe: config.ProbeICMP}})
 		s.Observe(probe.Result{Key: tg.Key(), Success: true})
 		s.mu.Lock()
-		after := s.byKey[tg.Key()].due
+		after := s.entry(tg.Key()).due
 		s.mu.Unlock()
 		if after != before {
 			t.Errorf("due moved from %v to %v", time.Unix(0, before), time.Unix(0, after))
@@ -884,4 +885,10 @@ func TestSchedHeapInvariants(t *testing.T) {
 		prev = h[0].due
 		h.remove(0)
 	}
+}
+
+// entry returns the scheduled entry of k, nil when none; callers hold s.mu.
+func (s *Scheduler) entry(k config.Key) *schedEntry {
+	e, _ := s.byKey.Get(k.Hash(), k, schedEntryKey)
+	return e
 }

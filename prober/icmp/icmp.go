@@ -249,7 +249,13 @@ func (p *Prober) judge(res *probe.Result, t *config.Target, st stats, runErr, ct
 // each in its own goroutine. sink gets every completion, in batches.
 func (p *Prober) ProbeBatch(ctx context.Context, reqs []probe.Request, sink probe.BatchSink) {
 	ad := p.adapter(sink)
-	specs := make([]startSpec, 0, len(reqs))
+	sp := specPool.Get().(*[]startSpec)
+	specs := slices.Grow((*sp)[:0], len(reqs))
+	defer func() {
+		clear(specs)
+		*sp = specs[:0]
+		specPool.Put(sp)
+	}()
 	for i := range reqs {
 		r := &reqs[i]
 		addr, err := netip.ParseAddr(r.Target.Name)
@@ -261,6 +267,10 @@ func (p *Prober) ProbeBatch(ctx context.Context, reqs []probe.Request, sink prob
 	}
 	p.startSpecs(ctx, specs, ad)
 }
+
+// specPool recycles ProbeBatch's round specs: the engine copies what it
+// keeps of them.
+var specPool = sync.Pool{New: func() any { s := make([]startSpec, 0, 64); return &s }}
 
 // batchTimeout is the round timeout of a batch request: the target's, as
 // for Probe, within the request's own.

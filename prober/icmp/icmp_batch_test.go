@@ -325,3 +325,33 @@ func TestICMPWheel(t *testing.T) {
 		t.Fatalf("next-turn entry: fired %v, want it at its tick", fired)
 	}
 }
+
+// TestICMPWheelArrays checks that the wheel's memory follows the entries
+// pending, not the busiest turn of every slot: after two turns of 100
+// entries a tick, each due five ticks later, the arrays held by slots and
+// spares cover about the six slots in use.
+func TestICMPWheelArrays(t *testing.T) {
+	tick := int64(wheelTick)
+	var w wheel
+	const perTick, ahead = 100, 5
+	fired := 0
+	for k := int64(0); k < 2*wheelSlots; k++ {
+		for range perTick {
+			w.add(wheelEntry{at: (k + ahead) * tick})
+		}
+		w.advance(k*tick, func(wheelEntry) { fired++ })
+	}
+	if want := (2*wheelSlots - ahead) * perTick; fired != want {
+		t.Fatalf("fired %d entries, want %d", fired, want)
+	}
+	held := 0
+	for i := range w.slots {
+		held += cap(w.slots[i])
+	}
+	for _, s := range w.spare {
+		held += cap(s)
+	}
+	if limit := 4 * (ahead + 1) * perTick; held > limit {
+		t.Fatalf("wheel holds arrays for %d entries with %d pending, want at most %d", held, (ahead+1)*perTick, limit)
+	}
+}

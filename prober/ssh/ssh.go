@@ -246,9 +246,13 @@ func (p *Prober) Close() {
 // drops the pooled connections (and insecure-mode warning state) of every
 // target no longer in targets.
 func (p *Prober) Reconcile(targets []*config.Target) {
-	configured := make(map[config.Key]struct{}, len(targets))
+	configured := make(map[config.Key]struct{})
 	for _, t := range targets {
-		configured[t.Key()] = struct{}{}
+		// Only SSH targets have connections; a large ICMP fleet would
+		// make this map for nothing.
+		if t.Probe == config.ProbeSSH {
+			configured[t.Key()] = struct{}{}
+		}
 	}
 	p.forget(func(k config.Key) bool { _, ok := configured[k]; return ok })
 	p.mu.Lock()
