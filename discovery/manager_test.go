@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -589,5 +590,95 @@ host_sets:
 	}
 	if v := m.Version(); v != v2 {
 		t.Errorf("Version moved from %d to %d without a change", v2, v)
+	}
+}
+
+// TestHTTPSDRefusesUnsafeFiles points each kind of file an http_sd source
+// may name (a credentials file, basic auth's password file, the TLS CA and
+// an http_headers file) at a FIFO without writer and at /dev/zero. Such a
+// read used to block ApplyConfig, and with it the reloader and
+// --config.check, for good, or to exhaust memory: now the source fails at
+// once with an error naming the file and what it is, and a good source
+// next to it is read as usual.
+func TestHTTPSDRefusesUnsafeFiles(t *testing.T) {
+	hs := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[{"targets": ["10.3.0.1"]}]`)
+	}))
+	defer hs.Close()
+	dir := t.TempDir()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw})
+	for name, content := range map[string][]byte{"ca.pem": ca, "secret": []byte("s3cret\n")} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A read stuck on the FIFO despite the fix is released at cleanup.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = w.Close()
+		}
+	})
+	settings := []struct{ name, yaml string }{
+		{"authorization credentials_file", "authorization: {credentials_file: %s}"},
+		{"basic_auth password_file", "basic_auth: {username: sd, password_file: %s}"},
+		{"tls_config ca_file", "tls_config: {ca_file: %s}"},
+		{"http_headers files", "http_headers: {X-Token: {files: [%s]}}"},
+	}
+	for _, s := range settings {
+		for _, u := range []struct{ name, path, want string }{
+			{"fifo", fifo, "named pipe (FIFO)"},
+			{"dev zero", "/dev/zero", "character device"},
+		} {
+			t.Run(s.name+"/"+u.name, func(t *testing.T) {
+				bad := fmt.Sprintf(s.yaml, u.path)
+				if s.name != "tls_config ca_file" {
+					bad += ", tls_config: {ca_file: ca.pem}"
+				}
+				cfg := parseConfig(t, dir, fmt.Sprintf(`
+host_sets:
+  - name: bad
+    http_sd: [{url: %s/bad, timeout: 5s, %s}]
+    probes: {icmp: }
+  - name: good
+    http_sd: [{url: %s/good, timeout: 5s, authorization: {credentials_file: secret}, tls_config: {ca_file: ca.pem}}]
+    probes: {icmp: }
+`, hs.URL, bad, hs.URL))
+				m := discovery.NewManager(discovery.Options{})
+				defer m.Close()
+				done := make(chan error, 1)
+				go func() { done <- m.ApplyConfig(t.Context(), cfg) }()
+				var err error
+				select {
+				case err = <-done:
+				case <-time.After(3 * time.Second):
+					t.Fatal("ApplyConfig still blocked after 3s")
+				}
+				if err == nil {
+					// The client was built; its first read must have failed.
+					for _, st := range m.Status() {
+						if st.Set == "bad" {
+							err = st.Err
+						}
+					}
+					if got := len(m.Hosts()["good"]); got != 1 {
+						t.Errorf("the good source next to it has %d hosts, want 1", got)
+					}
+				}
+				if err == nil {
+					t.Fatal("the source read its file")
+				}
+				t.Logf("refused: %v", err)
+				for _, w := range []string{u.path, u.want} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+			})
+		}
 	}
 }
