@@ -9,7 +9,6 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 )
 
 // Join retry timing: a member alone retries its peers quickly at first
@@ -52,9 +53,11 @@ type gossip struct {
 
 // LoadSecret reads a gossip encryption key: a file holding the key in
 // base64 (as `openssl rand -base64 32` prints it) or the raw 16, 24 or 32
-// bytes. Surrounding whitespace is ignored.
+// bytes. Surrounding whitespace is ignored. The file is read like the
+// secrets the config names: a FIFO, a device or a file over 1 MiB is an
+// error at once, not a read that blocks the start or exhausts memory.
 func LoadSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := fileload.Read(path, fileload.MaxSecretSize)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,5 +230,42 @@ func TestLoadSecret(t *testing.T) {
 	}
 	if _, err := LoadSecret(filepath.Join(dir, "missing")); err == nil {
 		t.Error("LoadSecret of a missing file succeeded")
+	}
+}
+
+// TestLoadSecretRefusesUnsafeFiles points the secret file at a FIFO
+// without writer and at /dev/zero: a plain read blocks on the first and
+// exhausts memory on the second. Both must be refused at once, naming the
+// file and what it is.
+func TestLoadSecretRefusesUnsafeFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A read stuck on the FIFO despite the fix is released at cleanup.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = w.Close()
+		}
+	})
+	for _, tc := range []struct{ name, path, want string }{
+		{"fifo", fifo, "named pipe (FIFO)"},
+		{"dev zero", "/dev/zero", "character device"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := LoadSecret(tc.path)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("LoadSecret: %v, want an error naming %s and %q", err, tc.path, tc.want)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("LoadSecret still reading after 2s")
+			}
+		})
 	}
 }
