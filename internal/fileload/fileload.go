@@ -86,6 +86,16 @@ func readOpened(path string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
+// Regular returns the error Read returns for the file at path, whose
+// FileInfo is fi, when it is not a regular file, and nil when it is. It is
+// for code that opens a config-named file for writing.
+func Regular(path string, fi fs.FileInfo) error {
+	if fi.Mode().IsRegular() {
+		return nil
+	}
+	return check(path, fi, 0)
+}
+
 // check refuses fi unless it describes a regular file of at most limit
 // bytes.
 func check(path string, fi fs.FileInfo, limit int64) error {

@@ -9,10 +9,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 )
 
 // TOFU verifies host keys trust-on-first-use: a host the file does not list
@@ -64,9 +67,9 @@ func statStamp(path string) (fileStamp, error) {
 // does not parse is an error: nothing is learnt over a file that cannot be
 // read.
 func OpenTOFU(path string) (*TOFU, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openAppend(path, os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("known_hosts_file %q: %v", path, pathError(err))
+		return nil, fmt.Errorf("known_hosts_file %q: %v", path, err)
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("known_hosts_file %q: %v", path, err)
@@ -175,12 +178,37 @@ func (t *TOFU) addr(hostname string) (hostAddr, error) {
 	return hostAddr{host, port}, nil
 }
 
+// openAppend opens the regular file at path for appending (flag adds
+// os.O_CREATE). The open never blocks: without O_NONBLOCK, opening a FIFO
+// for writing waits for a reader, which would hold every probe of the file
+// behind its lock; O_NOCTTY keeps a terminal from becoming the process's
+// controlling terminal. Anything but a regular file is refused.
+func openAppend(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOCTTY|flag, 0o600)
+	if err != nil {
+		// A FIFO without reader fails with ENXIO, which does not say why.
+		if fi, serr := os.Stat(path); serr == nil && !fi.Mode().IsRegular() {
+			return nil, pathError(fileload.Regular(path, fi))
+		}
+		return nil, pathError(err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = fileload.Regular(path, fi)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, pathError(err)
+	}
+	return f, nil
+}
+
 // append writes one line for hostname and syncs it to disk.
 func (t *TOFU) append(hostname string, key ssh.PublicKey) error {
 	line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
-	f, err := os.OpenFile(t.path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := openAppend(t.path, 0)
 	if err != nil {
-		return fmt.Errorf("known_hosts_file %q: learn %s: %v", t.path, hostname, pathError(err))
+		return fmt.Errorf("known_hosts_file %q: learn %s: %v", t.path, hostname, err)
 	}
 	_, err = f.WriteString(line)
 	if err == nil {
