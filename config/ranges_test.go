@@ -108,6 +108,65 @@ func TestNumericRanges(t *testing.T) {
 		{"command timeout zero", p(fmt.Sprintf(ssh, "commands: ["+commands(1, "0s")+"]")), "probes.ssh.commands[0].timeout: timeout must be positive"},
 		{"command timeout at the probe's", p(fmt.Sprintf(ssh, "timeout: 5s, commands: ["+commands(1, "5s")+"]")), ""},
 		{"command timeout above the probe's", p(fmt.Sprintf(ssh, "timeout: 5s, commands: ["+commands(1, "5001ms")+"]")), "timeout 5s1ms exceeds the ssh probe's timeout 5s"},
+		{"dns.min_ttl at 1ms", g("dns: {min_ttl: 1ms}"), ""},
+		{"dns.min_ttl at 1d", g("dns: {min_ttl: 1d, max_ttl: 1d}"), ""},
+		{"dns.min_ttl above 1d", g("dns: {min_ttl: 86400001ms, max_ttl: 1d}"), "global.dns.min_ttl: min_ttl must be at most 1d, got 1d1ms"},
+		{"dns.max_ttl at 1d", g("dns: {max_ttl: 1d}"), ""},
+		{"dns.max_ttl above 1d", g("dns: {max_ttl: 86400001ms}"), "global.dns.max_ttl: max_ttl must be at most 1d, got 1d1ms"},
+		{"dns.max_ttl zero", g("dns: {max_ttl: 0s}"), "global.dns.max_ttl: max_ttl must be positive"},
+		{"dns.negative_ttl at 1ms", g("dns: {negative_ttl: 1ms}"), ""},
+		{"dns.negative_ttl at 1d", g("dns: {negative_ttl: 1d}"), ""},
+		{"dns.negative_ttl above 1d", g("dns: {negative_ttl: 86400001ms}"), "global.dns.negative_ttl: negative_ttl must be at most 1d, got 1d1ms"},
+		{"dns.max_stale at 1ms", g("dns: {max_stale: 1ms}"), ""},
+		{"dns.max_stale at 1d", g("dns: {max_stale: 1d}"), ""},
+		{"dns.max_stale above 1d", g("dns: {max_stale: 86400001ms}"), "global.dns.max_stale: max_stale must be at most 1d, got 1d1ms"},
+		{"limits.bastion.concurrency at 0", g("limits: {bastion: {concurrency: 0}}"), "global.limits.bastion.concurrency: concurrency must be at least 1, got 0"},
+		{"limits.bastion.concurrency at the max", g(fmt.Sprintf("limits: {bastion: {concurrency: %d}}", MaxConcurrency)), ""},
+		{"limits.bastion.concurrency above the max", g(fmt.Sprintf("limits: {bastion: {concurrency: %d}}", MaxConcurrency+1)), "global.limits.bastion.concurrency: concurrency must be at most 1048576"},
+		{"limits.bastion.rate above the max", g("limits: {bastion: {rate: 1000000.5}}"), "global.limits.bastion.rate: rate must be at most 1e+06"},
+		{"limits.bastion.burst above the max", g(fmt.Sprintf("limits: {bastion: {burst: %d}}", MaxBurst+1)), "global.limits.bastion.burst: burst must be at most 1048576"},
+		{"set retry_interval at 1s", s("retry_interval: 1s"), ""},
+		{"set retry_interval below 1s", s("retry_interval: 999ms"), `host_sets[0] ("s").retry_interval: retry_interval must be at least 1s, got 999ms`},
+		{"set retry_interval at the interval", s("interval: 1d, timeout: 1d, retry_interval: 1d"), ""},
+		{"set retry_interval above the interval", s("interval: 1h, retry_interval: 3600001ms"), "retry_interval 1h1ms exceeds the interval 1h"},
+		{"file_sd_refresh_interval at 1s", s("file_sd: [sd.json], file_sd_refresh_interval: 1s"), ""},
+		{"file_sd_refresh_interval below 1s", s("file_sd: [sd.json], file_sd_refresh_interval: 999ms"), "file_sd_refresh_interval must be at least 1s, got 999ms"},
+		{"file_sd_refresh_interval at 1d", s("file_sd: [sd.json], file_sd_refresh_interval: 1d"), ""},
+		{"file_sd_refresh_interval above 1d", s("file_sd: [sd.json], file_sd_refresh_interval: 86400001ms"), "file_sd_refresh_interval must be at most 1d, got 1d1ms"},
+		{"http_sd.refresh_interval at 1s", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 1s, timeout: 1s}]"), ""},
+		{"http_sd.refresh_interval below 1s", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 999ms, timeout: 1ms}]"), "http_sd[0].refresh_interval: refresh_interval must be at least 1s, got 999ms"},
+		{"http_sd.refresh_interval at 1d", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 1d}]"), ""},
+		{"http_sd.refresh_interval above 1d", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 86400001ms}]"), "refresh_interval must be at most 1d, got 1d1ms"},
+		{"http_sd.timeout at 1ms", s("http_sd: [{url: 'http://127.0.0.1/sd', timeout: 1ms}]"), ""},
+		{"http_sd.timeout zero", s("http_sd: [{url: 'http://127.0.0.1/sd', timeout: 0s}]"), "http_sd[0].timeout: timeout must be positive"},
+		{"http_sd.timeout at its refresh_interval", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 5s, timeout: 5s}]"), ""},
+		{"http_sd.timeout above its refresh_interval", s("http_sd: [{url: 'http://127.0.0.1/sd', refresh_interval: 5s, timeout: 5001ms}]"), "timeout 5s1ms exceeds the refresh_interval 5s"},
+		{"tcp.ports at the max", p("tcp: {ports: [" + ports(MaxTCPPorts) + "]}"), ""},
+		{"tcp.ports above the max", p("tcp: {ports: [" + ports(MaxTCPPorts+1) + "]}"), "probes.tcp.ports: 65 ports, more than the 64 a tcp probe may list"},
+		{"tcp.ports entry at 65535", p("tcp: {ports: [65535]}"), ""},
+		{"tcp.ports entry above the max", p("tcp: {ports: [65536]}"), "probes.tcp.ports[0]: port must be between 1 and 65535, got 65536"},
+		{"tcp.ports entry at 0", p("tcp: {ports: [0]}"), "probes.tcp.ports[0]: port must be between 1 and 65535, got 0"},
+		{"ignore_lines at the max", p(fmt.Sprintf(ssh, "commands: [{name: c, run: x, ignore_lines: ["+patterns(MaxShellLines)+"]}]")), ""},
+		{"ignore_lines above the max", p(fmt.Sprintf(ssh, "commands: [{name: c, run: x, ignore_lines: ["+patterns(MaxShellLines+1)+"]}]")), "65 ignore_lines patterns, more than 64"},
+		{"keyboard_interactive at the max", p(fmt.Sprintf(ssh, "keyboard_interactive: ["+answers(MaxKeyboardInteractiveAnswers)+"]")), ""},
+		{"keyboard_interactive above the max", p(fmt.Sprintf(ssh, "keyboard_interactive: ["+answers(MaxKeyboardInteractiveAnswers+1)+"]")), "17 keyboard_interactive answers, more than 16"},
+		{"shell.width at 0", p(fmt.Sprintf(ssh, "mode: shell, shell: {width: 0}")), ""},
+		{"shell.width below 0", p(fmt.Sprintf(ssh, "mode: shell, shell: {width: -1}")), "probes.ssh.shell.width: width must be at least 0, got -1"},
+		{"shell.width at the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {width: 65535}")), ""},
+		{"shell.width above the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {width: 65536}")), "probes.ssh.shell.width: width must be at most 65535, got 65536"},
+		{"shell.height below 0", p(fmt.Sprintf(ssh, "mode: shell, shell: {height: -1}")), "probes.ssh.shell.height: height must be at least 0, got -1"},
+		{"shell.height at the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {height: 65535}")), ""},
+		{"shell.height above the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {height: 65536}")), "probes.ssh.shell.height: height must be at most 65535, got 65536"},
+		{"shell.setup at the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {setup: ["+lines(MaxShellLines)+"]}")), ""},
+		{"shell.setup above the max", p(fmt.Sprintf(ssh, "mode: shell, shell: {setup: ["+lines(MaxShellLines+1)+"]}")), "probes.ssh.shell.setup: 65 setup lines, more than 64"},
+		{"proxy_jump connections at 1", p(fmt.Sprintf(ssh, "proxy_jump: [{host: b, connections: 1}]")), ""},
+		{"proxy_jump connections at the max", p(fmt.Sprintf(ssh, fmt.Sprintf("proxy_jump: [{host: b, connections: %d}]", MaxBastionConnections))), ""},
+		{"proxy_jump connections above the max", p(fmt.Sprintf(ssh, fmt.Sprintf("proxy_jump: [{host: b, connections: %d}]", MaxBastionConnections+1))), "probes.ssh.proxy_jump[0].connections: connections must be at most 64, got 65"},
+		{"proxy_jump connections below 0", p(fmt.Sprintf(ssh, "proxy_jump: [{host: b, connections: -1}]")), "probes.ssh.proxy_jump[0].connections: connections must be at least 1, got -1"},
+		{"proxy_jump hops at the max", p(fmt.Sprintf(ssh, "proxy_jump: ["+hops(MaxProxyJumpHops)+"]")), ""},
+		{"proxy_jump hops above the max", p(fmt.Sprintf(ssh, "proxy_jump: ["+hops(MaxProxyJumpHops+1)+"]")), "probes.ssh.proxy_jump: 9 proxy_jump entries, more than 8"},
+		{"proxy_jump host port at the max", p(fmt.Sprintf(ssh, "proxy_jump: [{host: 'b:65535'}]")), ""},
+		{"proxy_jump host port above the max", p(fmt.Sprintf(ssh, "proxy_jump: [{host: 'b:65536'}]")), `proxy_jump[0].host: host "b:65536": port must be between 1 and 65535`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,6 +202,51 @@ func commands(n int, timeout string) string {
 			b.WriteString(", timeout: " + timeout)
 		}
 		b.WriteString("}, ")
+	}
+	return b.String()
+}
+
+// ports returns n distinct TCP ports in flow style.
+func ports(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "%d, ", 1000+i)
+	}
+	return b.String()
+}
+
+// patterns returns n regular expressions in flow style.
+func patterns(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "'^p%d$', ", i)
+	}
+	return b.String()
+}
+
+// answers returns n keyboard_interactive answers in flow style.
+func answers(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{prompt: 'q%d', answer_file: a%d}, ", i, i)
+	}
+	return b.String()
+}
+
+// lines returns n shell setup lines in flow style.
+func lines(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "'line %d', ", i)
+	}
+	return b.String()
+}
+
+// hops returns n proxy_jump entries in flow style.
+func hops(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{host: b%d}, ", i)
 	}
 	return b.String()
 }

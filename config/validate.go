@@ -108,10 +108,22 @@ func (v *validator) limit(lp []any, l Limit) {
 	}
 }
 
-// dns checks global.dns. Zero durations never get here: the schema check
-// refuses them.
+// dns checks global.dns: each duration between MinTimeout and MaxInterval
+// (the schema check refuses an explicit zero first), and the TTL clamp in
+// order.
 func (v *validator) dns(p []any, d *DNS) {
-	if d.MinTTL > d.MaxTTL {
+	ok := true
+	for _, f := range []struct {
+		key string
+		val Duration
+	}{
+		{"min_ttl", d.MinTTL}, {"max_ttl", d.MaxTTL}, {"negative_ttl", d.NegativeTTL}, {"max_stale", d.MaxStale},
+	} {
+		if !v.durationRange(at(p, f.key), f.key, f.val, MinTimeout, MaxInterval) {
+			ok = false
+		}
+	}
+	if ok && d.MinTTL > d.MaxTTL {
 		v.add(at(p, "min_ttl"), "min_ttl %s exceeds max_ttl %s", d.MinTTL, d.MaxTTL)
 	}
 }
