@@ -5,14 +5,19 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,5 +292,194 @@ func TestSecretsNeverLeak(t *testing.T) {
 				tc.check(t, stdout.String(), stderr.String())
 			}
 		})
+	}
+}
+
+// TestSecretsNeverLeakNewerFields plants a unique secret in each
+// secret-bearing setting the first test does not cover: a proxy_jump hop's
+// encrypted key, its passphrase file and keyboard_interactive answer file,
+// an ssh block's keyboard_interactive answer file, an http_sd password
+// file, inline credentials and URL password, and the --cluster.secret-file
+// key. The peers reject every login and the second http_sd request, and
+// record what they were offered, so each secret is really in play; none
+// may appear in the daemon's logs (debug included), metrics, pages,
+// /config, a failed reload's answer or --config.check output.
+func TestSecretsNeverLeakNewerFields(t *testing.T) {
+	dir := t.TempDir()
+	hopPassphrase, hopAnswer, kiAnswer := secretValue(t, "hoppassphrase"), secretValue(t, "hopanswer"), secretValue(t, "kianswer")
+	sdPassword, sdToken, urlPassword := secretValue(t, "sdpassword"), secretValue(t, "sdtoken"), secretValue(t, "urlpassword")
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	clusterKey := base64.StdEncoding.EncodeToString(raw)
+
+	signer := func() ssh.Signer {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.NewSignerFromSigner(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	bastionKey, kiKey := signer(), signer()
+	bastion := testutil.StartSSHServer(t, sshserver.TestOptions{HostSigners: []ssh.Signer{bastionKey}, KeyboardInteractive: true})
+	kiServer := testutil.StartSSHServer(t, sshserver.TestOptions{HostSigners: []ssh.Signer{kiKey}, KeyboardInteractive: true})
+	writeFile(t, dir, "known_hosts",
+		knownhosts.Line([]string{knownhosts.Normalize(bastion.HostPort())}, bastionKey.PublicKey())+"\n"+
+			knownhosts.Line([]string{knownhosts.Normalize(kiServer.HostPort())}, kiKey.PublicKey())+"\n")
+	_, hopPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(hopPriv, "hop key", []byte(hopPassphrase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hopPEM := string(pem.EncodeToMemory(block))
+	hopKeyLine := strings.Split(hopPEM, "\n")[2]
+	writeFile(t, dir, "hop_key", hopPEM)
+	writeFile(t, dir, "hop_passphrase", hopPassphrase+"\n")
+	writeFile(t, dir, "hop_answer", hopAnswer+"\n")
+	writeFile(t, dir, "ki_answer", kiAnswer+"\n")
+	writeFile(t, dir, "sd_password", sdPassword+"\n")
+	clusterKeyFile := writeFile(t, dir, "cluster.key", clusterKey+"\n")
+
+	var sdPasswordUsed, sdTokenUsed, urlPasswordUsed atomic.Bool
+	refused := testutil.FreePort(t, "127.0.0.1")
+	sd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer "+sdToken {
+			sdTokenUsed.Store(true)
+		}
+		if _, p, ok := r.BasicAuth(); ok && p == urlPassword {
+			urlPasswordUsed.Store(true)
+		}
+		if u, p, ok := r.BasicAuth(); !ok || u != "sd" || p != sdPassword || r.URL.Path != "/ok" {
+			http.Error(w, "denied", http.StatusUnauthorized)
+			return
+		}
+		sdPasswordUsed.Store(true)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `[{"targets": ["127.0.0.1:%d"]}]`, refused)
+	}))
+	defer sd.Close()
+	sdHost := strings.TrimPrefix(sd.URL, "http://")
+
+	config := func(name, hopPassphraseFile string) string {
+		return writeFile(t, dir, name, fmt.Sprintf(`
+global: {interval: 30s, timeout: 30s}
+host_sets:
+  - name: jump
+    hosts: ["127.0.0.1:%d"]
+    probes:
+      ssh:
+        user: %[2]s
+        insecure_skip_host_key_verification: true
+        keyboard_interactive: [{prompt: "(?i)password", answer_file: ki_answer}]
+        proxy_jump:
+          - host: %[3]s
+            user: %[2]s
+            private_key_file: hop_key
+            passphrase_file: %[4]s
+            keyboard_interactive: [{prompt: "(?i)password", answer_file: hop_answer}]
+            known_hosts_file: known_hosts
+        commands: [{name: check, run: "echo hi"}]
+  - name: ki
+    hosts: ["%[5]s"]
+    probes:
+      ssh:
+        user: %[2]s
+        keyboard_interactive: [{prompt: "(?i)password", answer_file: ki_answer}]
+        known_hosts_file: known_hosts
+        commands: [{name: check, run: "echo hi"}]
+  - name: sd
+    http_sd:
+      - url: %[6]s/ok
+        basic_auth: {username: sd, password_file: sd_password}
+      - url: %[6]s/token
+        authorization: {credentials: %[9]s}
+      - url: http://monitor:%[7]s@%[8]s/userinfo
+    probes:
+      tcp: {}
+`, refused, secretSSHUser, bastion.HostPort(), hopPassphraseFile, kiServer.HostPort(), sd.URL, urlPassword, sdHost, sdToken))
+	}
+	cfgFile := config("fleet.yml", "hop_passphrase")
+	secrets := []string{hopPassphrase, hopKeyLine, hopAnswer, kiAnswer, sdPassword, sdToken, urlPassword, clusterKey}
+	offered := func(srv *sshserver.TestServer, want string) bool {
+		pws, _ := srv.Offered()
+		return slices.Contains(pws, want)
+	}
+
+	gossip := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	d := startDaemon(t, "--config.file="+cfgFile, "--log.level=debug", "--cluster.listen-address="+gossip,
+		"--cluster.name=secrets-0", "--cluster.secret-file="+clusterKeyFile)
+	base := "http://" + d.addr
+	inPlay := func() bool {
+		return offered(bastion, hopAnswer) && offered(kiServer, kiAnswer) && sdPasswordUsed.Load() && sdTokenUsed.Load() && urlPasswordUsed.Load()
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for !inPlay() {
+		if time.Now().After(deadline) {
+			t.Fatalf("secrets not all in play after 90s: hop answer %v, ssh answer %v, http_sd password %v, token %v, URL password %v\n%s",
+				offered(bastion, hopAnswer), offered(kiServer, kiAnswer), sdPasswordUsed.Load(), sdTokenUsed.Load(), urlPasswordUsed.Load(), d.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, keys := bastion.Offered(); keys == 0 {
+		t.Error("the bastion was offered no key: the hop's passphrase was not in play")
+	}
+	pages := map[string]string{}
+	for _, path := range []string{"/metrics", "/", "/sets/jump", "/sets/ki", "/sets/sd", "/config", "/cluster"} {
+		code, body := httpDo(t, "GET", base+path)
+		if code != http.StatusOK {
+			t.Errorf("GET %s: %d", path, code)
+		}
+		pages[path] = body
+	}
+	if !strings.Contains(pages["/metrics"], `fleet_discovery_targets{set="sd",source="http_sd:`+sd.URL+`/ok"} 1`) {
+		t.Errorf("the http_sd source with the password file was not read:\n%s", pages["/metrics"])
+	}
+	// A reload that fails on the hop's key says why, not what.
+	wrong := secretValue(t, "wrong")
+	secrets = append(secrets, wrong)
+	writeFile(t, dir, "wrong_passphrase", wrong+"\n")
+	if err := os.Rename(config("bad.yml", "wrong_passphrase"), cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	code, body := httpDo(t, "POST", base+"/-/reload")
+	if code != http.StatusInternalServerError || !strings.Contains(body, "passphrase") {
+		t.Errorf("reload with a wrong hop passphrase: %d %q, want 500 naming the passphrase", code, body)
+	}
+	pages["POST /-/reload"] = body
+	for _, path := range []string{"/", "/config"} {
+		_, body := httpDo(t, "GET", base+path)
+		pages[path+" after the failed reload"] = body
+	}
+	for where, body := range pages {
+		secretCheck(t, where, body, secrets...)
+	}
+	logs := d.stderr.String()
+	if !strings.Contains(logs, "level=DEBUG") {
+		t.Errorf("no debug lines in the log; was --log.level=debug applied?\n%s", logs)
+	}
+	secretCheck(t, "the daemon log", logs, secrets...)
+
+	for _, cfg := range []string{config("check.yml", "hop_passphrase"), config("check-bad.yml", "wrong_passphrase")} {
+		var stdout, stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		args := []string{
+			"--config.check", "--log.level=debug", "--config.file=" + cfg,
+			"--cluster.listen-address=" + gossip, "--cluster.name=secrets-0", "--cluster.secret-file=" + clusterKeyFile,
+		}
+		code := runContext(ctx, args, &stdout, &stderr)
+		cancel()
+		if code == 2 {
+			t.Errorf("--config.check with %s: exit 2: %s", cfg, stderr.String())
+		}
+		secretCheck(t, "--config.check stdout", stdout.String(), secrets...)
+		secretCheck(t, "--config.check stderr", stderr.String(), secrets...)
 	}
 }
