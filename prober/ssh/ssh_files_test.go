@@ -134,6 +134,53 @@ func TestSSHCheckFilesRefusesUnsafeFiles(t *testing.T) {
 	}
 }
 
+// TestSSHCheckFilesRefusesUnsafeHopAndAnswerFiles is the same for the files
+// of a proxy_jump hop (its key, password and known_hosts files) and for
+// keyboard_interactive answer files, of the ssh block and of a hop.
+func TestSSHCheckFilesRefusesUnsafeHopAndAnswerFiles(t *testing.T) {
+	f := newFixture(t, sshserver.TestOptions{})
+	hop := func(c *config.SSHProbe) *config.ProxyJump {
+		c.ProxyJump = []config.ProxyJump{{Host: "127.0.0.1:22", User: "u", PrivateKeyFile: f.keyFile, KnownHostsFile: f.knownHosts}}
+		return &c.ProxyJump[0]
+	}
+	answer := func(p string) []config.KeyboardInteractiveAnswer {
+		return []config.KeyboardInteractiveAnswer{{Prompt: "(?i)code", AnswerFile: p}}
+	}
+	const viaHop = "proxy_jump[0] (127.0.0.1:22)"
+	settings := []struct {
+		hop, what string
+		limit     int64
+		set       func(c *config.SSHProbe, path string)
+	}{
+		{"", "keyboard_interactive answer_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { c.KeyboardInteractive = answer(p) }},
+		{viaHop, "private_key_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { hop(c).PrivateKeyFile = p }},
+		{viaHop, "password_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) { hop(c).PasswordFile = p }},
+		{viaHop, "keyboard_interactive answer_file", fileload.MaxSecretSize, func(c *config.SSHProbe, p string) {
+			hop(c).KeyboardInteractive = answer(p)
+		}},
+		{viaHop, "known_hosts_file", fileload.MaxKnownHostsSize, func(c *config.SSHProbe, p string) { hop(c).KnownHostsFile = p }},
+	}
+	for _, s := range settings {
+		dir := t.TempDir()
+		for _, u := range unsafeFiles(t, dir, s.limit) {
+			t.Run(s.hop+" "+s.what+"/"+u.name, func(t *testing.T) {
+				c := f.cfg()
+				s.set(c, u.path)
+				cfg := &config.Config{HostSets: []config.HostSet{{Name: "s", Probes: config.Probes{SSH: c}}}}
+				err := quickly(t, []string{u.path}, func() error { return CheckFiles(cfg) })
+				if err == nil {
+					t.Fatal("CheckFiles accepted the file")
+				}
+				for _, w := range []string{`host set "s"`, s.hop, s.what, u.path, u.want} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+			})
+		}
+	}
+}
+
 // TestSSHProbeRefusesUnsafeFiles is the same through a probe, whose
 // credential cache loads the files: each must fail at once with reason
 // config, naming the file, without dialling the server.
