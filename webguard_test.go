@@ -376,3 +376,83 @@ func tryGet(url string) (int, string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
 }
+
+// TestPageFloodKeepsScrapesAndProbes reproduces a flood of status-page
+// requests for a large set, each of which renders every host: with
+// --web.max-page-requests at 1, pages beyond the one being rendered get
+// 503 at once, while scrapes, which have their own bound, answer 200
+// throughout and probing keeps its schedule.
+func TestPageFloodKeepsScrapesAndProbes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test; skipped with -short")
+	}
+	cfg, port := guardConfig(t, 3000, "2s")
+	d := startDaemon(t, "--config.file="+cfg, "--web.max-page-requests=1")
+	base := "http://" + d.addr
+	lastRun := regexp.MustCompile(fmt.Sprintf(`fleet_probe_last_run_timestamp_seconds\{host="127\.0\.0\.1:%d",port="%d",probe="tcp",set="guard"\} ([0-9.e+]+)`, port, port))
+	runAt := func() string {
+		_, body, err := tryGet(base + "/metrics")
+		if err != nil {
+			return ""
+		}
+		if m := lastRun.FindStringSubmatch(body); m != nil {
+			return m[1]
+		}
+		return ""
+	}
+	waitFor(t, 10*time.Second, func() bool { return runAt() != "" })
+	before := runAt()
+
+	var (
+		wg             sync.WaitGroup
+		mu             sync.Mutex
+		codes          = map[int]int{}
+		scrapeFailures []string
+	)
+	stop := make(chan struct{})
+	scraped := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { scraped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			code, _, err := tryGet(base + "/metrics")
+			if err != nil || code != http.StatusOK {
+				mu.Lock()
+				scrapeFailures = append(scrapeFailures, fmt.Sprintf("%d %v", code, err))
+				mu.Unlock()
+			}
+			n++
+		}
+	}()
+	for range 40 {
+		wg.Go(func() {
+			for range 5 {
+				code, _, err := tryGet(base + "/sets/guard")
+				mu.Lock()
+				if err != nil {
+					code = -1
+				}
+				codes[code]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if n := <-scraped; n == 0 {
+		t.Error("no scrape ran during the page flood")
+	}
+	if len(scrapeFailures) > 0 {
+		t.Errorf("scrapes failed during the page flood: %v", scrapeFailures)
+	}
+	if codes[http.StatusOK] == 0 || codes[http.StatusServiceUnavailable] == 0 || codes[http.StatusOK]+codes[http.StatusServiceUnavailable] != 200 {
+		t.Errorf("page answers %v, want 200 pages each 200 or 503, both present", codes)
+	}
+	// The probe of the one listening host ran again after the flood began.
+	waitFor(t, 10*time.Second, func() bool { r := runAt(); return r != "" && r != before })
+}
