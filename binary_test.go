@@ -242,3 +242,54 @@ func TestOnceProgressOnTerminal(t *testing.T) {
 		t.Errorf("piped run: %v, progress present: %v", err, strings.Contains(string(out), "probes done"))
 	}
 }
+
+// TestBinaryWarnsWhenFDLimitIsLow runs the real binary under a hard
+// RLIMIT_NOFILE of 1024 (prlimit, so the Go runtime cannot raise it) with
+// 5,000 TCP targets and limits.tcp.concurrency 4096: without a warning,
+// about a fifth of the healthy targets used to fail with reason error once
+// descriptors ran out. --config.check must print the warning and still
+// pass, and a start must log it.
+func TestBinaryWarnsWhenFDLimitIsLow(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	bin := buildBinary(t)
+	cfg := writeFile(t, t.TempDir(), "fleet.yml", `
+global:
+  interval: 1h
+  timeout: 1s
+  limits:
+    tcp: {concurrency: 4096}
+host_sets:
+  - name: many
+    hosts: ["127.3.[0-19].[1-250]"]
+    probes:
+      tcp: {port: 9}
+`)
+	const want = "RLIMIT_NOFILE is 1024, but probes in flight"
+	out, err := exec.Command(prlimit, "--nofile=1024:1024", "--", bin, "--config.check", "--config.file="+cfg).CombinedOutput()
+	if strings.HasPrefix(string(out), "prlimit: ") {
+		t.Skipf("prlimit cannot set the limit here: %s", out)
+	}
+	if err != nil || !strings.Contains(string(out), "is valid") || !strings.Contains(string(out), "warning: The open-files limit cannot cover") || !strings.Contains(string(out), want) {
+		t.Errorf("--config.check under RLIMIT_NOFILE 1024: %v\n%s\nwant it valid with a warning containing %q", err, out, want)
+	}
+
+	logs := &testutil.Buffer{}
+	cmd := exec.Command(prlimit, "--nofile=1024:1024", "--", bin, "--config.file="+cfg,
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1")))
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), want)
+	})
+}
