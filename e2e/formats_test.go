@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/fleet-exporter/fleet_exporter/internal/promtest"
 )
 
 // formatRecorder is a reverse proxy on loopback in front of the exporter
@@ -110,11 +112,35 @@ func supportsScrapeProtocols(t *testing.T) bool {
 // the first choice), and in the text 0.0.4 run the recording proxy asks
 // for text 0.0.4 in Prometheus's place, since nothing makes such a
 // Prometheus ask for it first; what it parses and stores is the same.
+//
+// It runs with each Prometheus this machine has: Debian's and the current
+// one scripts/install-test-deps.sh builds (internal/promtest.ModernBinary),
+// which has scrape_protocols.
 func TestPrometheusScrapeFormats(t *testing.T) {
 	t.Parallel()
-	needTool(t, "/usr/bin/prometheus", "prometheus")
-	protocols := supportsScrapeProtocols(t)
+	type server struct {
+		name, binary string
+		protocols    bool
+	}
+	var servers []server
+	if _, err := os.Stat(promtest.Binary); err == nil {
+		servers = append(servers, server{"debian", promtest.Binary, supportsScrapeProtocols(t)})
+	}
+	if _, err := os.Stat(promtest.ModernBinary); err == nil {
+		servers = append(servers, server{"current", promtest.ModernBinary, true})
+	}
+	if len(servers) == 0 {
+		t.Skipf("neither %s nor %s found: run scripts/install-test-deps.sh", promtest.Binary, promtest.ModernBinary)
+	}
 	e := startEnv(t, envOptions{})
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) { testScrapeFormats(t, e, srv.binary, srv.protocols) })
+	}
+}
+
+// testScrapeFormats is TestPrometheusScrapeFormats with one Prometheus
+// binary; protocols tells whether it has scrape_protocols.
+func testScrapeFormats(t *testing.T, e *env, binary string, protocols bool) {
 	cases := []struct {
 		name, protocol string
 		// oldArgs are the Prometheus flags that select the format
@@ -133,7 +159,7 @@ func TestPrometheusScrapeFormats(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var opts envOptions
+			opts := envOptions{promBinary: binary}
 			switch {
 			case protocols:
 				opts.jobExtra = fmt.Sprintf("    scrape_protocols: [%s]\n", tc.protocol)

@@ -343,6 +343,8 @@ type envOptions struct {
 	jobExtra string
 	// promArgs are extra Prometheus flags.
 	promArgs []string
+	// promBinary is the Prometheus to run; empty means Debian's.
+	promBinary string
 }
 
 // env is one running fleet: TCP listeners, a fleetsim SSH fleet, the
@@ -520,6 +522,7 @@ func (e *env) startPrometheus(opts envOptions) *promtest.Server {
 		RuleFiles: []string{alerts, filepath.Join(root, "deploy", "prometheus", "rules.yml")},
 		JobConfig: opts.jobExtra,
 		Args:      opts.promArgs,
+		Binary:    opts.promBinary,
 	})
 	eventually(t, settleTimeout, "exporter target up in prometheus", func() (bool, string) {
 		targets, err := e.targets()

@@ -21,6 +21,32 @@ have amtool     || need+=(prometheus-alertmanager)
 have chromium   || need+=(chromium)
 have dnsmasq    || need+=(dnsmasq)
 
+# A current Prometheus for the test that selects each exposition format with
+# scrape_protocols (Prometheus 2.49 and later; Debian 12 ships 2.42). It is
+# built from the Go module proxy at a pinned version, once, into its own
+# directory: the other tests keep running against the Debian package.
+PROMETHEUS_MODERN_VERSION=v0.316.0 # Prometheus 3.16
+PROMETHEUS_MODERN_DIR=/usr/local/lib/fleet_exporter-test
+install_modern_prometheus() {
+  local want="$PROMETHEUS_MODERN_DIR/prometheus-$PROMETHEUS_MODERN_VERSION"
+  [ -x "$want" ] && return 0
+  if ! command -v go >/dev/null 2>&1 || ! mkdir -p "$PROMETHEUS_MODERN_DIR" 2>/dev/null; then
+    echo "install-test-deps: cannot build Prometheus $PROMETHEUS_MODERN_VERSION (no go or $PROMETHEUS_MODERN_DIR not writable); the scrape_protocols test will skip" >&2
+    return 0
+  fi
+  echo "install-test-deps: building Prometheus $PROMETHEUS_MODERN_VERSION from the Go module proxy (a few minutes, once)" >&2
+  local gobin
+  gobin=$(mktemp -d)
+  if GOFLAGS= GOBIN="$gobin" go install "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODERN_VERSION"; then
+    mv "$gobin/prometheus" "$want"
+    ln -sf "$(basename "$want")" "$PROMETHEUS_MODERN_DIR/prometheus"
+  else
+    echo "install-test-deps: building Prometheus $PROMETHEUS_MODERN_VERSION failed; the scrape_protocols test will skip" >&2
+  fi
+  rm -rf "$gobin"
+}
+install_modern_prometheus
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

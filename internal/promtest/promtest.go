@@ -1,6 +1,7 @@
 package promtest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,11 @@ import (
 // Binary is where the Debian package prometheus installs the server.
 const Binary = "/usr/bin/prometheus"
 
+// ModernBinary is a current Prometheus (3.16) that
+// scripts/install-test-deps.sh builds from the Go module proxy, for tests
+// that need what Debian's 2.42 lacks, such as scrape_protocols.
+const ModernBinary = "/usr/local/lib/fleet_exporter-test/prometheus"
+
 // Options configures a Server.
 type Options struct {
 	// Targets are the host:port addresses the job "fleet" scrapes.
@@ -43,6 +49,8 @@ type Options struct {
 	JobConfig string
 	// Args are more Prometheus flags.
 	Args []string
+	// Binary is the server to run; empty means Binary.
+	Binary string
 }
 
 // Server is one running Prometheus.
@@ -60,8 +68,9 @@ type Server struct {
 // It returns once Prometheus is ready; it does not wait for a scrape.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	if _, err := os.Stat(Binary); err != nil {
-		t.Skipf("%s not found: install the Debian package prometheus (apt-get install -y prometheus)", Binary)
+	bin := cmp.Or(o.Binary, Binary)
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("%s not found: run scripts/install-test-deps.sh (for %s: apt-get install -y prometheus)", bin, Binary)
 	}
 	dir := t.TempDir()
 	interval := o.ScrapeInterval
@@ -117,7 +126,7 @@ scrape_configs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.cmd = exec.Command(Binary, args...)
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	// A test binary killed by -timeout must not leave Prometheus behind.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
