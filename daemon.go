@@ -448,7 +448,7 @@ func (rl *reloader) reload() error {
 }
 
 func (rl *reloader) reloadLocked() error {
-	data, err := config.ReadFile(rl.filename)
+	data, err := config.ReadRegularFile(rl.filename)
 	if err != nil {
 		return err
 	}

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -21,22 +24,121 @@ import (
 //go:embed default.yml
 var defaultYAML []byte
 
-// ReadFile reads a configuration file, refusing one larger than
-// MaxConfigSize without reading all of it.
-func ReadFile(filename string) ([]byte, error) {
-	f, err := os.Open(filename)
+// ReadFile reads the configuration file at filename for a start or a
+// check: a regular file, or a pipe such as the one
+// `--config.file=<(generate-config)` passes, which must deliver the whole
+// file, up to end of file, within PipeReadTimeout. Anything else (a device
+// such as /dev/zero, a directory, a socket) is refused without being read,
+// and so is a file larger than MaxConfigSize, without reading all of it.
+// Neither opening nor reading ever waits without bound: opening a FIFO
+// without a writer returns at once, and such a FIFO is an error.
+func ReadFile(filename string) ([]byte, error) { return readConfig(filename, true) }
+
+// ReadRegularFile is ReadFile for a reload: only a regular file will do. A
+// pipe cannot be read a second time, and the reloader must never wait on
+// one, so a config file that became a FIFO is refused at once.
+func ReadRegularFile(filename string) ([]byte, error) { return readConfig(filename, false) }
+
+// PipeReadTimeout bounds reading a config file that is a pipe.
+var PipeReadTimeout = 10 * time.Second
+
+func readConfig(filename string, pipes bool) ([]byte, error) {
+	allowed := func(m fs.FileMode) error {
+		switch {
+		case m.IsRegular():
+			return nil
+		case m&fs.ModeNamedPipe != 0 && pipes:
+			return nil
+		case m&fs.ModeNamedPipe != 0:
+			return fmt.Errorf("read config %s: a pipe, not a regular file: a reload reads a regular file only", filename)
+		default:
+			return fmt.Errorf("read config %s: %s, not a regular file", filename, fileKind(m))
+		}
+	}
+	// Stat first, so that a device is never opened: opening some has
+	// effects of its own.
+	fi, err := os.Stat(filename)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := allowed(fi.Mode()); err != nil {
+		return nil, err
+	}
+	// The path may have changed since the stat: the open must not block
+	// either, and the opened file's own mode decides.
+	f, err := os.OpenFile(filename, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	defer func() { _ = f.Close() }() // read-only: nothing to flush
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
+	if fi, err = f.Stat(); err != nil {
 		return nil, fmt.Errorf("read config %s: %w", filename, err)
 	}
-	if len(data) > MaxConfigSize {
+	if err := allowed(fi.Mode()); err != nil {
+		return nil, err
+	}
+	pipe := fi.Mode()&fs.ModeNamedPipe != 0
+	var data []byte
+	if pipe {
+		data, err = readPipe(f, time.Now().Add(PipeReadTimeout))
+	} else {
+		data, err = io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, fmt.Errorf("read config %s: the pipe did not reach its end within %s", filename, PipeReadTimeout)
+	case err != nil:
+		return nil, fmt.Errorf("read config %s: %w", filename, err)
+	case len(data) > MaxConfigSize:
 		return nil, fmt.Errorf("%s: config file is larger than %d bytes", filename, MaxConfigSize)
 	}
 	return data, nil
+}
+
+// readPipe reads f, a FIFO opened without blocking, to its end, up to one
+// byte over MaxConfigSize, by deadline. A FIFO reads as at its end while no
+// process has it open for writing, which at first may only mean that the
+// writer has not opened it yet: until some data came, an end is retried.
+func readPipe(f *os.File, deadline time.Time) ([]byte, error) {
+	if err := f.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	var data []byte
+	buf := make([]byte, 64<<10)
+	for len(data) <= MaxConfigSize {
+		n, err := f.Read(buf[:min(len(buf), MaxConfigSize+1-len(data))])
+		data = append(data, buf[:n]...)
+		switch {
+		case errors.Is(err, io.EOF) && len(data) > 0:
+			return data, nil
+		case errors.Is(err, io.EOF):
+			if time.Now().After(deadline) {
+				return nil, errors.New("the pipe gave no data (no process is writing to it)")
+			}
+			time.Sleep(20 * time.Millisecond)
+		case errors.Is(err, os.ErrDeadlineExceeded) && len(data) == 0:
+			return nil, errors.New("the pipe gave no data (no process is writing to it)")
+		case err != nil:
+			return nil, err
+		}
+	}
+	return data, nil
+}
+
+// fileKind names the kind of a file that is not regular.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	default:
+		return "a file of mode " + m.Type().String()
+	}
 }
 
 // Load reads and parses the configuration file filename. Relative file paths
