@@ -158,7 +158,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		Default("256").IntVar(&opts.web.maxConnections)
 	app.Flag("web.read-header-timeout", "Time a client may take to send its request headers.").
 		Default("10s").DurationVar(&opts.web.readHeaderTimeout)
-	app.Flag("web.write-timeout", "Time one response (a scrape, a page) may take to be written; a client that stops reading is cut off after it.").
+	app.Flag("web.write-timeout", "Time a response (a scrape, a page) may go without the client taking any of it; a client that stops reading is cut off after it, one that keeps reading a large scrape is not.").
 		Default("60s").DurationVar(&opts.web.writeTimeout)
 	app.Flag("web.idle-timeout", "Time an idle keep-alive connection is kept open.").
 		Default("2m").DurationVar(&opts.web.idleTimeout)

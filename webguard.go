@@ -25,11 +25,14 @@ type webLimits struct {
 
 // newHTTPServer returns the server for handler with every timeout set. The
 // read timeout covers headers and the (tiny) bodies our routes accept; the
-// write timeout bounds a whole response, so a client that stops reading a
-// scrape releases its slot of --web.max-requests after it instead of never.
+// write timeout bounds how long a response may go without the client
+// taking any of it (progressDeadline), so a client that stops reading a
+// scrape releases its slot of --web.max-requests after it instead of never,
+// while one that keeps reading a large scrape on a loaded machine is not
+// cut off halfway.
 func newHTTPServer(handler http.Handler, l webLimits, logger *slog.Logger, reg prometheus.Registerer) *http.Server {
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           progressDeadline(handler, l.writeTimeout),
 		ReadHeaderTimeout: l.readHeaderTimeout,
 		ReadTimeout:       l.readHeaderTimeout + 5*time.Second,
 		WriteTimeout:      l.writeTimeout,
@@ -43,6 +46,58 @@ func newHTTPServer(handler http.Handler, l webLimits, logger *slog.Logger, reg p
 	}
 	return srv
 }
+
+// progressDeadline moves the write deadline of every response to timeout
+// after its latest write that the connection took (at most once a second,
+// or four times per timeout when that is shorter):
+// the server's WriteTimeout alone bounds the whole response, which cut off
+// a 215 MB scrape of a million targets that a busy machine wrote in 95 s.
+// A write that blocks because the client stopped reading still fails at
+// the deadline.
+func progressDeadline(next http.Handler, timeout time.Duration) http.Handler {
+	if timeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pw := &progressWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout}
+		pw.extend(time.Now())
+		next.ServeHTTP(pw, r)
+	})
+}
+
+// progressWriter is the ResponseWriter of progressDeadline.
+type progressWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	// next is when a write may move the deadline again.
+	next time.Time
+}
+
+func (pw *progressWriter) Write(b []byte) (int, error) {
+	n, err := pw.ResponseWriter.Write(b)
+	if n > 0 {
+		if now := time.Now(); !now.Before(pw.next) {
+			pw.extend(now)
+		}
+	}
+	return n, err
+}
+
+func (pw *progressWriter) extend(now time.Time) {
+	// An error means the connection cannot have deadlines moved (not
+	// ours to fix): the server's WriteTimeout then still holds.
+	_ = pw.rc.SetWriteDeadline(now.Add(pw.timeout))
+	// Well within the timeout, or a write that ends just before the
+	// deadline could not move it.
+	pw.next = now.Add(min(time.Second, pw.timeout/4))
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (pw *progressWriter) Unwrap() http.ResponseWriter { return pw.ResponseWriter }
+
+// Flush implements http.Flusher for handlers that stream.
+func (pw *progressWriter) Flush() { _ = pw.rc.Flush() }
 
 // connLimiter closes connections beyond a limit as soon as they are
 // accepted. It works on the server's ConnState hook, so it applies to every

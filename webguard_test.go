@@ -101,6 +101,80 @@ func TestHTTPTimeoutsCloseHeldConnections(t *testing.T) {
 	}
 }
 
+// TestSlowReaderKeepsItsResponse checks that the write timeout bounds a
+// response's time without progress, not its whole length: a client that
+// reads 3 MiB steadily over about three write timeouts gets all of it.
+func TestSlowReaderKeepsItsResponse(t *testing.T) {
+	const size = 3 << 20
+	chunk := make([]byte, 64<<10)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	const writeTimeout = time.Second
+	srv := newHTTPServer(h, webLimits{readHeaderTimeout: time.Second, writeTimeout: writeTimeout, idleTimeout: time.Second},
+		slog.New(slog.DiscardHandler), nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(smallSendBuffers{l}) }()
+	defer func() {
+		_ = srv.Close()
+		<-served
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Small buffers on both ends, so that the server's writes wait on
+	// this reader rather than fill kernel buffers at once, and a blocked
+	// write resumes after a little was read (the kernel wakes a writer
+	// when a third of its send buffer is free).
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(64 << 10)
+	}
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	buf := make([]byte, 256<<10)
+	got := 0
+	for {
+		n, err := c.Read(buf)
+		got += n
+		if err != nil {
+			break
+		}
+		// At most 64 KiB per read, ten reads a second: the whole response
+		// takes about three write timeouts.
+		time.Sleep(100 * time.Millisecond)
+	}
+	if took := time.Since(start); took < 3*writeTimeout/2 {
+		t.Fatalf("read %d bytes in %v: the reader was not slow enough to test anything", got, took)
+	}
+	if got < size {
+		t.Errorf("read %d bytes of a %d-byte body in %v: the response was cut off although the reader kept reading", got, size, time.Since(start))
+	}
+}
+
+// smallSendBuffers gives every accepted TCP connection a 64 KiB send
+// buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(64 << 10)
+	}
+	return c, err
+}
+
 // TestStuckReadersReleaseTheirSlots reproduces scrapers that request a
 // large response and never read it: with every in-flight slot held, later
 // requests got 503 until a restart. The server's write timeout must cut
