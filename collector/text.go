@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -513,6 +514,9 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		if w.group(g, i, j, idx) {
 			w.vals = append(w.vals, w.baseValues(first.Target)...)
 			g++
+			if g%yieldEvery == 0 {
+				runtime.Gosched()
+			}
 		}
 		i = j
 	}
@@ -559,6 +563,9 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		for gi := range g {
 			w.labels = w.appendLabels(w.labels, slots, row{g: gi})
 			w.ends[rowsHost] = append(w.ends[rowsHost], len(w.labels))
+			if gi%yieldEvery == yieldEvery-1 {
+				runtime.Gosched()
+			}
 		}
 	}
 	for k := range numRowKinds {
@@ -570,9 +577,12 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 		}
 		slots := w.layout.slots[k]
 		w.ends[k] = append(w.ends[k], len(w.labels))
-		for _, r := range w.rows[k] {
+		for i, r := range w.rows[k] {
 			w.labels = w.appendLabels(w.labels, slots, r)
 			w.ends[k] = append(w.ends[k], len(w.labels))
+			if i%yieldEvery == yieldEvery-1 {
+				runtime.Gosched()
+			}
 		}
 	}
 }
@@ -800,13 +810,24 @@ func (w *TextWriter) family(f *textFamily) {
 	w.buf = buf
 }
 
-// flush hands the buffer to the underlying writer.
+// flush hands the buffer to the underlying writer, then yields (see
+// yieldEvery).
 func (w *TextWriter) flush() {
 	if w.err == nil && len(w.buf) > 0 {
 		_, w.err = w.out.Write(w.buf)
 	}
 	w.buf = w.buf[:0]
+	runtime.Gosched()
 }
+
+// yieldEvery is how many targets or rows the writer goes through between
+// two runtime.Gosched calls, as it does after every flush of textFlushSize
+// bytes: a scrape of 100,000 targets is a second of CPU in one goroutine,
+// and without yields the probe path's goroutines, woken by the network and
+// the scheduler's timer, waited behind it for their time slice, which put
+// every probe due during a scrape hundreds of milliseconds late on a busy
+// 2-core machine. Yielding costs the scrape well under 1 %.
+const yieldEvery = 1024
 
 // appendEscaped appends a label value escaped as the text format requires:
 // backslash, double quote and newline get a backslash.
