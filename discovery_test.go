@@ -198,7 +198,8 @@ host_sets:
 			t.Errorf("stdout lacks the row %q:\n%s", want, out.String())
 		}
 	}
-	if !strings.Contains(errb.String(), `warning: host set "sd": discovery source file_sd:`+filepath.Join(dir, "missing/*.json")+" failed: no file matches") {
+	// The warning points at the line of the set's file_sd key.
+	if !strings.Contains(errb.String(), "warning: "+cfgFile+`:5: host set "sd": discovery source file_sd:`+filepath.Join(dir, "missing/*.json")+" failed: no file matches") {
 		t.Errorf("stderr lacks the failed source:\n%s", errb.String())
 	}
 }

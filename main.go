@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -119,7 +120,7 @@ func runContextIn(ctx context.Context, args []string, stdin io.Reader, stdout, s
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
 		printConfigSummary(stdout, cfg, report.Targets)
-		printDiscoverySummary(stdout, stderr, disc.Status())
+		printDiscoverySummary(stdout, stderr, cfg, disc.Status())
 		return 0
 	}
 	report.Log(logger, cfg.Filename)
@@ -295,7 +296,7 @@ func printConfigSummary(w io.Writer, cfg *config.Config, targets []*config.Targe
 // printDiscoverySummary prints one line per discovery source with the
 // hosts its read yielded; a failed read is a warning, not a failed check:
 // the daemon runs without that source's hosts until it answers.
-func printDiscoverySummary(w, warn io.Writer, sources []discovery.SourceStatus) {
+func printDiscoverySummary(w, warn io.Writer, cfg *config.Config, sources []discovery.SourceStatus) {
 	if len(sources) == 0 {
 		return
 	}
@@ -304,7 +305,10 @@ func printDiscoverySummary(w, warn io.Writer, sources []discovery.SourceStatus) 
 		status := "ok"
 		if s.Err != nil {
 			status = "failed"
-			fmt.Fprintf(warn, "warning: host set %q: discovery source %s failed: %v\n", s.Set, s.Source, s.Err)
+			// The source is "file_sd:<glob>" or "http_sd:<url>": point at
+			// the set's key that lists it.
+			key, _, _ := strings.Cut(s.Source, ":")
+			fmt.Fprintf(warn, "warning: %s: host set %q: discovery source %s failed: %v\n", cfg.Where(s.Set, key), s.Set, s.Source, s.Err)
 		}
 		tw.row(s.Set, s.Source, s.Hosts, status)
 	}

@@ -363,8 +363,9 @@ func tooDeep(n *yaml.Node, depth int) *yaml.Node {
 var sshFileKeys = [...]string{"private_key_file", "passphrase_file", "certificate_file", "password_file", "known_hosts_file", "keyboard_interactive", "algorithms", "proxy_jump"}
 
 // sshFileKeyLines finds the line of every file-naming key in each host
-// set's ssh block, so that a file found unusable after parsing (missing,
-// a FIFO, too large) is reported at the line that names it.
+// set's ssh block, and of its file_sd and http_sd keys, so that a file
+// found unusable after parsing (missing, a FIFO, too large) is reported at
+// the line that names it.
 func sshFileKeyLines(root *yaml.Node, cfg *Config) map[setKey]int {
 	lines := map[setKey]int{}
 	doc := root
@@ -378,6 +379,18 @@ func sshFileKeyLines(root *yaml.Node, cfg *Config) map[setKey]int {
 	for i, item := range sets.Content {
 		if i >= len(cfg.HostSets) {
 			break
+		}
+		// The discovery keys, so that a source's credential, TLS or
+		// header file that cannot be read is reported at its source.
+		for _, key := range [...]string{"file_sd", "http_sd"} {
+			if item.Kind != yaml.MappingNode {
+				break
+			}
+			for j := 0; j+1 < len(item.Content); j += 2 {
+				if item.Content[j].Value == key {
+					lines[setKey{cfg.HostSets[i].Name, key}] = item.Content[j].Line
+				}
+			}
 		}
 		ssh := mappingValue(mappingValue(item, "probes"), "ssh")
 		if ssh == nil || ssh.Kind != yaml.MappingNode {

@@ -157,7 +157,8 @@ type Config struct {
 	Filename string `yaml:"-"`
 
 	// fileKeyLines holds the line of every file-naming key of each set's
-	// ssh block, for errors about those files found after parsing.
+	// ssh block and of its discovery keys, for errors about those files
+	// found after parsing.
 	fileKeyLines map[setKey]int
 }
 
@@ -165,8 +166,9 @@ type Config struct {
 type setKey struct{ set, key string }
 
 // Where returns "file:line" of key (e.g. "private_key_file") in the ssh block
-// of the host set named set, or just the file name when the line is not
-// known (the key is absent, or the config did not come from a file).
+// of the host set named set, or of its "file_sd" or "http_sd" key, or just
+// the file name when the line is not known (the key is absent, or the
+// config did not come from a file).
 func (c *Config) Where(set, key string) string {
 	name := c.Filename
 	if name == "" {
