@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -238,33 +237,14 @@ func TestLoadSecret(t *testing.T) {
 // exhausts memory on the second. Both must be refused at once, naming the
 // file and what it is.
 func TestLoadSecretRefusesUnsafeFiles(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A read stuck on the FIFO despite the fix is released at cleanup.
-	t.Cleanup(func() {
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = w.Close()
-		}
-	})
-	for _, tc := range []struct{ name, path, want string }{
-		{"fifo", fifo, "named pipe (FIFO)"},
-		{"dev zero", "/dev/zero", "character device"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
-				_, err := LoadSecret(tc.path)
-				done <- err
-			}()
-			select {
-			case err := <-done:
-				if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("LoadSecret: %v, want an error naming %s and %q", err, tc.path, tc.want)
-				}
-			case <-time.After(2 * time.Second):
-				t.Fatal("LoadSecret still reading after 2s")
+	for _, u := range testutil.UnsafeFiles(t, t.TempDir(), 0) {
+		t.Run(u.Name, func(t *testing.T) {
+			err := testutil.Quickly(t, 2*time.Second, []string{u.Path}, func() error {
+				_, err := LoadSecret(u.Path)
+				return err
+			})
+			if err == nil || !strings.Contains(err.Error(), u.Path) || !strings.Contains(err.Error(), u.Want) {
+				t.Errorf("LoadSecret: %v, want an error naming %s and %q", err, u.Path, u.Want)
 			}
 		})
 	}

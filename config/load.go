@@ -27,11 +27,12 @@ var defaultYAML []byte
 // ReadFile reads the configuration file at filename for a start or a
 // check: a regular file, or a pipe such as the one
 // `--config.file=<(generate-config)` passes, which must deliver the whole
-// file, up to end of file, within PipeReadTimeout. Anything else (a device
+// file, up to end of file, within 10 s. Anything else (a device
 // such as /dev/zero, a directory, a socket) is refused without being read,
 // and so is a file larger than MaxConfigSize, without reading all of it.
 // Neither opening nor reading ever waits without bound: opening a FIFO
-// without a writer returns at once, and such a FIFO is an error.
+// without a writer returns at once, and one that no process writes to
+// within 10 s is an error.
 func ReadFile(filename string) ([]byte, error) { return readConfig(filename, true) }
 
 // ReadRegularFile is ReadFile for a reload: only a regular file will do. A
@@ -39,8 +40,9 @@ func ReadFile(filename string) ([]byte, error) { return readConfig(filename, tru
 // one, so a config file that became a FIFO is refused at once.
 func ReadRegularFile(filename string) ([]byte, error) { return readConfig(filename, false) }
 
-// PipeReadTimeout bounds reading a config file that is a pipe.
-var PipeReadTimeout = 10 * time.Second
+// pipeReadTimeout bounds reading a config file that is a pipe (a variable
+// for the tests).
+var pipeReadTimeout = 10 * time.Second
 
 func readConfig(filename string, pipes bool) ([]byte, error) {
 	allowed := func(m fs.FileMode) error {
@@ -80,13 +82,13 @@ func readConfig(filename string, pipes bool) ([]byte, error) {
 	pipe := fi.Mode()&fs.ModeNamedPipe != 0
 	var data []byte
 	if pipe {
-		data, err = readPipe(f, time.Now().Add(PipeReadTimeout))
+		data, err = readPipe(f, time.Now().Add(pipeReadTimeout))
 	} else {
 		data, err = io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
 	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, fmt.Errorf("read config %s: the pipe did not reach its end within %s", filename, PipeReadTimeout)
+		return nil, fmt.Errorf("read config %s: the pipe did not reach its end within %s", filename, pipeReadTimeout)
 	case err != nil:
 		return nil, fmt.Errorf("read config %s: %w", filename, err)
 	case len(data) > MaxConfigSize:

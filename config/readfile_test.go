@@ -15,9 +15,9 @@ import (
 // that never finishes, a device and a directory neither, each with an
 // error naming the file, and never a wait beyond the pipe timeout.
 func TestReadFileKinds(t *testing.T) {
-	old := PipeReadTimeout
-	PipeReadTimeout = 500 * time.Millisecond
-	t.Cleanup(func() { PipeReadTimeout = old })
+	old := pipeReadTimeout
+	pipeReadTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { pipeReadTimeout = old })
 	dir := t.TempDir()
 	const body = "global:\n  interval: 30s\n"
 	regular := filepath.Join(dir, "fleet.yml")

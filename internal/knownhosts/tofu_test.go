@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 )
 
@@ -258,33 +258,14 @@ func TestTOFURefresh(t *testing.T) {
 // takes writes: both must be refused at once, naming the file and what it
 // is.
 func TestOpenTOFURefusesUnsafeFiles(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// An open stuck on the FIFO despite the fix is released at cleanup.
-	t.Cleanup(func() {
-		if r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = r.Close()
-		}
-	})
-	for _, tc := range []struct{ name, path, want string }{
-		{"fifo", fifo, "named pipe (FIFO)"},
-		{"dev zero", "/dev/zero", "character device"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
-				_, err := OpenTOFU(tc.path)
-				done <- err
-			}()
-			select {
-			case err := <-done:
-				if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("OpenTOFU: %v, want an error naming %s and %q", err, tc.path, tc.want)
-				}
-			case <-time.After(2 * time.Second):
-				t.Fatal("OpenTOFU still blocked after 2s")
+	for _, u := range testutil.UnsafeFiles(t, t.TempDir(), 0) {
+		t.Run(u.Name, func(t *testing.T) {
+			err := testutil.Quickly(t, 2*time.Second, []string{u.Path}, func() error {
+				_, err := OpenTOFU(u.Path)
+				return err
+			})
+			if err == nil || !strings.Contains(err.Error(), u.Path) || !strings.Contains(err.Error(), u.Want) {
+				t.Errorf("OpenTOFU: %v, want an error naming %s and %q", err, u.Path, u.Want)
 			}
 		})
 	}

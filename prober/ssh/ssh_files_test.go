@@ -17,6 +17,7 @@ import (
 	"github.com/fleet-exporter/fleet_exporter/config"
 	"github.com/fleet-exporter/fleet_exporter/internal/fileload"
 	"github.com/fleet-exporter/fleet_exporter/internal/sshserver"
+	"github.com/fleet-exporter/fleet_exporter/internal/testutil"
 	"github.com/fleet-exporter/fleet_exporter/internal/testutil/sshkeys"
 	"github.com/fleet-exporter/fleet_exporter/probe"
 )
@@ -24,65 +25,6 @@ import (
 // fileWait bounds every check and probe in these tests: refusing a file
 // must not wait for anything.
 const fileWait = 2 * time.Second
-
-// unsafeFile is a path the config may name that a plain read would block
-// on or be exhausted by, and the words the refusal must contain.
-type unsafeFile struct {
-	name, path, want string
-}
-
-// unsafeFiles creates one of each kind in dir: a FIFO without writer, a
-// symlink to /dev/zero, a sparse file over the cap and a directory.
-func unsafeFiles(t *testing.T, dir string, limit int64) []unsafeFile {
-	t.Helper()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	zero := filepath.Join(dir, "zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	huge := writeFile(t, dir, "huge", nil)
-	if err := os.Truncate(huge, limit+1); err != nil {
-		t.Fatal(err)
-	}
-	sub := filepath.Join(dir, "subdir")
-	if err := os.Mkdir(sub, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return []unsafeFile{
-		{"fifo", fifo, "named pipe (FIFO)"},
-		{"dev zero", zero, "character device"},
-		{"over the cap", huge, "larger than"},
-		{"directory", sub, "directory"},
-	}
-}
-
-// quickly runs fn and fails the test when it takes longer than fileWait.
-// A call stuck opening one of fifos is released by opening it for writing,
-// so no goroutine outlives the test.
-func quickly[T any](t *testing.T, fifos []string, fn func() T) T {
-	t.Helper()
-	done := make(chan T, 1)
-	start := time.Now()
-	go func() { done <- fn() }()
-	select {
-	case v := <-done:
-		if d := time.Since(start); d > fileWait {
-			t.Errorf("took %v, want under %v", d, fileWait)
-		}
-		return v
-	case <-time.After(fileWait):
-		t.Errorf("still blocked after %v", fileWait)
-		for _, p := range fifos {
-			if w, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-				_ = w.Close()
-			}
-		}
-		return <-done
-	}
-}
 
 // fileSettings returns, for each file setting, how to point a probe config at
 // path while every other file stays valid.
@@ -115,16 +57,16 @@ func TestSSHCheckFilesRefusesUnsafeFiles(t *testing.T) {
 	f := newFixture(t, sshserver.TestOptions{})
 	for _, s := range fileSettings(t, f, t.TempDir()) {
 		dir := t.TempDir()
-		for _, u := range unsafeFiles(t, dir, s.limit) {
-			t.Run(s.what+"/"+u.name, func(t *testing.T) {
+		for _, u := range testutil.UnsafeFiles(t, dir, s.limit) {
+			t.Run(s.what+"/"+u.Name, func(t *testing.T) {
 				c := f.cfg()
-				s.set(c, u.path)
+				s.set(c, u.Path)
 				cfg := &config.Config{HostSets: []config.HostSet{{Name: "s", Probes: config.Probes{SSH: c}}}}
-				err := quickly(t, []string{u.path}, func() error { return CheckFiles(cfg) })
+				err := testutil.Quickly(t, fileWait, []string{u.Path}, func() error { return CheckFiles(cfg) })
 				if err == nil {
 					t.Fatal("CheckFiles accepted the file")
 				}
-				for _, w := range []string{`host set "s"`, s.what, u.path, u.want} {
+				for _, w := range []string{`host set "s"`, s.what, u.Path, u.Want} {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q lacks %q", err, w)
 					}
@@ -162,16 +104,16 @@ func TestSSHCheckFilesRefusesUnsafeHopAndAnswerFiles(t *testing.T) {
 	}
 	for _, s := range settings {
 		dir := t.TempDir()
-		for _, u := range unsafeFiles(t, dir, s.limit) {
-			t.Run(s.hop+" "+s.what+"/"+u.name, func(t *testing.T) {
+		for _, u := range testutil.UnsafeFiles(t, dir, s.limit) {
+			t.Run(s.hop+" "+s.what+"/"+u.Name, func(t *testing.T) {
 				c := f.cfg()
-				s.set(c, u.path)
+				s.set(c, u.Path)
 				cfg := &config.Config{HostSets: []config.HostSet{{Name: "s", Probes: config.Probes{SSH: c}}}}
-				err := quickly(t, []string{u.path}, func() error { return CheckFiles(cfg) })
+				err := testutil.Quickly(t, fileWait, []string{u.Path}, func() error { return CheckFiles(cfg) })
 				if err == nil {
 					t.Fatal("CheckFiles accepted the file")
 				}
-				for _, w := range []string{`host set "s"`, s.hop, s.what, u.path, u.want} {
+				for _, w := range []string{`host set "s"`, s.hop, s.what, u.Path, u.Want} {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q lacks %q", err, w)
 					}
@@ -189,18 +131,18 @@ func TestSSHProbeRefusesUnsafeFiles(t *testing.T) {
 	p := newProber(t)
 	for _, s := range fileSettings(t, f, t.TempDir()) {
 		dir := t.TempDir()
-		for _, u := range unsafeFiles(t, dir, s.limit) {
-			t.Run(s.what+"/"+u.name, func(t *testing.T) {
+		for _, u := range testutil.UnsafeFiles(t, dir, s.limit) {
+			t.Run(s.what+"/"+u.Name, func(t *testing.T) {
 				c := f.cfg()
-				s.set(c, u.path)
-				res := quickly(t, []string{u.path}, func() probe.Result {
+				s.set(c, u.Path)
+				res := testutil.Quickly(t, fileWait, []string{u.Path}, func() probe.Result {
 					return p.Probe(context.Background(), testTarget(f.srv.Port, c))
 				})
 				checkReason(t, res, probe.ReasonConfig)
 				if !errors.Is(res.Err, errConfig) {
 					t.Errorf("error %v does not wrap errConfig", res.Err)
 				}
-				for _, w := range []string{s.what, u.path, u.want} {
+				for _, w := range []string{s.what, u.Path, u.Want} {
 					if !strings.Contains(res.Err.Error(), w) {
 						t.Errorf("error %q lacks %q", res.Err, w)
 					}
@@ -252,7 +194,7 @@ func TestSSHCacheRereadRefusesUnsafeFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 				events.reset()
-				res := quickly(t, []string{fifo}, func() probe.Result { return p.Probe(context.Background(), tg) })
+				res := testutil.Quickly(t, fileWait, []string{fifo}, func() probe.Result { return p.Probe(context.Background(), tg) })
 				checkReason(t, res, probe.ReasonNone)
 				err := events.lastErr(t, file.path)
 				for _, w := range []string{file.what, file.path, repl.want} {
