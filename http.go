@@ -22,7 +22,7 @@ import (
 // newMux builds the exporter's routes on its own ServeMux.
 func newMux(opts *options, reg *prometheus.Registry, rl *reloader, f *fleet, cl *cluster.Cluster, logger *slog.Logger) (http.Handler, error) {
 	metrics, err := exposition.NewHandler(exposition.Options{
-		Registry: reg, Snapshot: f.store.Snapshot, MaxRequestsInFlight: opts.maxRequests,
+		Registry: reg, Snapshot: f.store.Snapshot, MaxRequestsInFlight: opts.maxRequests, MaxPause: opts.maxScrapePause,
 		Logger: logger.With("component", "metrics"),
 	})
 	if err != nil {

@@ -42,6 +42,7 @@ type options struct {
 	enablePprof            bool
 	disableExporterMetrics bool
 	maxRequests            int
+	maxScrapePause         time.Duration
 	storagePath            string
 	snapshotInterval       time.Duration
 	web                    webLimits
@@ -153,6 +154,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 		BoolVar(&opts.disableExporterMetrics)
 	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
 		Default("40").IntVar(&opts.maxRequests)
+	app.Flag("web.max-scrape-pause", "Longest time in all one scrape may pause so that probes waiting for a CPU run first (at most half the scrape timeout Prometheus sends); 0 never pauses.").
+		Default("5s").DurationVar(&opts.maxScrapePause)
 	app.Flag("web.max-page-requests", "Maximum number of status pages rendered at once (503 beyond); 0 disables the limit.").
 		Default("8").IntVar(&opts.web.maxPageRequests)
 	app.Flag("web.max-connections", "Maximum number of open HTTP client connections; further ones are closed on accept. 0 disables the limit.").
@@ -222,6 +225,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (opts *options, code in
 			fmt.Fprintf(stderr, "%s: error: --%s must be positive, got %v\n", exporterName, name, d)
 			return nil, 2, true
 		}
+	}
+	if opts.maxScrapePause < 0 {
+		fmt.Fprintf(stderr, "%s: error: --web.max-scrape-pause must not be negative, got %v\n", exporterName, opts.maxScrapePause)
+		return nil, 2, true
 	}
 	if err := opts.cluster.check(); err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", exporterName, err)

@@ -377,6 +377,13 @@ func newTextFamilies(format writerFormat) []textFamily {
 // fleet allocates almost nothing. It is not safe for concurrent use; keep
 // one per goroutine or share them through a sync.Pool.
 type TextWriter struct {
+	// Yield, when set, is called between chunks of work (after every
+	// flush and every yieldEvery targets or rows) instead of
+	// runtime.Gosched, so that the caller can make a large scrape give way
+	// to other work; it may block. The exposition handler sets it per
+	// scrape.
+	Yield func()
+
 	fams   []textFamily
 	layout *textLayout
 	format writerFormat
@@ -515,7 +522,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.vals = append(w.vals, w.baseValues(first.Target)...)
 			g++
 			if g%yieldEvery == 0 {
-				runtime.Gosched()
+				w.yield()
 			}
 		}
 		i = j
@@ -564,7 +571,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.labels = w.appendLabels(w.labels, slots, row{g: gi})
 			w.ends[rowsHost] = append(w.ends[rowsHost], len(w.labels))
 			if gi%yieldEvery == yieldEvery-1 {
-				runtime.Gosched()
+				w.yield()
 			}
 		}
 	}
@@ -581,7 +588,7 @@ func (w *TextWriter) buildRows(need *[numRowKinds]bool) {
 			w.labels = w.appendLabels(w.labels, slots, r)
 			w.ends[k] = append(w.ends[k], len(w.labels))
 			if i%yieldEvery == yieldEvery-1 {
-				runtime.Gosched()
+				w.yield()
 			}
 		}
 	}
@@ -817,11 +824,21 @@ func (w *TextWriter) flush() {
 		_, w.err = w.out.Write(w.buf)
 	}
 	w.buf = w.buf[:0]
+	w.yield()
+}
+
+// yield gives way to other goroutines between two chunks of work: through
+// Yield when it is set, else with runtime.Gosched.
+func (w *TextWriter) yield() {
+	if w.Yield != nil {
+		w.Yield()
+		return
+	}
 	runtime.Gosched()
 }
 
 // yieldEvery is how many targets or rows the writer goes through between
-// two runtime.Gosched calls, as it does after every flush of textFlushSize
+// two yields (see TextWriter.Yield), as it does after every flush of textFlushSize
 // bytes: a scrape of 100,000 targets is a second of CPU in one goroutine,
 // and without yields the probe path's goroutines, woken by the network and
 // the scheduler's timer, waited behind it for their time slice, which put

@@ -38,6 +38,10 @@ type Options struct {
 	// MaxRequestsInFlight bounds the concurrent scrapes; more are answered
 	// with 503. Zero or less means no bound.
 	MaxRequestsInFlight int
+	// MaxPause bounds how long in all one scrape's writer may pause while
+	// other goroutines (the probes) wait for a CPU; see pacer. Zero or less
+	// never pauses.
+	MaxPause time.Duration
 	// Logger receives the errors of gathering and writing; nil discards
 	// them.
 	Logger *slog.Logger
@@ -56,7 +60,9 @@ type Handler struct {
 	// sem bounds the scrapes in flight; nil means unbounded.
 	sem         chan struct{}
 	maxRequests int
+	maxPause    time.Duration
 	errors      *prometheus.CounterVec
+	paused      prometheus.Counter
 	// formats are the offered formats, in order of preference.
 	formats []expfmt.Format
 	// owned holds the families the store exports.
@@ -85,13 +91,19 @@ func NewHandler(o Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	paused, err := registerPaused(o.Registry)
+	if err != nil {
+		return nil, err
+	}
 	h := &Handler{
 		gatherer:    o.Registry,
 		snapshot:    &sharedSnapshot{take: o.Snapshot, now: time.Now},
 		writers:     &writerBudget{budget: writerMemoryBudget},
 		logger:      logger,
 		maxRequests: o.MaxRequestsInFlight,
+		maxPause:    o.MaxPause,
 		errors:      errs,
+		paused:      paused,
 		formats:     offeredFormats(),
 		owned:       map[string]bool{},
 	}
@@ -134,6 +146,27 @@ func registerErrors(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 		errs = existing
 	}
 	return errs, nil
+}
+
+// registerPaused registers the scrapes' pause counter with reg, or returns
+// the one an earlier handler registered.
+func registerPaused(reg prometheus.Registerer) (prometheus.Counter, error) {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleet_scrape_paused_seconds_total",
+		Help: "Total time /metrics responses paused so that other goroutines (the probes) waiting for a CPU ran first.",
+	})
+	if err := reg.Register(c); err != nil {
+		are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
+		if !ok {
+			return nil, fmt.Errorf("exposition: register the pause counter: %w", err)
+		}
+		existing, ok := are.ExistingCollector.(prometheus.Counter)
+		if !ok {
+			return nil, fmt.Errorf("exposition: fleet_scrape_paused_seconds_total is registered as %T", are.ExistingCollector)
+		}
+		c = existing
+	}
+	return c, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -205,7 +238,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.bufs.Put(bw)
 	}()
 
-	if err := h.write(bw, format, mfs, snap, keep); err != nil {
+	pace := newPacer(pauseBudget(r, h.maxPause))
+	defer func() { h.paused.Add(pace.paused.Seconds()) }()
+	if err := h.write(bw, format, mfs, snap, keep, pace.yield); err != nil {
 		h.encodingError(err)
 		return
 	}
@@ -215,7 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // write writes the registry's families, then the snapshot's, in format.
-func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.MetricFamily, snap *collector.Snapshot, keep func(string) bool) error {
+func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.MetricFamily, snap *collector.Snapshot, keep func(string) bool, yield func()) error {
 	enc := expfmt.NewEncoder(bw, format)
 	for _, mf := range mfs {
 		name := mf.GetName()
@@ -234,15 +269,15 @@ func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.Metri
 	}
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
-		if err := h.writeText(&h.texts, collector.NewTextWriter, bw, snap, keep); err != nil {
+		if err := h.writeText(&h.texts, collector.NewTextWriter, bw, snap, keep, yield); err != nil {
 			return err
 		}
 	case expfmt.TypeOpenMetrics:
-		if err := h.writeText(&h.oms, collector.NewOpenMetricsWriter, bw, snap, keep); err != nil {
+		if err := h.writeText(&h.oms, collector.NewOpenMetricsWriter, bw, snap, keep, yield); err != nil {
 			return err
 		}
 	default:
-		if err := h.writeText(&h.protos, collector.NewProtobufWriter, bw, snap, keep); err != nil {
+		if err := h.writeText(&h.protos, collector.NewProtobufWriter, bw, snap, keep, yield); err != nil {
 			return err
 		}
 	}
@@ -253,13 +288,18 @@ func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.Metri
 	return nil
 }
 
-// writeText writes snap with a pooled TextWriter made by newWriter.
-func (h *Handler) writeText(pool *sync.Pool, newWriter func() *collector.TextWriter, bw *bufio.Writer, snap *collector.Snapshot, keep func(string) bool) error {
+// writeText writes snap with a pooled TextWriter made by newWriter, which
+// calls yield between chunks of work.
+func (h *Handler) writeText(pool *sync.Pool, newWriter func() *collector.TextWriter, bw *bufio.Writer, snap *collector.Snapshot, keep func(string) bool, yield func()) error {
 	tw, _ := pool.Get().(*collector.TextWriter)
 	if tw == nil {
 		tw = newWriter()
 	}
-	defer pool.Put(tw)
+	tw.Yield = yield
+	defer func() {
+		tw.Yield = nil
+		pool.Put(tw)
+	}()
 	return tw.Write(bw, snap, keep)
 }
 

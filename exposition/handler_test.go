@@ -83,6 +83,12 @@ func selfRegistry() *prometheus.Registry {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleet_probes_skipped_total", Help: "Skipped turns."}, []string{"probe"})
 	c.WithLabelValues("icmp").Add(3)
 	reg.MustRegister(g, c)
+	// The handler's pause counter, which it reuses, so that promhttp over
+	// this registry carries it too; handlers built without MaxPause never
+	// pause, so it stays 0.
+	if _, err := registerPaused(reg); err != nil {
+		panic(err)
+	}
 	return reg
 }
 
