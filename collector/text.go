@@ -838,10 +838,10 @@ func (w *TextWriter) yield() {
 }
 
 // yieldEvery is how many targets or rows the writer goes through between
-// two yields (see TextWriter.Yield), as it does after every flush of textFlushSize
-// bytes: a scrape of 100,000 targets is a second of CPU in one goroutine,
-// and without yields the probe path's goroutines, woken by the network and
-// the scheduler's timer, waited behind it for their time slice, which put
+// two yields (see TextWriter.Yield), as it yields after every flush of
+// textFlushSize bytes: a scrape of 100,000 targets is a second of CPU in
+// one goroutine, and without yields the probe path's goroutines, woken by
+// the network and the scheduler's timer, waited behind it for their time slice, which put
 // every probe due during a scrape hundreds of milliseconds late on a busy
 // 2-core machine. Yielding costs the scrape well under 1 %.
 const yieldEvery = 1024
