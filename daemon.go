@@ -130,6 +130,7 @@ func newOwnedFleet(opts *options, cfg *config.Config, targets []*config.Target, 
 	// ICMP fleet then costs one scheduler pass, one pool dispatch and one
 	// sendmmsg run per batch rather than per target.
 	f.sched.SetCoalesce(schedulerCoalesce)
+	f.sched.SetSubmitBatch(pool.SubmitBatch)
 	f.reconcilers = []probe.Reconciler{f.store, f.hist, f.sched, f.pool, f.probers}
 	f.apply(cfg, targets)
 	return f, nil

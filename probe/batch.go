@@ -38,7 +38,8 @@ type BatchSink interface {
 // each: ProbeBatch starts one probe per request and returns without waiting
 // for them. It calls sink.ProbesDone exactly once for every request, maybe
 // before ProbeBatch returns. When ctx ends, the probes still in flight end
-// early and are completed with what they measured so far.
+// early and are completed with what they measured so far. The pool calls
+// ProbeBatch from several goroutines at once.
 type BatchProber interface {
 	Prober
 	ProbeBatch(ctx context.Context, reqs []Request, sink BatchSink)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,7 @@ import (
 
 // Pool runs probes with bounded concurrency and start rate. Each probe type
 // has a FIFO queue, a token bucket, a concurrency limit and one dispatcher
-// goroutine; an overall concurrency limit spans all types. Submit never
+// goroutine (batch types: one per CPU, see batchDispatchers); an overall concurrency limit spans all types. Submit never
 // blocks and never queues a target twice: a target that is still queued or
 // running when its next turn comes is skipped and counted.
 type Pool struct {
@@ -78,6 +79,10 @@ type poolType struct {
 	// limitsChanged is closed and replaced by SetLimits to restart a
 	// dispatcher waiting for a start token under the old rate.
 	limitsChanged chan struct{}
+
+	// taking has capacity one and holds a token while a batch
+	// dispatcher takes jobs.
+	taking chan struct{}
 
 	// mu guards queue, head and active.
 	mu sync.Mutex
@@ -194,6 +199,7 @@ func NewPool(g config.Global, probers map[string]probe.Prober, sink func(probe.R
 			limiter:       rate.NewLimiter(poolRate(l), poolBurst(l)),
 			sem:           &poolSem{limit: poolConcurrency(l.Concurrency)},
 			notify:        make(chan struct{}, 1),
+			taking:        make(chan struct{}, 1),
 			limitsChanged: make(chan struct{}),
 			inFlightGauge: inFlight.WithLabelValues(name),
 			waitingGauge:  waiting.WithLabelValues(name),
@@ -264,11 +270,76 @@ func (p *Pool) Submit(t *config.Target, due time.Time) bool {
 	pt.mu.Unlock()
 	pt.waiting.Add(1)
 	pt.waitingGauge.Inc()
+	pt.wake()
+	return true
+}
+
+// Due is one target falling due at At, as the scheduler hands a pass of
+// them to SubmitBatch.
+type Due struct {
+	Target *config.Target
+	At     time.Time
+}
+
+// SubmitBatch queues every target of ds as Submit would, taking each probe
+// type's lock once per run of targets of that type and waking its
+// dispatchers once: a pass of 1,000 due ICMP targets is then one queue
+// append and one dispatch instead of a wake-up per target, which had the
+// dispatcher take a pass in small pieces.
+func (p *Pool) SubmitBatch(ds []Due) {
+	var skips []*config.Target
+	var woken [4]*poolType // most passes touch few types
+	nwoken := 0
+	var last *poolType
+	for i := 0; i < len(ds); {
+		pt := p.types[ds[i].Target.Probe]
+		if pt == nil {
+			p.logger.Debug("No prober for probe type", "set", ds[i].Target.Set, "host", ds[i].Target.Host, "probe", ds[i].Target.Probe)
+			skips = append(skips, ds[i].Target)
+			i++
+			continue
+		}
+		n := 0
+		pt.mu.Lock()
+		for ; i < len(ds) && ds[i].Target.Probe == pt.name; i++ {
+			t := ds[i].Target
+			if !pt.active.add(t) {
+				skips = append(skips, t)
+				continue
+			}
+			pt.queue = append(pt.queue, poolJob{t: t, due: ds[i].At})
+			n++
+		}
+		pt.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		pt.waiting.Add(int64(n))
+		pt.waitingGauge.Add(float64(n))
+		if pt != last && !slices.Contains(woken[:nwoken], pt) {
+			if nwoken < len(woken) {
+				woken[nwoken] = pt
+				nwoken++
+			} else {
+				pt.wake()
+			}
+		}
+		last = pt
+	}
+	for _, pt := range woken[:nwoken] {
+		pt.wake()
+	}
+	for _, t := range skips {
+		p.countSkip(t)
+	}
+}
+
+// wake tells a waiting dispatcher of pt that jobs are queued.
+func (pt *poolType) wake() {
 	select {
 	case pt.notify <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 func (p *Pool) countSkip(t *config.Target) {
@@ -294,7 +365,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	for _, pt := range p.types {
 		if pt.batch != nil {
 			bs := &poolBatchSink{p: p, pt: pt, runCtx: runCtx, probes: &probes}
-			dispatchers.Go(func() { p.dispatchBatch(runCtx, pt, bs) })
+			for range batchDispatchers() {
+				dispatchers.Go(func() { p.dispatchBatch(runCtx, pt, bs) })
+			}
 			continue
 		}
 		dispatchers.Go(func() { p.dispatch(runCtx, pt, &probes) })
@@ -351,6 +424,17 @@ var resultPool = sync.Pool{New: func() any { s := make([]probe.Result, 0, 64); r
 // poolBatchMax bounds the requests handed to a batch prober at once.
 const poolBatchMax = 4096
 
+// batchDispatchers is the number of dispatchers of a batch probe type: one
+// per CPU the runtime uses, at most four. While one is inside ProbeBatch
+// (for ICMP mostly in sendmmsg, where loopback and fast links also answer
+// the echo in the sender's system call) the next takes the jobs that fell
+// due meanwhile, so one type's throughput is not bounded by one goroutine.
+// Jobs are still taken oldest first under the type's lock, and every limit
+// is shared.
+func batchDispatchers() int {
+	return min(max(runtime.GOMAXPROCS(0), 1), 4)
+}
+
 // dispatchBatch is the loop of a batch probe type: it waits for the first
 // job, a rate token and both slots as dispatch does, then takes every
 // further queued job that has a token and slots at once, and starts them
@@ -358,11 +442,20 @@ const poolBatchMax = 4096
 func (p *Pool) dispatchBatch(ctx context.Context, pt *poolType, bs *poolBatchSink) {
 	reqs := make([]probe.Request, 0, 64)
 	for {
+		// One dispatcher at a time takes jobs, so that a pass is taken
+		// whole; the others meanwhile run their ProbeBatch calls.
+		select {
+		case pt.taking <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		job, ok := pt.next(ctx)
 		if !ok {
+			<-pt.taking
 			return
 		}
 		if !p.acquire(ctx, pt) {
+			<-pt.taking
 			pt.done(job.t)
 			pt.waiting.Add(-1)
 			pt.waitingGauge.Dec()
@@ -371,6 +464,7 @@ func (p *Pool) dispatchBatch(ctx context.Context, pt *poolType, bs *poolBatchSin
 		start := time.Now()
 		reqs = append(reqs[:0], poolRequest(job, start))
 		reqs = p.takeReady(pt, reqs, start)
+		<-pt.taking
 		n := len(reqs)
 		pt.waiting.Add(int64(-n))
 		pt.waitingGauge.Sub(float64(n))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1068,4 +1069,133 @@ func TestActiveSetCollisions(t *testing.T) {
 	if a.len() != 0 {
 		t.Fatalf("len %d after removing all, want 0", a.len())
 	}
+}
+
+// poolDues is targets due at due, as the scheduler hands a pass over.
+func poolDues(targets []*config.Target, due time.Time) []Due {
+	ds := make([]Due, len(targets))
+	for i, tg := range targets {
+		ds[i] = Due{Target: tg, At: due}
+	}
+	return ds
+}
+
+// TestPoolSubmitBatch checks that a pass submitted at once keeps Submit's
+// rules: every type gets its targets in order, a target twice in the pass
+// or of a type without prober is skipped and counted, and a batch type
+// receives the pass as one ProbeBatch call.
+func TestPoolSubmitBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		icmp := &poolBatchFake{f: &schedFakeProber{hold: poolHold(time.Second)}}
+		tcp := &schedFakeProber{hold: poolHold(time.Second)}
+		sink := &poolSink{}
+		p, _ := poolNew(t, config.Global{}, map[string]probe.Prober{config.ProbeICMP: icmp, config.ProbeTCP: tcp}, sink)
+		var mu sync.Mutex
+		var batched []probe.Result
+		p.SetBatchSink(func(rs []probe.Result) {
+			mu.Lock()
+			batched = append(batched, rs...)
+			mu.Unlock()
+		})
+		pings := poolTargets(60, config.ProbeICMP, 5*time.Second)
+		conns := poolTargets(10, config.ProbeTCP, 5*time.Second)
+		due := time.Now().Add(-time.Millisecond)
+		var ds []Due
+		ds = append(ds, poolDues(pings[:30], due)...)
+		ds = append(ds, poolDues(conns, due)...)
+		ds = append(ds, poolDues(pings[30:], due)...)
+		ds = append(ds, Due{Target: pings[0], At: due})                                      // twice in one pass
+		ds = append(ds, Due{Target: poolTarget("h", config.ProbeSSH, time.Second), At: due}) // no prober
+		p.SubmitBatch(ds)
+		if st := p.Stats(); st.Waiting[config.ProbeICMP] != 60 || st.Waiting[config.ProbeTCP] != 10 || st.Skipped != 2 {
+			t.Fatalf("after SubmitBatch: Stats() = %+v, want 60 and 10 waiting, 2 skipped", st)
+		}
+		stop := testutil.Start(t, p.Run)
+		synctest.Wait()
+		if got := icmp.batchSizes(); !cmp.Equal(got, []int{60}) {
+			t.Errorf("ProbeBatch sizes = %v, want the pass as one batch of 60", got)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		stop()
+		if len(batched) != 60 || len(sink.get()) != 10 {
+			t.Errorf("%d ICMP and %d TCP results, want 60 and 10", len(batched), len(sink.get()))
+		}
+		got := map[config.Key]int{}
+		for _, r := range batched {
+			got[r.Key]++
+			if !r.Due.Equal(due) {
+				t.Errorf("ICMP result of %v: due %v, want %v", r.Key, r.Due, due)
+			}
+		}
+		for _, tg := range pings {
+			if got[tg.Key()] != 1 {
+				t.Errorf("%v: %d results, want 1", tg.Key(), got[tg.Key()])
+			}
+		}
+		if st := p.Stats(); st.Waiting[config.ProbeICMP] != 0 || st.InFlight[config.ProbeICMP] != 0 {
+			t.Errorf("at the end: Stats() = %+v, want nothing waiting or in flight", st)
+		}
+	})
+}
+
+// poolBlockingBatch is a BatchProber whose ProbeBatch reports each call's
+// size on entered and returns only once release is closed, completing
+// every request: a dispatcher stuck in a long send.
+type poolBlockingBatch struct {
+	entered chan int
+	release chan struct{}
+}
+
+func (b *poolBlockingBatch) Probe(context.Context, *config.Target) probe.Result {
+	return probe.Result{Success: true}
+}
+
+func (b *poolBlockingBatch) ProbeBatch(_ context.Context, reqs []probe.Request, sink probe.BatchSink) {
+	b.entered <- len(reqs)
+	<-b.release
+	cs := make([]probe.Completion, len(reqs))
+	for i, r := range reqs {
+		cs[i] = probe.Completion{Request: r, Result: probe.Result{Success: true}}
+	}
+	sink.ProbesDone(cs)
+}
+
+// TestPoolBatchDispatchersOverlap checks that a batch type's next pass is
+// dispatched while an earlier ProbeBatch call has not returned, and that
+// the type's concurrency limit still spans both calls.
+func TestPoolBatchDispatchersOverlap(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	if n := batchDispatchers(); n < 2 {
+		t.Fatalf("batchDispatchers() = %d with GOMAXPROCS 2, want 2", n)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		bp := &poolBlockingBatch{entered: make(chan int, 4), release: make(chan struct{})}
+		g := config.Global{Limits: config.ProbeLimits{ICMP: config.Limit{Concurrency: 15}}}
+		p, _ := poolNew(t, g, map[string]probe.Prober{config.ProbeICMP: bp}, &poolSink{})
+		var results atomic.Int64
+		p.SetBatchSink(func(rs []probe.Result) { results.Add(int64(len(rs))) })
+		targets := poolTargets(20, config.ProbeICMP, 5*time.Second)
+		p.SubmitBatch(poolDues(targets[:10], time.Now()))
+		stop := testutil.Start(t, p.Run)
+		if n := <-bp.entered; n != 10 {
+			t.Errorf("first ProbeBatch took %d requests, want 10", n)
+		}
+		p.SubmitBatch(poolDues(targets[10:], time.Now()))
+		synctest.Wait()
+		select {
+		case n := <-bp.entered:
+			if n != 5 {
+				t.Errorf("second ProbeBatch took %d requests, want the 5 slots left of 15", n)
+			}
+		default:
+			t.Fatal("the second pass waited for the first ProbeBatch call to return")
+		}
+		close(bp.release)
+		synctest.Wait()
+		stop()
+		if n := results.Load(); n != 20 {
+			t.Errorf("%d results, want 20", n)
+		}
+	})
 }

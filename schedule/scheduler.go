@@ -28,6 +28,11 @@ import (
 // back on its hashed slots.
 type Scheduler struct {
 	submit func(t *config.Target, due time.Time) bool
+	// submitBatch, when set (SetSubmitBatch), takes each pass at once
+	// instead of submit.
+	submitBatch func([]Due)
+	// dues is the pass handed to submitBatch, reused between passes.
+	dues   []Due
 	logger *slog.Logger
 	// wake has capacity one; Update signals it so the loop re-reads the heap.
 	wake chan struct{}
@@ -241,6 +246,13 @@ func (s *Scheduler) SetCoalesce(d time.Duration) {
 	s.coalesce = max(d, 0)
 }
 
+// SetSubmitBatch makes the scheduler hand every pass over due targets to
+// fn at once instead of calling submit per target (Pool.SubmitBatch). fn
+// must not block or keep the slice. Call it before Run.
+func (s *Scheduler) SetSubmitBatch(fn func([]Due)) {
+	s.submitBatch = fn
+}
+
 // Len returns the number of scheduled targets.
 func (s *Scheduler) Len() int {
 	s.mu.Lock()
@@ -280,8 +292,20 @@ func (s *Scheduler) fire(now int64) (next int64, ok bool) {
 	s.batch = nil // owned by this pass until handed back below
 	s.mu.Unlock()
 
-	for _, f := range batch {
-		s.submit(f.t, time.Unix(0, f.due))
+	if s.submitBatch != nil {
+		dues := s.dues[:0]
+		for _, f := range batch {
+			dues = append(dues, Due{Target: f.t, At: time.Unix(0, f.due)})
+		}
+		if len(dues) > 0 {
+			s.submitBatch(dues)
+		}
+		clear(dues)
+		s.dues = dues[:0]
+	} else {
+		for _, f := range batch {
+			s.submit(f.t, time.Unix(0, f.due))
+		}
 	}
 	clear(batch) // drop target pointers so old configs can be collected
 

@@ -748,40 +748,57 @@ func TestSchedulerObserveIgnoresUnknown(t *testing.T) {
 
 // TestSchedulerCoalesce checks that with SetCoalesce every target still
 // fires once per slot, at most the coalescing time late, and that the fires
-// come in few passes rather than one per target.
+// come in few passes rather than one per target. With SetSubmitBatch each
+// pass is one call.
 func TestSchedulerCoalesce(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const coalesce = 10 * time.Millisecond
-		rec := &schedRecorder{}
-		s := NewScheduler(rec.submit, nil)
-		s.SetCoalesce(coalesce)
-		var targets []*config.Target
-		for i := range 1000 {
-			targets = append(targets, schedTarget("s", fmt.Sprintf("h%04d", i), config.ProbeICMP, time.Second))
-		}
-		s.Reconcile(targets)
-		stop := testutil.Start(t, s.Run)
-		time.Sleep(3 * time.Second)
-		synctest.Wait()
-		stop()
-
-		passes := map[time.Time]bool{}
-		for k, fs := range rec.byKey() {
-			if len(fs) < 2 || len(fs) > 4 {
-				t.Errorf("%v fired %d times in 3s, want 2 to 4 (once per 1s slot)", k, len(fs))
-			}
-			for _, f := range fs {
-				if late := f.At.Sub(f.Due); late < 0 || late > coalesce {
-					t.Errorf("%v fired %v after its due time, want within [0, %v]", k, late, coalesce)
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const coalesce = 10 * time.Millisecond
+				rec := &schedRecorder{}
+				s := NewScheduler(rec.submit, nil)
+				s.SetCoalesce(coalesce)
+				calls := 0
+				if batch {
+					s.SetSubmitBatch(func(ds []Due) {
+						calls++
+						for _, d := range ds {
+							rec.submit(d.Target, d.At)
+						}
+					})
 				}
-				passes[f.At] = true
-			}
-		}
-		// 3 s at one pass per 10 ms at most (plus the first).
-		if n := len(passes); n > 301 {
-			t.Errorf("fires happened at %d distinct instants, want at most 301 (coalesced)", n)
-		}
-	})
+				var targets []*config.Target
+				for i := range 1000 {
+					targets = append(targets, schedTarget("s", fmt.Sprintf("h%04d", i), config.ProbeICMP, time.Second))
+				}
+				s.Reconcile(targets)
+				stop := testutil.Start(t, s.Run)
+				time.Sleep(3 * time.Second)
+				synctest.Wait()
+				stop()
+
+				passes := map[time.Time]bool{}
+				for k, fs := range rec.byKey() {
+					if len(fs) < 2 || len(fs) > 4 {
+						t.Errorf("%v fired %d times in 3s, want 2 to 4 (once per 1s slot)", k, len(fs))
+					}
+					for _, f := range fs {
+						if late := f.At.Sub(f.Due); late < 0 || late > coalesce {
+							t.Errorf("%v fired %v after its due time, want within [0, %v]", k, late, coalesce)
+						}
+						passes[f.At] = true
+					}
+				}
+				// 3 s at one pass per 10 ms at most (plus the first).
+				if n := len(passes); n > 301 {
+					t.Errorf("fires happened at %d distinct instants, want at most 301 (coalesced)", n)
+				}
+				if batch && calls != len(passes) {
+					t.Errorf("%d batch submissions for %d passes, want one each", calls, len(passes))
+				}
+			})
+		})
+	}
 }
 
 // TestSchedulerObserveBatch checks that a failure in a batch moves a target
