@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -112,6 +114,9 @@ type sharedEngine struct {
 	// wheel again.
 	wake chan struct{}
 
+	// laneNext picks the lane to wait for when every lane is busy.
+	laneNext atomic.Uint32
+
 	// mu guards socks, closed and loopStarted.
 	mu sync.Mutex
 	// socks holds the sockets opened so far.
@@ -119,27 +124,52 @@ type sharedEngine struct {
 	closed      bool
 	loopStarted bool
 
-	// pmu guards pending, nextToken, free, wheel and the mutable fields of
-	// every flight (see flight).
+	// pmu guards pending, nextToken, free, wheel, groups and the mutable
+	// fields of every flight (see flight).
 	pmu       sync.Mutex
 	pending   map[uint32]*flight
 	nextToken uint32
 	free      []*flight
 	wheel     wheel
+	// groups holds the group of every context with flights in flight, by
+	// its Done channel.
+	groups map[<-chan struct{}]*group
 	// discarded counts our replies that matched no packet in flight, by
 	// discardReason.
 	discarded [discardReasons]uint64
 
-	// smu guards snd, the one send batch.
-	smu sync.Mutex
+	// lanes are the send paths: one per CPU the runtime uses, at most
+	// four (sendLanes). Each has its own buffers and its own socket per
+	// key, so that sends from the pool's dispatchers and the loop run in
+	// parallel instead of queueing behind one socket lock in the kernel.
+	lanes []*lane
+}
+
+// lane is one send path: its sendmmsg buffers, and the lane number its
+// sockets are opened under (sockKey.lane).
+type lane struct {
+	mu  sync.Mutex // held for a whole send
+	idx uint8
 	snd sender
 }
 
-// sockKey names one shared socket: its family and the address it is bound
-// to, the zero Addr for the kernel's choice.
+// sendLanes is the number of send lanes of an engine.
+func sendLanes() int {
+	return min(max(runtime.GOMAXPROCS(0), 1), 4)
+}
+
+// sockKey names one shared socket: its family, the address it is bound
+// to (the zero Addr for the kernel's choice) and its send lane. Rounds are
+// registered on the lane 0 socket of their key; their packets go out on
+// the socket of whichever lane sends them. A reply is matched by its token
+// whichever socket reads it. Ping sockets each get their own ICMP ID from
+// the kernel, so every lane's socket has a reader for its replies; a raw
+// socket receives every echo reply of the host, so only lane 0's reads
+// and the other lanes' raw sockets are send-only (they block every type).
 type sockKey struct {
-	v6  bool
-	src netip.Addr
+	v6   bool
+	src  netip.Addr
+	lane uint8
 }
 
 // engineSocket is one open shared socket.
@@ -150,6 +180,8 @@ type engineSocket struct {
 	v6  bool
 	// raw is true for raw sockets, whose IPv4 replies carry the IP header.
 	raw bool
+	// sendOnly marks a raw socket of a lane other than 0: it has no reader.
+	sendOnly bool
 }
 
 // flight is one round in flight. It is recycled once finished; gen tells a
@@ -182,20 +214,16 @@ type flight struct {
 	ctxErr   error
 }
 
-// group is the flights of one start call that share a context; it cancels
-// them when that context ends.
+// group is the flights in flight whose contexts share one Done channel
+// (the pool's run context, for every batch); it ends them when that
+// context ends. Its flights are found by scanning pending then, so that
+// registering a flight costs a counter, not a list entry.
 type group struct {
 	ctx  context.Context
-	stop func() bool
+	done <-chan struct{}
 	// Guarded by sharedEngine.pmu:
-	members []groupMember
-	left    int
-}
-
-// groupMember is one flight of a group, at the generation it had.
-type groupMember struct {
-	f   *flight
-	gen uint32
+	stop func() bool
+	left int
 }
 
 // Reasons a reply carrying our cookie is discarded.
@@ -224,7 +252,12 @@ func (e *sharedEngine) discardedReplies() [discardReasons]uint64 {
 // socket and starts no goroutine: the first probe of each address family
 // does that.
 func newEngine(mode Mode, logger *slog.Logger) *sharedEngine {
+	lanes := make([]*lane, sendLanes())
+	for i := range lanes {
+		lanes[i] = &lane{idx: uint8(i)}
+	}
 	return &sharedEngine{
+		lanes:      lanes,
 		privileged: mode == ModePrivileged,
 		logger:     logger,
 		id:         uint16(rand.Uint32()),
@@ -234,6 +267,7 @@ func newEngine(mode Mode, logger *slog.Logger) *sharedEngine {
 		wake:       make(chan struct{}, 1),
 		socks:      make(map[sockKey]*engineSocket),
 		pending:    make(map[uint32]*flight),
+		groups:     make(map[<-chan struct{}]*group),
 		nextToken:  rand.Uint32(),
 		wheel:      newWheel(),
 	}
@@ -292,14 +326,16 @@ func (e *sharedEngine) socket(k sockKey) (*engineSocket, error) {
 		return nil, err
 	}
 	e.socks[k] = s
-	e.goroutines.Add(1)
-	go e.read(s)
+	if !s.sendOnly {
+		e.goroutines.Add(1)
+		go e.read(s)
+	}
 	if !e.loopStarted {
 		e.loopStarted = true
 		e.goroutines.Add(1)
 		go e.loop()
 	}
-	e.logger.Debug("Opened shared ICMP socket", "ipv6", k.v6, "source", k.src, "privileged", e.privileged)
+	e.logger.Debug("Opened shared ICMP socket", "ipv6", k.v6, "source", k.src, "lane", k.lane, "privileged", e.privileged)
 	return s, nil
 }
 
@@ -369,10 +405,6 @@ func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcom
 		socks[i] = last
 	}
 
-	var g *group
-	if ctx.Done() != nil {
-		g = &group{ctx: ctx}
-	}
 	sp := sendPool.Get().(*[]sendItem)
 	sends := (*sp)[:0]
 	defer func() {
@@ -380,10 +412,14 @@ func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcom
 		*sp = sends[:0]
 		sendPool.Put(sp)
 	}()
-	if g != nil {
-		g.members = make([]groupMember, 0, len(specs))
-	}
 	e.pmu.Lock()
+	var g *group
+	if done := ctx.Done(); done != nil {
+		if g = e.groups[done]; g == nil {
+			g = &group{ctx: ctx, done: done}
+			e.groups[done] = g
+		}
+	}
 	idle := len(e.pending) == 0
 	for i := range specs {
 		s := socks[i]
@@ -398,13 +434,16 @@ func (e *sharedEngine) start(ctx context.Context, specs []startSpec, sink outcom
 		}
 		f.group = g
 		if g != nil {
-			g.members = append(g.members, groupMember{f: f, gen: f.gen})
 			g.left++
 		}
 		e.wheel.add(wheelEntry{f: f, gen: f.gen, at: f.deadline})
 		sends = append(sends, e.prepareSend(f, nowWall, nowMono))
 	}
-	if g != nil && g.left > 0 {
+	switch {
+	case g == nil:
+	case g.left == 0:
+		delete(e.groups, g.done)
+	case g.stop == nil:
 		// Under pmu, so no flight of g can finish before stop is set; an
 		// ended ctx runs cancel on another goroutine, which waits for pmu.
 		g.stop = context.AfterFunc(ctx, func() { e.cancel(g) })
@@ -511,11 +550,14 @@ func (e *sharedEngine) cancel(g *group) {
 	var out outcomes
 	e.pmu.Lock()
 	now := time.Now()
-	for _, m := range g.members {
-		if m.f.gen == m.gen && !m.f.finished {
-			m.f.ctxErr = g.ctx.Err()
-			e.finish(m.f, now, &out)
+	for _, f := range e.pending {
+		if f.group == g && !f.finished {
+			f.ctxErr = g.ctx.Err()
+			e.finish(f, now, &out)
 		}
+	}
+	if e.groups[g.done] == g {
+		delete(e.groups, g.done)
 	}
 	e.pmu.Unlock()
 	out.flush()
@@ -536,8 +578,13 @@ func (e *sharedEngine) finish(f *flight, now time.Time, out *outcomes) {
 	})
 	if g := f.group; g != nil {
 		g.left--
-		if g.left == 0 && g.stop != nil {
-			g.stop()
+		if g.left == 0 {
+			if g.stop != nil {
+				g.stop()
+			}
+			if e.groups[g.done] == g {
+				delete(e.groups, g.done)
+			}
 		}
 	}
 	f.gen++
@@ -600,22 +647,53 @@ func (e *sharedEngine) send(items []sendItem, out *outcomes) {
 	if len(items) == 0 {
 		return
 	}
-	e.smu.Lock()
-	defer e.smu.Unlock()
+	l := e.takeLane()
+	defer l.mu.Unlock()
 	for len(items) > 0 {
 		s := items[0].sock
 		n := 1
 		for n < len(items) && n < sendChunk && items[n].sock == s {
 			n++
 		}
-		e.sendChunk(s, items[:n], out)
+		e.sendChunk(e.laneSocket(l, s), l, items[:n], out)
 		items = items[n:]
 	}
 }
 
-// sendChunk sends items, all on socket s, with sendmmsg. Callers hold smu.
-func (e *sharedEngine) sendChunk(s *engineSocket, items []sendItem, out *outcomes) {
-	b := &e.snd
+// takeLane locks and returns the first free lane, lane 0 first so that a
+// light load keeps to one socket, or waits for the lane after the last
+// one taken when all are busy.
+func (e *sharedEngine) takeLane() *lane {
+	for _, l := range e.lanes {
+		if l.mu.TryLock() {
+			return l
+		}
+	}
+	l := e.lanes[int(e.laneNext.Add(1))%len(e.lanes)]
+	l.mu.Lock()
+	return l
+}
+
+// laneSocket returns the socket of l for rounds registered on s (a lane 0
+// socket), opening it on first use. When it cannot be opened the packets
+// go out on s.
+func (e *sharedEngine) laneSocket(l *lane, s *engineSocket) *engineSocket {
+	if l.idx == 0 {
+		return s
+	}
+	k := s.key
+	k.lane = l.idx
+	ls, err := e.socket(k)
+	if err != nil {
+		return s
+	}
+	return ls
+}
+
+// sendChunk sends items, all for rounds on the same key, with sendmmsg on
+// socket s of lane l. Callers hold l.mu.
+func (e *sharedEngine) sendChunk(s *engineSocket, l *lane, items []sendItem, out *outcomes) {
+	b := &l.snd
 	total := 0
 	for i := range items {
 		total += items[i].size
@@ -1024,7 +1102,8 @@ func (e *sharedEngine) open(k sockKey) (*engineSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errEngineUnavailable, os.NewSyscallError("socket", err))
 	}
-	if err := setupSocket(fd, v6, e.privileged); err != nil {
+	sendOnly := e.privileged && k.lane > 0
+	if err := setupSocket(fd, v6, e.privileged, sendOnly); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("%w: %w", errEngineUnavailable, err)
 	}
@@ -1046,15 +1125,16 @@ func (e *sharedEngine) open(k sockKey) (*engineSocket, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	return &engineSocket{key: k, f: f, rc: rc, v6: v6, raw: e.privileged}, nil
+	return &engineSocket{key: k, f: f, rc: rc, v6: v6, raw: e.privileged, sendOnly: sendOnly}, nil
 }
 
 // setupSocket applies the socket options the engine relies on. Only the
-// filter is required; buffers and timestamps are best effort.
-func setupSocket(fd int, v6, raw bool) error {
+// filter is required; buffers and timestamps are best effort. A send-only
+// raw socket blocks every ICMP type: lane 0's socket reads the replies.
+func setupSocket(fd int, v6, raw, sendOnly bool) error {
 	// SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN;
 	// SO_RCVBUF is capped by rmem_max.
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, recvBuffer) != nil {
+	if !sendOnly && unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, recvBuffer) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, recvBuffer)
 	}
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer) != nil {
@@ -1071,14 +1151,20 @@ func setupSocket(fd int, v6, raw bool) error {
 		for i := range f.Data {
 			f.Data[i] = ^uint32(0) // block everything ...
 		}
-		f.Data[icmpv6EchoReply>>5] &^= 1 << (icmpv6EchoReply & 31) // ... but echo replies
+		if !sendOnly {
+			f.Data[icmpv6EchoReply>>5] &^= 1 << (icmpv6EchoReply & 31) // ... but echo replies
+		}
 		if err := unix.SetsockoptICMPv6Filter(fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
 			return os.NewSyscallError("setsockopt ICMPV6_FILTER", err)
 		}
 		return nil
 	}
 	// ICMP_FILTER takes a bitmask of the types to drop.
-	if err := unix.SetsockoptInt(fd, unix.SOL_RAW, unix.ICMP_FILTER, int(^int32(1<<icmpv4EchoReply))); err != nil {
+	drop := ^int32(1 << icmpv4EchoReply)
+	if sendOnly {
+		drop = ^int32(0)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_RAW, unix.ICMP_FILTER, int(drop)); err != nil {
 		return os.NewSyscallError("setsockopt ICMP_FILTER", err)
 	}
 	return nil

@@ -519,7 +519,7 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 	defer cancel()
 	script := ip + ` link set lo up && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && exec "$0" "$@"`
 	cmd := exec.CommandContext(ctx, unshare, "--net", "--", "/bin/sh", "-c", script, self,
-		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers)$`,
+		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers|TestICMPEngineLanes)$`,
 		"-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), netnsChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -533,6 +533,8 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 		"--- PASS: TestICMPEngineClose/unprivileged",
 		"--- PASS: TestICMPProbeBatch/unprivileged/100_probes_of_::1,_count_3",
 		"--- PASS: TestICMPEngineSocketErrorRecovers/unprivileged",
+		"--- PASS: TestICMPEngineLanes/unprivileged/127.0.0.1",
+		"--- PASS: TestICMPEngineLanes/unprivileged/::1",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("namespace run lacks %q:\n%s", want, out)
@@ -633,11 +635,79 @@ func TestICMPEngineSourceAddress(t *testing.T) {
 				t.Errorf("IPv6 source for an IPv4 target: err %v, want a family mismatch", err)
 			}
 			e.mu.Lock()
-			n := len(e.socks)
+			n := 0
+			for k := range e.socks {
+				if k.lane == 0 { // a send that overlapped another opened its lane's socket too
+					n++
+				}
+			}
 			e.mu.Unlock()
 			if n != 3 {
 				t.Errorf("%d sockets open after the failed rounds, want the 3 that worked", n)
 			}
 		})
+	}
+}
+
+// TestICMPEngineLanes sends every packet through lane 1 (lane 0 is held
+// busy) and wants every reply back, once: a ping socket of lane 1 reads
+// its own replies, and a raw socket of lane 1 is send-only (it blocks every
+// type, so nothing queues on it and no reply is seen twice) while lane 0's
+// socket reads.
+func TestICMPEngineLanes(t *testing.T) {
+	for _, mode := range modesOrSkip(t) {
+		for _, addr := range []string{"127.0.0.1", "::1"} {
+			t.Run(mode.String()+"/"+addr, func(t *testing.T) {
+				target := netip.MustParseAddr(addr)
+				family := "ip4"
+				if target.Is6() {
+					family = "ip6"
+				}
+				if !modeWorks(mode, family) {
+					t.Skipf("%s ICMP socket for %s not available", mode, family)
+				}
+				e := newTestEngine(t, mode)
+				if len(e.lanes) < 2 {
+					e.lanes = append(e.lanes, &lane{idx: 1})
+				}
+				e.lanes[0].mu.Lock()
+				st, err := e.ping(t.Context(), roundSpec{addr: target, count: 3, interval: 5 * time.Millisecond, size: 56, timeout: 2 * time.Second})
+				e.lanes[0].mu.Unlock()
+				if err != nil || st.sent != 3 || st.recv != 3 {
+					t.Fatalf("ping through lane 1: sent/received %d/%d, err %v; want 3/3", st.sent, st.recv, err)
+				}
+				if d := e.discardedReplies(); d != [discardReasons]uint64{} {
+					t.Errorf("discarded replies %v, want none", d)
+				}
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				var l0, l1 *engineSocket
+				for k, s := range e.socks {
+					switch k.lane {
+					case 0:
+						l0 = s
+					case 1:
+						l1 = s
+					}
+				}
+				if l0 == nil || l1 == nil {
+					t.Fatalf("sockets by lane: 0 %v, 1 %v; want both open", l0, l1)
+				}
+				if want := mode == ModePrivileged; l1.sendOnly != want || l0.sendOnly {
+					t.Errorf("send-only: lane 0 %v, lane 1 %v; want false, %v", l0.sendOnly, l1.sendOnly, want)
+				}
+				if l1.sendOnly {
+					var queued int
+					if err := l1.rc.Control(func(fd uintptr) {
+						queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if err != nil || queued != 0 {
+						t.Errorf("send-only raw socket has %d bytes queued (err %v), want 0", queued, err)
+					}
+				}
+			})
+		}
 	}
 }
