@@ -188,18 +188,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.logger.Error("Error gathering metrics", "err", err)
 		h.errors.WithLabelValues("gathering").Inc()
 	}
-	// The snapshot is a copy: writing it holds no lock the probes need.
-	// Scrapes that overlap share one, so that a burst of them costs one
-	// copy of the store, not one each.
-	snap := h.snapshot.acquire()
-	defer h.snapshot.release()
-	// A scrape's writer holds buffers in proportion to the fleet; past a
-	// memory budget, scrapes wait for a writer instead of each taking one.
-	if !h.writers.acquire(r.Context(), len(snap.Targets)) {
-		return // the client went away while waiting
-	}
-	defer h.writers.release()
-
 	var keep func(string) bool
 	if names := r.URL.Query()["name[]"]; len(names) > 0 {
 		// Same filter as promhttp's name[] parameter.
@@ -208,6 +196,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			want[n] = true
 		}
 		keep = func(name string) bool { return want[name] }
+	}
+
+	// The snapshot is a copy: writing it holds no lock the probes need.
+	// Scrapes that overlap share one, so that a burst of them costs one
+	// copy of the store, not one each. A scrape whose name[] filter keeps
+	// no store family (a check of a few self-metrics) takes none: the copy
+	// is in proportion to the fleet.
+	var snap *collector.Snapshot
+	if h.wantsStore(keep) {
+		snap = h.snapshot.acquire()
+		defer h.snapshot.release()
+		// A scrape's writer holds buffers in proportion to the fleet; past
+		// a memory budget, scrapes wait for a writer instead of each
+		// taking one.
+		if !h.writers.acquire(r.Context(), len(snap.Targets)) {
+			return // the client went away while waiting
+		}
+		defer h.writers.release()
 	}
 
 	format := expfmt.NegotiateAccept(r.Header, h.formats...)
@@ -249,7 +255,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// write writes the registry's families, then the snapshot's, in format.
+// wantsStore reports whether a scrape filtered by keep (nil: no filter)
+// writes any family of the store.
+func (h *Handler) wantsStore(keep func(string) bool) bool {
+	if keep == nil {
+		return true
+	}
+	for name := range h.owned {
+		if keep(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// write writes the registry's families, then the snapshot's (none when
+// snap is nil), in format.
 func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.MetricFamily, snap *collector.Snapshot, keep func(string) bool, yield func()) error {
 	enc := expfmt.NewEncoder(bw, format)
 	for _, mf := range mfs {
@@ -267,12 +288,13 @@ func (h *Handler) write(bw *bufio.Writer, format expfmt.Format, mfs []*dto.Metri
 			return err
 		}
 	}
-	switch format.FormatType() {
-	case expfmt.TypeTextPlain:
+	switch {
+	case snap == nil:
+	case format.FormatType() == expfmt.TypeTextPlain:
 		if err := h.writeText(&h.texts, collector.NewTextWriter, bw, snap, keep, yield); err != nil {
 			return err
 		}
-	case expfmt.TypeOpenMetrics:
+	case format.FormatType() == expfmt.TypeOpenMetrics:
 		if err := h.writeText(&h.oms, collector.NewOpenMetricsWriter, bw, snap, keep, yield); err != nil {
 			return err
 		}

@@ -338,23 +338,37 @@ func TestHandlerUnlimited(t *testing.T) {
 	}
 }
 
+// TestHandlerNameFilter checks name[] over registry and store families,
+// and that a scrape keeping no store family takes no store snapshot.
 func TestHandlerNameFilter(t *testing.T) {
 	store, _ := handlerStore(20, true)
-	h := mustHandler(t, selfRegistry(), store.Snapshot, 0, discardLogger())
+	var snaps atomic.Int64
+	h := mustHandler(t, selfRegistry(), func() *collector.Snapshot {
+		snaps.Add(1)
+		return store.Snapshot()
+	}, 0, discardLogger())
 	tests := []struct {
 		name, query string
 		want        []string
+		snapshot    bool
 	}{
-		{"store family", "?name[]=fleet_host_up", []string{"fleet_host_up"}},
+		{"store family", "?name[]=fleet_host_up", []string{"fleet_host_up"}, true},
 		{
-			"registry and store families", "?name[]=fleet_probes_skipped_total&name[]=fleet_ssh_phase_seconds",
-			[]string{"fleet_probes_skipped_total", "fleet_ssh_phase_seconds"},
+			name:     "registry and store families",
+			query:    "?name[]=fleet_probes_skipped_total&name[]=fleet_ssh_phase_seconds",
+			want:     []string{"fleet_probes_skipped_total", "fleet_ssh_phase_seconds"},
+			snapshot: true,
 		},
-		{"unknown", "?name[]=nope", nil},
+		{"registry family only", "?name[]=fleet_probes_skipped_total", []string{"fleet_probes_skipped_total"}, false},
+		{"unknown", "?name[]=nope", nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			before := snaps.Load()
 			rec := scrape(t, h, nil, tc.query)
+			if took := snaps.Load() > before; took != tc.snapshot {
+				t.Errorf("took a store snapshot: %v, want %v", took, tc.snapshot)
+			}
 			p := expfmt.NewTextParser(model.UTF8Validation)
 			mfs, err := p.TextToMetricFamilies(rec.Body)
 			if err != nil {
