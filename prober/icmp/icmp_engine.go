@@ -151,6 +151,8 @@ type lane struct {
 	mu  sync.Mutex // held for a whole send
 	idx uint8
 	snd sender
+	// rcv is drain's read batch, allocated on first use.
+	rcv *readBatch
 }
 
 // sendLanes is the number of send lanes of an engine.
@@ -182,6 +184,9 @@ type engineSocket struct {
 	raw bool
 	// sendOnly marks a raw socket of a lane other than 0: it has no reader.
 	sendOnly bool
+	// sending counts the sends in progress whose replies come to this
+	// socket; its reader leaves them to the senders' drain meanwhile.
+	sending atomic.Int32
 }
 
 // flight is one round in flight. It is recycled once finished; gen tells a
@@ -655,7 +660,16 @@ func (e *sharedEngine) send(items []sendItem, out *outcomes) {
 		for n < len(items) && n < sendChunk && items[n].sock == s {
 			n++
 		}
-		e.sendChunk(e.laneSocket(l, s), l, items[:n], out)
+		ls := e.laneSocket(l, s)
+		// The replies come to ls, or for a send-only raw socket to s.
+		rs := ls
+		if ls.sendOnly {
+			rs = s
+		}
+		rs.sending.Add(1)
+		e.sendChunk(ls, l, items[:n], out)
+		rs.sending.Add(-1)
+		e.drain(rs, l, out)
 		items = items[n:]
 	}
 }
@@ -983,28 +997,21 @@ func (e *sharedEngine) read(s *engineSocket) {
 	var rerr error
 	err := s.rc.Read(func(fd uintptr) bool {
 		for {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
-				uintptr(unsafe.Pointer(&b.hdrs[0])), batch, unix.MSG_DONTWAIT, 0, 0)
-			switch errno {
+			if s.sending.Load() > 0 {
+				// A sender on s reads what it made arrive once it is
+				// done (drain); reading now would take its replies a
+				// few at a time.
+				return false
+			}
+			switch _, errno := e.recv(fd, s, b, &out); errno {
 			case 0:
+				out.flush()
 			case unix.EAGAIN:
 				return false // wait for the poller
-			case unix.EINTR:
-				continue
 			default:
 				rerr = os.NewSyscallError("recvmmsg", errno)
 				return true
 			}
-			now := time.Now()
-			e.pmu.Lock()
-			for i := range int(n) {
-				h := &b.hdrs[i]
-				e.deliver(s.v6, s.raw, b.bufs[i][:min(int(h.Len), readSize)],
-					&b.names[i], b.oobs[i][:h.Hdr.Controllen], now, &out)
-			}
-			e.pmu.Unlock()
-			out.flush()
-			b.reset()
 		}
 	})
 	select {
@@ -1022,6 +1029,55 @@ func (e *sharedEngine) read(s *engineSocket) {
 	// their timeout; the next rounds open a fresh socket.
 	e.logger.Error("Shared ICMP socket reader stopped; reopening the socket for the next probes", "ipv6", s.v6, "err", rerr)
 	e.drop(s)
+}
+
+// recv reads one recvmmsg batch from fd, the descriptor of s, into b and
+// delivers it into out under pmu. It returns the number of datagrams read
+// and the call's error: EAGAIN when none was waiting. EINTR is retried.
+func (e *sharedEngine) recv(fd uintptr, s *engineSocket, b *readBatch, out *outcomes) (int, syscall.Errno) {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+			uintptr(unsafe.Pointer(&b.hdrs[0])), batch, unix.MSG_DONTWAIT, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		now := time.Now()
+		e.pmu.Lock()
+		for i := range int(n) {
+			h := &b.hdrs[i]
+			e.deliver(s.v6, s.raw, b.bufs[i][:min(int(h.Len), readSize)],
+				&b.names[i], b.oobs[i][:h.Hdr.Controllen], now, out)
+		}
+		e.pmu.Unlock()
+		b.reset()
+		return int(n), 0
+	}
+}
+
+// drain reads what waits on s right after a send on lane l: on loopback
+// and fast links the replies to a sendmmsg call are queued before it
+// returns, and reading them here takes them in one call instead of waking
+// the reader for a few at a time. It stops at the first short batch;
+// anything arriving later wakes the reader. Errors are left to the reader.
+// Callers hold l.mu.
+func (e *sharedEngine) drain(s *engineSocket, l *lane, out *outcomes) {
+	if s.sendOnly {
+		return
+	}
+	if l.rcv == nil {
+		l.rcv = newReadBatch()
+	}
+	_ = s.rc.Control(func(fd uintptr) {
+		for {
+			n, errno := e.recv(fd, s, l.rcv, out)
+			if errno != 0 || n < batch {
+				return
+			}
+		}
+	})
 }
 
 // deliver matches one received datagram to the round waiting for it. now is

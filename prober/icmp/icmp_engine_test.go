@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -519,7 +520,7 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 	defer cancel()
 	script := ip + ` link set lo up && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && exec "$0" "$@"`
 	cmd := exec.CommandContext(ctx, unshare, "--net", "--", "/bin/sh", "-c", script, self,
-		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers|TestICMPEngineLanes)$`,
+		"-test.run", `^(TestICMPEnginePing|TestICMPEngineManyTargets|TestICMPEngineClose|TestICMPProbe|TestICMPProbeBatch|TestICMPEngineSocketErrorRecovers|TestICMPEngineLanes|TestICMPEngineSenderDrains)$`,
 		"-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), netnsChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -535,6 +536,7 @@ func TestICMPEngineUnprivilegedNetns(t *testing.T) {
 		"--- PASS: TestICMPEngineSocketErrorRecovers/unprivileged",
 		"--- PASS: TestICMPEngineLanes/unprivileged/127.0.0.1",
 		"--- PASS: TestICMPEngineLanes/unprivileged/::1",
+		"--- PASS: TestICMPEngineSenderDrains/unprivileged",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("namespace run lacks %q:\n%s", want, out)
@@ -709,5 +711,54 @@ func TestICMPEngineLanes(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestICMPEngineSenderDrains holds the reader off as a send in progress
+// does and wants a round on loopback to complete anyway: the sender reads
+// the replies its sendmmsg made arrive (drain), so the reader is not woken
+// for them a few at a time. When the reply comes too late for the send's
+// own drain, a later drain (the next send) takes it.
+func TestICMPEngineSenderDrains(t *testing.T) {
+	for _, mode := range modesOrSkip(t) {
+		t.Run(mode.String(), func(t *testing.T) {
+			if !modeWorks(mode, "ip4") {
+				t.Skipf("%s ICMP socket for ip4 not available", mode)
+			}
+			e := newTestEngine(t, mode)
+			spec := roundSpec{addr: netip.MustParseAddr("127.0.0.1"), count: 1, size: 56, timeout: 5 * time.Second}
+			if st, err := e.ping(t.Context(), spec); err != nil || st.recv != 1 {
+				t.Fatalf("first ping: received %d, err %v", st.recv, err)
+			}
+			e.mu.Lock()
+			s := e.socks[sockKey{}]
+			e.mu.Unlock()
+			if s == nil {
+				t.Fatal("no lane 0 socket after a ping")
+			}
+			s.sending.Add(1) // as a send in progress: the reader leaves the socket alone
+			sink := &countSink{}
+			e.start(t.Context(), []startSpec{{round: spec}}, sink)
+			l := e.lanes[0]
+			for deadline := time.Now().Add(2 * time.Second); sink.n.Load() == 0 && time.Now().Before(deadline); {
+				var out outcomes
+				l.mu.Lock()
+				e.drain(s, l, &out)
+				l.mu.Unlock()
+				out.flush()
+				time.Sleep(time.Millisecond)
+			}
+			s.sending.Add(-1)
+			sink.mu.Lock()
+			got := slices.Clone(sink.last)
+			sink.mu.Unlock()
+			if len(got) != 1 || got[0].st.recv != 1 || got[0].err != nil {
+				t.Fatalf("with the reader held off: outcomes %+v, want one round with its reply", got)
+			}
+			// The reader serves the socket again once no send is in progress.
+			if st, err := e.ping(t.Context(), spec); err != nil || st.recv != 1 {
+				t.Errorf("ping after the sends: received %d, err %v", st.recv, err)
+			}
+		})
 	}
 }
