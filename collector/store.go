@@ -411,7 +411,7 @@ func logHostKeyChanges(logger *slog.Logger, changes []hostKeyChange) {
 // update records r and returns changes with the host key change r brought,
 // if any. Callers hold s.mu.
 func (s *Store) update(r *probe.Result, changes []hostKeyChange) []hostKeyChange {
-	i, ok := s.lookup(r.Hash(), r.Key)
+	i, ok := s.lookupResult(r)
 	if !ok {
 		return changes
 	}
@@ -616,6 +616,18 @@ func (s *Store) Export() *Saved {
 // hash is h. Callers hold s.mu.
 func (s *Store) lookup(h uint64, k config.Key) (int32, bool) {
 	return s.index.Get(h, k, func(i int32) config.Key { return s.targets[i].Target.Key() })
+}
+
+// lookupResult is lookup for r: the entry whose target r's is, without
+// comparing keys, when r carries its target (probe.Result.Target).
+func (s *Store) lookupResult(r *probe.Result) (int32, bool) {
+	h := r.Hash()
+	if r.Target != nil {
+		if i, ok := s.index.Peek(h); ok && s.targets[i].Target == r.Target {
+			return i, true
+		}
+	}
+	return s.lookup(h, r.Key)
 }
 
 // Import puts saved state back into the store, for targets that are

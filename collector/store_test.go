@@ -370,3 +370,38 @@ func TestReconcileAddsAPort(t *testing.T) {
 		t.Errorf("port 443 after the reload: present %v, %+v", ok, st)
 	}
 }
+
+// TestUpdateByTarget checks the lookup by the target a result carries: the
+// current target's result is applied, one carrying the target of an
+// earlier config (a probe in flight across a reload) is applied by its
+// key, and one carrying a target no longer configured is ignored even
+// though it names a target.
+func TestUpdateByTarget(t *testing.T) {
+	old := tcpTarget("a", "h1", nil)
+	cur := tcpTarget("a", "h1", nil) // the same key in a reloaded config
+	gone := tcpTarget("a", "gone", nil)
+	s := NewStore()
+	s.Reconcile([]*config.Target{cur})
+	for _, tc := range []struct {
+		name   string
+		target *config.Target
+		key    *config.Target
+		want   bool
+	}{
+		{"current target", cur, cur, true},
+		{"target of an earlier config", old, old, true},
+		{"target no longer configured", gone, gone, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.Reconcile([]*config.Target{cur}) // forget the last result
+			s.Reconcile(nil)
+			s.Reconcile([]*config.Target{cur})
+			r := result(tc.key, 0, true, "")
+			r.Target = tc.target
+			s.Update(r)
+			if got := s.Snapshot().Targets[0].HasResult; got != tc.want {
+				t.Errorf("h1 has a result: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -42,6 +42,14 @@ func (x *KeyIndex[V]) Get(h uint64, k Key, keyOf func(V) Key) (V, bool) {
 	return zero, false
 }
 
+// Peek returns the value stored under hash h without comparing keys: the
+// caller must confirm it is the value of the key it wants (by an identity
+// the key follows from) and fall back to Get when it cannot.
+func (x *KeyIndex[V]) Peek(h uint64) (V, bool) {
+	v, ok := x.byHash[h]
+	return v, ok
+}
+
 // Put sets the value of k, whose hash is h.
 func (x *KeyIndex[V]) Put(h uint64, k Key, v V, keyOf func(V) Key) {
 	if x.byHash == nil {

@@ -88,3 +88,15 @@ func TestKeyIndexRealHashes(t *testing.T) {
 		t.Errorf("Len after deleting every key in Range = %d", x.Len())
 	}
 }
+
+func TestKeyIndexPeek(t *testing.T) {
+	var x KeyIndex[string]
+	k := Key{Set: "s", Host: "h", Probe: ProbeICMP}
+	if _, ok := x.Peek(k.Hash()); ok {
+		t.Error("Peek on an empty index found a value")
+	}
+	x.Put(k.Hash(), k, "v", func(string) Key { return k })
+	if v, ok := x.Peek(k.Hash()); !ok || v != "v" {
+		t.Errorf("Peek = %q, %v; want v, true", v, ok)
+	}
+}

@@ -555,7 +555,7 @@ func (bs *poolBatchSink) ProbesDone(cs []probe.Completion) {
 			if r.Duration == 0 {
 				r.Duration = time.Since(req.Start)
 			}
-			r.Key, r.KeyHash, r.Due, r.Start = req.Target.Key(), req.Target.KeyHash(), req.Due, req.Start
+			r.Key, r.KeyHash, r.Target, r.Due, r.Start = req.Target.Key(), req.Target.KeyHash(), req.Target, req.Due, req.Start
 		}
 		if p.batchSink != nil {
 			p.batchSink(results)
@@ -649,7 +649,7 @@ func (p *Pool) probe(runCtx context.Context, pt *poolType, job poolJob, start ti
 	pt.inFlightGauge.Dec()
 
 	if runCtx.Err() == nil {
-		r.Key, r.KeyHash = job.t.Key(), job.t.KeyHash()
+		r.Key, r.KeyHash, r.Target = job.t.Key(), job.t.KeyHash(), job.t
 		r.Due = job.due
 		r.Start = start
 		p.sink(r)

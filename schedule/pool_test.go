@@ -678,7 +678,7 @@ func TestPoolResultFields(t *testing.T) {
 				synctest.Wait()
 				stop()
 
-				want := []probe.Result{{Key: tg.Key(), KeyHash: tg.KeyHash(), Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
+				want := []probe.Result{{Key: tg.Key(), KeyHash: tg.KeyHash(), Target: tg, Due: due, Start: now, Duration: tt.wantDuration, Success: true}}
 				if diff := cmp.Diff(want, sink.get(), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 					t.Errorf("results (-want +got):\n%s", diff)
 				}
@@ -1124,6 +1124,9 @@ func TestPoolSubmitBatch(t *testing.T) {
 		got := map[config.Key]int{}
 		for _, r := range batched {
 			got[r.Key]++
+			if r.Target == nil || r.Target.Key() != r.Key {
+				t.Errorf("ICMP result of %v carries target %v, want the submitted one", r.Key, r.Target)
+			}
 			if !r.Due.Equal(due) {
 				t.Errorf("ICMP result of %v: due %v, want %v", r.Key, r.Due, due)
 			}

@@ -181,7 +181,7 @@ func schedRetry(t *config.Target) int64 {
 func (s *Scheduler) Observe(r probe.Result) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
-	e, _ := s.byKey.Get(r.Hash(), r.Key, schedEntryKey)
+	e := s.entryOf(&r)
 	if e == nil {
 		s.mu.Unlock()
 		return
@@ -207,6 +207,19 @@ func (s *Scheduler) Observe(r probe.Result) {
 	}
 }
 
+// entryOf returns the entry r is for, or nil: the one whose target r's is
+// without comparing keys when r carries its target. Callers hold s.mu.
+func (s *Scheduler) entryOf(r *probe.Result) *schedEntry {
+	h := r.Hash()
+	if r.Target != nil {
+		if e, ok := s.byKey.Peek(h); ok && e.t == r.Target {
+			return e
+		}
+	}
+	e, _ := s.byKey.Get(h, r.Key, schedEntryKey)
+	return e
+}
+
 // ObserveBatch is Observe for many results, under one lock.
 func (s *Scheduler) ObserveBatch(rs []probe.Result) {
 	now := time.Now().UnixNano()
@@ -214,7 +227,7 @@ func (s *Scheduler) ObserveBatch(rs []probe.Result) {
 	s.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
-		e, _ := s.byKey.Get(r.Hash(), r.Key, schedEntryKey)
+		e := s.entryOf(r)
 		if e == nil {
 			continue
 		}

@@ -804,19 +804,38 @@ func TestSchedulerCoalesce(t *testing.T) {
 // TestSchedulerObserveBatch checks that a failure in a batch moves a target
 // with a retry interval to the retry, as Observe does, and a success clears
 // it.
+//
+// Results are found by key, by the target they carry (as the pool's do),
+// and by key again when they carry the target of an earlier config.
 func TestSchedulerObserveBatch(t *testing.T) {
+	for _, carry := range []string{"none", "current", "earlier config"} {
+		t.Run("target "+carry, func(t *testing.T) { testSchedulerObserveBatch(t, carry) })
+	}
+}
+
+func testSchedulerObserveBatch(t *testing.T, carry string) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &schedRecorder{}
 		s := NewScheduler(rec.submit, nil)
-		tg := testutil.NewTarget("s", "h", config.ProbeICMP, testutil.WithInterval(time.Minute), testutil.WithTimeout(time.Second))
+		newTarget := func(host string) *config.Target {
+			return testutil.NewTarget("s", host, config.ProbeICMP, testutil.WithInterval(time.Minute), testutil.WithTimeout(time.Second))
+		}
+		tg := newTarget("h")
 		tg.RetryInterval = 5 * time.Second
-		ok := testutil.NewTarget("s", "ok", config.ProbeICMP, testutil.WithInterval(time.Minute), testutil.WithTimeout(time.Second))
+		ok := newTarget("ok")
 		s.Reconcile([]*config.Target{tg, ok})
 		stop := testutil.Start(t, s.Run)
 		defer stop()
 		synctest.Wait()
 		observed := time.Now()
-		s.ObserveBatch([]probe.Result{{Key: ok.Key(), Success: true}, {Key: tg.Key(), Success: false}, {Key: config.Key{Set: "gone"}}})
+		failed := probe.Result{Key: tg.Key(), Success: false}
+		switch carry {
+		case "current":
+			failed.Target = tg
+		case "earlier config":
+			failed.Target = newTarget("h")
+		}
+		s.ObserveBatch([]probe.Result{{Key: ok.Key(), Success: true}, failed, {Key: config.Key{Set: "gone"}}})
 		time.Sleep(5*time.Second + time.Millisecond)
 		synctest.Wait()
 		retried := false
