@@ -42,6 +42,16 @@ func newTestEngine(t testing.TB, mode Mode) *sharedEngine {
 	return e
 }
 
+// newIPv4TestEngine is newTestEngine for a test that pings 127.0.0.1: it
+// skips the test when mode has no IPv4 socket here.
+func newIPv4TestEngine(t *testing.T, mode Mode) *sharedEngine {
+	t.Helper()
+	if !modeWorks(mode, "ip4") {
+		t.Skipf("%s ICMP socket for ip4 not available", mode)
+	}
+	return newTestEngine(t, mode)
+}
+
 func TestICMPEnginePing(t *testing.T) {
 	modes := modesOrSkip(t)
 	tests := []struct {
@@ -590,10 +600,7 @@ func BenchmarkICMPShared(b *testing.B) {
 func TestICMPEngineSourceAddress(t *testing.T) {
 	for _, mode := range modesOrSkip(t) {
 		t.Run(mode.String(), func(t *testing.T) {
-			if !modeWorks(mode, "ip4") {
-				t.Skipf("%s ICMP socket for ip4 not available", mode)
-			}
-			e := newTestEngine(t, mode)
+			e := newIPv4TestEngine(t, mode)
 			target := netip.MustParseAddr("127.0.0.1")
 			round := func(src string) (stats, error) {
 				r := roundSpec{addr: target, count: 2, interval: 5 * time.Millisecond, size: 56, timeout: 2 * time.Second}
@@ -722,10 +729,7 @@ func TestICMPEngineLanes(t *testing.T) {
 func TestICMPEngineSenderDrains(t *testing.T) {
 	for _, mode := range modesOrSkip(t) {
 		t.Run(mode.String(), func(t *testing.T) {
-			if !modeWorks(mode, "ip4") {
-				t.Skipf("%s ICMP socket for ip4 not available", mode)
-			}
-			e := newTestEngine(t, mode)
+			e := newIPv4TestEngine(t, mode)
 			spec := roundSpec{addr: netip.MustParseAddr("127.0.0.1"), count: 1, size: 56, timeout: 5 * time.Second}
 			if st, err := e.ping(t.Context(), spec); err != nil || st.recv != 1 {
 				t.Fatalf("first ping: received %d, err %v", st.recv, err)
