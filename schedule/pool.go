@@ -21,9 +21,10 @@ import (
 
 // Pool runs probes with bounded concurrency and start rate. Each probe type
 // has a FIFO queue, a token bucket, a concurrency limit and one dispatcher
-// goroutine (batch types: one per CPU, see batchDispatchers); an overall concurrency limit spans all types. Submit never
-// blocks and never queues a target twice: a target that is still queued or
-// running when its next turn comes is skipped and counted.
+// goroutine (a batch type one per CPU, see batchDispatchers); an overall
+// concurrency limit spans all types. Submit never blocks and never queues a
+// target twice: a target that is still queued or running when its next turn
+// comes is skipped and counted.
 type Pool struct {
 	logger *slog.Logger
 	sink   func(probe.Result)

@@ -28,12 +28,12 @@ import (
 // back on its hashed slots.
 type Scheduler struct {
 	submit func(t *config.Target, due time.Time) bool
+	logger *slog.Logger
 	// submitBatch, when set (SetSubmitBatch), takes each pass at once
 	// instead of submit.
 	submitBatch func([]Due)
 	// dues is the pass handed to submitBatch, reused between passes.
-	dues   []Due
-	logger *slog.Logger
+	dues []Due
 	// wake has capacity one; Update signals it so the loop re-reads the heap.
 	wake chan struct{}
 	// coalesce is the shortest time between two passes of the loop over
