@@ -770,12 +770,26 @@ func TestSSHMixedLoad(t *testing.T) {
 	if timeouts*100 > len(lags) {
 		t.Errorf("%d of %d healthy probes timed out, want at most 1%%", timeouts, len(lags))
 	}
+	var tarpitResults, tarpitStarved int
 	for _, h := range classes["tarpit"] {
 		for _, r := range results[h] {
-			if r.success || r.reason != probe.ReasonBanner {
-				t.Errorf("tarpit %s: success=%v reason=%q, want banner", h, r.success, r.reason)
+			tarpitResults++
+			switch {
+			case !r.success && r.reason == probe.ReasonBanner:
+			case !r.success && r.reason == probe.ReasonTimeout:
+				// Starved for the whole timeout before the connection
+				// was up (the same CPU starvation as above): the probe
+				// never reached the banner, and a timeout in the connect
+				// phase is what it reports.
+				tarpitStarved++
+				t.Logf("tarpit %s timed out before its banner read: %v", h, r.err)
+			default:
+				t.Errorf("tarpit %s: success=%v reason=%q (%v), want banner", h, r.success, r.reason, r.err)
 			}
 		}
+	}
+	if tarpitStarved*100 > tarpitResults {
+		t.Errorf("%d of %d tarpit probes timed out before their banner read, want at most 1%%", tarpitStarved, tarpitResults)
 	}
 	if len(lags) == 0 {
 		t.Fatal("no results for healthy hosts")
