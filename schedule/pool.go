@@ -289,9 +289,6 @@ type Due struct {
 // dispatcher take a pass in small pieces.
 func (p *Pool) SubmitBatch(ds []Due) {
 	var skips []*config.Target
-	var woken [4]*poolType // most passes touch few types
-	nwoken := 0
-	var last *poolType
 	for i := 0; i < len(ds); {
 		pt := p.types[ds[i].Target.Probe]
 		if pt == nil {
@@ -312,23 +309,11 @@ func (p *Pool) SubmitBatch(ds []Due) {
 			n++
 		}
 		pt.mu.Unlock()
-		if n == 0 {
-			continue
+		if n > 0 {
+			pt.waiting.Add(int64(n))
+			pt.waitingGauge.Add(float64(n))
+			pt.wake() // once per run of one type; a second wake is a no-op
 		}
-		pt.waiting.Add(int64(n))
-		pt.waitingGauge.Add(float64(n))
-		if pt != last && !slices.Contains(woken[:nwoken], pt) {
-			if nwoken < len(woken) {
-				woken[nwoken] = pt
-				nwoken++
-			} else {
-				pt.wake()
-			}
-		}
-		last = pt
-	}
-	for _, pt := range woken[:nwoken] {
-		pt.wake()
 	}
 	for _, t := range skips {
 		p.countSkip(t)
